@@ -1,0 +1,45 @@
+# hw9: the two commands are `make lab` and `make test`; both run `make setup` first.
+SHELL := /bin/bash
+ROOT := $(CURDIR)
+export HW9_ROOT := $(ROOT)
+export JUPYTER_PATH := $(ROOT)/jupyter
+# Must equal .cargo/config.toml's value: any change of LIBTORCH reruns torch-sys's C++ build.
+export LIBTORCH := $(ROOT)/.venv/lib/python3.11/site-packages/torch
+export LD_LIBRARY_PATH := $(LIBTORCH)/lib$(if $(LD_LIBRARY_PATH),:$(LD_LIBRARY_PATH))
+PY := $(ROOT)/.venv/bin/python
+LAB_PORT ?= 8888
+
+.PHONY: setup lab test test-rust test-notebooks notebooks doctor clean-cache
+
+setup:
+	@bash tools/setup.sh
+
+## Opens JupyterLab on notebooks/ (prints the URL with its token).
+lab: setup
+	@echo "JupyterLab: open the URL below, then a notebook on the kernel \"Rust (hw9)\". Ctrl-C stops it."
+	@$(ROOT)/.venv/bin/jupyter lab --notebook-dir=notebooks --ServerApp.port=$(LAB_PORT) \
+	  --ServerApp.ip=127.0.0.1 $(if $(CI),--no-browser,) $(LAB_ARGS)
+
+## Every test: the crate's cargo tests, then the notebooks through nbclient on the hw9 kernel.
+test: setup
+	@$(MAKE) --no-print-directory test-rust test-notebooks
+
+test-rust:
+	cargo test --locked
+
+test-notebooks:
+	$(PY) -m pytest -v -p no:cacheprovider tests/notebooks
+
+## Executes every notebook headless and keeps the executed copies in build/notebooks/.
+notebooks: setup
+	$(PY) tools/nbrun.py --out build/notebooks notebooks/*.ipynb
+
+## Checks the installation and prints a fix per problem.
+doctor:
+	@cargo build -q --bins || echo "(the build failed; running the doctor built last)"
+	@if target/debug/hw9 --version >/dev/null 2>&1; then target/debug/hw9 doctor; \
+	elif [ -x target/debug/hw9-doctor ]; then echo "hw9 cannot load libtorch; the checks that need no libtorch:"; target/debug/hw9-doctor; \
+	else echo "FAIL libtorch: not installed and nothing built yet"; echo "     fix: make setup"; exit 1; fi
+
+clean-cache:
+	rm -rf .cache/evcxr

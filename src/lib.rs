@@ -1,0 +1,70 @@
+//! # hw9 — learn ViT, MAE and Transformers hands-on, in Rust notebooks
+//!
+//! The support crate of the hw9 notebooks (run on the evcxr Jupyter kernel) and a library
+//! for ML engineers. Everything runs on CPU, and on CUDA when [`tch::Cuda::is_available`].
+//!
+//! ```no_run
+//! use hw9::prelude::*;
+//! hw9::seed(0);
+//! let device = hw9::device();
+//! let x = Tensor::randn([2, 3], (Kind::Float, device));
+//! ```
+//!
+//! ## Shape alphabet
+//! Every public forward documents its shapes with one alphabet:
+//!
+//! | letter | meaning |
+//! |---|---|
+//! | `B` | batch |
+//! | `T` / `S` | target / source sequence length |
+//! | `D` | model dimension |
+//! | `H` | attention heads |
+//! | `Dh` | head dimension (`D / H`) |
+//! | `N` | patches per image |
+//! | `P` | patch size (pixels per side) |
+//! | `C` | channels |
+//! | `V` | vocabulary size |
+//!
+//! Mask values are always stated where a mask appears (for example `mask: (B, N), 1 = masked`).
+
+pub mod doctor;
+pub mod error;
+pub mod paths;
+pub mod plot;
+
+pub use error::{Error, Result};
+pub use tch;
+
+use tch::Device;
+
+/// What a notebook or a program needs in scope: `use hw9::prelude::*;`.
+pub mod prelude {
+    pub use crate::plot::{Figure, Heatmap, LineChart};
+    pub use crate::{device, seed, Error, Result};
+    pub use tch;
+    pub use tch::nn::{self, Module, ModuleT, OptimizerConfig};
+    pub use tch::{Device, Kind, Reduction, Tensor};
+}
+
+/// The device to compute on: CUDA when a GPU is usable, else the CPU.
+///
+/// `HW9_DEVICE=cpu` forces the CPU (`HW9_DEVICE=cuda` forces CUDA, `cuda:1` a given GPU).
+pub fn device() -> Device {
+    match std::env::var("HW9_DEVICE").ok().as_deref().map(str::trim) {
+        Some("cpu") => Device::Cpu,
+        Some("cuda") => Device::Cuda(0),
+        Some(s) if s.starts_with("cuda:") => s[5..].parse().map(Device::Cuda).unwrap_or(Device::Cpu),
+        _ => Device::cuda_if_available(),
+    }
+}
+
+/// Seeds libtorch's generators (CPU and, when present, every CUDA device).
+///
+/// With the same seed, `Tensor::randn` on the CPU gives the same numbers as PyTorch's
+/// `torch.manual_seed(seed); torch.randn(...)`, so Rust and Python can build identical inputs.
+pub fn seed(seed: u64) {
+    tch::manual_seed(seed as i64);
+    if tch::Cuda::is_available() {
+        tch::Cuda::manual_seed_all(seed);
+    }
+}

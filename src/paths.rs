@@ -1,0 +1,24 @@
+//! Where the project's files are: the repository root, `assets/`, the venv's libtorch.
+
+use std::path::PathBuf;
+
+/// The repository root: `$HW9_ROOT` when set, else the folder this crate was built from.
+pub fn root() -> PathBuf {
+    match std::env::var_os("HW9_ROOT") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+    }
+}
+
+/// `assets/` under the root: committed small files, and (git-ignored) what setup installs.
+pub fn assets() -> PathBuf {
+    root().join("assets")
+}
+
+/// The libtorch folder: `$LIBTORCH` when set, else the torch package in the project venv.
+pub fn libtorch() -> PathBuf {
+    match std::env::var_os("LIBTORCH") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => root().join(".venv/lib/python3.11/site-packages/torch"),
+    }
+}

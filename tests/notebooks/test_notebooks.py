@@ -1,0 +1,93 @@
+"""Notebooks executed by a real Jupyter client (nbclient) on the project kernel "Rust (hw9)".
+
+Run by `make test` after `make setup` (which registers the kernel through JUPYTER_PATH and warms
+its build cache). The harness itself is tools/nbrun.py; the tests below also prove that it
+catches what nbconvert alone misses (a panic reported with status "ok").
+"""
+
+import base64
+import pathlib
+import sys
+
+import nbformat
+import pytest
+from jupyter_client.manager import start_new_kernel
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tools"))
+import nbrun  # noqa: E402
+
+NOTEBOOKS = ROOT / "notebooks"
+OUT = ROOT / "build" / "notebooks"
+
+
+def run(nb, cwd=NOTEBOOKS, timeout=nbrun.DEFAULT_TIMEOUT):
+    return nbrun.execute(nb, cwd, timeout)
+
+
+def texts(cell):
+    return "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
+
+
+def test_setup_check_notebook_runs_clean_and_plots():
+    path = NOTEBOOKS / "00_setup_check.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    problems = run(nb)
+    OUT.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, OUT / path.name)
+    assert problems == []
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    joined = "\n".join(texts(c) for c in code)
+    assert "learned w = " in joined and ("device: Cpu" in joined or "device: Cuda" in joined)
+    plots = [c for c in code if "plot" in c.metadata.get("tags", [])]
+    assert len(plots) == 2
+    for c in plots:
+        png = next(o["data"]["image/png"] for o in c.outputs if "image/png" in o.get("data", {}))
+        assert base64.b64decode(png)[:8] == b"\x89PNG\r\n\x1a\n"
+    for name in ["setup_check_heatmap.png", "setup_check_loss.png"]:
+        assert (NOTEBOOKS / "output" / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_harness_fails_on_a_panic_that_evcxr_reports_as_ok():
+    nb = nbrun.code_notebook('let x: i32 = 1;', 'fn unpatchify() -> i32 { todo!("write unpatchify") }\nunpatchify()', 'x + 1')
+    problems = run(nb)
+    assert len(problems) == 1, problems
+    assert problems[0].startswith("cell 1: panicked:") and "write unpatchify" in problems[0]
+    # The kernel survived and kept earlier state: the last cell still ran.
+    assert nb.cells[2].outputs[0]["data"]["text/plain"] == "2"
+
+
+def test_harness_fails_on_a_compile_error_and_a_missing_plot():
+    nb = nbrun.code_notebook('let y: i32 = "text";', 'println!("no figure here");', tags=[[], ["plot"]])
+    problems = run(nb)
+    assert len(problems) == 2, problems
+    assert problems[0].startswith("cell 0: error") and "mismatched types" in problems[0]
+    assert problems[1] == "cell 1: tagged 'plot' but produced no image/png output"
+
+
+def test_harness_enforces_the_per_cell_timeout():
+    nb = nbrun.code_notebook('std::thread::sleep(std::time::Duration::from_secs(30));')
+    problems = run(nb, timeout=5)
+    assert any("timed out (per-cell limit 5 s)" in p for p in problems), problems
+
+
+def test_two_kernels_at_once_build_in_separate_folders():
+    """Two notebooks open at once must not share evcxr's build folder (it holds their sources)."""
+    kernels = [start_new_kernel(kernel_name=nbrun.KERNEL, cwd=str(NOTEBOOKS)) for _ in range(2)]
+    try:
+        dirs = []
+        for _, kc in kernels:  # both kernels are alive here
+            seen = []
+            reply = kc.execute_interactive(
+                'std::env::var("EVCXR_TMPDIR").unwrap()',
+                timeout=120,
+                output_hook=lambda m: seen.append(m["content"].get("data", {}).get("text/plain")),
+            )
+            assert reply["content"]["status"] == "ok"
+            dirs.append(next(s for s in seen if s))
+    finally:
+        for km, kc in kernels:
+            kc.stop_channels()
+            km.shutdown_kernel(now=True)
+    assert dirs[0] != dirs[1], dirs
+    assert all("/.cache/evcxr/slot-" in d for d in dirs), dirs

@@ -1,0 +1,140 @@
+"""Run notebooks headless on the hw9 kernel ("Rust (hw9)") through nbclient, a real Jupyter client.
+
+A cell fails on any `error` output AND on `panicked at` in its stderr: evcxr reports a panic
+(`todo!()`) with status "ok", so nbconvert alone would pass it. A cell tagged `plot` must produce
+an `image/png` output. Every cell has a timeout.
+
+    python tools/nbrun.py notebooks/00_setup_check.ipynb [--out build/notebooks] [--timeout 600]
+    python tools/nbrun.py --warm-up      # compile hw9 in the kernel's build folder (setup's last step)
+
+Needs JUPYTER_PATH to include the repo's `jupyter/` folder (the Makefile sets it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+import time
+
+import nbformat
+from nbclient import NotebookClient
+from nbclient.exceptions import CellTimeoutError, DeadKernelError
+
+KERNEL = "hw9-rust"
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+DEFAULT_TIMEOUT = 600
+
+
+def problems_of(nb) -> list[str]:
+    """What went wrong in an executed notebook, one line per problem (empty: all good)."""
+    found = []
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        outputs = cell.get("outputs", [])
+        for o in outputs:
+            if o.output_type == "error":
+                msg = (o.get("evalue") or "").strip() or "\n".join(o.get("traceback", []))
+                found.append(f"cell {i}: error {o.get('ename', '')}: {msg[:2000]}")
+            elif o.output_type == "stream" and o.name == "stderr" and "panicked at" in o.text:
+                found.append(f"cell {i}: panicked: {o.text.strip()[:2000]}")
+        if "plot" in cell.metadata.get("tags", []) and not any(
+            "image/png" in o.get("data", {}) for o in outputs
+        ):
+            found.append(f"cell {i}: tagged 'plot' but produced no image/png output")
+    return found
+
+
+def execute(nb, cwd: pathlib.Path, timeout: int = DEFAULT_TIMEOUT):
+    """Executes `nb` in place on the hw9 kernel with the working directory `cwd`.
+
+    Runs every cell even after a failing one (as a student would), so that all problems are
+    reported; a timeout or a dead kernel stops the run and is recorded on the cell.
+    Returns the list of problems.
+    """
+    client = NotebookClient(
+        nb,
+        kernel_name=KERNEL,
+        timeout=timeout,
+        allow_errors=True,
+        record_timing=True,
+        resources={"metadata": {"path": str(cwd)}},
+    )
+    extra = []
+    try:
+        client.execute()
+    except CellTimeoutError as e:
+        extra.append(f"timed out (per-cell limit {timeout} s): {str(e).splitlines()[0]}")
+    except DeadKernelError as e:
+        extra.append(f"the kernel died: {e}")
+    return problems_of(nb) + extra
+
+
+def cell_seconds(cell) -> float | None:
+    """Wall time of an executed cell from nbclient's timing metadata."""
+    t = cell.metadata.get("execution", {})
+    start, end = t.get("iopub.execute_input"), t.get("shell.execute_reply")
+    if not (start and end):
+        return None
+    from datetime import datetime
+
+    parse = lambda s: datetime.fromisoformat(s.replace("Z", "+00:00"))
+    return (parse(end) - parse(start)).total_seconds()
+
+
+def code_notebook(*sources: str, tags: list[list[str]] | None = None):
+    """An in-memory notebook of code cells on the hw9 kernel (tests and warm-up use it)."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": KERNEL, "display_name": "Rust (hw9)", "language": "rust"}
+    for i, src in enumerate(sources):
+        cell = nbformat.v4.new_code_cell(src)
+        if tags and i < len(tags) and tags[i]:
+            cell.metadata["tags"] = tags[i]
+        nb.cells.append(cell)
+    return nb
+
+
+WARM_UP = code_notebook(
+    ':dep hw9 = { path = ".." }',
+    "use hw9::prelude::*;\n"
+    'let warm = LineChart::new("warm-up").series("x", &[1.0, 2.0]).draw().map(|f| f.size());\n'
+    'println!("{warm:?} {:?}", Tensor::ones([2], (Kind::Float, Device::Cpu)).sum(Kind::Float));',
+)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("notebooks", nargs="*", type=pathlib.Path)
+    ap.add_argument("--warm-up", action="store_true", help="compile hw9 in the kernel's build folder")
+    ap.add_argument("--out", type=pathlib.Path, help="write executed copies into this folder")
+    ap.add_argument("--timeout", type=int, default=DEFAULT_TIMEOUT, help="per-cell timeout in seconds")
+    args = ap.parse_args()
+    if args.warm_up:
+        problems = execute(WARM_UP, ROOT / "notebooks", args.timeout)
+        for p in problems:
+            print(p, file=sys.stderr)
+        return 1 if problems else 0
+    failed = 0
+    for path in args.notebooks:
+        nb = nbformat.read(path, as_version=4)
+        t0 = time.monotonic()
+        problems = execute(nb, path.resolve().parent, args.timeout)
+        took = time.monotonic() - t0
+        if args.out:
+            args.out.mkdir(parents=True, exist_ok=True)
+            nbformat.write(nb, args.out / path.name)
+        status = "FAILED" if problems else "ok"
+        print(f"{status:6} {path} in {took:.1f} s")
+        for i, cell in enumerate(nb.cells):
+            s = cell_seconds(cell) if cell.cell_type == "code" else None
+            if s is not None:
+                print(f"       cell {i:2}: {s:6.2f} s  {cell.source.splitlines()[0][:60] if cell.source else ''}")
+        for p in problems:
+            print(f"  {p}")
+        failed += bool(problems)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

