@@ -311,6 +311,7 @@ impl LineChart {
     {
         chart
             .configure_mesh()
+            .x_label_formatter(&|x| if (x - x.round()).abs() < 1e-9 { format!("{x:.0}") } else { format!("{x:.2}") })
             .x_desc(self.x_label.as_str())
             .y_desc(self.y_label.as_str())
             .label_style((FONT_NAME, 14))
@@ -492,50 +493,43 @@ impl Heatmap {
         let (lo, hi) = if lo > hi { (0.0, 1.0) } else if hi - lo < 1e-12 { (lo - 0.5, hi + 0.5) } else { (lo, hi) };
         let annotate = self.annotate.unwrap_or(self.rows <= 16 && self.cols <= 16);
         let longest = |l: &[String]| l.iter().map(|s| s.chars().count()).max().unwrap_or(1) as u32;
-        let (y_area, x_area) = (longest(&row_labels) * 8 + 24, longest(&col_labels) * 8 + 28);
-        let cell = if annotate { 48 } else { 24 };
+        let (y_area, x_area) = (longest(&row_labels) * 9 + 24, 50);
+        // Cells wide enough for their column labels (about 9 px a character).
+        let cell_w = (if annotate { 48 } else { 24 }).max(longest(&col_labels) * 9 + 6);
+        let cell_h = if annotate { 48 } else { 24 };
         let (w, h) = self.size.unwrap_or((
-            (y_area + cell * self.cols as u32 + 140).clamp(360, 1600),
-            (x_area + cell * self.rows as u32 + 70).clamp(300, 1600),
+            (y_area + cell_w * self.cols as u32 + COLORBAR_WIDTH + 30).clamp(360, 1800),
+            (x_area + cell_h * self.rows as u32 + 70).clamp(240, 1600),
         ));
-        let (rows, cols) = (self.rows as i32, self.cols as i32);
+        let (rows, cols) = (self.rows, self.cols);
         Figure::render(w, h, |root| {
-            let (main, bar) = root.split_horizontally(w.saturating_sub(110));
+            let (main, bar) = root.split_horizontally(w.saturating_sub(COLORBAR_WIDTH));
             let mut chart = ChartBuilder::on(&main)
                 .caption(&self.title, (FONT_NAME, 20))
                 .margin(10)
                 .x_label_area_size(x_area)
                 .y_label_area_size(y_area)
-                .build_cartesian_2d((0..cols).into_segmented(), (0..rows).into_segmented())
+                .build_cartesian_2d(CellAxis(cols).into_segmented(), CellAxis(rows).into_segmented())
                 .map_err(plot_err)?;
-            let center = |v: &SegmentValue<i32>| match v {
+            let index = |v: &SegmentValue<usize>| match v {
                 SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => Some(*i),
                 SegmentValue::Last => None,
             };
-            let x_fmt = |v: &SegmentValue<i32>| {
-                center(v).and_then(|i| col_labels.get(i as usize).cloned()).unwrap_or_default()
+            let x_fmt = |v: &SegmentValue<usize>| {
+                index(v).and_then(|i| col_labels.get(i).cloned()).unwrap_or_default()
             };
-            // Row 0 is drawn at the top: plotters' y grows upwards.
-            let y_fmt = |v: &SegmentValue<i32>| {
-                center(v)
-                    .and_then(|i| row_labels.get((rows - 1 - i) as usize).cloned())
-                    .unwrap_or_default()
-            };
-            let x_style = TextStyle::from((FONT_NAME, 14).into_font());
-            let x_style = if longest(&col_labels) > 3 && self.cols > 4 {
-                x_style.transform(FontTransform::Rotate90).pos(Pos::new(HPos::Left, VPos::Center))
-            } else {
-                x_style
+            // Row 0 is drawn at the top: plotters' y grows upwards, so row r sits at y = rows-1-r.
+            let y_fmt = |v: &SegmentValue<usize>| {
+                index(v).and_then(|i| row_labels.get(rows - 1 - i).cloned()).unwrap_or_default()
             };
             chart
                 .configure_mesh()
                 .disable_mesh()
-                .x_labels(self.cols)
-                .y_labels(self.rows)
+                .x_labels(cols)
+                .y_labels(rows)
                 .x_label_formatter(&x_fmt)
                 .y_label_formatter(&y_fmt)
-                .x_label_style(x_style)
-                .y_label_style((FONT_NAME, 14))
+                .label_style((FONT_NAME, 14))
                 .x_desc(self.x_label.as_str())
                 .y_desc(self.y_label.as_str())
                 .axis_desc_style((FONT_NAME, 15))
@@ -548,30 +542,29 @@ impl Heatmap {
                     RGBColor(255, 0, 255)
                 }
             };
+            // The cell's far edge: the next index's start, or the axis' end for the last one.
+            let edge = |n: usize, i: usize| if i + 1 < n { SegmentValue::Exact(i + 1) } else { SegmentValue::Last };
+            let cells = (0..rows).flat_map(|r| (0..cols).map(move |c| (r, c)));
             chart
-                .draw_series((0..rows).flat_map(|r| {
-                    (0..cols).map(move |c| {
-                        let v = self.values[(r * cols + c) as usize];
-                        let y = rows - 1 - r;
-                        Rectangle::new(
-                            [(SegmentValue::Exact(c), SegmentValue::Exact(y)), (SegmentValue::Exact(c + 1), SegmentValue::Exact(y + 1))],
-                            color_of(v).filled(),
-                        )
-                    })
+                .draw_series(cells.clone().map(|(r, c)| {
+                    let y = rows - 1 - r;
+                    Rectangle::new(
+                        [(SegmentValue::Exact(c), SegmentValue::Exact(y)), (edge(cols, c), edge(rows, y))],
+                        color_of(self.values[r * cols + c]).filled(),
+                    )
                 }))
                 .map_err(plot_err)?;
             if annotate {
-                let text = |r: i32, c: i32| {
-                    let v = self.values[(r * cols + c) as usize];
-                    let bright = (v - lo) / (hi - lo) > 0.6;
-                    let color = if bright { BLACK } else { WHITE };
-                    let style = TextStyle::from((FONT_NAME, 12).into_font())
-                        .color(&color)
-                        .pos(Pos::new(HPos::Center, VPos::Center));
-                    Text::new(fmt_value(v), (SegmentValue::CenterOf(c), SegmentValue::CenterOf(rows - 1 - r)), style)
-                };
                 chart
-                    .draw_series((0..rows).flat_map(|r| (0..cols).map(move |c| text(r, c))))
+                    .draw_series(cells.map(|(r, c)| {
+                        let v = self.values[r * cols + c];
+                        let color: &'static RGBColor = if (v - lo) / (hi - lo) > 0.6 { &BLACK } else { &WHITE };
+                        let style = TextStyle::from((FONT_NAME, 12).into_font())
+                            .color(color)
+                            .pos(Pos::new(HPos::Center, VPos::Center));
+                        let at = (SegmentValue::CenterOf(c), SegmentValue::CenterOf(rows - 1 - r));
+                        Text::new(fmt_value(v), at, style)
+                    }))
                     .map_err(plot_err)?;
             }
             draw_colorbar(&bar, lo, hi, x_area)
@@ -589,6 +582,46 @@ impl Heatmap {
     }
 }
 
+/// A heatmap axis of `n` cells, indices `0..n`: with `into_segmented()` each index gets one
+/// segment of equal width, with its label at the centre.
+#[derive(Clone)]
+struct CellAxis(usize);
+
+impl Ranged for CellAxis {
+    type FormatOption = plotters::coord::ranged1d::DefaultFormatting;
+    type ValueType = usize;
+
+    fn range(&self) -> std::ops::Range<usize> {
+        0..self.0
+    }
+
+    fn map(&self, value: &usize, limit: (i32, i32)) -> i32 {
+        if self.0 <= 1 {
+            return limit.0;
+        }
+        limit.0 + ((limit.1 - limit.0) as f64 * *value as f64 / (self.0 - 1) as f64).round() as i32
+    }
+
+    fn key_points<Hint: plotters::coord::ranged1d::KeyPointHint>(&self, hint: Hint) -> Vec<usize> {
+        let max = hint.max_num_points().max(1);
+        (0..self.0).step_by(self.0.div_ceil(max).max(1)).collect()
+    }
+}
+
+impl plotters::coord::ranged1d::DiscreteRanged for CellAxis {
+    fn size(&self) -> usize {
+        self.0
+    }
+
+    fn index_of(&self, value: &usize) -> Option<usize> {
+        (*value < self.0).then_some(*value)
+    }
+
+    fn from_index(&self, index: usize) -> Option<usize> {
+        (index < self.0).then_some(index)
+    }
+}
+
 /// A short, fixed-width rendering of a cell value.
 fn fmt_value(v: f64) -> String {
     if !v.is_finite() {
@@ -600,12 +633,15 @@ fn fmt_value(v: f64) -> String {
     }
 }
 
+/// Width of the colour bar's strip at a heatmap's right: gap, bar, labels.
+const COLORBAR_WIDTH: u32 = 100;
+
 fn draw_colorbar(area: &DrawingArea<BitMapBackend<'_>, Shift>, lo: f64, hi: f64, bottom: u32) -> Result<()> {
     let mut bar = ChartBuilder::on(area)
         .margin_top(40)
         .margin_bottom(bottom + 10)
-        .margin_right(50)
-        .margin_left(10)
+        .margin_right(12)
+        .margin_left(16)
         .y_label_area_size(0)
         .right_y_label_area_size(48)
         .build_cartesian_2d(0..1, lo..hi)
@@ -685,6 +721,16 @@ mod tests {
         // Two cells hold the max, one the min; each cell is 48x48 with annotation text inside.
         assert!(count(&img, max) > 2 * 1500, "max cells: {}", count(&img, max));
         assert!(count(&img, min) > 1500, "min cell: {}", count(&img, min));
+    }
+
+    #[test]
+    fn heatmap_of_one_row_fills_its_cells_without_an_empty_segment() {
+        let fig = Heatmap::from_rows("query", &[vec![0.0, 1.0, 0.0, 1.0]]).unwrap().size(500, 200).draw().unwrap();
+        let img = decode(&fig);
+        let (min, max) = (ViridisRGB::get_color(0.0), ViridisRGB::get_color(1.0));
+        let (n_min, n_max) = (count(&img, min), count(&img, max));
+        // Two cells of each colour of equal size (text aside): the areas match within 10%.
+        assert!(n_min > 1000 && (n_min as f64 / n_max as f64 - 1.0).abs() < 0.1, "{n_min} vs {n_max}");
     }
 
     #[test]
