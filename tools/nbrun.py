@@ -7,12 +7,14 @@ an `image/png` output. Every cell has a timeout.
     python tools/nbrun.py notebooks/00_setup_check.ipynb [--out build/notebooks] [--timeout 600]
     python tools/nbrun.py --warm-up      # compile hw9 in the kernel's build folder (setup's last step)
 
-Needs JUPYTER_PATH to include the repo's `jupyter/` folder (the Makefile sets it).
+The kernelspec is found through JUPYTER_PATH, which this module points at the repo's `jupyter/`
+folder when it is unset (the Makefile sets it too).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import pathlib
 import sys
 import time
@@ -24,6 +26,7 @@ from nbclient.exceptions import CellTimeoutError, DeadKernelError
 KERNEL = "hw9-rust"
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DEFAULT_TIMEOUT = 600
+os.environ.setdefault("JUPYTER_PATH", str(ROOT / "jupyter"))
 
 
 def problems_of(nb) -> list[str]:
@@ -37,8 +40,11 @@ def problems_of(nb) -> list[str]:
             if o.output_type == "error":
                 msg = (o.get("evalue") or "").strip() or "\n".join(o.get("traceback", []))
                 found.append(f"cell {i}: error {o.get('ename', '')}: {msg[:2000]}")
-            elif o.output_type == "stream" and o.name == "stderr" and "panicked at" in o.text:
-                found.append(f"cell {i}: panicked: {o.text.strip()[:2000]}")
+        # A panic's message arrives in several stderr chunks: read them as one text.
+        stderr = "".join(o.text for o in outputs if o.output_type == "stream" and o.name == "stderr")
+        if "panicked at" in stderr:
+            panic = stderr[stderr.index("panicked at"):].strip()
+            found.append(f"cell {i}: panicked: {' '.join(panic.split())[:2000]}")
         if "plot" in cell.metadata.get("tags", []) and not any(
             "image/png" in o.get("data", {}) for o in outputs
         ):
