@@ -9,7 +9,7 @@ export LD_LIBRARY_PATH := $(LIBTORCH)/lib$(if $(LD_LIBRARY_PATH),:$(LD_LIBRARY_P
 PY := $(ROOT)/.venv/bin/python
 LAB_PORT ?= 8888
 
-.PHONY: setup lab test test-rust test-notebooks notebooks doctor clean-cache
+.PHONY: setup lab test test-rust test-notebooks notebooks release fixtures doctor clean-cache
 
 setup:
 	@bash tools/setup.sh
@@ -30,9 +30,19 @@ test-rust:
 test-notebooks:
 	$(PY) -m pytest -v -p no:cacheprovider tests/notebooks
 
-## Executes every notebook headless and keeps the executed copies in build/notebooks/.
+## Executes every solution notebook headless (quick profile) into build/notebooks/solutions/.
 notebooks: setup
-	$(PY) tools/nbrun.py --out build/notebooks notebooks/*.ipynb
+	HW9_PROFILE=quick $(PY) tools/nbrun.py --out build/notebooks/solutions notebooks/solutions/*.ipynb
+
+## Writes the student notebooks (notebooks/*.ipynb) from the solution sources.
+release:
+	cargo run -q --bin hw9 -- release
+
+## Rewrites the reference fixtures with PyTorch (needs the tool venv: see environment.md).
+TOOL_VENV ?= $(HOME)/.cache/hw9/tool-venv
+fixtures:
+	@[ -x $(TOOL_VENV)/bin/python ] || { echo "no tool venv at $(TOOL_VENV): python3 -m venv $(TOOL_VENV) && $(TOOL_VENV)/bin/pip install torch==2.13.0 safetensors numpy"; exit 1; }
+	$(TOOL_VENV)/bin/python tools/gen_fixtures.py
 
 ## Checks the installation and prints a fix per problem.
 doctor:

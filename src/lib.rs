@@ -27,20 +27,27 @@
 //!
 //! Mask values are always stated where a mask appears (for example `mask: (B, N), 1 = masked`).
 
+pub mod check;
 pub mod doctor;
 pub mod error;
 pub mod paths;
 pub mod plot;
+pub mod profile;
+pub mod release;
+pub mod submission;
 
 pub use error::{Error, Result};
+pub use profile::{profile, Profile};
 pub use tch;
 
 use tch::Device;
 
 /// What a notebook or a program needs in scope: `use hw9::prelude::*;`.
 pub mod prelude {
+    pub use crate::check::{check_at_least, Fixtures, Recorder};
     pub use crate::plot::{Figure, Heatmap, LineChart};
-    pub use crate::{device, seed, Error, Result};
+    pub use crate::submission::write_submission;
+    pub use crate::{device, profile, seed, Error, Profile, Result};
     pub use tch;
     pub use tch::nn::{self, Module, ModuleT, OptimizerConfig};
     pub use tch::{Device, Kind, Reduction, Tensor};

@@ -1,4 +1,6 @@
-//! The hw9 command line: `hw9 doctor`, and the project's other commands as they land.
+//! The hw9 command line: `hw9 doctor`, `hw9 release`, `hw9 grade`.
+
+use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use hw9::doctor::{self, Check};
@@ -14,6 +16,26 @@ struct Cli {
 enum Cmd {
     /// Check libtorch, the kernelspec, evcxr, the data and the versions; print a fix per problem.
     Doctor,
+    /// Write the student notebooks (notebooks/*.ipynb) from the solution sources.
+    Release {
+        /// Write nothing; fail if a student notebook is not what the sources produce.
+        #[arg(long)]
+        check: bool,
+        /// Folder of solution sources.
+        #[arg(long, default_value_os_t = hw9::paths::root().join("notebooks/solutions"))]
+        solutions: PathBuf,
+        /// Folder the student notebooks go to.
+        #[arg(long, default_value_os_t = hw9::paths::root().join("notebooks"))]
+        out: PathBuf,
+    },
+    /// Grade a hw9_submission.zip against the reference fixtures (the TA's side).
+    Grade {
+        /// The submission zip.
+        zip: PathBuf,
+        /// A fixture file to grade against (default: the notebook's own in assets/fixtures).
+        #[arg(long)]
+        fixtures: Option<PathBuf>,
+    },
 }
 
 /// Runs a small computation through libtorch: the part of doctor that needs it loaded.
@@ -37,15 +59,54 @@ fn check_compute() -> Check {
     }
 }
 
-fn main() {
-    let cli = Cli::parse();
-    match cli.command {
+fn run(cmd: Cmd) -> hw9::Result<bool> {
+    match cmd {
         Cmd::Doctor => {
             let mut checks = doctor::checks();
             checks.push(check_compute());
-            if !doctor::report(&checks) {
-                std::process::exit(1);
+            Ok(doctor::report(&checks))
+        }
+        Cmd::Release { check, solutions, out } => {
+            let done = hw9::release::release_all(&solutions, &out, check)?;
+            let stale: Vec<_> = done.iter().filter(|r| r.changed).collect();
+            for r in &done {
+                let state = match (r.changed, check) {
+                    (false, _) => "up to date",
+                    (true, true) => "OUT OF DATE",
+                    (true, false) => "written",
+                };
+                println!("{state:11} {} ({} solution regions) from {}", r.student.display(), r.regions, r.solution.display());
             }
+            if check && !stale.is_empty() {
+                println!("{} student notebook(s) differ from their sources: run `make release`", stale.len());
+                return Ok(false);
+            }
+            Ok(true)
+        }
+        Cmd::Grade { zip, fixtures } => {
+            let fixtures = match fixtures {
+                Some(p) => Some(hw9::check::Fixtures::load_from("given", &p)?),
+                None => None,
+            };
+            let report = hw9::submission::grade(&zip, fixtures.as_ref())?;
+            for r in &report.results {
+                println!("{r}");
+            }
+            let (passed, total) = report.score();
+            println!("{}: {passed}/{total} checks passed", report.notebook);
+            Ok(true)
+        }
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(true) => {}
+        Ok(false) => std::process::exit(1),
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
         }
     }
 }

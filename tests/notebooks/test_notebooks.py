@@ -6,19 +6,12 @@ catches what nbconvert alone misses (a panic reported with status "ok").
 """
 
 import base64
-import pathlib
-import sys
 
-import nbformat
-import pytest
+import nbrun
+from conftest import ROOT, executed
 from jupyter_client.manager import start_new_kernel
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tools"))
-import nbrun  # noqa: E402
-
 NOTEBOOKS = ROOT / "notebooks"
-OUT = ROOT / "build" / "notebooks"
 
 
 def run(nb, cwd=NOTEBOOKS, timeout=nbrun.DEFAULT_TIMEOUT):
@@ -30,11 +23,8 @@ def texts(cell):
 
 
 def test_setup_check_notebook_runs_clean_and_plots():
-    path = NOTEBOOKS / "00_setup_check.ipynb"
-    nb = nbformat.read(path, as_version=4)
-    problems = run(nb)
-    OUT.mkdir(parents=True, exist_ok=True)
-    nbformat.write(nb, OUT / path.name)
+    path = NOTEBOOKS / "solutions" / "00_setup_check.ipynb"
+    nb, problems = executed(path)
     assert problems == []
     code = [c for c in nb.cells if c.cell_type == "code"]
     joined = "\n".join(texts(c) for c in code)
@@ -45,7 +35,7 @@ def test_setup_check_notebook_runs_clean_and_plots():
         png = next(o["data"]["image/png"] for o in c.outputs if "image/png" in o.get("data", {}))
         assert base64.b64decode(png)[:8] == b"\x89PNG\r\n\x1a\n"
     for name in ["setup_check_heatmap.png", "setup_check_loss.png"]:
-        assert (NOTEBOOKS / "output" / name).read_bytes()[:4] == b"\x89PNG"
+        assert (path.parent / "output" / name).read_bytes()[:4] == b"\x89PNG"
 
 
 def test_harness_fails_on_a_panic_that_evcxr_reports_as_ok():

@@ -1,0 +1,526 @@
+//! Grading the notebooks' TODO cells: reference fixtures, checks, and a recorder of graded outputs.
+//!
+//! A check runs the student's code on a fixture's **public** inputs and compares the result with
+//! the expected output using the original homework's relative error,
+//! `max |x − y| / max(1e-8, |x| + |y|)`, printing one pass/fail line. The same code then runs on
+//! the **autograder** inputs; those outputs go into the submission (see [`crate::submission`])
+//! and `hw9 grade` compares them with the reference.
+//!
+//! A `todo!()` left in a TODO cell panics; inside evcxr a panic does not fail the cell, so the
+//! check catches it and reports "not implemented yet" as a failure, and the notebook goes on.
+//!
+//! Fixture files are `assets/fixtures/<notebook>.safetensors`, written by `tools/gen_fixtures.py`
+//! with PyTorch's own modules. Keys: `<check>/tolerance`, `<check>/<case>/<input name>` and
+//! `<check>/<case>/expected` (or `expected.0`, `expected.1`, ... for several outputs), where
+//! `<case>` is `public` or `autograder`.
+
+use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+use crate::error::{fmt_shape, Error, Result};
+
+/// The original homework's relative error: `max |x − y| / max(1e-8, |x| + |y|)` over elements.
+/// Shapes must be equal (no broadcasting).
+pub fn rel_error(x: &Tensor, y: &Tensor) -> Result<f64> {
+    if x.size() != y.size() {
+        return Err(Error::Shape { what: "rel_error".into(), expected: y.size(), got: x.size() });
+    }
+    if x.numel() == 0 {
+        return Ok(0.0);
+    }
+    let (x, y) = (cpu_double(x), cpu_double(y));
+    let err = (&x - &y).abs() / (x.abs() + y.abs()).clamp_min(1e-8);
+    Ok(err.max().double_value(&[]))
+}
+
+fn cpu_double(t: &Tensor) -> Tensor {
+    t.detach().to_device(tch::Device::Cpu).to_kind(Kind::Double)
+}
+
+/// How one check came out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckResult {
+    pub name: String,
+    pub passed: bool,
+    /// The largest relative error, when the outputs could be compared.
+    pub rel_error: Option<f64>,
+    pub tolerance: f64,
+    /// The line shown to the student (without the ✓/✗ mark).
+    pub message: String,
+}
+
+impl std::fmt::Display for CheckResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mark = if self.passed { "✓ PASS" } else { "✗ FAIL" };
+        write!(f, "{mark} {}: {}", self.name, self.message)
+    }
+}
+
+impl CheckResult {
+    fn failed(name: &str, tolerance: f64, message: String) -> Self {
+        CheckResult { name: name.to_string(), passed: false, rel_error: None, tolerance, message }
+    }
+}
+
+/// Compares one output with its expected value: shape, then dtype, then relative error.
+pub fn compare(name: &str, got: &Tensor, expected: &Tensor, tolerance: f64) -> CheckResult {
+    let fail = |m: String| CheckResult::failed(name, tolerance, m);
+    if got.size() != expected.size() {
+        return fail(format!("expected shape {}, got {}", fmt_shape(&expected.size()), fmt_shape(&got.size())));
+    }
+    if got.kind() != expected.kind() {
+        return fail(format!("expected dtype {:?}, got {:?}", expected.kind(), got.kind()));
+    }
+    match rel_error(got, expected) {
+        Ok(e) if e <= tolerance => CheckResult {
+            name: name.to_string(),
+            passed: true,
+            rel_error: Some(e),
+            tolerance,
+            message: format!("relative error {e:.2e} <= tolerance {tolerance:.0e}"),
+        },
+        Ok(e) if e.is_nan() => fail("the output contains NaN".to_string()),
+        Ok(e) => CheckResult {
+            rel_error: Some(e),
+            ..fail(format!("relative error {e:.2e} > tolerance {tolerance:.0e}"))
+        },
+        Err(e) => fail(e.to_string()),
+    }
+}
+
+/// What a student's function may return to a check: one tensor, a tuple of them, a `Vec`, or a
+/// `Result` of those.
+pub trait Outputs {
+    /// The outputs in order, or why there are none.
+    fn into_outputs(self) -> std::result::Result<Vec<Tensor>, String>;
+}
+
+impl Outputs for Tensor {
+    fn into_outputs(self) -> std::result::Result<Vec<Tensor>, String> {
+        Ok(vec![self])
+    }
+}
+
+impl Outputs for Vec<Tensor> {
+    fn into_outputs(self) -> std::result::Result<Vec<Tensor>, String> {
+        Ok(self)
+    }
+}
+
+impl Outputs for (Tensor, Tensor) {
+    fn into_outputs(self) -> std::result::Result<Vec<Tensor>, String> {
+        Ok(vec![self.0, self.1])
+    }
+}
+
+impl Outputs for (Tensor, Tensor, Tensor) {
+    fn into_outputs(self) -> std::result::Result<Vec<Tensor>, String> {
+        Ok(vec![self.0, self.1, self.2])
+    }
+}
+
+impl<T: Outputs, E: std::fmt::Display> Outputs for std::result::Result<T, E> {
+    fn into_outputs(self) -> std::result::Result<Vec<Tensor>, String> {
+        self.map_err(|e| format!("returned an error: {e}"))?.into_outputs()
+    }
+}
+
+thread_local! {
+    /// Set while [`catch`] runs on this thread: its panics are reported, not printed.
+    static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Wraps the panic hook once so that it stays silent on a thread inside [`catch`] and behaves as
+/// before everywhere else (swapping the global hook per call would race between threads).
+fn install_quiet_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET.with(|q| q.get()) {
+                previous(info);
+            }
+        }));
+    });
+}
+
+/// Runs `f`, catching a panic (a `todo!()` or a libtorch error) without printing it.
+pub fn catch<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
+    install_quiet_hook();
+    let was = QUIET.with(|q| q.replace(true));
+    let result = std::panic::catch_unwind(AssertUnwindSafe(f));
+    QUIET.with(|q| q.set(was));
+    result.map_err(|payload| {
+        let msg = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".to_string());
+        match msg.strip_prefix("not yet implemented") {
+            Some(rest) => {
+                let hint = rest.trim_start_matches(':').trim();
+                if hint.is_empty() { "not implemented yet".to_string() } else { format!("not implemented yet ({hint})") }
+            }
+            None => format!("your code panicked: {msg}"),
+        }
+    })
+}
+
+/// Runs `f` and reports why it produced no outputs, if it did not.
+fn run_outputs<O: Outputs>(f: impl FnOnce() -> O) -> std::result::Result<Vec<Tensor>, String> {
+    catch(f).and_then(Outputs::into_outputs)
+}
+
+/// The reference fixtures of one notebook.
+pub struct Fixtures {
+    name: String,
+    path: PathBuf,
+    tensors: BTreeMap<String, Tensor>,
+}
+
+impl std::fmt::Debug for Fixtures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Fixtures({:?}, {} tensors)", self.name, self.tensors.len())
+    }
+}
+
+/// The command that regenerates the fixtures, named in errors.
+pub const FIXTURES_FIX: &str =
+    "make fixtures (runs tools/gen_fixtures.py in the tool venv with the full torch==2.13.0; see environment.md)";
+
+impl Fixtures {
+    /// Where a notebook's fixture file lives.
+    pub fn path_of(notebook: &str) -> PathBuf {
+        crate::paths::assets().join("fixtures").join(format!("{notebook}.safetensors"))
+    }
+
+    /// Loads `assets/fixtures/<notebook>.safetensors`.
+    pub fn load(notebook: &str) -> Result<Self> {
+        Fixtures::load_from(notebook, &Fixtures::path_of(notebook))
+    }
+
+    /// Loads a fixture file from a given path.
+    pub fn load_from(notebook: &str, path: &Path) -> Result<Self> {
+        if !path.exists() {
+            return Err(Error::Missing {
+                what: format!("fixtures for {notebook}"),
+                path: path.to_path_buf(),
+                fix: FIXTURES_FIX.to_string(),
+            });
+        }
+        let tensors = Tensor::read_safetensors(path).map_err(|e| Error::Corrupt {
+            what: "fixture file".into(),
+            path: path.to_path_buf(),
+            detail: format!("not a readable safetensors file ({e}); regenerate it: {FIXTURES_FIX}"),
+        })?;
+        Ok(Fixtures { name: notebook.to_string(), path: path.to_path_buf(), tensors: tensors.into_iter().collect() })
+    }
+
+    /// The names of the checks this file has fixtures for.
+    pub fn checks(&self) -> Vec<String> {
+        let mut names: Vec<String> =
+            self.tensors.keys().filter_map(|k| k.strip_suffix("/tolerance").map(str::to_string)).collect();
+        names.dedup();
+        names
+    }
+
+    /// The tolerance of `check`.
+    pub fn tolerance(&self, check: &str) -> Result<f64> {
+        Ok(self.tensor(&format!("{check}/tolerance"))?.double_value(&[]))
+    }
+
+    /// One tensor by its full key.
+    pub fn tensor(&self, key: &str) -> Result<&Tensor> {
+        self.tensors.get(key).ok_or_else(|| {
+            Error::Input(format!(
+                "fixture file {} has no tensor {key:?}; regenerate it: {FIXTURES_FIX}",
+                self.path.display()
+            ))
+        })
+    }
+
+    /// The inputs and expected outputs of one case (`"public"` or `"autograder"`) of a check.
+    pub fn case(&self, check: &str, case: &str) -> Result<Case> {
+        let prefix = format!("{check}/{case}/");
+        let tensors: BTreeMap<String, Tensor> = self
+            .tensors
+            .iter()
+            .filter_map(|(k, t)| k.strip_prefix(&prefix).map(|n| (n.to_string(), t.shallow_clone())))
+            .collect();
+        if tensors.is_empty() {
+            return Err(Error::Input(format!(
+                "fixture file {} has no case {check}/{case}; it has checks {:?}. Regenerate it: {FIXTURES_FIX}",
+                self.path.display(),
+                self.checks()
+            )));
+        }
+        Ok(Case { label: format!("{check}/{case}"), tolerance: self.tolerance(check)?, tensors })
+    }
+}
+
+/// One fixture case: named inputs (index it: `case["x"]`) and the expected outputs.
+pub struct Case {
+    label: String,
+    tolerance: f64,
+    tensors: BTreeMap<String, Tensor>,
+}
+
+impl Case {
+    /// The expected outputs, in order (`expected`, or `expected.0`, `expected.1`, ...).
+    pub fn expected(&self) -> Vec<&Tensor> {
+        if let Some(t) = self.tensors.get("expected") {
+            return vec![t];
+        }
+        (0..).map_while(|i| self.tensors.get(&format!("expected.{i}"))).collect()
+    }
+
+    /// The tolerance of this case's check.
+    pub fn tolerance(&self) -> f64 {
+        self.tolerance
+    }
+
+    /// The names of the inputs.
+    pub fn inputs(&self) -> Vec<&str> {
+        self.tensors.keys().map(String::as_str).filter(|k| !k.starts_with("expected")).collect()
+    }
+}
+
+impl std::ops::Index<&str> for Case {
+    type Output = Tensor;
+
+    /// The input `name`; a missing name panics with the names that exist (caught by checks).
+    fn index(&self, name: &str) -> &Tensor {
+        match self.tensors.get(name) {
+            Some(t) => t,
+            None => panic!("fixture case {} has no input {name:?}; it has {:?}", self.label, self.inputs()),
+        }
+    }
+}
+
+/// Runs `f` on a case and compares each output with the case's expected ones.
+pub fn check_case<O: Outputs>(name: &str, case: &Case, f: impl FnOnce(&Case) -> O) -> CheckResult {
+    let tol = case.tolerance;
+    let expected = case.expected();
+    if expected.is_empty() {
+        return CheckResult::failed(name, tol, format!("fixture case {} has no expected output; regenerate it: {FIXTURES_FIX}", case.label));
+    }
+    let got = match run_outputs(|| f(case)) {
+        Ok(got) => got,
+        Err(why) => return CheckResult::failed(name, tol, why),
+    };
+    if got.len() != expected.len() {
+        return CheckResult::failed(name, tol, format!("expected {} outputs, got {}", expected.len(), got.len()));
+    }
+    let results: Vec<CheckResult> = got
+        .iter()
+        .zip(&expected)
+        .enumerate()
+        .map(|(i, (g, e))| {
+            let label = if expected.len() > 1 { format!("{name} output {i}") } else { name.to_string() };
+            compare(&label, g, e, tol)
+        })
+        .collect();
+    match results.iter().find(|r| !r.passed) {
+        Some(bad) => CheckResult { name: name.to_string(), ..bad.clone() },
+        None => {
+            let worst = results.iter().filter_map(|r| r.rel_error).fold(0.0, f64::max);
+            CheckResult {
+                name: name.to_string(),
+                passed: true,
+                rel_error: Some(worst),
+                tolerance: tol,
+                message: format!("relative error {worst:.2e} <= tolerance {tol:.0e}"),
+            }
+        }
+    }
+}
+
+/// What a notebook graded: check results, the outputs on autograder inputs, and named values.
+#[derive(Debug, Default)]
+pub struct Recorder {
+    pub(crate) notebook: String,
+    pub(crate) results: Vec<CheckResult>,
+    pub(crate) outputs: Vec<(String, Tensor)>,
+    pub(crate) missing: BTreeMap<String, String>,
+    pub(crate) values: BTreeMap<String, serde_json::Value>,
+}
+
+impl Recorder {
+    /// A recorder for the notebook `notebook` (its file stem, e.g. `"00_setup_check"`).
+    pub fn new(notebook: &str) -> Self {
+        Recorder { notebook: notebook.to_string(), ..Default::default() }
+    }
+
+    /// The notebook's name.
+    pub fn notebook(&self) -> &str {
+        &self.notebook
+    }
+
+    /// Checks the student's `f` against the public case of `check`, prints the pass/fail line and
+    /// keeps it; then runs `f` on the autograder case and records its outputs for the submission.
+    /// Returns whether the public check passed.
+    pub fn check<O: Outputs>(&mut self, fixtures: &Fixtures, check: &str, f: impl Fn(&Case) -> O) -> bool {
+        let result = match fixtures.case(check, "public") {
+            Ok(case) => check_case(check, &case, &f),
+            Err(e) => CheckResult::failed(check, f64::NAN, e.to_string()),
+        };
+        println!("{result}");
+        let passed = result.passed;
+        self.results.retain(|r| r.name != check);
+        self.results.push(result);
+        self.outputs.retain(|(n, _)| n != check && !n.starts_with(&format!("{check}.")));
+        self.missing.remove(check);
+        match fixtures.case(check, "autograder").map(|case| run_outputs(|| f(&case))) {
+            Ok(Ok(outs)) if outs.len() == 1 => {
+                self.outputs.push((check.to_string(), outs[0].detach().to_device(tch::Device::Cpu)))
+            }
+            Ok(Ok(outs)) => {
+                for (i, t) in outs.iter().enumerate() {
+                    self.outputs.push((format!("{check}.{i}"), t.detach().to_device(tch::Device::Cpu)));
+                }
+            }
+            Ok(Err(why)) => {
+                self.missing.insert(check.to_string(), why);
+            }
+            Err(e) => {
+                self.missing.insert(check.to_string(), e.to_string());
+            }
+        }
+        passed
+    }
+
+    /// Records a named value for the submission (a final accuracy, a loss curve, ...).
+    pub fn value(&mut self, name: &str, value: impl Serialize) -> Result<()> {
+        self.values.insert(name.to_string(), serde_json::to_value(value)?);
+        Ok(())
+    }
+
+    /// The check results so far.
+    pub fn results(&self) -> &[CheckResult] {
+        &self.results
+    }
+
+    /// Prints a summary line: how many checks passed.
+    pub fn summary(&self) -> String {
+        let passed = self.results.iter().filter(|r| r.passed).count();
+        format!("{passed}/{} checks passed", self.results.len())
+    }
+}
+
+/// A check of a threshold, like the original's `check_acc`: prints and returns pass/fail.
+pub fn check_at_least(name: &str, value: f64, threshold: f64) -> CheckResult {
+    let passed = value >= threshold;
+    let cmp = if passed { ">=" } else { "<" };
+    let r = CheckResult {
+        name: name.to_string(),
+        passed,
+        rel_error: None,
+        tolerance: threshold,
+        message: format!("{value:.4} {cmp} {threshold}"),
+    };
+    println!("{r}");
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Device;
+
+    fn t(v: &[f32], shape: &[i64]) -> Tensor {
+        Tensor::from_slice(v).reshape(shape)
+    }
+
+    #[test]
+    fn rel_error_matches_the_original_formula() {
+        let x = t(&[1.0, 2.0, 0.0], &[3]);
+        let y = t(&[1.0, 2.2, 0.0], &[3]);
+        // |2 - 2.2| / (2 + 2.2) = 0.047619...; the zero pair gives 0 / 1e-8 = 0.
+        assert!((rel_error(&x, &y).unwrap() - 0.2 / 4.2).abs() < 1e-6);
+        assert!(rel_error(&x, &t(&[1.0, 2.0], &[2])).is_err());
+    }
+
+    #[test]
+    fn compare_reports_shape_and_dtype_like_the_homework() {
+        let exp = Tensor::zeros([2, 49, 48], (Kind::Float, Device::Cpu));
+        let got = Tensor::zeros([2, 48, 49], (Kind::Float, Device::Cpu));
+        let r = compare("unpatchify", &got, &exp, 1e-3);
+        assert!(!r.passed);
+        assert_eq!(r.to_string(), "✗ FAIL unpatchify: expected shape (2, 49, 48), got (2, 48, 49)");
+        let r = compare("x", &exp.to_kind(Kind::Double), &exp, 1e-3);
+        assert_eq!(r.message, "expected dtype Float, got Double");
+        let r = compare("x", &(&exp + 1.0), &(&exp + 1.0001), 1e-3);
+        assert!(r.passed, "{r}");
+        assert!(r.to_string().starts_with("✓ PASS x: relative error 5.00e-5"), "{r}");
+        let r = compare("x", &(&exp + f64::NAN), &exp, 1e-3);
+        assert_eq!(r.message, "the output contains NaN");
+    }
+
+    #[test]
+    fn catch_turns_todo_into_not_implemented_and_keeps_the_hint() {
+        let r: std::result::Result<Tensor, String> = catch(|| todo!("TODO: patchify, then transpose"));
+        assert_eq!(r.unwrap_err(), "not implemented yet (TODO: patchify, then transpose)");
+        let r = catch(|| Tensor::zeros([2], (Kind::Float, Device::Cpu)).matmul(&Tensor::zeros([3], (Kind::Float, Device::Cpu))));
+        assert!(r.unwrap_err().starts_with("your code panicked: "));
+    }
+
+    fn fixture_file(dir: &Path) -> PathBuf {
+        let path = dir.join("nb.safetensors");
+        let x = t(&[1.0, 2.0, 3.0], &[3]);
+        let tensors = [
+            ("double/tolerance", Tensor::from(1e-3f64)),
+            ("double/public/x", x.shallow_clone()),
+            ("double/public/expected", &x * 2.0),
+            ("double/autograder/x", &x + 10.0),
+            ("double/autograder/expected", (&x + 10.0) * 2.0),
+            ("pair/tolerance", Tensor::from(1e-3f64)),
+            ("pair/public/x", x.shallow_clone()),
+            ("pair/public/expected.0", &x + 1.0),
+            ("pair/public/expected.1", &x - 1.0),
+            ("pair/autograder/x", x.shallow_clone()),
+            ("pair/autograder/expected.0", &x + 1.0),
+            ("pair/autograder/expected.1", &x - 1.0),
+        ];
+        Tensor::write_safetensors(&tensors, &path).unwrap();
+        path
+    }
+
+    #[test]
+    fn recorder_checks_public_cases_and_records_autograder_outputs() {
+        let dir = std::env::temp_dir().join(format!("hw9-check-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fx = Fixtures::load_from("nb", &fixture_file(&dir)).unwrap();
+        assert_eq!(fx.checks(), vec!["double", "pair"]);
+        let mut rec = Recorder::new("nb");
+        assert!(rec.check(&fx, "double", |c| &c["x"] * 2.0));
+        assert!(rec.check(&fx, "pair", |c| (&c["x"] + 1.0, &c["x"] - 1.0)));
+        assert_eq!(rec.outputs.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["double", "pair.0", "pair.1"]);
+        assert_eq!(Vec::<f32>::try_from(&rec.outputs[0].1).unwrap(), [22.0, 24.0, 26.0]);
+        // A TODO fails the check and leaves no output, and a wrong answer fails with its error.
+        assert!(!rec.check(&fx, "double", |_| -> Tensor { todo!("TODO: multiply by two") }));
+        assert_eq!(rec.results().last().unwrap().message, "not implemented yet (TODO: multiply by two)");
+        assert_eq!(rec.missing["double"], "not implemented yet (TODO: multiply by two)");
+        assert!(!rec.check(&fx, "double", |c| &c["x"] * 3.0));
+        assert_eq!(rec.summary(), "1/2 checks passed");
+        // A missing input name is reported, not a crash.
+        assert!(!rec.check(&fx, "double", |c| c["y"].shallow_clone()));
+        assert!(rec.results().last().unwrap().message.contains("has no input \"y\""));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn missing_and_corrupt_fixtures_name_the_file_and_the_fix() {
+        let err = Fixtures::load_from("nb", Path::new("/nonexistent/nb.safetensors")).unwrap_err().to_string();
+        assert!(err.contains("missing fixtures for nb") && err.contains("make fixtures"), "{err}");
+        let dir = std::env::temp_dir().join(format!("hw9-check-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("bad.safetensors"), b"not a safetensors file").unwrap();
+        let err = Fixtures::load_from("nb", &dir.join("bad.safetensors")).unwrap_err().to_string();
+        assert!(err.starts_with("corrupt fixture file") && err.contains("make fixtures"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

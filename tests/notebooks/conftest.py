@@ -1,0 +1,27 @@
+"""Shared by the notebook tests: each notebook is executed once per session (quick profile)."""
+
+import functools
+import os
+import pathlib
+import sys
+
+import nbformat
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tools"))
+import nbrun  # noqa: E402
+
+os.environ["HW9_PROFILE"] = "quick"  # kernels inherit it
+OUT = ROOT / "build" / "notebooks"
+
+
+@functools.lru_cache(maxsize=None)
+def executed(path: pathlib.Path):
+    """Executes the notebook at `path` in its own folder; returns (notebook, problems).
+    The executed copy is kept under build/notebooks/ (solutions/ for solution sources)."""
+    nb = nbformat.read(path, as_version=4)
+    problems = nbrun.execute(nb, path.parent)
+    out = OUT / "solutions" if path.parent.name == "solutions" else OUT
+    out.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, out / path.name)
+    return nb, problems

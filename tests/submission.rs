@@ -1,0 +1,113 @@
+//! Submissions: written by a recorder, graded by `hw9 grade`, rejected when malformed or changed.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use hw9::check::{Fixtures, Recorder};
+use hw9::submission::{grade, write_submission_to, SubmissionLog};
+use tch::Tensor;
+
+fn temp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("hw9-sub-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn setup_check_fixtures() -> Fixtures {
+    Fixtures::load("00_setup_check").expect("committed fixtures")
+}
+
+fn mse(pred: &Tensor, target: &Tensor) -> Tensor {
+    (pred - target).square().mean(tch::Kind::Float)
+}
+
+fn attention(q: &Tensor, k: &Tensor) -> Tensor {
+    (q.matmul(&k.transpose(0, 1)) / (q.size()[1] as f64).sqrt()).softmax(-1, tch::Kind::Float)
+}
+
+fn submit(dir: &Path, right: bool) -> PathBuf {
+    let fx = setup_check_fixtures();
+    let mut rec = Recorder::new("00_setup_check");
+    assert_eq!(rec.check(&fx, "mse", |c| mse(&c["pred"], &c["target"])), true);
+    if right {
+        assert!(rec.check(&fx, "attention_weights", |c| attention(&c["q"], &c["k"])));
+    } else {
+        assert!(!rec.check(&fx, "attention_weights", |c| attention(&c["q"], &c["k"]) * 1.1));
+    }
+    rec.value("final_loss", 0.01).unwrap();
+    let nb = dir.join("00_setup_check.ipynb");
+    std::fs::write(&nb, "{\"cells\": []}").unwrap();
+    write_submission_to(&rec, &nb, &dir.join("submission")).unwrap().zip
+}
+
+#[test]
+fn a_correct_submission_grades_full_and_its_log_records_shapes_and_values() {
+    let dir = temp("ok");
+    let zip = submit(&dir, true);
+    let report = grade(&zip, None).unwrap();
+    assert_eq!(report.score(), (2, 2), "{:?}", report.results);
+    let log: SubmissionLog =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("submission/submission_log.json")).unwrap()).unwrap();
+    assert_eq!(log.notebook, "00_setup_check");
+    assert_eq!(log.crate_version, env!("CARGO_PKG_VERSION"));
+    assert_eq!(log.outputs["attention_weights"].shape, vec![7, 9]);
+    assert_eq!(log.outputs["attention_weights"].values.len(), 63);
+    assert_eq!(log.outputs["mse"].shape, Vec::<i64>::new());
+    assert_eq!(log.values["final_loss"], serde_json::json!(0.01));
+    assert!(log.timestamp.ends_with('Z') && log.timestamp.starts_with("20"), "{}", log.timestamp);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_wrong_answer_fails_its_check_when_graded() {
+    let dir = temp("wrong");
+    let report = grade(&submit(&dir, false), None).unwrap();
+    assert_eq!(report.score(), (1, 2));
+    let bad = report.results.iter().find(|r| !r.passed).unwrap();
+    assert_eq!(bad.name, "attention_weights");
+    assert!(bad.message.contains("> tolerance"), "{}", bad.message);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Rewrites a zip with one member replaced (and the manifest left as it was).
+fn replace_member(zip: &Path, member: &str, bytes: &[u8]) {
+    let mut archive = zip::ZipArchive::new(std::fs::File::open(zip).unwrap()).unwrap();
+    let mut members = Vec::new();
+    for i in 0..archive.len() {
+        let mut f = archive.by_index(i).unwrap();
+        let mut b = Vec::new();
+        std::io::Read::read_to_end(&mut f, &mut b).unwrap();
+        members.push((f.name().to_string(), if f.name() == member { bytes.to_vec() } else { b }));
+    }
+    let mut w = zip::ZipWriter::new(std::fs::File::create(zip).unwrap());
+    for (name, b) in members {
+        w.start_file(name, zip::write::SimpleFileOptions::default()).unwrap();
+        w.write_all(&b).unwrap();
+    }
+    w.finish().unwrap();
+}
+
+#[test]
+fn tampered_and_malformed_zips_are_rejected_with_a_reason() {
+    let dir = temp("tamper");
+    let zip = submit(&dir, false);
+    // Replace the outputs with the right answers, keeping the old manifest.
+    let fx = setup_check_fixtures();
+    let expected: Vec<(String, Tensor)> = ["mse", "attention_weights"]
+        .iter()
+        .map(|c| (c.to_string(), fx.case(c, "autograder").unwrap().expected()[0].shallow_clone()))
+        .collect();
+    let forged = dir.join("forged.safetensors");
+    Tensor::write_safetensors(&expected, &forged).unwrap();
+    replace_member(&zip, "outputs.safetensors", &std::fs::read(&forged).unwrap());
+    let err = grade(&zip, None).unwrap_err().to_string();
+    assert!(err.contains("rejected: outputs.safetensors does not match the manifest's SHA-256"), "{err}");
+
+    replace_member(&zip, "manifest.json", b"{ not json");
+    assert!(grade(&zip, None).unwrap_err().to_string().contains("rejected: manifest.json is malformed"));
+
+    std::fs::write(&zip, b"PK but not really a zip").unwrap();
+    assert!(grade(&zip, None).unwrap_err().to_string().contains("rejected: not a zip archive"));
+    std::fs::remove_dir_all(dir).unwrap();
+}
