@@ -25,10 +25,10 @@ test: setup
 	@$(MAKE) --no-print-directory test-rust test-notebooks
 
 test-rust:
-	cargo test --locked
+	cargo test --locked --workspace
 
 test-notebooks:
-	$(PY) -m pytest -v -p no:cacheprovider tests/notebooks
+	$(PY) -m pytest -v -p no:cacheprovider tests/setup tests/notebooks
 
 ## Executes every solution notebook headless (quick profile) into build/notebooks/solutions/.
 notebooks: setup
@@ -46,10 +46,9 @@ fixtures:
 
 ## Checks the installation and prints a fix per problem.
 doctor:
-	@cargo build -q --bins || echo "(the build failed; running the doctor built last)"
-	@if target/debug/hw9 --version >/dev/null 2>&1; then target/debug/hw9 doctor; \
-	elif [ -x target/debug/hw9-doctor ]; then echo "hw9 cannot load libtorch; the checks that need no libtorch:"; target/debug/hw9-doctor; \
-	else echo "FAIL libtorch: not installed and nothing built yet"; echo "     fix: make setup"; exit 1; fi
+	@if cargo build -q --bin hw9 2>/dev/null && target/debug/hw9 --version >/dev/null 2>&1; then target/debug/hw9 doctor; \
+	else echo "(hw9 cannot be built or started without a working libtorch: the checks that need none follow)"; \
+	cargo run -q -p hw9-env --bin hw9-doctor; fi
 
 clean-cache:
 	rm -rf .cache/evcxr

@@ -28,15 +28,14 @@
 //! Mask values are always stated where a mask appears (for example `mask: (B, N), 1 = masked`).
 
 pub mod check;
-pub mod doctor;
 pub mod error;
-pub mod paths;
 pub mod plot;
 pub mod profile;
 pub mod release;
 pub mod submission;
 
 pub use error::{Error, Result};
+pub use hw9_env::{doctor, paths};
 pub use profile::{profile, Profile};
 pub use tch;
 

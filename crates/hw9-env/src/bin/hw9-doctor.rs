@@ -2,7 +2,7 @@
 //! say what to do, when libtorch is missing (then `hw9` itself cannot start).
 
 fn main() {
-    if !hw9::doctor::report(&hw9::doctor::checks()) {
+    if !hw9_env::doctor::report(&hw9_env::doctor::checks()) {
         std::process::exit(1);
     }
 }
