@@ -18,7 +18,7 @@ setup:
 lab: setup
 	@echo "JupyterLab: open the URL below, then a notebook on the kernel \"Rust (hw9)\". Ctrl-C stops it."
 	@$(ROOT)/.venv/bin/jupyter lab --notebook-dir=notebooks --ServerApp.port=$(LAB_PORT) \
-	  --ServerApp.ip=127.0.0.1 $(if $(CI),--no-browser,) $(LAB_ARGS)
+	  --ServerApp.ip=127.0.0.1 $(if $(CI),--no-browser,) $(if $(filter 0,$(shell id -u)),--allow-root,) $(LAB_ARGS)
 
 ## Every test: the crate's cargo tests, then the notebooks through nbclient on the hw9 kernel.
 test: setup

@@ -56,12 +56,33 @@ pub mod prelude {
 ///
 /// `HW9_DEVICE=cpu` forces the CPU (`HW9_DEVICE=cuda` forces CUDA, `cuda:1` a given GPU).
 pub fn device() -> Device {
+    load_cuda_backend();
     match std::env::var("HW9_DEVICE").ok().as_deref().map(str::trim) {
         Some("cpu") => Device::Cpu,
         Some("cuda") => Device::Cuda(0),
         Some(s) if s.starts_with("cuda:") => s[5..].parse().map(Device::Cuda).unwrap_or(Device::Cpu),
         _ => Device::cuda_if_available(),
     }
+}
+
+/// Loads libtorch's CUDA backend (`libtorch_cuda.so`) once, if it can be loaded.
+///
+/// The linker drops `libtorch_cuda.so` from our binaries (nothing references it directly), and
+/// must: on the slim CPU install its CUDA math libraries are absent and it cannot load. Where
+/// torch's full CUDA dependencies are installed (see environment.md), loading it here registers
+/// the CUDA backend, and `tch::Cuda::is_available()` then sees the GPU. Returns whether it loaded.
+pub fn load_cuda_backend() -> bool {
+    static LOADED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *LOADED.get_or_init(|| {
+        let lib = paths::libtorch().join("lib/libtorch_cuda.so");
+        let Ok(c_path) = std::ffi::CString::new(lib.to_string_lossy().as_bytes()) else {
+            return false;
+        };
+        // SAFETY: dlopen with a valid NUL-terminated path; the handle is kept for the process'
+        // lifetime (never dlclose'd), as libtorch's backends expect.
+        let handle = unsafe { libc::dlopen(c_path.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
+        !handle.is_null()
+    })
 }
 
 /// Seeds libtorch's generators (CPU and, when present, every CUDA device).
