@@ -243,6 +243,26 @@ impl Fixtures {
         })
     }
 
+    /// The weights stored for `model` (keys `<model>/weights/<parameter name>`).
+    pub fn weights(&self, model: &str) -> Result<std::collections::HashMap<String, Tensor>> {
+        let prefix = format!("{model}/weights/");
+        let w: std::collections::HashMap<String, Tensor> = self
+            .tensors
+            .iter()
+            .filter_map(|(k, t)| k.strip_prefix(&prefix).map(|n| (n.to_string(), t.shallow_clone())))
+            .collect();
+        if w.is_empty() {
+            return Err(Error::Input(format!("fixture file {} has no weights for {model:?}. Regenerate it: {FIXTURES_FIX}", self.path.display())));
+        }
+        Ok(w)
+    }
+
+    /// Loads the fixture weights of `model` into `vs` (every variable of `vs` must be there, by
+    /// name, with its shape: the given constructor fixes the names).
+    pub fn load_weights(&self, model: &str, vs: &mut tch::nn::VarStore) -> Result<()> {
+        crate::train::copy_weights(vs, &self.weights(model)?, &format!("the fixture weights of {model:?}"))
+    }
+
     /// The inputs and expected outputs of one case (`"public"` or `"autograder"`) of a check.
     pub fn case(&self, check: &str, case: &str) -> Result<Case> {
         let prefix = format!("{check}/{case}/");

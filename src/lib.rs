@@ -28,11 +28,15 @@
 //! Mask values are always stated where a mask appears (for example `mask: (B, N), 1 = masked`).
 
 pub mod check;
+pub mod data;
 pub mod error;
+pub mod mae;
 pub mod plot;
 pub mod profile;
 pub mod release;
 pub mod submission;
+pub mod train;
+pub mod vit;
 
 pub use error::{Error, Result};
 pub use hw9_env::{doctor, paths};

@@ -27,12 +27,12 @@ def add_check(tensors: dict, name: str, tolerance: float, cases: dict[str, tuple
     tensors[f"{name}/tolerance"] = torch.tensor(tolerance, dtype=torch.float64)
     for case, (inputs, expected) in cases.items():
         for k, v in inputs.items():
-            tensors[f"{name}/{case}/{k}"] = v.contiguous()
+            tensors[f"{name}/{case}/{k}"] = v.clone().contiguous()
         if isinstance(expected, (tuple, list)):
             for i, e in enumerate(expected):
-                tensors[f"{name}/{case}/expected.{i}"] = e.contiguous()
+                tensors[f"{name}/{case}/expected.{i}"] = e.clone().contiguous()
         else:
-            tensors[f"{name}/{case}/expected"] = expected.contiguous()
+            tensors[f"{name}/{case}/expected"] = expected.clone().contiguous()
 
 
 def setup_check() -> dict:
@@ -54,7 +54,172 @@ def setup_check() -> dict:
     return t
 
 
-NOTEBOOKS = {"00_setup_check": setup_check}
+# ---------------------------------------------------------------- 01_vit_mae
+# The models the notebook's checks build (hw9::vit / hw9::mae with these sizes), written with
+# PyTorch's own nn.TransformerEncoder; parameter names are the Rust VarStore's.
+CHECK_IMAGE, CHECK_PATCH, CHECK_CLASSES = 28, 4, 10
+ENC = dict(d=32, heads=2, layers=2, ffn=64)
+DEC = dict(d=16, heads=2, layers=1, ffn=32)
+MASK_RATIO = 0.75
+
+
+def encoder(d, heads, layers, ffn):
+    layer = torch.nn.TransformerEncoderLayer(d, heads, ffn, dropout=0.0, activation="gelu", batch_first=True)
+    return torch.nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+
+
+def patchify(images, p):
+    b, c, h, w = images.shape
+    x = images.reshape(b, c, h // p, p, w // p, p).permute(0, 2, 4, 1, 3, 5)
+    return x.reshape(b, (h // p) * (w // p), c * p * p)
+
+
+def index_sequence(x, ids):
+    return x.gather(1, ids.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+
+
+def random_masking(x, keep, ids_shuffle):
+    ids_restore = torch.argsort(ids_shuffle, dim=1)
+    kept = index_sequence(x, ids_shuffle[:, :keep])
+    mask = torch.ones(x.shape[:2])
+    mask[:, :keep] = 0
+    return kept, torch.gather(mask, 1, ids_restore), ids_restore
+
+
+def restore_masked(kept, masked, ids_restore):
+    return index_sequence(torch.cat([kept, masked], 1), ids_restore)
+
+
+class ViT(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        d, n = ENC["d"], (CHECK_IMAGE // CHECK_PATCH) ** 2
+        self.patch_embed = torch.nn.Linear(CHECK_PATCH * CHECK_PATCH, d)
+        self.cls_token = torch.nn.Parameter(torch.randn(1, 1, d) * 0.02)
+        self.pos_embed = torch.nn.Parameter(torch.randn(1, n + 1, d) * 0.02)
+        self.encoder = encoder(**ENC)
+        self.norm = torch.nn.LayerNorm(d)
+        self.head = torch.nn.Linear(d, CHECK_CLASSES)
+
+    def forward(self, images):
+        x = self.patch_embed(patchify(images, CHECK_PATCH))
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], 1) + self.pos_embed
+        return self.head(self.norm(self.encoder(x)[:, 0]))
+
+
+class MAE(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        d, dd, n = ENC["d"], DEC["d"], (CHECK_IMAGE // CHECK_PATCH) ** 2
+        self.n, self.keep = n, int(n * (1 - MASK_RATIO))
+        self.patch_embed = torch.nn.Linear(CHECK_PATCH * CHECK_PATCH, d)
+        self.cls_token = torch.nn.Parameter(torch.randn(1, 1, d) * 0.02)
+        self.pos_embed = torch.nn.Parameter(torch.randn(1, n + 1, d) * 0.02)
+        self.encoder = encoder(**ENC)
+        self.norm = torch.nn.LayerNorm(d)
+        self.decoder_embed = torch.nn.Linear(d, dd)
+        self.mask_token = torch.nn.Parameter(torch.randn(1, 1, dd) * 0.02)
+        self.decoder_pos_embed = torch.nn.Parameter(torch.randn(1, n + 1, dd) * 0.02)
+        self.decoder = encoder(**DEC)
+        self.decoder_norm = torch.nn.LayerNorm(dd)
+        self.decoder_pred = torch.nn.Linear(dd, CHECK_PATCH * CHECK_PATCH)
+
+    def forward_encoder(self, images, ids_shuffle):
+        x = self.patch_embed(patchify(images, CHECK_PATCH)) + self.pos_embed[:, 1:]
+        kept, mask, ids_restore = random_masking(x, self.keep, ids_shuffle)
+        cls = (self.cls_token + self.pos_embed[:, :1]).expand(x.shape[0], -1, -1)
+        return self.norm(self.encoder(torch.cat([cls, kept], 1))), mask, ids_restore
+
+    def forward_decoder(self, encoded, ids_restore):
+        x = self.decoder_embed(encoded)
+        masked = self.mask_token.expand(x.shape[0], self.n + 1 - x.shape[1], -1)
+        x = torch.cat([x[:, :1], restore_masked(x[:, 1:], masked, ids_restore)], 1) + self.decoder_pos_embed
+        return self.decoder_pred(self.decoder_norm(self.decoder(x)))[:, 1:]
+
+    def forward_encoder_representation(self, images):
+        x = self.patch_embed(patchify(images, CHECK_PATCH)) + self.pos_embed[:, 1:]
+        cls = (self.cls_token + self.pos_embed[:, :1]).expand(x.shape[0], -1, -1)
+        return self.norm(self.encoder(torch.cat([cls, x], 1)))
+
+
+class MAEClassifier(torch.nn.Module):
+    def __init__(self, mae):
+        super().__init__()
+        self.mae = mae
+        self.norm = torch.nn.LayerNorm(ENC["d"])
+        self.head = torch.nn.Linear(ENC["d"], CHECK_CLASSES)
+
+    def forward(self, images):
+        return self.head(self.norm(self.mae.forward_encoder_representation(images).mean(1)))
+
+
+def perturb_(module, g):
+    """Random LayerNorm affine parameters and biases, so that a check cannot pass by accident."""
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if name.endswith("bias") or ".norm" in name or name.startswith("norm"):
+                p.add_(torch.randn(p.shape, generator=g) * 0.1)
+
+
+def vit_mae() -> dict:
+    t = {}
+    g = torch.Generator().manual_seed(1)
+    torch.manual_seed(1)
+    images = lambda b: torch.randn(b, 1, CHECK_IMAGE, CHECK_IMAGE, generator=g)
+
+    def unpatchify_case(b):
+        x = images(b)
+        return {"patches": patchify(x, CHECK_PATCH)}, x
+
+    add_check(t, "unpatchify", 1e-3, {"public": unpatchify_case(2), "autograder": unpatchify_case(3)})
+
+    vit = ViT()
+    perturb_(vit, g)
+    for k, v in vit.state_dict().items():
+        t[f"vit/weights/{k}"] = v.detach().clone()
+    with torch.no_grad():
+        add_check(t, "vit", 1e-3, {c: ({"images": x}, vit(x)) for c, x in [("public", images(2)), ("autograder", images(4))]})
+
+    def masking_case(b, n, d, keep):
+        x = torch.randn(b, n, d, generator=g)
+        ids = torch.stack([torch.randperm(n, generator=g) for _ in range(b)])
+        return {"x": x, "ids_shuffle": ids, "keep_length": torch.tensor(keep)}, random_masking(x, keep, ids)
+
+    add_check(t, "random_masking", 1e-3, {"public": masking_case(2, 49, 8, 12), "autograder": masking_case(3, 16, 4, 5)})
+
+    def restore_case(b, n, d, keep):
+        inputs, (kept, mask, ids_restore) = masking_case(b, n, d, keep)
+        masked = torch.randn(b, n - keep, d, generator=g)
+        return {"kept": kept, "masked": masked, "ids_restore": ids_restore}, restore_masked(kept, masked, ids_restore)
+
+    add_check(t, "restore_masked", 1e-3, {"public": restore_case(2, 49, 8, 12), "autograder": restore_case(3, 16, 4, 5)})
+
+    mae = MAE()
+    perturb_(mae, g)
+    for k, v in mae.state_dict().items():
+        t[f"mae/weights/{k}"] = v.detach().clone()
+    shuffle = lambda b: torch.stack([torch.randperm(mae.n, generator=g) for _ in range(b)])
+    with torch.no_grad():
+        enc_cases, dec_cases, rep_cases = {}, {}, {}
+        for case, b in [("public", 2), ("autograder", 3)]:
+            x, ids = images(b), shuffle(b)
+            encoded, mask, ids_restore = mae.forward_encoder(x, ids)
+            enc_cases[case] = ({"images": x, "ids_shuffle": ids}, (encoded, mask, ids_restore))
+            dec_cases[case] = ({"encoded": encoded, "ids_restore": ids_restore}, mae.forward_decoder(encoded, ids_restore))
+            rep_cases[case] = ({"images": x}, mae.forward_encoder_representation(x))
+        add_check(t, "forward_encoder", 8e-3, enc_cases)
+        add_check(t, "forward_decoder", 3e-2, dec_cases)
+        add_check(t, "forward_encoder_representation", 1e-2, rep_cases)
+        clf = MAEClassifier(mae)
+        perturb_(clf.norm, g)
+        for k, v in clf.state_dict().items():
+            if not k.startswith("mae."):
+                t[f"mae_classifier/weights/{k}"] = v.detach().clone()
+        add_check(t, "mae_classifier", 1e-2, {c: ({"images": x}, clf(x)) for c, x in [("public", images(2)), ("autograder", images(3))]})
+    return t
+
+
+NOTEBOOKS = {"00_setup_check": setup_check, "01_vit_mae": vit_mae}
 
 
 def main():

@@ -1,0 +1,316 @@
+//! Training loops, evaluation, progress bars, learning curves and checkpoints.
+//!
+//! The loops are generic: a classifier is any `nn::ModuleT` (images → logits) and an MAE is any
+//! [`MaskedAutoencoder`], so a student's own model is what trains.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Instant;
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use tch::nn::{self, ModuleT, OptimizerConfig};
+use tch::{Device, Kind, Tensor};
+
+use crate::data::{augment, batches, n_batches, ImageSet, Splits};
+use crate::error::{fmt_shape, Error, Result};
+use crate::mae::{forward_loss, MaskedAutoencoder};
+use crate::plot::LineChart;
+
+/// A progress bar that works in a terminal and in a notebook (it redraws one line with `\r`):
+/// count, rate, ETA and a message such as the running loss.
+pub struct Progress {
+    label: String,
+    total: u64,
+    done: u64,
+    start: Instant,
+    last_draw: Option<Instant>,
+}
+
+impl Progress {
+    pub fn new(label: impl Into<String>, total: u64) -> Self {
+        Progress { label: label.into(), total, done: 0, start: Instant::now(), last_draw: None }
+    }
+
+    fn line(&self, msg: &str) -> String {
+        let secs = self.start.elapsed().as_secs_f64();
+        let rate = self.done as f64 / secs.max(1e-9);
+        let eta = if rate > 0.0 { (self.total.saturating_sub(self.done)) as f64 / rate } else { 0.0 };
+        let width = 24;
+        let filled = (width as u64 * self.done / self.total.max(1)) as usize;
+        format!(
+            "{} [{}{}] {}/{} {:.1} it/s, {} elapsed, ETA {} {}",
+            self.label,
+            "#".repeat(filled),
+            ".".repeat(width - filled),
+            self.done,
+            self.total,
+            rate,
+            fmt_secs(secs),
+            fmt_secs(eta),
+            msg
+        )
+    }
+
+    /// Counts one step; redraws at most twice a second.
+    pub fn tick(&mut self, msg: &str) {
+        self.done += 1;
+        if self.last_draw.is_none_or(|t| t.elapsed().as_secs_f64() >= 0.5) || self.done == self.total {
+            self.last_draw = Some(Instant::now());
+            print!("\r{}", self.line(msg));
+            let _ = std::io::stdout().flush();
+        }
+    }
+
+    /// Draws the final line and ends it.
+    pub fn finish(&mut self, msg: &str) {
+        println!("\r{}", self.line(msg));
+    }
+}
+
+fn fmt_secs(s: f64) -> String {
+    let s = s.round() as u64;
+    format!("{}:{:02}", s / 60, s % 60)
+}
+
+/// How to train.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub epochs: i64,
+    pub batch_size: i64,
+    /// AdamW learning rate.
+    pub lr: f64,
+    /// AdamW betas (original: 0.9, 0.95).
+    pub betas: (f64, f64),
+    pub weight_decay: f64,
+    /// Random crops (padding 2) and horizontal flips on training batches.
+    pub augment: bool,
+}
+
+impl TrainConfig {
+    /// AdamW with the original homework's betas.
+    pub fn adamw(epochs: i64, batch_size: i64, lr: f64, weight_decay: f64) -> Self {
+        TrainConfig { epochs, batch_size, lr, betas: (0.9, 0.95), weight_decay, augment: false }
+    }
+
+    fn optimizer(&self, vs: &nn::VarStore) -> Result<nn::Optimizer> {
+        let opt = nn::AdamW { beta1: self.betas.0, beta2: self.betas.1, wd: self.weight_decay, eps: 1e-8, amsgrad: false };
+        Ok(opt.build(vs, self.lr)?)
+    }
+}
+
+/// One epoch's numbers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochStats {
+    pub epoch: i64,
+    pub train_loss: f64,
+    /// Training accuracy (classifiers only).
+    pub train_acc: Option<f64>,
+    /// Validation accuracy (classifiers only).
+    pub val_acc: Option<f64>,
+    pub seconds: f64,
+}
+
+/// What a training run did, step by step and epoch by epoch.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct History {
+    pub step_losses: Vec<f64>,
+    pub epochs: Vec<EpochStats>,
+}
+
+impl History {
+    /// The last epoch's validation accuracy.
+    pub fn final_val_acc(&self) -> Option<f64> {
+        self.epochs.last().and_then(|e| e.val_acc)
+    }
+
+    /// Training loss per step, with the per-epoch means at epoch ends.
+    pub fn loss_chart(&self, title: &str) -> LineChart {
+        let steps_per_epoch = self.step_losses.len() as f64 / self.epochs.len().max(1) as f64;
+        let ends: Vec<f64> = self.epochs.iter().map(|e| e.epoch as f64 * steps_per_epoch).collect();
+        let means: Vec<f64> = self.epochs.iter().map(|e| e.train_loss).collect();
+        LineChart::new(format!("{title}: training loss")).x_label("step").y_label("loss").series("train (step)", &self.step_losses).series_xy("train (epoch mean)", &ends, &means)
+    }
+
+    /// Training and validation accuracy per epoch.
+    pub fn accuracy_chart(&self, title: &str) -> LineChart {
+        let x: Vec<f64> = self.epochs.iter().map(|e| e.epoch as f64).collect();
+        let train: Vec<f64> = self.epochs.iter().map(|e| e.train_acc.unwrap_or(f64::NAN)).collect();
+        let val: Vec<f64> = self.epochs.iter().map(|e| e.val_acc.unwrap_or(f64::NAN)).collect();
+        LineChart::new(format!("{title}: accuracy")).x_label("epoch").y_label("accuracy").series_xy("train", &x, &train).series_xy("validation", &x, &val)
+    }
+
+    /// Shows the loss chart and, for classifiers, the accuracy chart, inline.
+    pub fn show(&self, title: &str) {
+        self.loss_chart(title).show();
+        if self.epochs.iter().any(|e| e.val_acc.is_some()) {
+            self.accuracy_chart(title).show();
+        }
+    }
+}
+
+fn finite_loss(loss: &Tensor, what: &str, epoch: i64, step: usize, lr: f64) -> Result<f64> {
+    let v = loss.double_value(&[]);
+    if v.is_finite() {
+        Ok(v)
+    } else {
+        Err(Error::Input(format!(
+            "{what}: the loss became {v} at epoch {epoch}, step {step} (learning rate {lr}). \
+             Check your forward for a division by zero or a log of 0, or lower the learning rate."
+        )))
+    }
+}
+
+/// Accuracy of `model` on `set` (normalised as `data` does), without gradients.
+pub fn evaluate<M: ModuleT>(model: &M, data: &Splits, set: &ImageSet, device: Device) -> f64 {
+    tch::no_grad(|| {
+        let (mut correct, mut total) = (0i64, 0i64);
+        for (x, y) in batches(set, 500, false, device) {
+            let logits = model.forward_t(&data.normalize(&x), false);
+            correct += logits.argmax(-1, false).eq_tensor(&y).sum(Kind::Int64).int64_value(&[]);
+            total += y.size()[0];
+        }
+        correct as f64 / total.max(1) as f64
+    })
+}
+
+/// Trains a classifier with cross-entropy and AdamW, evaluating on the test split each epoch.
+pub fn train_classifier<M: ModuleT>(model: &M, vs: &nn::VarStore, data: &Splits, cfg: &TrainConfig, title: &str) -> Result<History> {
+    let device = vs.device();
+    let mut opt = cfg.optimizer(vs)?;
+    let mut history = History::default();
+    for epoch in 1..=cfg.epochs {
+        let start = Instant::now();
+        let mut bar = Progress::new(format!("{title} epoch {epoch}/{}", cfg.epochs), n_batches(&data.train, cfg.batch_size) as u64);
+        let (mut loss_sum, mut correct, mut seen) = (0.0, 0i64, 0i64);
+        for (step, (x, y)) in batches(&data.train, cfg.batch_size, true, device).enumerate() {
+            let x = data.normalize(&x);
+            let x = if cfg.augment { augment(&x, true, 2) } else { x };
+            let logits = model.forward_t(&x, true);
+            if logits.size() != [y.size()[0], logits.size().last().copied().unwrap_or(0)] || logits.dim() != 2 {
+                return Err(Error::Shape { what: format!("{title}: logits"), expected: vec![y.size()[0], -1], got: logits.size() });
+            }
+            let loss = logits.cross_entropy_for_logits(&y);
+            opt.backward_step(&loss);
+            let l = finite_loss(&loss, title, epoch, step, cfg.lr)?;
+            history.step_losses.push(l);
+            loss_sum += l * y.size()[0] as f64;
+            correct += logits.argmax(-1, false).eq_tensor(&y).sum(Kind::Int64).int64_value(&[]);
+            seen += y.size()[0];
+            bar.tick(&format!("loss {:.4} acc {:.3}", loss_sum / seen as f64, correct as f64 / seen as f64));
+        }
+        let val_acc = evaluate(model, data, &data.test, device);
+        let stats = EpochStats {
+            epoch,
+            train_loss: loss_sum / seen.max(1) as f64,
+            train_acc: Some(correct as f64 / seen.max(1) as f64),
+            val_acc: Some(val_acc),
+            seconds: start.elapsed().as_secs_f64(),
+        };
+        bar.finish(&format!("loss {:.4} acc {:.3} | validation acc {val_acc:.4}", stats.train_loss, stats.train_acc.unwrap_or(0.0)));
+        history.epochs.push(stats);
+    }
+    Ok(history)
+}
+
+/// Pretrains a masked autoencoder: MSE on the masked patches, AdamW.
+pub fn train_mae<M: MaskedAutoencoder>(model: &M, vs: &nn::VarStore, data: &Splits, cfg: &TrainConfig, title: &str) -> Result<History> {
+    let device = vs.device();
+    let mut opt = cfg.optimizer(vs)?;
+    let mut history = History::default();
+    for epoch in 1..=cfg.epochs {
+        let start = Instant::now();
+        let mut bar = Progress::new(format!("{title} epoch {epoch}/{}", cfg.epochs), n_batches(&data.train, cfg.batch_size) as u64);
+        let (mut loss_sum, mut seen) = (0.0, 0i64);
+        for (step, (x, _)) in batches(&data.train, cfg.batch_size, true, device).enumerate() {
+            let x = data.normalize(&x);
+            let x = if cfg.augment { augment(&x, true, 2) } else { x };
+            let (pred, mask) = model.reconstruct(&x)?;
+            let target_shape = crate::vit::patchify(&x, model.patch_size())?.size();
+            if pred.size() != target_shape {
+                return Err(Error::Shape { what: format!("{title}: predicted patches"), expected: target_shape, got: pred.size() });
+            }
+            if mask.size() != target_shape[..2] {
+                return Err(Error::Input(format!("{title}: expected mask {}, got {}", fmt_shape(&target_shape[..2]), fmt_shape(&mask.size()))));
+            }
+            let loss = forward_loss(&x, &pred, &mask, model.patch_size())?;
+            opt.backward_step(&loss);
+            let l = finite_loss(&loss, title, epoch, step, cfg.lr)?;
+            history.step_losses.push(l);
+            loss_sum += l * x.size()[0] as f64;
+            seen += x.size()[0];
+            bar.tick(&format!("loss {:.4}", loss_sum / seen as f64));
+        }
+        let stats = EpochStats { epoch, train_loss: loss_sum / seen.max(1) as f64, train_acc: None, val_acc: None, seconds: start.elapsed().as_secs_f64() };
+        bar.finish(&format!("loss {:.4}", stats.train_loss));
+        history.epochs.push(stats);
+    }
+    Ok(history)
+}
+
+/// Saves `vs` as `<dir>/model.safetensors` and `config` as `<dir>/config.json`.
+pub fn save_checkpoint<C: Serialize>(vs: &nn::VarStore, config: &C, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    crate::plot::write_atomic(&dir.join("config.json"), &serde_json::to_vec_pretty(config)?)?;
+    let tmp = dir.join(".model.safetensors.tmp");
+    vs.save(&tmp)?;
+    std::fs::rename(&tmp, dir.join("model.safetensors")).map_err(|e| Error::io(dir, e))
+}
+
+/// Reads `<dir>/config.json`.
+pub fn load_config<C: DeserializeOwned>(dir: &Path) -> Result<C> {
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    serde_json::from_str(&text).map_err(|e| Error::Corrupt { what: "checkpoint config".into(), path, detail: e.to_string() })
+}
+
+/// Loads `<dir>/model.safetensors` into `vs`, after checking that `<dir>/config.json` equals
+/// `expected` and that every variable is there with its shape: a checkpoint from another config
+/// is an error that names the difference.
+pub fn load_checkpoint<C: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(vs: &mut nn::VarStore, expected: &C, dir: &Path) -> Result<()> {
+    let saved: C = load_config(dir)?;
+    if &saved != expected {
+        return Err(Error::Config(format!("the checkpoint in {} was saved with another config:\n  saved: {saved:?}\n  this model: {expected:?}", dir.display())));
+    }
+    load_weights(vs, &dir.join("model.safetensors"))
+}
+
+/// Loads safetensors weights into `vs` by name, checking names and shapes first.
+pub fn load_weights(vs: &mut nn::VarStore, path: &Path) -> Result<()> {
+    if !path.exists() {
+        return Err(Error::Missing { what: "weights".into(), path: path.to_path_buf(), fix: "train and save the model first".into() });
+    }
+    let tensors = Tensor::read_safetensors(path).map_err(|e| Error::Corrupt {
+        what: "weights file".into(),
+        path: path.to_path_buf(),
+        detail: format!("not a readable safetensors file ({e})"),
+    })?;
+    copy_weights(vs, &tensors.into_iter().collect(), &path.display().to_string())
+}
+
+/// Copies `tensors` into the variables of `vs` with the same names. Every variable must be there
+/// with its shape; `source` names where the tensors came from in the error.
+pub fn copy_weights(vs: &mut nn::VarStore, tensors: &std::collections::HashMap<String, Tensor>, source: &str) -> Result<()> {
+    let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0)); // report the first problem deterministically
+    for (name, var) in &vars {
+        match tensors.get(name) {
+            None => {
+                let mut have: Vec<&String> = tensors.keys().collect();
+                have.sort();
+                return Err(Error::Input(format!(
+                    "{source} has no tensor {name:?}, which this model needs (saved from another model, or a parameter named differently?). It has: {have:?}"
+                )));
+            }
+            Some(t) if t.size() != var.size() => {
+                return Err(Error::Shape { what: format!("{source} tensor {name:?} (saved from another config?)"), expected: var.size(), got: t.size() })
+            }
+            Some(_) => {}
+        }
+    }
+    tch::no_grad(|| -> Result<()> {
+        for (name, mut var) in vars {
+            var.f_copy_(&tensors[&name].to_device(var.device()).to_kind(var.kind()))?;
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,293 @@
+//! Vision Transformer: patches, a Transformer encoder equivalent to PyTorch's
+//! `nn.TransformerEncoder`, and the ViT classifier.
+//!
+//! Parameter names follow PyTorch's: the encoder's are those of `nn.TransformerEncoder`'s
+//! `state_dict` (`layers.0.self_attn.in_proj_weight`, `layers.0.linear1.weight`, ...), so weights
+//! written by PyTorch load unchanged (that is how the parity fixtures work).
+
+use serde::{Deserialize, Serialize};
+use tch::nn::{self, Module, ModuleT};
+use tch::{Kind, Tensor};
+
+use crate::error::{Error, Result};
+
+/// Splits images into flattened square patches.
+///
+/// # Shapes
+/// `images: (B, C, H, W)` → `(B, N, C·P·P)` with `N = (H/P)·(W/P)`, patches in row-major order and
+/// each patch flattened channel first (`c p1 p2`, as einops' `b c (h p1) (w p2) -> b (h w) (c p1 p2)`).
+pub fn patchify(images: &Tensor, p: i64) -> Result<Tensor> {
+    let size = images.size();
+    let [b, c, h, w] = size[..] else {
+        return Err(Error::Input(format!("patchify: expected images (B, C, H, W), got shape {}", crate::error::fmt_shape(&size))));
+    };
+    if p <= 0 || h % p != 0 || w % p != 0 {
+        return Err(Error::Input(format!("patchify: patch size {p} must divide the image size {h}x{w}")));
+    }
+    Ok(images
+        .reshape([b, c, h / p, p, w / p, p]) // (B, C, h, P, w, P)
+        .permute([0, 2, 4, 1, 3, 5]) // (B, h, w, C, P, P)
+        .reshape([b, (h / p) * (w / p), c * p * p])) // (B, N, C·P·P)
+}
+
+/// Puts patches back into square images: the inverse of [`patchify`].
+///
+/// # Shapes
+/// `patches: (B, N, C·P·P)` with `N` a square → `(B, C, √N·P, √N·P)`.
+pub fn unpatchify(patches: &Tensor, p: i64, channels: i64) -> Result<Tensor> {
+    let size = patches.size();
+    let [b, n, d] = size[..] else {
+        return Err(Error::Input(format!("unpatchify: expected patches (B, N, C*P*P), got shape {}", crate::error::fmt_shape(&size))));
+    };
+    let side = (n as f64).sqrt().round() as i64;
+    if side * side != n || d != channels * p * p {
+        return Err(Error::Input(format!(
+            "unpatchify: expected a square number of patches of {channels}*{p}*{p} = {} values, got {n} patches of {d}",
+            channels * p * p
+        )));
+    }
+    Ok(patches
+        .reshape([b, side, side, channels, p, p]) // (B, h, w, C, P, P)
+        .permute([0, 3, 1, 4, 2, 5]) // (B, C, h, P, w, P)
+        .reshape([b, channels, side * p, side * p])) // (B, C, H, W)
+}
+
+/// Gathers the tokens `ids` of each sequence: `x: (B, N, D)`, `ids: (B, K)` (int64) → `(B, K, D)`.
+pub fn index_sequence(x: &Tensor, ids: &Tensor) -> Tensor {
+    let d = x.size()[2];
+    x.gather(1, &ids.unsqueeze(-1).expand([-1, -1, d], false), false)
+}
+
+/// Sizes of a Transformer encoder stack.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EncoderConfig {
+    /// Model dimension `D`.
+    pub d_model: i64,
+    /// Attention heads `H` (`D % H == 0`).
+    pub n_heads: i64,
+    /// Number of layers.
+    pub n_layers: i64,
+    /// Hidden size of each layer's feed-forward block.
+    pub d_ffn: i64,
+}
+
+impl EncoderConfig {
+    /// Checks the sizes.
+    pub fn validate(&self) -> Result<()> {
+        if self.d_model <= 0 || self.n_heads <= 0 || self.n_layers <= 0 || self.d_ffn <= 0 {
+            return Err(Error::Config(format!("encoder sizes must be positive, got {self:?}")));
+        }
+        if self.d_model % self.n_heads != 0 {
+            return Err(Error::Config(format!(
+                "d_model {} must be divisible by n_heads {}",
+                self.d_model, self.n_heads
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Multi-head self-attention with PyTorch's `nn.MultiheadAttention` parameters.
+#[derive(Debug)]
+pub struct SelfAttention {
+    pub in_proj_weight: Tensor,
+    pub in_proj_bias: Tensor,
+    pub out_proj: nn::Linear,
+    pub n_heads: i64,
+}
+
+impl SelfAttention {
+    pub fn new(vs: &nn::Path, d: i64, n_heads: i64) -> Self {
+        let bound = (6.0 / (d + 3 * d) as f64).sqrt(); // xavier_uniform_, as PyTorch initialises it
+        SelfAttention {
+            in_proj_weight: vs.var("in_proj_weight", &[3 * d, d], nn::Init::Uniform { lo: -bound, up: bound }),
+            in_proj_bias: vs.zeros("in_proj_bias", &[3 * d]),
+            out_proj: nn::linear(vs / "out_proj", d, d, nn::LinearConfig { bias: true, ..Default::default() }),
+            n_heads,
+        }
+    }
+
+    /// # Shapes
+    /// `x: (B, N, D)` → `(B, N, D)`.
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        let (b, n, d) = x.size3().expect("(B, N, D)");
+        let h = self.n_heads;
+        let qkv = x.linear(&self.in_proj_weight, Some(&self.in_proj_bias)); // (B, N, 3D)
+        let qkv = qkv.reshape([b, n, 3, h, d / h]).permute([2, 0, 3, 1, 4]); // (3, B, H, N, Dh)
+        let (q, k, v) = (qkv.get(0), qkv.get(1), qkv.get(2));
+        let out = Tensor::scaled_dot_product_attention::<Tensor>(&q, &k, &v, None, 0.0, false, None, false); // (B, H, N, Dh)
+        self.out_proj.forward(&out.transpose(1, 2).reshape([b, n, d])) // (B, N, D)
+    }
+}
+
+/// One post-norm encoder layer, as `nn.TransformerEncoderLayer(d, h, ffn, dropout=0,
+/// activation="gelu", batch_first=True)`: `x = norm1(x + attn(x)); x = norm2(x + ffn(x))`.
+#[derive(Debug)]
+pub struct EncoderLayer {
+    pub self_attn: SelfAttention,
+    pub linear1: nn::Linear,
+    pub linear2: nn::Linear,
+    pub norm1: nn::LayerNorm,
+    pub norm2: nn::LayerNorm,
+}
+
+impl EncoderLayer {
+    pub fn new(vs: &nn::Path, cfg: &EncoderConfig) -> Self {
+        let (d, f) = (cfg.d_model, cfg.d_ffn);
+        EncoderLayer {
+            self_attn: SelfAttention::new(&(vs / "self_attn"), d, cfg.n_heads),
+            linear1: nn::linear(vs / "linear1", d, f, Default::default()),
+            linear2: nn::linear(vs / "linear2", f, d, Default::default()),
+            norm1: nn::layer_norm(vs / "norm1", vec![d], Default::default()),
+            norm2: nn::layer_norm(vs / "norm2", vec![d], Default::default()),
+        }
+    }
+}
+
+impl Module for EncoderLayer {
+    /// # Shapes
+    /// `x: (B, N, D)` → `(B, N, D)`.
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let x = self.norm1.forward(&(x + self.self_attn.forward(x)));
+        let ffn = self.linear2.forward(&self.linear1.forward(&x).gelu("none"));
+        self.norm2.forward(&(x + ffn))
+    }
+}
+
+/// A stack of [`EncoderLayer`]s, named like `nn.TransformerEncoder` (`layers.{i}.…`).
+#[derive(Debug)]
+pub struct TransformerEncoder {
+    pub layers: Vec<EncoderLayer>,
+}
+
+impl TransformerEncoder {
+    pub fn new(vs: &nn::Path, cfg: &EncoderConfig) -> Self {
+        let layers = (0..cfg.n_layers).map(|i| EncoderLayer::new(&(vs / "layers" / i), cfg)).collect();
+        TransformerEncoder { layers }
+    }
+}
+
+impl Module for TransformerEncoder {
+    /// # Shapes
+    /// `x: (B, N, D)` → `(B, N, D)`.
+    fn forward(&self, x: &Tensor) -> Tensor {
+        self.layers.iter().fold(x.shallow_clone(), |x, layer| layer.forward(&x))
+    }
+}
+
+/// A ViT classifier's configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VitConfig {
+    /// Image side in pixels (square images).
+    pub image_size: i64,
+    /// Image channels `C`.
+    pub channels: i64,
+    /// Patch side `P` (divides `image_size`).
+    pub patch_size: i64,
+    /// The encoder's sizes.
+    pub encoder: EncoderConfig,
+    /// Number of classes.
+    pub n_classes: i64,
+}
+
+impl VitConfig {
+    /// The original homework's ViT on CIFAR-10: 32×32×3, patch 4, d 256, 4 heads, 4 layers, ffn 1024.
+    pub fn original_cifar10() -> Self {
+        VitConfig { image_size: 32, channels: 3, patch_size: 4, encoder: EncoderConfig { d_model: 256, n_heads: 4, n_layers: 4, d_ffn: 1024 }, n_classes: 10 }
+    }
+
+    /// The original sizes on Fashion-MNIST (28×28×1, patch 4: 49 patches).
+    pub fn fashion_mnist_full() -> Self {
+        VitConfig { image_size: 28, channels: 1, ..Self::original_cifar10() }
+    }
+
+    /// A tiny model for tests.
+    pub fn tiny() -> Self {
+        VitConfig { image_size: 8, channels: 1, patch_size: 4, encoder: EncoderConfig { d_model: 16, n_heads: 2, n_layers: 2, d_ffn: 32 }, n_classes: 3 }
+    }
+
+    /// Patches per image `N`.
+    pub fn n_patches(&self) -> i64 {
+        (self.image_size / self.patch_size).pow(2)
+    }
+
+    /// Checks the sizes.
+    pub fn validate(&self) -> Result<()> {
+        self.encoder.validate()?;
+        if self.patch_size <= 0 || self.image_size % self.patch_size != 0 {
+            return Err(Error::Config(format!("patch_size {} must divide image_size {}", self.patch_size, self.image_size)));
+        }
+        if self.channels <= 0 || self.n_classes <= 0 {
+            return Err(Error::Config(format!("channels and n_classes must be positive, got {self:?}")));
+        }
+        Ok(())
+    }
+}
+
+/// The ViT classifier: patchify → linear projection → prepend the CLS token → add the learned
+/// position embedding → Transformer encoder → LayerNorm + Linear on the CLS output.
+#[derive(Debug)]
+pub struct Vit {
+    pub cfg: VitConfig,
+    pub patch_embed: nn::Linear,
+    pub cls_token: Tensor,
+    pub pos_embed: Tensor,
+    pub encoder: TransformerEncoder,
+    pub norm: nn::LayerNorm,
+    pub head: nn::Linear,
+}
+
+impl Vit {
+    pub fn new(vs: &nn::Path, cfg: &VitConfig) -> Result<Self> {
+        cfg.validate()?;
+        let (d, p, c) = (cfg.encoder.d_model, cfg.patch_size, cfg.channels);
+        let init = nn::Init::Randn { mean: 0.0, stdev: 0.02 };
+        Ok(Vit {
+            cfg: cfg.clone(),
+            patch_embed: nn::linear(vs / "patch_embed", c * p * p, d, Default::default()),
+            cls_token: vs.var("cls_token", &[1, 1, d], init),
+            pos_embed: vs.var("pos_embed", &[1, cfg.n_patches() + 1, d], init),
+            encoder: TransformerEncoder::new(&(vs / "encoder"), &cfg.encoder),
+            norm: nn::layer_norm(vs / "norm", vec![d], Default::default()),
+            head: nn::linear(vs / "head", d, cfg.n_classes, Default::default()),
+        })
+    }
+}
+
+/// Checks that `images` is `(B, C, S, S)` for the configured channels and side.
+pub fn check_images(what: &str, images: &Tensor, channels: i64, side: i64) -> Result<()> {
+    let size = images.size();
+    if size.len() != 4 || size[1..] != [channels, side, side] {
+        return Err(Error::Shape { what: what.to_string(), expected: vec![size.first().copied().unwrap_or(-1), channels, side, side], got: size });
+    }
+    Ok(())
+}
+
+impl Vit {
+    /// The classifier's logits, with the input's shape checked.
+    ///
+    /// # Shapes
+    /// `images: (B, C, H, W)` → logits `(B, n_classes)`.
+    pub fn logits(&self, images: &Tensor) -> Result<Tensor> {
+        check_images("ViT input", images, self.cfg.channels, self.cfg.image_size)?;
+        let b = images.size()[0];
+        let x = self.patch_embed.forward(&patchify(images, self.cfg.patch_size)?); // (B, N, D)
+        let cls = self.cls_token.expand([b, -1, -1], false); // (B, 1, D)
+        let x = Tensor::cat(&[cls, x], 1) + &self.pos_embed; // (B, N+1, D)
+        let x = self.encoder.forward(&x);
+        Ok(self.head.forward(&self.norm.forward(&x.select(1, 0)))) // (B, n_classes)
+    }
+}
+
+impl ModuleT for Vit {
+    /// [`Vit::logits`]; a wrong input shape panics with the same message (`ModuleT` cannot
+    /// return an error).
+    fn forward_t(&self, images: &Tensor, _train: bool) -> Tensor {
+        self.logits(images).unwrap_or_else(|e| panic!("{e}"))
+    }
+}
+
+/// The fraction of `logits.argmax(-1) == labels`.
+pub fn accuracy(logits: &Tensor, labels: &Tensor) -> f64 {
+    logits.argmax(-1, false).eq_tensor(labels).to_kind(Kind::Double).mean(Kind::Double).double_value(&[])
+}

@@ -1,0 +1,174 @@
+//! ViT and MAE: invariants, parity with PyTorch fixtures, gradients, and loss on one batch.
+
+use hw9::check::{check_case, Fixtures};
+use hw9::mae::{forward_loss, random_masking, restore_masked, Mae, MaeClassifier, MaeConfig, MaskedAutoencoder};
+use hw9::vit::{patchify, unpatchify, EncoderConfig, Vit, VitConfig};
+use tch::nn::{self, ModuleT, OptimizerConfig};
+use tch::{Device, Kind, Tensor};
+
+fn fixtures() -> Fixtures {
+    Fixtures::load("01_vit_mae").expect("committed fixtures")
+}
+
+/// The sizes of the models in the fixtures (tools/gen_fixtures.py).
+fn check_vit_config() -> VitConfig {
+    VitConfig { image_size: 28, channels: 1, patch_size: 4, encoder: EncoderConfig { d_model: 32, n_heads: 2, n_layers: 2, d_ffn: 64 }, n_classes: 10 }
+}
+
+fn check_mae_config() -> MaeConfig {
+    MaeConfig {
+        encoder: EncoderConfig { d_model: 32, n_heads: 2, n_layers: 2, d_ffn: 64 },
+        decoder: EncoderConfig { d_model: 16, n_heads: 2, n_layers: 1, d_ffn: 32 },
+        ..MaeConfig::fashion_mnist_full()
+    }
+}
+
+#[test]
+fn unpatchify_inverts_patchify_and_shapes_are_checked() {
+    let x = Tensor::randn([3, 2, 12, 12], (Kind::Float, Device::Cpu));
+    let p = patchify(&x, 4).unwrap();
+    assert_eq!(p.size(), [3, 9, 32]);
+    assert!(unpatchify(&p, 4, 2).unwrap().equal(&x));
+    // Patch 0 is the top-left 4x4 block, channel 0 first.
+    assert!(p.get(0).get(0).narrow(0, 0, 4).equal(&x.get(0).get(0).get(0).narrow(0, 0, 4)));
+    assert!(patchify(&x, 5).unwrap_err().to_string().contains("must divide"));
+    assert!(unpatchify(&p, 4, 3).unwrap_err().to_string().contains("48 values, got 9 patches of 32"));
+}
+
+#[test]
+fn masking_keeps_k_patches_and_restore_inverts_the_shuffle() {
+    let (b, n, d, k) = (4, 49, 8, 12);
+    let x = Tensor::randn([b, n, d], (Kind::Float, Device::Cpu));
+    let ids = Tensor::rand([b, n], (Kind::Float, Device::Cpu)).argsort(1, false);
+    let (kept, mask, ids_restore) = random_masking(&x, k, &ids);
+    assert_eq!(kept.size(), [b, k, d]);
+    assert_eq!(mask.sum(Kind::Float).double_value(&[]), (b * (n - k)) as f64);
+    // ids_restore inverts the shuffle.
+    assert!(ids.gather(1, &ids_restore, false).equal(&Tensor::arange(n, (Kind::Int64, Device::Cpu)).expand([b, n], false)));
+    // The kept tokens are the unmasked ones, and restoring with the masked ones gives x back.
+    let masked = hw9::vit::index_sequence(&x, &ids.narrow(1, k, n - k));
+    assert!(restore_masked(&kept, &masked, &ids_restore).equal(&x));
+    let unmasked = mask.eq(0.0).unsqueeze(-1).expand([b, n, d], false);
+    assert!(x.masked_select(&unmasked).sort(0, false).0.equal(&kept.reshape([-1]).sort(0, false).0));
+}
+
+#[test]
+fn every_fixture_check_passes_with_the_reference_models() {
+    let fx = fixtures();
+    let r = check_case("unpatchify", &fx.case("unpatchify", "public").unwrap(), |c| unpatchify(&c["patches"], 4, 1));
+    assert!(r.passed, "{r}");
+    for case in ["public", "autograder"] {
+        let c = fx.case("random_masking", case).unwrap();
+        let r = check_case("random_masking", &c, |c| random_masking(&c["x"], c["keep_length"].int64_value(&[]), &c["ids_shuffle"]));
+        assert!(r.passed, "{r}");
+        let r = check_case("restore_masked", &fx.case("restore_masked", case).unwrap(), |c| restore_masked(&c["kept"], &c["masked"], &c["ids_restore"]));
+        assert!(r.passed, "{r}");
+    }
+
+    let mut vs = nn::VarStore::new(Device::Cpu);
+    let vit = Vit::new(&vs.root(), &check_vit_config()).unwrap();
+    fx.load_weights("vit", &mut vs).unwrap();
+    for case in ["public", "autograder"] {
+        let r = check_case("vit", &fx.case("vit", case).unwrap(), |c| vit.logits(&c["images"]));
+        assert!(r.passed, "{r}");
+    }
+
+    let mut vs = nn::VarStore::new(Device::Cpu);
+    let mae = Mae::new(&vs.root(), &check_mae_config()).unwrap();
+    fx.load_weights("mae", &mut vs).unwrap();
+    for case in ["public", "autograder"] {
+        let r = check_case("forward_encoder", &fx.case("forward_encoder", case).unwrap(), |c| mae.forward_encoder(&c["images"], Some(&c["ids_shuffle"])));
+        assert!(r.passed, "{r}");
+        let r = check_case("forward_decoder", &fx.case("forward_decoder", case).unwrap(), |c| mae.forward_decoder(&c["encoded"], &c["ids_restore"]));
+        assert!(r.passed, "{r}");
+        let r = check_case("representation", &fx.case("forward_encoder_representation", case).unwrap(), |c| mae.forward_encoder_representation(&c["images"]));
+        assert!(r.passed, "{r}");
+    }
+    let mut head_vs = nn::VarStore::new(Device::Cpu);
+    let clf = MaeClassifier::new(&head_vs.root(), mae, 10, true);
+    fx.load_weights("mae_classifier", &mut head_vs).unwrap();
+    let r = check_case("mae_classifier", &fx.case("mae_classifier", "public").unwrap(), |c| clf.logits(&c["images"]));
+    assert!(r.passed, "{r}");
+}
+
+#[test]
+fn fixture_weights_of_another_config_are_refused_with_the_difference() {
+    let fx = fixtures();
+    let mut vs = nn::VarStore::new(Device::Cpu);
+    let cfg = VitConfig { encoder: EncoderConfig { d_model: 64, n_heads: 2, n_layers: 2, d_ffn: 64 }, ..check_vit_config() };
+    let _vit = Vit::new(&vs.root(), &cfg).unwrap();
+    let err = fx.load_weights("vit", &mut vs).unwrap_err().to_string();
+    assert!(err.contains("\"cls_token\" (saved from another config?): expected shape (1, 1, 64), got (1, 1, 32)"), "{err}");
+}
+
+fn grads_ok(vs: &nn::VarStore, what: &str) {
+    for (name, var) in vs.trainable_variables().iter().zip(vs.variables().keys()) {
+        let g = name.grad();
+        assert!(g.defined(), "{what}: {var} got no gradient");
+        assert!(g.isfinite().all().int64_value(&[]) == 1, "{what}: {var} has a non-finite gradient");
+        assert!(g.abs().sum(Kind::Double).double_value(&[]) > 0.0, "{what}: {var} has an all-zero gradient");
+    }
+}
+
+#[test]
+fn every_parameter_gets_a_finite_nonzero_gradient_and_none_reaches_a_detached_mae() {
+    tch::manual_seed(0);
+    let x = Tensor::randn([4, 1, 8, 8], (Kind::Float, Device::Cpu));
+    let y = Tensor::from_slice(&[0i64, 1, 2, 1]);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let vit = Vit::new(&vs.root(), &VitConfig::tiny()).unwrap();
+    vit.forward_t(&x, true).cross_entropy_for_logits(&y).backward();
+    grads_ok(&vs, "ViT");
+
+    let vs = nn::VarStore::new(Device::Cpu);
+    let mae = Mae::new(&vs.root(), &MaeConfig::tiny()).unwrap();
+    let (pred, mask) = mae.reconstruct(&x).unwrap();
+    forward_loss(&x, &pred, &mask, 4).unwrap().backward();
+    grads_ok(&vs, "MAE");
+
+    // Linear probing: the head learns, the MAE gets nothing.
+    let mae_vs = nn::VarStore::new(Device::Cpu);
+    let mae = Mae::new(&mae_vs.root(), &MaeConfig::tiny()).unwrap();
+    let head_vs = nn::VarStore::new(Device::Cpu);
+    let probe = MaeClassifier::new(&head_vs.root(), mae, 3, true);
+    probe.forward_t(&x, true).cross_entropy_for_logits(&y).backward();
+    grads_ok(&head_vs, "probe head");
+    for v in mae_vs.trainable_variables() {
+        assert!(!v.grad().defined() || v.grad().abs().sum(Kind::Double).double_value(&[]) == 0.0, "a detached MAE got a gradient");
+    }
+    // Finetuning: the MAE's encoder learns too (the decoder is not used by the classifier).
+    let finetune = MaeClassifier { detach: false, ..probe };
+    finetune.forward_t(&x, true).cross_entropy_for_logits(&y).backward();
+    assert!(finetune.mae.encoder.layers[0].linear1.ws.grad().abs().sum(Kind::Double).double_value(&[]) > 0.0);
+}
+
+#[test]
+fn the_loss_falls_on_one_repeated_batch() {
+    tch::manual_seed(0);
+    let x = Tensor::randn([16, 1, 8, 8], (Kind::Float, Device::Cpu));
+    let y = Tensor::randint(3, [16], (Kind::Int64, Device::Cpu));
+    let vs = nn::VarStore::new(Device::Cpu);
+    let vit = Vit::new(&vs.root(), &VitConfig::tiny()).unwrap();
+    let mut opt = nn::AdamW::default().build(&vs, 3e-3).unwrap();
+    let first = vit.forward_t(&x, true).cross_entropy_for_logits(&y).double_value(&[]);
+    for _ in 0..60 {
+        opt.backward_step(&vit.forward_t(&x, true).cross_entropy_for_logits(&y));
+    }
+    let last = vit.forward_t(&x, true).cross_entropy_for_logits(&y).double_value(&[]);
+    assert!(last < first * 0.2, "ViT loss {first} -> {last}");
+
+    let vs = nn::VarStore::new(Device::Cpu);
+    let mae = Mae::new(&vs.root(), &MaeConfig::tiny()).unwrap();
+    let mut opt = nn::AdamW::default().build(&vs, 3e-3).unwrap();
+    let ids = Tensor::rand([16, 4], (Kind::Float, Device::Cpu)).argsort(1, false);
+    let loss = |mae: &Mae| {
+        let (enc, mask, restore) = mae.forward_encoder(&x, Some(&ids)).unwrap();
+        forward_loss(&x, &mae.forward_decoder(&enc, &restore), &mask, 4).unwrap()
+    };
+    let first = loss(&mae).double_value(&[]);
+    for _ in 0..60 {
+        opt.backward_step(&loss(&mae));
+    }
+    let last = loss(&mae).double_value(&[]);
+    assert!(last < first * 0.7, "MAE loss {first} -> {last}");
+}
