@@ -30,6 +30,7 @@
 pub mod check;
 pub mod data;
 pub mod error;
+pub mod homework;
 pub mod mae;
 pub mod plot;
 pub mod profile;

@@ -241,8 +241,12 @@ impl MaeClassifier {
     /// # Shapes
     /// `images: (B, C, H, W)` → logits `(B, n_classes)`.
     pub fn logits(&self, images: &Tensor) -> Result<Tensor> {
-        let rep = self.mae.forward_encoder_representation(images)?; // (B, 1+N, D)
-        let rep = if self.detach { rep.detach() } else { rep };
+        // Linear probing needs no graph through the MAE: compute its representation without one.
+        let rep = if self.detach {
+            tch::no_grad(|| self.mae.forward_encoder_representation(images))?
+        } else {
+            self.mae.forward_encoder_representation(images)?
+        }; // (B, 1+N, D)
         Ok(self.head.forward(&self.norm.forward(&rep.mean_dim(1, false, Kind::Float)))) // (B, n_classes)
     }
 }

@@ -251,7 +251,7 @@ pub fn train_mae<M: MaskedAutoencoder>(model: &M, vs: &nn::VarStore, data: &Spli
 pub fn save_checkpoint<C: Serialize>(vs: &nn::VarStore, config: &C, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     crate::plot::write_atomic(&dir.join("config.json"), &serde_json::to_vec_pretty(config)?)?;
-    let tmp = dir.join(".model.safetensors.tmp");
+    let tmp = dir.join(".model.tmp.safetensors"); // tch picks the format by extension
     vs.save(&tmp)?;
     std::fs::rename(&tmp, dir.join("model.safetensors")).map_err(|e| Error::io(dir, e))
 }

@@ -28,6 +28,13 @@ enum Cmd {
         #[arg(long, default_value_os_t = hw9::paths::root().join("notebooks"))]
         out: PathBuf,
     },
+    /// Train notebook 1's four stages (ViT, MAE pretraining, linear probe, finetune) with the
+    /// crate's models on Fashion-MNIST, in the profile HW9_PROFILE names; print accuracies and times.
+    VitMae {
+        /// Where the pretrained MAE is saved (as mae/model.safetensors + mae/config.json).
+        #[arg(long, default_value = "build/vit-mae")]
+        out: PathBuf,
+    },
     /// Grade a hw9_submission.zip against the reference fixtures (the TA's side).
     Grade {
         /// The submission zip.
@@ -82,6 +89,17 @@ fn run(cmd: Cmd) -> hw9::Result<bool> {
                 return Ok(false);
             }
             Ok(true)
+        }
+        Cmd::VitMae { out } => {
+            let profile = hw9::profile()?;
+            let r = hw9::homework::run_vit_mae(profile, hw9::device(), &out)?;
+            let (v, p, f) = hw9::homework::VitMaePlan::for_profile(profile).thresholds;
+            println!("ViT test accuracy     {:.4} (threshold {v}) in {:.0} s", r.vit_acc, r.seconds[0]);
+            println!("MAE pretraining       {:.0} s", r.seconds[1]);
+            println!("linear probe accuracy {:.4} (threshold {p}) in {:.0} s", r.probe_acc, r.seconds[2]);
+            println!("finetune accuracy     {:.4} (threshold {f}) in {:.0} s", r.finetune_acc, r.seconds[3]);
+            println!("total {:.0} s", r.seconds.iter().sum::<f64>());
+            Ok(r.vit_acc >= v && r.probe_acc >= p && r.finetune_acc >= f)
         }
         Cmd::Grade { zip, fixtures } => {
             let fixtures = match fixtures {
