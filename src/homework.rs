@@ -11,7 +11,7 @@ use crate::data::{fashion_mnist_dir, load_fashion_mnist, Splits};
 use crate::error::Result;
 use crate::mae::{Mae, MaeClassifier, MaeConfig};
 use crate::profile::Profile;
-use crate::train::{save_checkpoint, train_classifier, train_mae, History, TrainConfig};
+use crate::train::{load_checkpoint_into, save_checkpoint, train_classifier, train_mae, History, TrainConfig};
 use crate::vit::{EncoderConfig, Vit, VitConfig};
 
 /// Notebook 1's models, training stages and data subset for one profile.
@@ -120,18 +120,59 @@ pub fn run_vit_mae(profile: Profile, device: Device, out: &std::path::Path) -> R
         let mut vs = nn::VarStore::new(device);
         let mae = Mae::new(&(vs.root() / "mae"), &plan.mae)?;
         let clf = MaeClassifier::new(&(vs.root() / "classifier"), mae, 10, detach);
-        // The pretrained weights, renamed under "mae.".
-        let pretrained = tch::Tensor::read_safetensors(out.join("mae/model.safetensors"))?;
-        let mut renamed: std::collections::HashMap<String, tch::Tensor> =
-            pretrained.into_iter().map(|(k, v)| (format!("mae.{k}"), v)).collect();
-        for (k, v) in vs.variables() {
-            renamed.entry(k).or_insert(v);
-        }
-        crate::train::copy_weights(&mut vs, &renamed, "the pretrained MAE")?;
+        load_checkpoint_into(&mut vs, "mae", &plan.mae, &out.join("mae"))?;
         let h = train_classifier(&clf, &vs, &data, cfg, title)?;
         accs[i] = h.final_val_acc().unwrap_or(0.0);
         histories.push(h);
         seconds[2 + i] = t.elapsed().as_secs_f64();
     }
     Ok(VitMaeReport { profile, vit_acc, probe_acc: accs[0], finetune_acc: accs[1], seconds, histories })
+}
+
+/// Seconds per training step (forward, backward, AdamW update) of the ViT and the MAE of a
+/// profile's sizes at `batch` random 28×28 images: the median of `steps` steps after `warmup`.
+pub fn bench_steps(profile: Profile, batch: i64, warmup: usize, steps: usize, device: Device) -> Result<(f64, f64)> {
+    use crate::mae::{forward_loss, MaskedAutoencoder};
+    use tch::nn::{ModuleT, OptimizerConfig};
+    use tch::{Kind, Tensor};
+    let plan = VitMaePlan::for_profile(profile);
+    let x = Tensor::randn([batch, 1, 28, 28], (Kind::Float, device));
+    let y = Tensor::randint(10, [batch], (Kind::Int64, device));
+    let median = |mut t: Vec<f64>| {
+        t.sort_by(f64::total_cmp);
+        t[t.len() / 2]
+    };
+    let sync = || {
+        if let Device::Cuda(i) = device {
+            tch::Cuda::synchronize(i as i64);
+        }
+    };
+    let time = |step: &mut dyn FnMut()| {
+        for _ in 0..warmup {
+            step();
+        }
+        sync();
+        median((0..steps.max(1)).map(|_| {
+            let t = Instant::now();
+            step();
+            sync();
+            t.elapsed().as_secs_f64()
+        }).collect())
+    };
+    let vs = nn::VarStore::new(device);
+    let vit = Vit::new(&vs.root(), &plan.vit)?;
+    let mut opt = nn::AdamW { beta1: 0.9, beta2: 0.95, wd: 0.01, eps: 1e-8, amsgrad: false }.build(&vs, 1e-3)?;
+    let vit_s = time(&mut || opt.backward_step(&vit.forward_t(&x, true).cross_entropy_for_logits(&y)));
+    let vs = nn::VarStore::new(device);
+    let mae = Mae::new(&vs.root(), &plan.mae)?;
+    let mut opt = nn::AdamW { beta1: 0.9, beta2: 0.95, wd: 0.05, eps: 1e-8, amsgrad: false }.build(&vs, 1e-4)?;
+    let mut err = None;
+    let mae_s = time(&mut || match mae.reconstruct(&x).and_then(|(p, m)| forward_loss(&x, &p, &m, 4)) {
+        Ok(loss) => opt.backward_step(&loss),
+        Err(e) => err = Some(e),
+    });
+    match err {
+        Some(e) => Err(e),
+        None => Ok((vit_s, mae_s)),
+    }
 }

@@ -7,7 +7,7 @@ use tch::nn::{self, Module, ModuleT};
 use tch::{Kind, Tensor};
 
 use crate::error::{Error, Result};
-use crate::vit::{check_images, index_sequence, patchify, EncoderConfig, TransformerEncoder};
+use crate::vit::{check_images, index_sequence, patchify, unpatchify, EncoderConfig, TransformerEncoder};
 
 /// Keeps the first `keep_length` patches of each shuffled sequence.
 ///
@@ -195,6 +195,34 @@ pub fn forward_loss(images: &Tensor, pred: &Tensor, mask: &Tensor, patch_size: i
     let target = patchify(images, patch_size)?;
     let per_patch = (pred - target).square().mean_dim(-1, false, Kind::Float); // (B, N)
     Ok((per_patch * mask).sum(Kind::Float) / mask.sum(Kind::Float))
+}
+
+/// For each image, a row of: original | masked input | reconstruction | reconstruction with the
+/// visible patches pasted back, in pixel space (`images` are normalised with `mean`/`std`).
+///
+/// # Shapes
+/// `images: (B, C, H, W)` normalised; `mean`, `std`: per channel.
+pub fn reconstruction_grid<M: MaskedAutoencoder>(model: &M, images: &Tensor, mean: &[f64], std: &[f64], channels: i64) -> Result<crate::plot::Figure> {
+    let p = model.patch_size();
+    let (pred, mask) = tch::no_grad(|| model.reconstruct(images))?;
+    let patches = patchify(images, p)?; // (B, N, C·P·P)
+    let keep = mask.neg().g_add_scalar(1.0).unsqueeze(-1); // (B, N, 1), 1 = visible
+    let masked_in = unpatchify(&(&patches * &keep), p, channels)?;
+    let pasted = unpatchify(&(&patches * &keep + &pred * mask.unsqueeze(-1)), p, channels)?;
+    let recon = unpatchify(&pred, p, channels)?;
+    let dev = images.device();
+    let m = Tensor::from_slice(mean).to_kind(Kind::Float).to_device(dev).reshape([1, channels, 1, 1]);
+    let s = Tensor::from_slice(std).to_kind(Kind::Float).to_device(dev).reshape([1, channels, 1, 1]);
+    let pix = |x: &Tensor| x * &s + &m;
+    // Masked patches show as mid-grey in the input column.
+    let grey = (&mask.unsqueeze(-1) * 0.5).expand_as(&patches);
+    let masked_in = pix(&masked_in) * unpatchify(&keep.expand_as(&patches), p, channels)? + unpatchify(&grey, p, channels)?;
+    let b = images.size()[0];
+    let rows: Vec<Tensor> = (0..b)
+        .flat_map(|i| [pix(&images.get(i)), masked_in.get(i), pix(&recon.get(i)), pix(&pasted.get(i))])
+        .collect();
+    let labels: Vec<String> = (0..b).flat_map(|_| ["original", "masked input", "reconstruction", "+ visible"].map(String::from)).collect();
+    crate::plot::image_grid(&Tensor::stack(&rows, 0), 4, &labels, 3)
 }
 
 /// What MAE pretraining needs of a model: predictions and the mask for a batch.

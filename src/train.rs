@@ -84,12 +84,44 @@ pub struct TrainConfig {
     pub weight_decay: f64,
     /// Random crops (padding 2) and horizontal flips on training batches.
     pub augment: bool,
+    /// How the learning rate changes over the run.
+    #[serde(default)]
+    pub schedule: Schedule,
+}
+
+/// A learning-rate schedule over all steps of a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub enum Schedule {
+    /// The same rate throughout (the original homework).
+    #[default]
+    Constant,
+    /// Linear warmup over the first `warmup` fraction of steps, then cosine decay to 0.
+    WarmupCosine { warmup: f64 },
+}
+
+impl Schedule {
+    /// The factor on the base rate at `step` of `total`.
+    pub fn factor(self, step: usize, total: usize) -> f64 {
+        match self {
+            Schedule::Constant => 1.0,
+            Schedule::WarmupCosine { warmup } => {
+                let warm = (warmup * total as f64).max(1.0);
+                let s = step as f64;
+                if s < warm {
+                    (s + 1.0) / warm
+                } else {
+                    let t = (s - warm) / (total as f64 - warm).max(1.0);
+                    0.5 * (1.0 + (std::f64::consts::PI * t.min(1.0)).cos())
+                }
+            }
+        }
+    }
 }
 
 impl TrainConfig {
     /// AdamW with the original homework's betas.
     pub fn adamw(epochs: i64, batch_size: i64, lr: f64, weight_decay: f64) -> Self {
-        TrainConfig { epochs, batch_size, lr, betas: (0.9, 0.95), weight_decay, augment: false }
+        TrainConfig { epochs, batch_size, lr, betas: (0.9, 0.95), weight_decay, augment: false, schedule: Schedule::Constant }
     }
 
     fn optimizer(&self, vs: &nn::VarStore) -> Result<nn::Optimizer> {
@@ -178,11 +210,13 @@ pub fn train_classifier<M: ModuleT>(model: &M, vs: &nn::VarStore, data: &Splits,
     let device = vs.device();
     let mut opt = cfg.optimizer(vs)?;
     let mut history = History::default();
+    let total = (cfg.epochs * n_batches(&data.train, cfg.batch_size)) as usize;
     for epoch in 1..=cfg.epochs {
         let start = Instant::now();
         let mut bar = Progress::new(format!("{title} epoch {epoch}/{}", cfg.epochs), n_batches(&data.train, cfg.batch_size) as u64);
         let (mut loss_sum, mut correct, mut seen) = (0.0, 0i64, 0i64);
         for (step, (x, y)) in batches(&data.train, cfg.batch_size, true, device).enumerate() {
+            opt.set_lr(cfg.lr * cfg.schedule.factor(history.step_losses.len(), total));
             let x = data.normalize(&x);
             let x = if cfg.augment { augment(&x, true, 2) } else { x };
             let logits = model.forward_t(&x, true);
@@ -217,11 +251,13 @@ pub fn train_mae<M: MaskedAutoencoder>(model: &M, vs: &nn::VarStore, data: &Spli
     let device = vs.device();
     let mut opt = cfg.optimizer(vs)?;
     let mut history = History::default();
+    let total = (cfg.epochs * n_batches(&data.train, cfg.batch_size)) as usize;
     for epoch in 1..=cfg.epochs {
         let start = Instant::now();
         let mut bar = Progress::new(format!("{title} epoch {epoch}/{}", cfg.epochs), n_batches(&data.train, cfg.batch_size) as u64);
         let (mut loss_sum, mut seen) = (0.0, 0i64);
         for (step, (x, _)) in batches(&data.train, cfg.batch_size, true, device).enumerate() {
+            opt.set_lr(cfg.lr * cfg.schedule.factor(history.step_losses.len(), total));
             let x = data.normalize(&x);
             let x = if cfg.augment { augment(&x, true, 2) } else { x };
             let (pred, mask) = model.reconstruct(&x)?;
@@ -274,6 +310,36 @@ pub fn load_checkpoint<C: Serialize + DeserializeOwned + PartialEq + std::fmt::D
     load_weights(vs, &dir.join("model.safetensors"))
 }
 
+/// Loads a checkpoint saved by [`save_checkpoint`] into the variables of `vs` under `prefix`
+/// (e.g. an MAE built at `vs.root() / "mae"` inside a classifier's store), after checking its
+/// config against `expected`. Variables outside `prefix` are left as they are.
+pub fn load_checkpoint_into<C: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(
+    vs: &mut nn::VarStore,
+    prefix: &str,
+    expected: &C,
+    dir: &Path,
+) -> Result<()> {
+    let saved: C = load_config(dir)?;
+    if &saved != expected {
+        return Err(Error::Config(format!("the checkpoint in {} was saved with another config:\n  saved: {saved:?}\n  this model: {expected:?}", dir.display())));
+    }
+    let path = dir.join("model.safetensors");
+    let tensors = Tensor::read_safetensors(&path).map_err(|e| Error::Corrupt {
+        what: "weights file".into(),
+        path: path.clone(),
+        detail: format!("not a readable safetensors file ({e})"),
+    })?;
+    let mut named: std::collections::HashMap<String, Tensor> =
+        tensors.into_iter().map(|(k, v)| (format!("{prefix}.{k}"), v)).collect();
+    // Variables outside the prefix keep their values.
+    for (k, v) in vs.variables() {
+        if !k.starts_with(&format!("{prefix}.")) {
+            named.insert(k, v.detach().copy());
+        }
+    }
+    copy_weights(vs, &named, &path.display().to_string())
+}
+
 /// Loads safetensors weights into `vs` by name, checking names and shapes first.
 pub fn load_weights(vs: &mut nn::VarStore, path: &Path) -> Result<()> {
     if !path.exists() {
@@ -313,4 +379,20 @@ pub fn copy_weights(vs: &mut nn::VarStore, tensors: &std::collections::HashMap<S
         }
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warmup_cosine_rises_then_decays_to_zero() {
+        let s = Schedule::WarmupCosine { warmup: 0.1 };
+        assert!((s.factor(0, 100) - 0.1).abs() < 1e-12);
+        assert!((s.factor(9, 100) - 1.0).abs() < 1e-12);
+        assert!((s.factor(10, 100) - 1.0).abs() < 1e-12);
+        assert!(s.factor(55, 100) < 0.6 && s.factor(55, 100) > 0.4);
+        assert!(s.factor(99, 100) < 0.01);
+        assert_eq!(Schedule::Constant.factor(50, 100), 1.0);
+    }
 }

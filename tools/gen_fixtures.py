@@ -91,41 +91,46 @@ def restore_masked(kept, masked, ids_restore):
 
 
 class ViT(torch.nn.Module):
-    def __init__(self):
+    """hw9::vit::Vit in PyTorch (same parameter names)."""
+
+    def __init__(self, enc=ENC, image=CHECK_IMAGE, patch=CHECK_PATCH, channels=1, classes=CHECK_CLASSES):
         super().__init__()
-        d, n = ENC["d"], (CHECK_IMAGE // CHECK_PATCH) ** 2
-        self.patch_embed = torch.nn.Linear(CHECK_PATCH * CHECK_PATCH, d)
+        d, n = enc["d"], (image // patch) ** 2
+        self.patch = patch
+        self.patch_embed = torch.nn.Linear(channels * patch * patch, d)
         self.cls_token = torch.nn.Parameter(torch.randn(1, 1, d) * 0.02)
         self.pos_embed = torch.nn.Parameter(torch.randn(1, n + 1, d) * 0.02)
-        self.encoder = encoder(**ENC)
+        self.encoder = encoder(**enc)
         self.norm = torch.nn.LayerNorm(d)
-        self.head = torch.nn.Linear(d, CHECK_CLASSES)
+        self.head = torch.nn.Linear(d, classes)
 
     def forward(self, images):
-        x = self.patch_embed(patchify(images, CHECK_PATCH))
+        x = self.patch_embed(patchify(images, self.patch))
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], 1) + self.pos_embed
         return self.head(self.norm(self.encoder(x)[:, 0]))
 
 
 class MAE(torch.nn.Module):
-    def __init__(self):
+    """hw9::mae::Mae in PyTorch (same parameter names)."""
+
+    def __init__(self, enc=ENC, dec=DEC, image=CHECK_IMAGE, patch=CHECK_PATCH, channels=1, mask_ratio=MASK_RATIO):
         super().__init__()
-        d, dd, n = ENC["d"], DEC["d"], (CHECK_IMAGE // CHECK_PATCH) ** 2
-        self.n, self.keep = n, int(n * (1 - MASK_RATIO))
-        self.patch_embed = torch.nn.Linear(CHECK_PATCH * CHECK_PATCH, d)
+        d, dd, n = enc["d"], dec["d"], (image // patch) ** 2
+        self.n, self.keep, self.patch = n, int(n * (1 - mask_ratio)), patch
+        self.patch_embed = torch.nn.Linear(channels * patch * patch, d)
         self.cls_token = torch.nn.Parameter(torch.randn(1, 1, d) * 0.02)
         self.pos_embed = torch.nn.Parameter(torch.randn(1, n + 1, d) * 0.02)
-        self.encoder = encoder(**ENC)
+        self.encoder = encoder(**enc)
         self.norm = torch.nn.LayerNorm(d)
         self.decoder_embed = torch.nn.Linear(d, dd)
         self.mask_token = torch.nn.Parameter(torch.randn(1, 1, dd) * 0.02)
         self.decoder_pos_embed = torch.nn.Parameter(torch.randn(1, n + 1, dd) * 0.02)
-        self.decoder = encoder(**DEC)
+        self.decoder = encoder(**dec)
         self.decoder_norm = torch.nn.LayerNorm(dd)
-        self.decoder_pred = torch.nn.Linear(dd, CHECK_PATCH * CHECK_PATCH)
+        self.decoder_pred = torch.nn.Linear(dd, channels * patch * patch)
 
     def forward_encoder(self, images, ids_shuffle):
-        x = self.patch_embed(patchify(images, CHECK_PATCH)) + self.pos_embed[:, 1:]
+        x = self.patch_embed(patchify(images, self.patch)) + self.pos_embed[:, 1:]
         kept, mask, ids_restore = random_masking(x, self.keep, ids_shuffle)
         cls = (self.cls_token + self.pos_embed[:, :1]).expand(x.shape[0], -1, -1)
         return self.norm(self.encoder(torch.cat([cls, kept], 1))), mask, ids_restore
@@ -136,8 +141,12 @@ class MAE(torch.nn.Module):
         x = torch.cat([x[:, :1], restore_masked(x[:, 1:], masked, ids_restore)], 1) + self.decoder_pos_embed
         return self.decoder_pred(self.decoder_norm(self.decoder(x)))[:, 1:]
 
+    def forward_loss(self, images, pred, mask):
+        per_patch = ((pred - patchify(images, self.patch)) ** 2).mean(-1)
+        return (per_patch * mask).sum() / mask.sum()
+
     def forward_encoder_representation(self, images):
-        x = self.patch_embed(patchify(images, CHECK_PATCH)) + self.pos_embed[:, 1:]
+        x = self.patch_embed(patchify(images, self.patch)) + self.pos_embed[:, 1:]
         cls = (self.cls_token + self.pos_embed[:, :1]).expand(x.shape[0], -1, -1)
         return self.norm(self.encoder(torch.cat([cls, x], 1)))
 

@@ -35,6 +35,18 @@ enum Cmd {
         #[arg(long, default_value = "build/vit-mae")]
         out: PathBuf,
     },
+    /// Time one training step of notebook 1's ViT and MAE (batch 128) in the cpu and full sizes.
+    Bench {
+        #[arg(long, default_value_t = 128)]
+        batch: i64,
+        #[arg(long, default_value_t = 3)]
+        warmup: usize,
+        #[arg(long, default_value_t = 10)]
+        steps: usize,
+        /// libtorch threads (default: libtorch's choice).
+        #[arg(long)]
+        threads: Option<i32>,
+    },
     /// Grade a hw9_submission.zip against the reference fixtures (the TA's side).
     Grade {
         /// The submission zip.
@@ -100,6 +112,18 @@ fn run(cmd: Cmd) -> hw9::Result<bool> {
             println!("finetune accuracy     {:.4} (threshold {f}) in {:.0} s", r.finetune_acc, r.seconds[3]);
             println!("total {:.0} s", r.seconds.iter().sum::<f64>());
             Ok(r.vit_acc >= v && r.probe_acc >= p && r.finetune_acc >= f)
+        }
+        Cmd::Bench { batch, warmup, steps, threads } => {
+            if let Some(t) = threads {
+                tch::set_num_threads(t);
+            }
+            let device = hw9::device();
+            println!("device {device:?}, {} threads, batch {batch}, median of {steps} steps after {warmup}", tch::get_num_threads());
+            for profile in [hw9::Profile::Cpu, hw9::Profile::Full] {
+                let (vit, mae) = hw9::homework::bench_steps(profile, batch, warmup, steps, device)?;
+                println!("{profile:>4} sizes: ViT step {vit:.3} s, MAE step {mae:.3} s");
+            }
+            Ok(true)
         }
         Cmd::Grade { zip, fixtures } => {
             let fixtures = match fixtures {
