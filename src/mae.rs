@@ -217,10 +217,9 @@ pub fn reconstruction_grid<M: MaskedAutoencoder>(model: &M, images: &Tensor, mea
     // Masked patches show as mid-grey in the input column.
     let grey = (&mask.unsqueeze(-1) * 0.5).expand_as(&patches);
     let masked_in = pix(&masked_in) * unpatchify(&keep.expand_as(&patches), p, channels)? + unpatchify(&grey, p, channels)?;
+    let (orig, recon, pasted) = (pix(images), pix(&recon), pix(&pasted)); // (B, C, H, W) each
     let b = images.size()[0];
-    let rows: Vec<Tensor> = (0..b)
-        .flat_map(|i| [pix(&images.get(i)), masked_in.get(i), pix(&recon.get(i)), pix(&pasted.get(i))])
-        .collect();
+    let rows: Vec<Tensor> = (0..b).flat_map(|i| [orig.get(i), masked_in.get(i), recon.get(i), pasted.get(i)]).collect();
     let labels: Vec<String> = (0..b).flat_map(|_| ["original", "masked input", "reconstruction", "+ visible"].map(String::from)).collect();
     crate::plot::image_grid(&Tensor::stack(&rows, 0), 4, &labels, 3)
 }
