@@ -205,82 +205,84 @@ pub fn evaluate<M: ModuleT>(model: &M, data: &Splits, set: &ImageSet, device: De
     })
 }
 
-/// Trains a classifier with cross-entropy and AdamW, evaluating on the test split each epoch.
-pub fn train_classifier<M: ModuleT>(model: &M, vs: &nn::VarStore, data: &Splits, cfg: &TrainConfig, title: &str) -> Result<History> {
+/// The loop both trainers share: epochs of shuffled, normalised (optionally augmented) training
+/// batches, the learning-rate schedule, AdamW steps, a check that the loss stays finite, and a
+/// progress bar. `batch_loss` maps `(images, labels)` to the loss and, for a classifier, the
+/// number of correct predictions; `validate` runs after each epoch.
+fn fit(
+    vs: &nn::VarStore,
+    data: &Splits,
+    cfg: &TrainConfig,
+    title: &str,
+    mut batch_loss: impl FnMut(&Tensor, &Tensor) -> Result<(Tensor, Option<i64>)>,
+    mut validate: impl FnMut() -> Option<f64>,
+) -> Result<History> {
     let device = vs.device();
     let mut opt = cfg.optimizer(vs)?;
     let mut history = History::default();
-    let total = (cfg.epochs * n_batches(&data.train, cfg.batch_size)) as usize;
+    let per_epoch = n_batches(&data.train, cfg.batch_size);
+    let total = (cfg.epochs * per_epoch) as usize;
     for epoch in 1..=cfg.epochs {
         let start = Instant::now();
-        let mut bar = Progress::new(format!("{title} epoch {epoch}/{}", cfg.epochs), n_batches(&data.train, cfg.batch_size) as u64);
-        let (mut loss_sum, mut correct, mut seen) = (0.0, 0i64, 0i64);
+        let mut bar = Progress::new(format!("{title} epoch {epoch}/{}", cfg.epochs), per_epoch as u64);
+        let (mut loss_sum, mut correct, mut seen) = (0.0, None::<i64>, 0i64);
         for (step, (x, y)) in batches(&data.train, cfg.batch_size, true, device).enumerate() {
             opt.set_lr(cfg.lr * cfg.schedule.factor(history.step_losses.len(), total));
             let x = data.normalize(&x);
             let x = if cfg.augment { augment(&x, true, 2) } else { x };
-            let logits = model.forward_t(&x, true);
-            if logits.size() != [y.size()[0], logits.size().last().copied().unwrap_or(0)] || logits.dim() != 2 {
-                return Err(Error::Shape { what: format!("{title}: logits"), expected: vec![y.size()[0], -1], got: logits.size() });
-            }
-            let loss = logits.cross_entropy_for_logits(&y);
+            let (loss, right) = batch_loss(&x, &y)?;
             opt.backward_step(&loss);
             let l = finite_loss(&loss, title, epoch, step, cfg.lr)?;
             history.step_losses.push(l);
             loss_sum += l * y.size()[0] as f64;
-            correct += logits.argmax(-1, false).eq_tensor(&y).sum(Kind::Int64).int64_value(&[]);
             seen += y.size()[0];
-            bar.tick(&format!("loss {:.4} acc {:.3}", loss_sum / seen as f64, correct as f64 / seen as f64));
+            correct = right.map(|r| correct.unwrap_or(0) + r);
+            let acc = correct.map_or(String::new(), |c| format!(" acc {:.3}", c as f64 / seen as f64));
+            bar.tick(&format!("loss {:.4}{acc}", loss_sum / seen as f64));
         }
-        let val_acc = evaluate(model, data, &data.test, device);
+        let val_acc = validate();
         let stats = EpochStats {
             epoch,
             train_loss: loss_sum / seen.max(1) as f64,
-            train_acc: Some(correct as f64 / seen.max(1) as f64),
-            val_acc: Some(val_acc),
+            train_acc: correct.map(|c| c as f64 / seen.max(1) as f64),
+            val_acc,
             seconds: start.elapsed().as_secs_f64(),
         };
-        bar.finish(&format!("loss {:.4} acc {:.3} | validation acc {val_acc:.4}", stats.train_loss, stats.train_acc.unwrap_or(0.0)));
+        let acc = stats.train_acc.map_or(String::new(), |a| format!(" acc {a:.3}"));
+        let val = val_acc.map_or(String::new(), |v| format!(" | validation acc {v:.4}"));
+        bar.finish(&format!("loss {:.4}{acc}{val}", stats.train_loss));
         history.epochs.push(stats);
     }
     Ok(history)
 }
 
+/// Trains a classifier with cross-entropy and AdamW, evaluating on the test split each epoch.
+pub fn train_classifier<M: ModuleT>(model: &M, vs: &nn::VarStore, data: &Splits, cfg: &TrainConfig, title: &str) -> Result<History> {
+    let batch_loss = |x: &Tensor, y: &Tensor| {
+        let logits = model.forward_t(x, true);
+        if logits.dim() != 2 || logits.size()[0] != y.size()[0] {
+            return Err(Error::Shape { what: format!("{title}: logits"), expected: vec![y.size()[0], -1], got: logits.size() });
+        }
+        let correct = logits.argmax(-1, false).eq_tensor(y).sum(Kind::Int64).int64_value(&[]);
+        Ok((logits.cross_entropy_for_logits(y), Some(correct)))
+    };
+    fit(vs, data, cfg, title, batch_loss, || Some(evaluate(model, data, &data.test, vs.device())))
+}
+
 /// Pretrains a masked autoencoder: MSE on the masked patches, AdamW.
 pub fn train_mae<M: MaskedAutoencoder>(model: &M, vs: &nn::VarStore, data: &Splits, cfg: &TrainConfig, title: &str) -> Result<History> {
-    let device = vs.device();
-    let mut opt = cfg.optimizer(vs)?;
-    let mut history = History::default();
-    let total = (cfg.epochs * n_batches(&data.train, cfg.batch_size)) as usize;
-    for epoch in 1..=cfg.epochs {
-        let start = Instant::now();
-        let mut bar = Progress::new(format!("{title} epoch {epoch}/{}", cfg.epochs), n_batches(&data.train, cfg.batch_size) as u64);
-        let (mut loss_sum, mut seen) = (0.0, 0i64);
-        for (step, (x, _)) in batches(&data.train, cfg.batch_size, true, device).enumerate() {
-            opt.set_lr(cfg.lr * cfg.schedule.factor(history.step_losses.len(), total));
-            let x = data.normalize(&x);
-            let x = if cfg.augment { augment(&x, true, 2) } else { x };
-            let (pred, mask) = model.reconstruct(&x)?;
-            let target_shape = crate::vit::patchify(&x, model.patch_size())?.size();
-            if pred.size() != target_shape {
-                return Err(Error::Shape { what: format!("{title}: predicted patches"), expected: target_shape, got: pred.size() });
-            }
-            if mask.size() != target_shape[..2] {
-                return Err(Error::Input(format!("{title}: expected mask {}, got {}", fmt_shape(&target_shape[..2]), fmt_shape(&mask.size()))));
-            }
-            let loss = forward_loss(&x, &pred, &mask, model.patch_size())?;
-            opt.backward_step(&loss);
-            let l = finite_loss(&loss, title, epoch, step, cfg.lr)?;
-            history.step_losses.push(l);
-            loss_sum += l * x.size()[0] as f64;
-            seen += x.size()[0];
-            bar.tick(&format!("loss {:.4}", loss_sum / seen as f64));
+    let batch_loss = |x: &Tensor, _: &Tensor| {
+        let (pred, mask) = model.reconstruct(x)?;
+        let target_shape = crate::vit::patchify(x, model.patch_size())?.size();
+        if pred.size() != target_shape {
+            return Err(Error::Shape { what: format!("{title}: predicted patches"), expected: target_shape, got: pred.size() });
         }
-        let stats = EpochStats { epoch, train_loss: loss_sum / seen.max(1) as f64, train_acc: None, val_acc: None, seconds: start.elapsed().as_secs_f64() };
-        bar.finish(&format!("loss {:.4}", stats.train_loss));
-        history.epochs.push(stats);
-    }
-    Ok(history)
+        if mask.size() != target_shape[..2] {
+            return Err(Error::Input(format!("{title}: expected mask {}, got {}", fmt_shape(&target_shape[..2]), fmt_shape(&mask.size()))));
+        }
+        Ok((forward_loss(x, &pred, &mask, model.patch_size())?, None))
+    };
+    fit(vs, data, cfg, title, batch_loss, || None)
 }
 
 /// Saves `vs` as `<dir>/model.safetensors` and `config` as `<dir>/config.json`.
