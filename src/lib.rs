@@ -27,6 +27,7 @@
 //!
 //! Mask values are always stated where a mask appears (for example `mask: (B, N), 1 = masked`).
 
+pub mod attention;
 pub mod check;
 pub mod data;
 pub mod error;

@@ -228,16 +228,59 @@ def vit_mae() -> dict:
     return t
 
 
-NOTEBOOKS = {"00_setup_check": setup_check, "01_vit_mae": vit_mae}
+# ---------------------------------------------------------------- Hugging Face parity
+MINILM = ROOT / "assets" / "models" / "all-MiniLM-L6-v2"  # installed by make setup
+
+
+def hf_parity() -> dict:
+    """Hugging Face's own BertModel on the real MiniLM-L6 (and a tiny random BERT written with
+    save_pretrained into assets/fixtures/tiny-bert): tokens, attentions, hidden states."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    t = {}
+    tok = AutoTokenizer.from_pretrained(str(MINILM))
+    model = BertModel.from_pretrained(str(MINILM), attn_implementation="eager").eval()
+    # A sentence pair, and a padded batch of two single sentences.
+    pair = tok("I wanted to have a party", "I bought a cake for it.", return_tensors="pt")
+    batch = tok(["The dog ran", "I was going to a play in the park"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        for name, enc in [("pair", pair), ("batch", batch)]:
+            out = model(**enc, output_attentions=True)
+            t[f"minilm/{name}/input_ids"] = enc["input_ids"].clone()
+            t[f"minilm/{name}/token_type_ids"] = enc["token_type_ids"].clone()
+            t[f"minilm/{name}/attention_mask"] = enc["attention_mask"].clone()
+            t[f"minilm/{name}/last_hidden_state"] = out.last_hidden_state.clone()
+            for i, a in enumerate(out.attentions):
+                t[f"minilm/{name}/attentions.{i}"] = a.clone()
+    torch.manual_seed(3)
+    cfg = BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+                     max_position_embeddings=64, type_vocab_size=2, attn_implementation="eager")
+    tiny = BertModel(cfg, add_pooling_layer=False).eval()
+    tiny.save_pretrained(str(OUT / "tiny-bert"), safe_serialization=True)
+    ids = torch.randint(0, 99, (2, 11))
+    types = torch.cat([torch.zeros(2, 6, dtype=torch.long), torch.ones(2, 5, dtype=torch.long)], 1)
+    mask = torch.ones(2, 11, dtype=torch.long)
+    mask[1, 8:] = 0
+    with torch.no_grad():
+        out = tiny(input_ids=ids, token_type_ids=types, attention_mask=mask, output_attentions=True)
+    t["tiny_bert/input_ids"], t["tiny_bert/token_type_ids"], t["tiny_bert/attention_mask"] = ids, types, mask
+    t["tiny_bert/last_hidden_state"] = out.last_hidden_state.clone()
+    for i, a in enumerate(out.attentions):
+        t[f"tiny_bert/attentions.{i}"] = a.clone()
+    return t
+
+
+# One fixture file per entry: a notebook's checks, or a parity set for the crate's tests.
+FIXTURES = {"00_setup_check": setup_check, "01_vit_mae": vit_mae, "hf_parity": hf_parity}
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("notebooks", nargs="*", help=f"which to write (default: all of {sorted(NOTEBOOKS)})")
+    ap.add_argument("notebooks", nargs="*", help=f"which to write (default: all of {sorted(FIXTURES)})")
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
-    for name in args.notebooks or sorted(NOTEBOOKS):
-        tensors = NOTEBOOKS[name]()
+    for name in args.notebooks or sorted(FIXTURES):
+        tensors = FIXTURES[name]()
         path = OUT / f"{name}.safetensors"
         save_file(tensors, str(path), metadata={"generator": "tools/gen_fixtures.py", "torch": torch.__version__})
         print(f"wrote {path.relative_to(ROOT)} ({len(tensors)} tensors, torch {torch.__version__})")
