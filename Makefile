@@ -41,7 +41,7 @@ release:
 ## Rewrites the reference fixtures with PyTorch (needs the tool venv: see environment.md).
 TOOL_VENV ?= $(HOME)/.cache/hw9/tool-venv
 fixtures:
-	@[ -x $(TOOL_VENV)/bin/python ] || { echo "no tool venv at $(TOOL_VENV): python3 -m venv $(TOOL_VENV) && $(TOOL_VENV)/bin/pip install torch==2.13.0 safetensors numpy"; exit 1; }
+	@[ -x $(TOOL_VENV)/bin/python ] || { echo "no tool venv at $(TOOL_VENV): python3 -m venv $(TOOL_VENV) && $(TOOL_VENV)/bin/pip install torch==2.13.0 safetensors numpy transformers==5.24.0"; exit 1; }
 	$(TOOL_VENV)/bin/python tools/gen_fixtures.py
 
 ## Checks the installation and prints a fix per problem.
