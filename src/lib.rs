@@ -31,6 +31,7 @@ pub mod attention;
 pub mod check;
 pub mod data;
 pub mod error;
+pub mod gpt2;
 pub mod homework;
 pub mod mae;
 pub mod plot;

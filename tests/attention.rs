@@ -98,3 +98,30 @@ fn corrupt_weights_and_another_shape_are_refused_with_a_clear_message() {
     assert!(err.contains("missing model config"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_tiny_random_gpt2_matches_hugging_face_and_is_causal() {
+    let fx = fixtures();
+    let (_vs, gpt) = hw9::gpt2::Gpt2::load(&hw9::paths::assets().join("fixtures/tiny-gpt2"), Device::Cpu).unwrap();
+    let mask = &fx["tiny_gpt2/attention_mask"];
+    let out = gpt.forward(&fx["tiny_gpt2/input_ids"], Some(mask)).unwrap();
+    for (i, layer) in out.layers.iter().enumerate() {
+        let d = max_abs(&layer.probs, &fx[&format!("tiny_gpt2/attentions.{i}")]);
+        assert!(d < 1e-4, "GPT-2 layer {i}: attention differs by {d}");
+        // Causal: nothing above the diagonal.
+        assert!(layer.probs.triu(1).abs().max().double_value(&[]) < 1e-7);
+    }
+    let keep = mask.unsqueeze(-1).to_kind(Kind::Float);
+    let d = max_abs(&(&out.hidden * &keep), &(&fx["tiny_gpt2/last_hidden_state"] * &keep));
+    assert!(d < 1e-4, "GPT-2 hidden states differ by {d}");
+}
+
+#[test]
+fn the_gpt2_tokenizer_gives_gpt2_ids() {
+    let tok = hw9::gpt2::Gpt2Tokenizer::new().unwrap();
+    let (ids, pieces) = tok.encode("The dog ran");
+    assert_eq!(ids, [464, 3290, 4966]);
+    assert_eq!(pieces, ["The", " dog", " ran"]);
+    assert_eq!(tok.encode("Hello world").0, [15496, 995]);
+    assert_eq!(tok.decode(&ids).unwrap(), "The dog ran");
+}

@@ -267,6 +267,22 @@ def hf_parity() -> dict:
     t["tiny_bert/last_hidden_state"] = out.last_hidden_state.clone()
     for i, a in enumerate(out.attentions):
         t[f"tiny_bert/attentions.{i}"] = a.clone()
+    # A tiny random GPT-2 (Conv1D weights), with a padded batch.
+    from transformers import GPT2Config, GPT2Model
+
+    torch.manual_seed(4)
+    gcfg = GPT2Config(vocab_size=101, n_positions=32, n_embd=24, n_layer=2, n_head=3, attn_implementation="eager")
+    gpt = GPT2Model(gcfg).eval()
+    gpt.save_pretrained(str(OUT / "tiny-gpt2"), safe_serialization=True)
+    gids = torch.randint(0, 101, (2, 9))
+    gmask = torch.ones(2, 9, dtype=torch.long)
+    gmask[1, 6:] = 0
+    with torch.no_grad():
+        gout = gpt(input_ids=gids, attention_mask=gmask, output_attentions=True)
+    t["tiny_gpt2/input_ids"], t["tiny_gpt2/attention_mask"] = gids, gmask
+    t["tiny_gpt2/last_hidden_state"] = gout.last_hidden_state.clone()
+    for i, a in enumerate(gout.attentions):
+        t[f"tiny_gpt2/attentions.{i}"] = a.clone()
     return t
 
 
