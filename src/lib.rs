@@ -39,6 +39,7 @@ pub mod profile;
 pub mod release;
 pub mod submission;
 pub mod train;
+pub mod views;
 pub mod vit;
 
 pub use error::{Error, Result};

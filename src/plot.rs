@@ -120,6 +120,23 @@ impl Figure {
         Figure::from_rgb(width, height, &rgb)
     }
 
+    /// Stacks figures top to bottom on white, left-aligned.
+    pub fn vstack(figures: &[Figure]) -> Result<Self> {
+        if figures.is_empty() {
+            return Err(Error::Input("vstack: expected at least one figure, got none".into()));
+        }
+        let width = figures.iter().map(|f| f.width).max().unwrap_or(1);
+        let height: u32 = figures.iter().map(|f| f.height).sum();
+        let mut canvas = image::RgbImage::from_pixel(width, height, image::Rgb([255, 255, 255]));
+        let mut y = 0;
+        for f in figures {
+            let img = image::load_from_memory(&f.png).map_err(plot_err)?.to_rgb8();
+            image::imageops::replace(&mut canvas, &img, 0, y as i64);
+            y += f.height;
+        }
+        Figure::from_rgb(width, height, canvas.as_raw())
+    }
+
     /// The PNG file's bytes.
     pub fn png(&self) -> &[u8] {
         &self.png

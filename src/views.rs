@@ -1,0 +1,148 @@
+//! Attention views drawn by the crate (inline in notebooks, saved as PNG): a head view (tokens in
+//! two columns joined by lines weighted by attention, heads colour-coded), a model view (layers ×
+//! heads of small attention maps), a neuron view (one query against every key: `q`, `k`, `q ⊙ k`
+//! and the softmax) and a labelled heatmap of one head.
+
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+use tch::{Kind, Tensor};
+
+use crate::attention::LayerAttention;
+use crate::error::{Error, Result};
+use crate::plot::{Figure, Heatmap, PALETTE};
+
+fn plot_err<E: std::fmt::Display>(e: E) -> Error {
+    Error::Plot(e.to_string())
+}
+
+/// The `(T, T)` attention of sequence `b`, head `h` of a layer, on the CPU.
+fn head_probs(layer: &LayerAttention, b: i64, h: i64) -> Result<Tensor> {
+    let size = layer.probs.size();
+    if size.len() != 4 || b >= size[0] || h >= size[1] {
+        return Err(Error::Input(format!("attention of shape {:?} has no sequence {b}, head {h}", size)));
+    }
+    Ok(layer.probs.get(b).get(h).detach().to_device(tch::Device::Cpu).to_kind(Kind::Float))
+}
+
+fn check_tokens(tokens: &[String], t: i64) -> Result<()> {
+    if tokens.len() as i64 != t {
+        return Err(Error::Input(format!("expected {t} tokens (one per position), got {}", tokens.len())));
+    }
+    Ok(())
+}
+
+/// A labelled heatmap of one head: rows are queries, columns keys.
+pub fn attention_heatmap(layers: &[LayerAttention], layer: usize, head: i64, tokens: &[String]) -> Result<Heatmap> {
+    let l = layers.get(layer).ok_or_else(|| Error::Input(format!("layer {layer} does not exist: the model has {}", layers.len())))?;
+    let probs = head_probs(l, 0, head)?;
+    check_tokens(tokens, probs.size()[0])?;
+    Ok(Heatmap::from_tensor(format!("layer {layer}, head {head}"), &probs)?
+        .row_labels(tokens)
+        .col_labels(tokens)
+        .x_label("key")
+        .y_label("query")
+        .range(0.0, 1.0))
+}
+
+/// The head view of one layer: each token on the left attends to the tokens on the right, one
+/// colour per head, line opacity = attention weight. `heads`: which heads (all when empty).
+pub fn head_view(layers: &[LayerAttention], layer: usize, heads: &[i64], tokens: &[String]) -> Result<Figure> {
+    let l = layers.get(layer).ok_or_else(|| Error::Input(format!("layer {layer} does not exist: the model has {}", layers.len())))?;
+    let n_heads = l.probs.size()[1];
+    let heads: Vec<i64> = if heads.is_empty() { (0..n_heads).collect() } else { heads.to_vec() };
+    let maps: Vec<Vec<f32>> = heads.iter().map(|&h| head_probs(l, 0, h).and_then(|p| Ok(Vec::<f32>::try_from(p.reshape([-1]))?))).collect::<Result<_>>()?;
+    let t = (maps[0].len() as f64).sqrt() as usize;
+    check_tokens(tokens, t as i64)?;
+    let (row_h, top) = (22u32, 60u32);
+    let (w, h) = (560u32, top + row_h * t as u32 + 20);
+    let (left_x, right_x) = (170i32, 390i32);
+    Figure::render(w, h, |root| {
+        let title = format!("layer {layer}: head view ({} heads)", heads.len());
+        root.draw(&Text::new(title, (w as i32 / 2, 10), TextStyle::from(("sans-serif", 18).into_font()).pos(Pos::new(HPos::Center, VPos::Top)))).map_err(plot_err)?;
+        for (k, &hd) in heads.iter().enumerate() {
+            let c = PALETTE[hd as usize % PALETTE.len()];
+            let x = 20 + 40 * k as i32;
+            root.draw(&Rectangle::new([(x, 34), (x + 12, 46)], c.filled())).map_err(plot_err)?;
+            root.draw(&Text::new(format!("{hd}"), (x + 14, 34), ("sans-serif", 12).into_font())).map_err(plot_err)?;
+        }
+        let y = |i: usize| (top + row_h * i as u32 + row_h / 2) as i32;
+        for (k, &hd) in heads.iter().enumerate() {
+            let c = PALETTE[hd as usize % PALETTE.len()];
+            for i in 0..t {
+                for j in 0..t {
+                    let a = maps[k][i * t + j] as f64;
+                    if a > 0.01 {
+                        let style = ShapeStyle { color: c.mix(a.min(1.0) * 0.9), filled: false, stroke_width: 2 };
+                        root.draw(&PathElement::new(vec![(left_x + 6, y(i)), (right_x - 6, y(j))], style)).map_err(plot_err)?;
+                    }
+                }
+            }
+        }
+        for (i, tok) in tokens.iter().enumerate() {
+            let style = TextStyle::from(("sans-serif", 14).into_font());
+            root.draw(&Text::new(tok.clone(), (left_x, y(i)), style.pos(Pos::new(HPos::Right, VPos::Center)))).map_err(plot_err)?;
+            root.draw(&Text::new(tok.clone(), (right_x, y(i)), style.pos(Pos::new(HPos::Left, VPos::Center)))).map_err(plot_err)?;
+        }
+        Ok(())
+    })
+}
+
+/// The model view: a grid of every layer (rows) × head (columns), each a small attention map
+/// (dark = 0, bright = 1).
+pub fn model_view(layers: &[LayerAttention]) -> Result<Figure> {
+    if layers.is_empty() {
+        return Err(Error::Input("model view: expected at least one layer, got none".into()));
+    }
+    let n_heads = layers[0].probs.size()[1];
+    let t = layers[0].probs.size()[2];
+    let cell = ((90 / t.max(1)) as u32).max(2);
+    let map = cell * t as u32;
+    let (gap, left, top) = (8u32, 40u32, 50u32);
+    let (w, h) = (left + n_heads as u32 * (map + gap), top + layers.len() as u32 * (map + gap));
+    Figure::render(w, h, |root| {
+        root.draw(&Text::new("model view: layers x heads".to_string(), (w as i32 / 2, 8), TextStyle::from(("sans-serif", 16).into_font()).pos(Pos::new(HPos::Center, VPos::Top)))).map_err(plot_err)?;
+        for (l, layer) in layers.iter().enumerate() {
+            let y0 = (top + l as u32 * (map + gap)) as i32;
+            root.draw(&Text::new(format!("L{l}"), (6, y0 + map as i32 / 2), TextStyle::from(("sans-serif", 12).into_font()).pos(Pos::new(HPos::Left, VPos::Center)))).map_err(plot_err)?;
+            for hd in 0..n_heads {
+                let x0 = (left + hd as u32 * (map + gap)) as i32;
+                if l == 0 {
+                    root.draw(&Text::new(format!("H{hd}"), (x0 + map as i32 / 2, top as i32 - 14), TextStyle::from(("sans-serif", 12).into_font()).pos(Pos::new(HPos::Center, VPos::Center)))).map_err(plot_err)?;
+                }
+                let p = Vec::<f32>::try_from(head_probs(layer, 0, hd)?.reshape([-1]))?;
+                for i in 0..t as usize {
+                    for j in 0..t as usize {
+                        let c = ViridisRGB::get_color_normalized(p[i * t as usize + j] as f64, 0.0, 1.0);
+                        let (x, y) = (x0 + (j as u32 * cell) as i32, y0 + (i as u32 * cell) as i32);
+                        root.draw(&Rectangle::new([(x, y), (x + cell as i32, y + cell as i32)], c.filled())).map_err(plot_err)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+/// The neuron view of one query token: its query `q (1, Dh)`, every key `k (T, Dh)`, the
+/// element-wise products `q ⊙ k (T, Dh)` and the attention `softmax(q·k/√Dh) (T, 1)`, stacked.
+pub fn neuron_view(layers: &[LayerAttention], layer: usize, head: i64, query: usize, tokens: &[String]) -> Result<Figure> {
+    let l = layers.get(layer).ok_or_else(|| Error::Input(format!("layer {layer} does not exist: the model has {}", layers.len())))?;
+    let t = l.keys.size()[2];
+    check_tokens(tokens, t)?;
+    if query as i64 >= t {
+        return Err(Error::Input(format!("query token {query} does not exist: there are {t} tokens")));
+    }
+    let cpu = |x: &Tensor| x.detach().to_device(tch::Device::Cpu).to_kind(Kind::Float);
+    let q = cpu(&l.queries.get(0).get(head).narrow(0, query as i64, 1)); // (1, Dh)
+    let k = cpu(&l.keys.get(0).get(head)); // (T, Dh)
+    let qk = &q * &k; // (T, Dh)
+    let probs = head_probs(l, 0, head)?.narrow(0, query as i64, 1).transpose(0, 1); // (T, 1)
+    let who = &tokens[query];
+    let figs = [
+        Heatmap::from_tensor(format!("query of {who:?} (layer {layer}, head {head})"), &q)?.row_labels([who]).annotate(false).draw()?,
+        Heatmap::from_tensor("keys", &k)?.row_labels(tokens).annotate(false).draw()?,
+        Heatmap::from_tensor("query ⊙ key", &qk)?.row_labels(tokens).annotate(false).draw()?,
+        Heatmap::from_tensor(format!("attention of {who:?}"), &probs)?.row_labels(tokens).col_labels(["softmax"]).range(0.0, 1.0).draw()?,
+    ];
+    Figure::vstack(&figs)
+}
