@@ -21,7 +21,9 @@ lab: setup
 	  --ServerApp.ip=127.0.0.1 $(if $(CI),--no-browser,) $(if $(filter 0,$(shell id -u)),--allow-root,) $(LAB_ARGS)
 
 ## Every test: the crate's cargo tests, then the notebooks through nbclient on the hw9 kernel.
-test: setup
+## (Setup for tests also installs headless Chromium, which renders the HTML attention view.)
+test:
+	@HW9_SETUP_TESTS=1 bash tools/setup.sh
 	@$(MAKE) --no-print-directory test-rust test-notebooks
 
 test-rust:

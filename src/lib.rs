@@ -33,6 +33,7 @@ pub mod data;
 pub mod error;
 pub mod gpt2;
 pub mod homework;
+pub mod html_view;
 pub mod mae;
 pub mod plot;
 pub mod profile;

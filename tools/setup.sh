@@ -153,7 +153,22 @@ if ! check_assets; then
 fi
 step data "ok: Fashion-MNIST and MiniLM-L6 match assets/checksums.sha256"
 
-# 6. Warm the kernel's build cache, so a notebook's first `:dep hw9` cell is quick.
+# 6. For the tests only (HW9_SETUP_TESTS=1, set by `make test`): headless Chromium renders the
+#    interactive attention page.
+if [ -n "${HW9_SETUP_TESTS:-}" ]; then
+  if [ -x /usr/bin/chromium ]; then
+    step chromium "ok: $(/usr/bin/chromium --version 2>/dev/null | head -n1)"
+  elif [ "$(id -u)" = 0 ]; then
+    step chromium "installing Debian's chromium (for the HTML view test)..."
+    { quiet apt-get install -y -q chromium || { quiet apt-get update && quiet apt-get install -y -q chromium; }; } ||
+      fail chromium "apt-get could not install chromium" "apt-get update && apt-get install chromium, then make test"
+    step chromium "ok: $(/usr/bin/chromium --version 2>/dev/null | head -n1)"
+  else
+    fail chromium "/usr/bin/chromium is missing (the HTML attention view is tested in it)" "sudo apt-get install chromium, then make test"
+  fi
+fi
+
+# 7. Warm the kernel's build cache, so a notebook's first `:dep hw9` cell is quick.
 STAMP=$ROOT/.cache/evcxr/warm.stamp
 stale=yes
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$(sha_of Cargo.toml Cargo.lock "$KDIR/kernel.json")" ]; then
