@@ -122,17 +122,30 @@ impl Figure {
 
     /// Stacks figures top to bottom on white, left-aligned.
     pub fn vstack(figures: &[Figure]) -> Result<Self> {
+        Figure::stack(figures, true)
+    }
+
+    /// Puts figures side by side on white, top-aligned (e.g. a trained and a random model).
+    pub fn hstack(figures: &[Figure]) -> Result<Self> {
+        Figure::stack(figures, false)
+    }
+
+    fn stack(figures: &[Figure], vertical: bool) -> Result<Self> {
         if figures.is_empty() {
-            return Err(Error::Input("vstack: expected at least one figure, got none".into()));
+            return Err(Error::Input("stacking figures: expected at least one figure, got none".into()));
         }
-        let width = figures.iter().map(|f| f.width).max().unwrap_or(1);
-        let height: u32 = figures.iter().map(|f| f.height).sum();
+        // (size along the stacking direction, size across it)
+        let dims = |f: &Figure| if vertical { (f.height, f.width) } else { (f.width, f.height) };
+        let length: u32 = figures.iter().map(|f| dims(f).0).sum();
+        let breadth = figures.iter().map(|f| dims(f).1).max().unwrap_or(1);
+        let (width, height) = if vertical { (breadth, length) } else { (length, breadth) };
         let mut canvas = image::RgbImage::from_pixel(width, height, image::Rgb([255, 255, 255]));
-        let mut y = 0;
+        let mut at = 0i64;
         for f in figures {
             let img = image::load_from_memory(&f.png).map_err(plot_err)?.to_rgb8();
-            image::imageops::replace(&mut canvas, &img, 0, y as i64);
-            y += f.height;
+            let (x, y) = if vertical { (0, at) } else { (at, 0) };
+            image::imageops::replace(&mut canvas, &img, x, y);
+            at += dims(f).0 as i64;
         }
         Figure::from_rgb(width, height, canvas.as_raw())
     }

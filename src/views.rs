@@ -146,3 +146,101 @@ pub fn neuron_view(layers: &[LayerAttention], layer: usize, head: i64, query: us
     ];
     Figure::vstack(&figs)
 }
+
+/// Attention rollout (Abnar & Zuidema, 2020): the heads' mean attention of each layer, mixed
+/// half-and-half with the identity for the residual path and renormalised, multiplied through the
+/// layers. Row `t` is how much each input token flows into position `t` at the top.
+///
+/// # Shapes
+/// every layer's `probs: (B, H, T, T)` → `(T, T)` for sequence 0, rows sum to 1.
+pub fn rollout(layers: &[LayerAttention]) -> Result<Tensor> {
+    let first = layers.first().ok_or_else(|| Error::Input("rollout needs at least one layer".into()))?;
+    let t = first.probs.size()[2];
+    let eye = Tensor::eye(t, (Kind::Float, tch::Device::Cpu));
+    let mut flow = eye.shallow_clone();
+    for l in layers {
+        let a = l.probs.get(0).detach().to_device(tch::Device::Cpu).to_kind(Kind::Float).mean_dim(0, false, Kind::Float); // (T, T)
+        let a = (a + &eye) * 0.5;
+        let a = &a / a.sum_dim_intlist(-1, true, Kind::Float);
+        flow = a.matmul(&flow);
+    }
+    Ok(flow)
+}
+
+/// Numbers that describe what one head does.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct HeadStats {
+    pub layer: usize,
+    pub head: i64,
+    /// Mean entropy of the attention rows, in nats (0 = each token looks at one token).
+    pub entropy: f64,
+    /// Mean |query − key| distance in tokens, weighted by attention.
+    pub mean_distance: f64,
+    /// Mean share of attention on `[CLS]` / `[SEP]` tokens (0 when there are none).
+    pub cls_share: f64,
+    pub sep_share: f64,
+    /// Mean share of attention on the previous token.
+    pub prev_share: f64,
+}
+
+/// [`HeadStats`] for every layer and head of sequence 0.
+pub fn head_stats(layers: &[LayerAttention], tokens: &[String]) -> Result<Vec<HeadStats>> {
+    let mut out = Vec::new();
+    for (li, l) in layers.iter().enumerate() {
+        let p = l.probs.get(0).detach().to_device(tch::Device::Cpu).to_kind(Kind::Double); // (H, T, T)
+        let (h, t) = (p.size()[0], p.size()[1]);
+        check_tokens(tokens, t)?;
+        let idx = Tensor::arange(t, (Kind::Double, tch::Device::Cpu));
+        let dist = (idx.unsqueeze(1) - idx.unsqueeze(0)).abs(); // (T, T)
+        let mark = |name: &str| Tensor::from_slice(&tokens.iter().map(|s| if s == name { 1.0 } else { 0.0 }).collect::<Vec<f64>>());
+        let (cls, sep) = (mark("[CLS]"), mark("[SEP]"));
+        let prev = Tensor::eye(t, (Kind::Double, tch::Device::Cpu)).roll([-1], [1]).triu(-1).tril(-1); // (T, T): 1 at (i, i−1)
+        for hd in 0..h {
+            let a = p.get(hd); // (T, T)
+            let mean = |x: Tensor| x.mean(Kind::Double).double_value(&[]);
+            out.push(HeadStats {
+                layer: li,
+                head: hd,
+                entropy: mean(-(&a * a.clamp_min(1e-12).log()).sum_dim_intlist(-1, false, Kind::Double)),
+                mean_distance: mean((&a * &dist).sum_dim_intlist(-1, false, Kind::Double)),
+                cls_share: mean(a.matmul(&cls)),
+                sep_share: mean(a.matmul(&sep)),
+                prev_share: if t > 1 { (&a * &prev).sum(Kind::Double).double_value(&[]) / (t - 1) as f64 } else { 0.0 },
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// One statistic of [`head_stats`] as a labelled layers × heads heatmap. `pick` selects it.
+pub fn stats_heatmap(stats: &[HeadStats], title: &str, pick: impl Fn(&HeadStats) -> f64) -> Result<Heatmap> {
+    let layers = stats.iter().map(|s| s.layer).max().map_or(0, |m| m + 1);
+    let heads = stats.iter().map(|s| s.head).max().map_or(0, |m| m + 1) as usize;
+    let mut rows = vec![vec![f64::NAN; heads]; layers];
+    for s in stats {
+        rows[s.layer][s.head as usize] = pick(s);
+    }
+    Ok(Heatmap::from_rows(title, &rows)?
+        .row_labels((0..layers).map(|l| format!("L{l}")))
+        .col_labels((0..heads).map(|h| format!("H{h}")))
+        .x_label("head")
+        .y_label("layer"))
+}
+
+/// The difference of two sentences' attention (`a − b`) for one layer and head; both must have
+/// the same number of tokens.
+pub fn attention_difference(a: &[LayerAttention], b: &[LayerAttention], layer: usize, head: i64, tokens: &[String]) -> Result<Heatmap> {
+    let (la, lb) = match (a.get(layer), b.get(layer)) {
+        (Some(x), Some(y)) => (x, y),
+        _ => return Err(Error::Input(format!("layer {layer} does not exist in both models"))),
+    };
+    let (pa, pb) = (head_probs(la, 0, head)?, head_probs(lb, 0, head)?);
+    if pa.size() != pb.size() {
+        return Err(Error::Shape { what: "attention difference (the sentences need as many tokens)".into(), expected: pa.size(), got: pb.size() });
+    }
+    check_tokens(tokens, pa.size()[0])?;
+    Ok(Heatmap::from_tensor(format!("difference a − b, layer {layer}, head {head}"), &(pa - pb))?
+        .row_labels(tokens)
+        .col_labels(tokens)
+        .range(-1.0, 1.0))
+}

@@ -3,6 +3,7 @@
 
 use hw9::attention::{default_bert_dir, Bert, EncoderOutput, Tokenizer};
 use hw9::plot::PALETTE;
+use plotters::style::colors::colormaps::ColorMap;
 use hw9::views::{attention_heatmap, head_view, model_view, neuron_view};
 use tch::Device;
 
@@ -55,4 +56,53 @@ fn bad_requests_say_what_exists() {
     assert!(err.contains("query token 99 does not exist"), "{err}");
     let err = head_view(&out.layers, 0, &[12], &tokens).unwrap_err().to_string();
     assert!(err.contains("no sequence 0, head 12"), "{err}");
+}
+
+/// A single layer with one head whose attention is `p (T, T)`.
+fn one_layer(p: tch::Tensor) -> Vec<hw9::attention::LayerAttention> {
+    let t = p.size()[0];
+    let z = tch::Tensor::zeros([1, 1, t, 4], (tch::Kind::Float, Device::Cpu));
+    vec![hw9::attention::LayerAttention { probs: p.reshape([1, 1, t, t]), queries: z.shallow_clone(), keys: z.shallow_clone(), values: z }]
+}
+
+#[test]
+fn head_statistics_describe_known_patterns() {
+    let t = 5;
+    let tokens: Vec<String> = ["[CLS]", "a", "b", "c", "[SEP]"].map(String::from).to_vec();
+    // Every token looks at the previous one (the first at itself).
+    let prev = tch::Tensor::eye(t, (tch::Kind::Float, Device::Cpu)).roll([-1], [1]).triu(-1).tril(-1);
+    let _ = prev.get(0).get(0).fill_(1.0);
+    let s = &hw9::views::head_stats(&one_layer(prev), &tokens).unwrap()[0];
+    assert!((s.prev_share - 1.0).abs() < 1e-9 && s.entropy.abs() < 1e-6, "{s:?}");
+    assert!((s.mean_distance - 4.0 / 5.0).abs() < 1e-9, "{s:?}");
+    // Uniform attention: entropy ln T, a fifth on [CLS] and on [SEP].
+    let uniform = tch::Tensor::full([t, t], 1.0 / t as f64, (tch::Kind::Float, Device::Cpu));
+    let s = &hw9::views::head_stats(&one_layer(uniform), &tokens).unwrap()[0];
+    assert!((s.entropy - (t as f64).ln()).abs() < 1e-6 && (s.cls_share - 0.2).abs() < 1e-6 && (s.sep_share - 0.2).abs() < 1e-6, "{s:?}");
+}
+
+#[test]
+fn rollout_rows_sum_to_one_and_identity_attention_rolls_out_to_identity() {
+    let eye = tch::Tensor::eye(4, (tch::Kind::Float, Device::Cpu));
+    let r = hw9::views::rollout(&one_layer(eye.shallow_clone())).unwrap();
+    assert!(r.allclose(&eye, 1e-6, 1e-6, false));
+    let (tokens, out) = minilm();
+    let r = hw9::views::rollout(&out.layers).unwrap();
+    assert_eq!(r.size(), [tokens.len() as i64, tokens.len() as i64]);
+    let sums = r.sum_dim_intlist(-1, false, tch::Kind::Float);
+    assert!(sums.allclose(&tch::Tensor::ones_like(&sums), 1e-5, 1e-5, false));
+}
+
+#[test]
+fn attention_differences_of_a_sentence_with_itself_vanish_and_lengths_must_match() {
+    let (tokens, out) = minilm();
+    let h = hw9::views::attention_difference(&out.layers, &out.layers, 3, 2, &tokens).unwrap();
+    let img = decode(&h.annotate(false).draw().unwrap());
+    // All cells are the colour of 0 on a [-1, 1] scale.
+    let zero = plotters::style::colors::colormaps::ViridisRGB::get_color_normalized(0.0, -1.0, 1.0);
+    let mid = img.pixels().filter(|p| p.0 == [zero.0, zero.1, zero.2]).count();
+    assert!(mid > 16 * 16 * 100, "{mid}");
+    let shorter = one_layer(tch::Tensor::eye(3, (tch::Kind::Float, Device::Cpu)));
+    let err = hw9::views::attention_difference(&out.layers, &shorter, 0, 0, &tokens).unwrap_err().to_string();
+    assert!(err.contains("the sentences need as many tokens"), "{err}");
 }
