@@ -9,7 +9,7 @@ export LD_LIBRARY_PATH := $(LIBTORCH)/lib$(if $(LD_LIBRARY_PATH),:$(LD_LIBRARY_P
 PY := $(ROOT)/.venv/bin/python
 LAB_PORT ?= 8888
 
-.PHONY: setup lab test test-rust test-notebooks notebooks release fixtures doctor clean-cache
+.PHONY: setup lab test test-rust test-notebooks notebooks release fixtures corpus doctor clean-cache
 
 setup:
 	@bash tools/setup.sh
@@ -45,6 +45,14 @@ TOOL_VENV ?= $(HOME)/.cache/hw9/tool-venv
 fixtures:
 	@[ -x $(TOOL_VENV)/bin/python ] || { echo "no tool venv at $(TOOL_VENV): python3 -m venv $(TOOL_VENV) && $(TOOL_VENV)/bin/pip install torch==2.13.0 safetensors numpy transformers==5.24.0"; exit 1; }
 	$(TOOL_VENV)/bin/python tools/gen_fixtures.py
+
+## Rebuilds assets/corpus/debian-descriptions.jsonl.gz from apt's English descriptions (needs root
+## for apt-get update; the committed file is what everyone trains on).
+corpus:
+	apt-get -o Acquire::Languages=en update -q
+	mkdir -p build
+	/usr/lib/apt/apt-helper cat-file "$$(ls -S /var/lib/apt/lists/*_main_i18n_Translation-en* | head -n1)" > build/Translation-en
+	cargo run -q --bin hw9 -- corpus --from build/Translation-en
 
 ## Checks the installation and prints a fix per problem.
 doctor:

@@ -29,6 +29,7 @@
 
 pub mod attention;
 pub mod check;
+pub mod corpus;
 pub mod data;
 pub mod error;
 pub mod gpt2;

@@ -91,3 +91,15 @@ fn augmentation_flips_and_shifts_within_the_padding() {
         assert!(f.equal(&x.get(b)) || f.equal(&x.get(b).flip([2])));
     }
 }
+
+#[test]
+fn the_committed_corpus_is_clean_and_split_by_package() {
+    let pairs = hw9::corpus::read_pairs(&hw9::corpus::corpus_path()).unwrap();
+    assert!(pairs.len() > 50_000, "{} pairs", pairs.len());
+    assert!(pairs.iter().all(|p| !p.document.contains("packaged by debcargo") && p.document.split_whitespace().count() >= 20));
+    assert!(pairs.iter().all(|p| p.split == hw9::corpus::split_of(&p.package)));
+    let docs: std::collections::HashSet<&str> = pairs.iter().map(|p| p.document.as_str()).collect();
+    assert_eq!(docs.len(), pairs.len(), "documents repeat");
+    let zero_ad = pairs.iter().find(|p| p.package == "0ad").unwrap();
+    assert_eq!(zero_ad.summary, "Real-time strategy game of ancient warfare");
+}

@@ -47,6 +47,17 @@ enum Cmd {
         #[arg(long)]
         threads: Option<i32>,
     },
+    /// Build the summarization corpus from apt's Translation-en index (see `make corpus`).
+    Corpus {
+        /// The decompressed Translation-en file.
+        #[arg(long)]
+        from: PathBuf,
+        #[arg(long, default_value_os_t = hw9::corpus::corpus_path())]
+        out: PathBuf,
+        /// Documents shorter than this many words are dropped.
+        #[arg(long, default_value_t = 20)]
+        min_words: usize,
+    },
     /// Grade a hw9_submission.zip against the reference fixtures (the TA's side).
     Grade {
         /// The submission zip.
@@ -123,6 +134,23 @@ fn run(cmd: Cmd) -> hw9::Result<bool> {
                 let (vit, mae) = hw9::homework::bench_steps(profile, batch, warmup, steps, device)?;
                 println!("{profile:>4} sizes: ViT step {vit:.3} s, MAE step {mae:.3} s");
             }
+            Ok(true)
+        }
+        Cmd::Corpus { from, out, min_words } => {
+            let text = std::fs::read_to_string(&from).map_err(|e| hw9::Error::io(&from, e))?;
+            let raw = hw9::corpus::parse_translation(&text);
+            let n_raw = raw.len();
+            let pairs = hw9::corpus::clean(raw, min_words);
+            hw9::corpus::write_pairs(&pairs, &out)?;
+            let count = |s: &str| hw9::corpus::split(&pairs, s).len();
+            println!(
+                "{n_raw} descriptions -> {} pairs (train {}, validation {}, test {}) in {}",
+                pairs.len(),
+                count("train"),
+                count("validation"),
+                count("test"),
+                out.display()
+            );
             Ok(true)
         }
         Cmd::Grade { zip, fixtures } => {
