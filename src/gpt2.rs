@@ -205,3 +205,112 @@ impl Gpt2Tokenizer {
         Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 }
+
+/// The GPT-2 folder notebooks load: `$HW9_GPT2_DIR` (e.g. a real `gpt2` download), else the
+/// model `hw9 train-gpt` trains into `assets/models/gpt2-hw9`.
+pub fn default_gpt2_dir() -> std::path::PathBuf {
+    match std::env::var_os("HW9_GPT2_DIR") {
+        Some(p) if !p.is_empty() => std::path::PathBuf::from(p),
+        _ => crate::paths::assets().join("models/gpt2-hw9"),
+    }
+}
+
+/// Loads the default GPT-2, or says how to make it.
+pub fn load_default(device: Device) -> Result<(nn::VarStore, Gpt2)> {
+    let dir = default_gpt2_dir();
+    if !dir.join("model.safetensors").exists() {
+        return Err(Error::Missing {
+            what: "GPT-2 model".into(),
+            path: dir,
+            fix: "train the local one (about 10 minutes): cargo run --release -- train-gpt; or set HW9_GPT2_DIR to a folder with real gpt2 files".into(),
+        });
+    }
+    Gpt2::load(&dir, device)
+}
+
+/// A Hugging Face-compatible `config.json` for `cfg`.
+fn hf_config_json(cfg: &Gpt2Config) -> serde_json::Value {
+    serde_json::json!({
+        "model_type": "gpt2",
+        "architectures": ["GPT2LMHeadModel"],
+        "vocab_size": cfg.vocab_size,
+        "n_positions": cfg.n_positions,
+        "n_ctx": cfg.n_positions,
+        "n_embd": cfg.n_embd,
+        "n_layer": cfg.n_layer,
+        "n_head": cfg.n_head,
+        "n_inner": cfg.n_inner,
+        "activation_function": cfg.activation_function,
+        "layer_norm_epsilon": cfg.layer_norm_epsilon,
+        "bos_token_id": 50256,
+        "eos_token_id": 50256,
+    })
+}
+
+/// What [`train_small_gpt2`] did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GptTrainReport {
+    pub steps: usize,
+    pub tokens_seen: usize,
+    pub seconds: f64,
+    pub first_loss: f64,
+    /// Mean loss of the last 20 steps.
+    pub final_loss: f64,
+}
+
+/// Trains a small GPT-2-architecture language model with GPT-2's tokenizer on the Debian
+/// descriptions corpus' training split, for `seconds` of wall time, and saves it in GPT-2's
+/// Hugging Face layout (`config.json` + `model.safetensors`) in `out`.
+pub fn train_small_gpt2(cfg: &Gpt2Config, seconds: f64, batch: i64, out: &Path, device: Device) -> Result<GptTrainReport> {
+    use tch::nn::OptimizerConfig;
+    let tok = Gpt2Tokenizer::new()?;
+    let pairs = crate::corpus::read_pairs(&crate::corpus::corpus_path())?;
+    let mut ids: Vec<i64> = Vec::new();
+    for p in crate::corpus::split(&pairs, "train") {
+        ids.extend(tok.encode(&format!("{}\n\n{}", p.summary, p.document)).0);
+        ids.push(50256); // <|endoftext|>
+    }
+    let t = cfg.n_positions;
+    let data = Tensor::from_slice(&ids);
+    let n = ids.len() as i64 - t - 1;
+    let vs = nn::VarStore::new(device);
+    let model = Gpt2::new(&vs.root(), cfg)?;
+    let mut opt = nn::AdamW { beta1: 0.9, beta2: 0.95, wd: 0.1, eps: 1e-8, amsgrad: false }.build(&vs, 1e-3)?;
+    let start = std::time::Instant::now();
+    let mut losses = Vec::new();
+    let mut bar = crate::train::Progress::new("GPT-2", 0);
+    while start.elapsed().as_secs_f64() < seconds {
+        let frac = start.elapsed().as_secs_f64() / seconds;
+        let lr = if frac < 0.05 { 1e-3 * frac / 0.05 } else { 1e-3 * 0.5 * (1.0 + (std::f64::consts::PI * (frac - 0.05) / 0.95).cos()) };
+        opt.set_lr(lr.max(1e-5));
+        let starts = Tensor::randint(n, [batch], (Kind::Int64, Device::Cpu));
+        let idx = starts.unsqueeze(1) + Tensor::arange(t + 1, (Kind::Int64, Device::Cpu)).unsqueeze(0); // (B, T+1)
+        let chunk = data.index_select(0, &idx.reshape([-1])).reshape([batch, t + 1]).to_device(device);
+        let (x, y) = (chunk.narrow(1, 0, t), chunk.narrow(1, 1, t));
+        let logits = model.logits(&x)?; // (B, T, V)
+        let loss = logits.reshape([-1, cfg.vocab_size]).cross_entropy_for_logits(&y.reshape([-1]));
+        opt.backward_step(&loss);
+        let l = loss.double_value(&[]);
+        if !l.is_finite() {
+            return Err(Error::Input(format!("GPT-2 training: the loss became {l} at step {}", losses.len())));
+        }
+        losses.push(l);
+        bar.tick(&format!("loss {l:.3}, {:.0} of {seconds:.0} s", start.elapsed().as_secs_f64()));
+    }
+    let tail = &losses[losses.len().saturating_sub(20)..];
+    let report = GptTrainReport {
+        steps: losses.len(),
+        tokens_seen: losses.len() * (batch * t) as usize,
+        seconds: start.elapsed().as_secs_f64(),
+        first_loss: losses.first().copied().unwrap_or(f64::NAN),
+        final_loss: tail.iter().sum::<f64>() / tail.len().max(1) as f64,
+    };
+    bar.finish(&format!("final loss {:.3}", report.final_loss));
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    crate::plot::write_atomic(&out.join("config.json"), &serde_json::to_vec_pretty(&hf_config_json(cfg))?)?;
+    let tmp = out.join(".model.tmp.safetensors");
+    vs.save(&tmp)?;
+    std::fs::rename(&tmp, out.join("model.safetensors")).map_err(|e| Error::io(out, e))?;
+    crate::plot::write_atomic(&out.join("training.json"), &serde_json::to_vec_pretty(&report)?)?;
+    Ok(report)
+}

@@ -35,8 +35,12 @@ impl Progress {
         let secs = self.start.elapsed().as_secs_f64();
         let rate = self.done as f64 / secs.max(1e-9);
         let eta = if rate > 0.0 { (self.total.saturating_sub(self.done)) as f64 / rate } else { 0.0 };
+        if self.total == 0 {
+            // Unknown length (a time budget): count and rate only.
+            return format!("{} {} steps, {:.1} it/s, {} elapsed {}", self.label, self.done, rate, fmt_secs(secs), msg);
+        }
         let width = 24;
-        let filled = (width as u64 * self.done / self.total.max(1)) as usize;
+        let filled = ((width as u64 * self.done / self.total) as usize).min(width);
         format!(
             "{} [{}{}] {}/{} {:.1} it/s, {} elapsed, ETA {} {}",
             self.label,

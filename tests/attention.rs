@@ -125,3 +125,27 @@ fn the_gpt2_tokenizer_gives_gpt2_ids() {
     assert_eq!(tok.encode("Hello world").0, [15496, 995]);
     assert_eq!(tok.decode(&ids).unwrap(), "The dog ran");
 }
+
+#[test]
+fn the_local_gpt2_trains_and_saves_in_gpt2s_layout() {
+    let out = std::env::temp_dir().join(format!("hw9-gpt-{}", std::process::id()));
+    let cfg = hw9::gpt2::Gpt2Config {
+        vocab_size: 50257,
+        n_positions: 16,
+        n_embd: 16,
+        n_layer: 1,
+        n_head: 2,
+        n_inner: None,
+        layer_norm_epsilon: 1e-5,
+        activation_function: "gelu_new".into(),
+    };
+    let r = hw9::gpt2::train_small_gpt2(&cfg, 2.0, 4, &out, Device::Cpu).unwrap();
+    assert!(r.steps > 0 && r.first_loss > 10.0, "{r:?}"); // ln(50257) = 10.8 at the start
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(json["model_type"], "gpt2");
+    let (_vs, gpt) = hw9::gpt2::Gpt2::load(&out, Device::Cpu).unwrap();
+    let tok = hw9::gpt2::Gpt2Tokenizer::new().unwrap();
+    let ids = Tensor::from_slice(&tok.encode("The dog ran").0).unsqueeze(0);
+    assert_eq!(gpt.logits(&ids).unwrap().size(), [1, 3, 50257]);
+    std::fs::remove_dir_all(&out).unwrap();
+}

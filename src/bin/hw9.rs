@@ -58,6 +58,16 @@ enum Cmd {
         #[arg(long, default_value_t = 20)]
         min_words: usize,
     },
+    /// Train the small GPT-2 that notebook 3 looks inside (GPT-2's tokenizer, Debian descriptions).
+    TrainGpt {
+        /// Wall-clock budget in minutes.
+        #[arg(long, default_value_t = 10.0)]
+        minutes: f64,
+        #[arg(long, default_value_t = 16)]
+        batch: i64,
+        #[arg(long, default_value_os_t = hw9::gpt2::default_gpt2_dir())]
+        out: PathBuf,
+    },
     /// Grade a hw9_submission.zip against the reference fixtures (the TA's side).
     Grade {
         /// The submission zip.
@@ -150,6 +160,24 @@ fn run(cmd: Cmd) -> hw9::Result<bool> {
                 count("validation"),
                 count("test"),
                 out.display()
+            );
+            Ok(true)
+        }
+        Cmd::TrainGpt { minutes, batch, out } => {
+            let cfg = hw9::gpt2::Gpt2Config {
+                vocab_size: 50257,
+                n_positions: 128,
+                n_embd: 128,
+                n_layer: 4,
+                n_head: 4,
+                n_inner: None,
+                layer_norm_epsilon: 1e-5,
+                activation_function: "gelu_new".into(),
+            };
+            let r = hw9::gpt2::train_small_gpt2(&cfg, minutes * 60.0, batch, &out, hw9::device())?;
+            println!(
+                "{} steps, {} tokens in {:.0} s; loss {:.3} -> {:.3}; saved to {}",
+                r.steps, r.tokens_seen, r.seconds, r.first_loss, r.final_loss, out.display()
             );
             Ok(true)
         }
