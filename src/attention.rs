@@ -208,6 +208,17 @@ impl Bert {
     }
 }
 
+impl Bert {
+    /// Tokenizes `a` (and `b`, as a pair) and runs the model: the tokens and every layer's
+    /// attention, for the views.
+    pub fn attend(&self, tok: &Tokenizer, a: &str, b: Option<&str>) -> Result<(Vec<String>, EncoderOutput)> {
+        let enc = tok.encode(a, b)?;
+        let device = self.word_embeddings.ws.device();
+        let (ids, types) = enc.tensors(device);
+        Ok((enc.tokens, self.forward(&ids, &types, None)?))
+    }
+}
+
 /// Reads a Hugging Face `config.json`.
 pub fn read_config<C: serde::de::DeserializeOwned>(dir: &Path) -> Result<C> {
     let path = dir.join("config.json");

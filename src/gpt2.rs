@@ -183,6 +183,15 @@ impl Gpt2 {
     }
 }
 
+impl Gpt2 {
+    /// Tokenizes `text` and runs the model: the token pieces and every layer's attention.
+    pub fn attend(&self, tok: &Gpt2Tokenizer, text: &str) -> Result<(Vec<String>, EncoderOutput)> {
+        let (ids, pieces) = tok.encode(text);
+        let ids = Tensor::from_slice(&ids).unsqueeze(0).to_device(self.wte.ws.device());
+        Ok((pieces, self.forward(&ids, None)?))
+    }
+}
+
 /// GPT-2's byte-level BPE tokenizer (`r50k_base`).
 pub struct Gpt2Tokenizer(tiktoken_rs::CoreBPE);
 
@@ -228,6 +237,14 @@ pub fn load_default(device: Device) -> Result<(nn::VarStore, Gpt2)> {
     Gpt2::load(&dir, device)
 }
 
+impl Gpt2Config {
+    /// The local model `hw9 train-gpt` trains: GPT-2's vocabulary, 4 layers × 4 heads, d 128,
+    /// 128 positions.
+    pub fn small() -> Self {
+        Gpt2Config { vocab_size: 50257, n_positions: 128, n_embd: 128, n_layer: 4, n_head: 4, n_inner: None, layer_norm_epsilon: 1e-5, activation_function: "gelu_new".into() }
+    }
+}
+
 /// A Hugging Face-compatible `config.json` for `cfg`.
 fn hf_config_json(cfg: &Gpt2Config) -> serde_json::Value {
     serde_json::json!({
@@ -259,14 +276,15 @@ pub struct GptTrainReport {
 }
 
 /// Trains a small GPT-2-architecture language model with GPT-2's tokenizer on the Debian
-/// descriptions corpus' training split, for `seconds` of wall time, and saves it in GPT-2's
-/// Hugging Face layout (`config.json` + `model.safetensors`) in `out`.
-pub fn train_small_gpt2(cfg: &Gpt2Config, seconds: f64, batch: i64, out: &Path, device: Device) -> Result<GptTrainReport> {
+/// descriptions corpus' training split (its first `max_docs` documents, or all), for `seconds`
+/// of wall time, and saves it in GPT-2's Hugging Face layout (`config.json` +
+/// `model.safetensors`) in `out`.
+pub fn train_small_gpt2(cfg: &Gpt2Config, seconds: f64, batch: i64, max_docs: Option<usize>, out: &Path, device: Device) -> Result<GptTrainReport> {
     use tch::nn::OptimizerConfig;
     let tok = Gpt2Tokenizer::new()?;
     let pairs = crate::corpus::read_pairs(&crate::corpus::corpus_path())?;
     let mut ids: Vec<i64> = Vec::new();
-    for p in crate::corpus::split(&pairs, "train") {
+    for p in crate::corpus::split(&pairs, "train").into_iter().take(max_docs.unwrap_or(usize::MAX)) {
         ids.extend(tok.encode(&format!("{}\n\n{}", p.summary, p.document)).0);
         ids.push(50256); // <|endoftext|>
     }

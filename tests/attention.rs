@@ -139,7 +139,7 @@ fn the_local_gpt2_trains_and_saves_in_gpt2s_layout() {
         layer_norm_epsilon: 1e-5,
         activation_function: "gelu_new".into(),
     };
-    let r = hw9::gpt2::train_small_gpt2(&cfg, 2.0, 4, &out, Device::Cpu).unwrap();
+    let r = hw9::gpt2::train_small_gpt2(&cfg, 2.0, 4, Some(500), &out, Device::Cpu).unwrap();
     assert!(r.steps > 0 && r.first_loss > 10.0, "{r:?}"); // ln(50257) = 10.8 at the start
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
     assert_eq!(json["model_type"], "gpt2");

@@ -164,17 +164,7 @@ fn run(cmd: Cmd) -> hw9::Result<bool> {
             Ok(true)
         }
         Cmd::TrainGpt { minutes, batch, out } => {
-            let cfg = hw9::gpt2::Gpt2Config {
-                vocab_size: 50257,
-                n_positions: 128,
-                n_embd: 128,
-                n_layer: 4,
-                n_head: 4,
-                n_inner: None,
-                layer_norm_epsilon: 1e-5,
-                activation_function: "gelu_new".into(),
-            };
-            let r = hw9::gpt2::train_small_gpt2(&cfg, minutes * 60.0, batch, &out, hw9::device())?;
+            let r = hw9::gpt2::train_small_gpt2(&hw9::gpt2::Gpt2Config::small(), minutes * 60.0, batch, None, &out, hw9::device())?;
             println!(
                 "{} steps, {} tokens in {:.0} s; loss {:.3} -> {:.3}; saved to {}",
                 r.steps, r.tokens_seen, r.seconds, r.first_loss, r.final_loss, out.display()
