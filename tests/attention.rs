@@ -149,3 +149,20 @@ fn the_local_gpt2_trains_and_saves_in_gpt2s_layout() {
     assert_eq!(gpt.logits(&ids).unwrap().size(), [1, 3, 50257]);
     std::fs::remove_dir_all(&out).unwrap();
 }
+
+#[test]
+fn a_saved_and_reloaded_bert_gives_identical_attention() {
+    let dir = std::env::temp_dir().join(format!("hw9-bert-copy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (vs, bert) = Bert::load(&default_bert_dir(), Device::Cpu).unwrap();
+    vs.save(dir.join("model.safetensors")).unwrap();
+    std::fs::copy(default_bert_dir().join("config.json"), dir.join("config.json")).unwrap();
+    let (_vs2, again) = Bert::load(&dir, Device::Cpu).unwrap();
+    let tok = Tokenizer::load(&default_bert_dir().join("tokenizer.json")).unwrap();
+    let (_, a) = bert.attend(&tok, "I am happy", Some("I am not sad")).unwrap();
+    let (_, b) = again.attend(&tok, "I am happy", Some("I am not sad")).unwrap();
+    for (x, y) in a.layers.iter().zip(&b.layers) {
+        assert!(x.probs.equal(&y.probs) && x.queries.equal(&y.queries));
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
