@@ -41,6 +41,7 @@ pub mod profile;
 pub mod release;
 pub mod submission;
 pub mod train;
+pub mod transformer;
 pub mod views;
 pub mod vit;
 

@@ -286,8 +286,50 @@ def hf_parity() -> dict:
     return t
 
 
+# ---------------------------------------------------------------- Transformer blocks (notebook 2)
+def mha_weights(prefix: str, mha: torch.nn.MultiheadAttention, t: dict):
+    """PyTorch packs q, k, v into in_proj; hw9 keeps q_proj, k_proj, v_proj (fairseq's names)."""
+    for name, w, b in zip(["q_proj", "k_proj", "v_proj"], mha.in_proj_weight.chunk(3), mha.in_proj_bias.chunk(3)):
+        t[f"{prefix}.{name}.weight"], t[f"{prefix}.{name}.bias"] = w.detach().clone(), b.detach().clone()
+    t[f"{prefix}.out_proj.weight"] = mha.out_proj.weight.detach().clone()
+    t[f"{prefix}.out_proj.bias"] = mha.out_proj.bias.detach().clone()
+
+
+def transformer_parity() -> dict:
+    """PyTorch's nn.MultiheadAttention, nn.TransformerEncoderLayer and nn.TransformerDecoderLayer
+    (batch_first, ReLU, post-norm, dropout 0) with padding masks, for tests/transformer.rs."""
+    t = {}
+    torch.manual_seed(5)
+    d, h, ffn, b, tt, ss = 16, 4, 24, 2, 5, 7
+    x, mem = torch.randn(b, tt, d), torch.randn(b, ss, d)
+    x_pad = torch.tensor([[0, 0, 0, 0, 0], [0, 0, 0, 1, 1]], dtype=torch.bool)
+    mem_pad = torch.tensor([[0, 0, 0, 0, 0, 0, 1], [0, 0, 0, 0, 0, 0, 0]], dtype=torch.bool)
+    t["x"], t["memory"], t["x_padding"], t["memory_padding"] = x, mem, x_pad.to(torch.uint8), mem_pad.to(torch.uint8)
+    mha = torch.nn.MultiheadAttention(d, h, batch_first=True).eval()
+    mha_weights("mha", mha, t)
+    with torch.no_grad():
+        out, w = mha(x, mem, mem, key_padding_mask=mem_pad, need_weights=True, average_attn_weights=False)
+    t["mha/output"], t["mha/weights"] = out, w
+    enc = torch.nn.TransformerEncoderLayer(d, h, ffn, dropout=0.0, batch_first=True).eval()
+    mha_weights("encoder.self_attn", enc.self_attn, t)
+    for ours, theirs in [("fc1", enc.linear1), ("fc2", enc.linear2), ("self_attn_layer_norm", enc.norm1), ("final_layer_norm", enc.norm2)]:
+        t[f"encoder.{ours}.weight"], t[f"encoder.{ours}.bias"] = theirs.weight.detach().clone(), theirs.bias.detach().clone()
+    with torch.no_grad():
+        t["encoder/output"] = enc(x, src_key_padding_mask=x_pad)
+    dec = torch.nn.TransformerDecoderLayer(d, h, ffn, dropout=0.0, batch_first=True).eval()
+    mha_weights("decoder.self_attn", dec.self_attn, t)
+    mha_weights("decoder.encoder_attn", dec.multihead_attn, t)
+    for ours, theirs in [("fc1", dec.linear1), ("fc2", dec.linear2), ("self_attn_layer_norm", dec.norm1),
+                         ("encoder_attn_layer_norm", dec.norm2), ("final_layer_norm", dec.norm3)]:
+        t[f"decoder.{ours}.weight"], t[f"decoder.{ours}.bias"] = theirs.weight.detach().clone(), theirs.bias.detach().clone()
+    causal = torch.nn.Transformer.generate_square_subsequent_mask(tt)
+    with torch.no_grad():
+        t["decoder/output"] = dec(x, mem, tgt_mask=causal, tgt_key_padding_mask=x_pad, memory_key_padding_mask=mem_pad, tgt_is_causal=True)
+    return t
+
+
 # One fixture file per entry: a notebook's checks, or a parity set for the crate's tests.
-FIXTURES = {"00_setup_check": setup_check, "01_vit_mae": vit_mae, "hf_parity": hf_parity}
+FIXTURES = {"00_setup_check": setup_check, "01_vit_mae": vit_mae, "hf_parity": hf_parity, "transformer_parity": transformer_parity}
 
 
 def main():
@@ -296,7 +338,7 @@ def main():
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     for name in args.notebooks or sorted(FIXTURES):
-        tensors = FIXTURES[name]()
+        tensors = {k: v.contiguous() for k, v in FIXTURES[name]().items()}
         path = OUT / f"{name}.safetensors"
         save_file(tensors, str(path), metadata={"generator": "tools/gen_fixtures.py", "torch": torch.__version__})
         print(f"wrote {path.relative_to(ROOT)} ({len(tensors)} tensors, torch {torch.__version__})")

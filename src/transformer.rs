@@ -1,0 +1,125 @@
+//! Transformer building blocks for the summarizer (notebook 2): scaled dot-product attention,
+//! multi-head attention, a post-LayerNorm Transformer layer that is an encoder layer or (with
+//! cross-attention) a decoder layer, and position ids that skip padding.
+//!
+//! Conventions follow PyTorch's `nn.MultiheadAttention` / `nn.TransformerEncoderLayer` /
+//! `nn.TransformerDecoderLayer` (`batch_first`, ReLU, post-norm), whose outputs the parity
+//! fixtures record.
+
+use tch::nn::{self, Module, ModuleT};
+use tch::{Kind, Tensor};
+
+/// Attention of queries over keys, vectorised, with no layers.
+///
+/// # Shapes
+/// `q: (B, H, T, Dh)`, `k, v: (B, H, S, Dh)`; `key_padding_mask: (B, S)` with **true/1 =
+/// padding (ignored)**; `causal` hides keys after each query (`T == S`). Returns
+/// `(output (B, H, T, Dh), weights (B, H, T, S))`; each weight row sums to 1.
+pub fn scaled_dot_product_attention(q: &Tensor, k: &Tensor, v: &Tensor, key_padding_mask: Option<&Tensor>, causal: bool) -> (Tensor, Tensor) {
+    let dh = *q.size().last().unwrap_or(&1) as f64;
+    let mut scores = q.matmul(&k.transpose(-2, -1)) / dh.sqrt(); // (B, H, T, Dh) x (B, H, Dh, S) -> (B, H, T, S)
+    if let Some(mask) = key_padding_mask {
+        let s = mask.size()[1];
+        scores = scores.masked_fill(&mask.to_kind(Kind::Bool).reshape([-1, 1, 1, s]), f64::NEG_INFINITY);
+    }
+    if causal {
+        let (t, s) = (scores.size()[2], scores.size()[3]);
+        let future = Tensor::ones([t, s], (Kind::Bool, q.device())).triu(1);
+        scores = scores.masked_fill(&future, f64::NEG_INFINITY);
+    }
+    let weights = scores.softmax(-1, Kind::Float);
+    (weights.matmul(v), weights) // (B, H, T, S) x (B, H, S, Dh) -> (B, H, T, Dh)
+}
+
+/// Multi-head attention with separate q, k, v and output projections (with bias).
+#[derive(Debug)]
+pub struct MultiheadAttention {
+    pub q_proj: nn::Linear,
+    pub k_proj: nn::Linear,
+    pub v_proj: nn::Linear,
+    pub out_proj: nn::Linear,
+    pub n_heads: i64,
+}
+
+impl MultiheadAttention {
+    pub fn new(vs: &nn::Path, d: i64, n_heads: i64) -> Self {
+        let lin = |name: &str| nn::linear(vs / name, d, d, Default::default());
+        MultiheadAttention { q_proj: lin("q_proj"), k_proj: lin("k_proj"), v_proj: lin("v_proj"), out_proj: lin("out_proj"), n_heads }
+    }
+
+    /// # Shapes
+    /// `query: (B, T, D)`, `key, value: (B, S, D)`, `key_padding_mask: (B, S)` (1 = padding) →
+    /// `(output (B, T, D), weights (B, H, T, S))`.
+    pub fn forward(&self, query: &Tensor, key: &Tensor, value: &Tensor, key_padding_mask: Option<&Tensor>, causal: bool) -> (Tensor, Tensor) {
+        let (b, t, d) = query.size3().unwrap_or((0, 0, 0));
+        let s = key.size()[1];
+        let h = self.n_heads;
+        let split = |x: Tensor, n: i64| x.reshape([b, n, h, d / h]).transpose(1, 2); // (B, H, n, Dh)
+        let q = split(self.q_proj.forward(query), t);
+        let k = split(self.k_proj.forward(key), s);
+        let v = split(self.v_proj.forward(value), s);
+        let (out, weights) = scaled_dot_product_attention(&q, &k, &v, key_padding_mask, causal);
+        (self.out_proj.forward(&out.transpose(1, 2).reshape([b, t, d])), weights) // (B, T, D)
+    }
+}
+
+/// A post-LayerNorm Transformer layer. Without `encoder_attn` it is an encoder layer; with it, a
+/// decoder layer (causal self-attention, then cross-attention over the encoder's output).
+#[derive(Debug)]
+pub struct TransformerLayer {
+    pub self_attn: MultiheadAttention,
+    pub self_attn_layer_norm: nn::LayerNorm,
+    pub encoder_attn: Option<(MultiheadAttention, nn::LayerNorm)>,
+    pub fc1: nn::Linear,
+    pub fc2: nn::Linear,
+    pub final_layer_norm: nn::LayerNorm,
+    pub dropout: f64,
+}
+
+impl TransformerLayer {
+    pub fn new(vs: &nn::Path, d: i64, n_heads: i64, d_ffn: i64, dropout: f64, decoder: bool) -> Self {
+        let ln = |name: &str| nn::layer_norm(vs / name, vec![d], Default::default());
+        TransformerLayer {
+            self_attn: MultiheadAttention::new(&(vs / "self_attn"), d, n_heads),
+            self_attn_layer_norm: ln("self_attn_layer_norm"),
+            encoder_attn: decoder.then(|| (MultiheadAttention::new(&(vs / "encoder_attn"), d, n_heads), ln("encoder_attn_layer_norm"))),
+            fc1: nn::linear(vs / "fc1", d, d_ffn, Default::default()),
+            fc2: nn::linear(vs / "fc2", d_ffn, d, Default::default()),
+            final_layer_norm: ln("final_layer_norm"),
+            dropout,
+        }
+    }
+
+    /// # Shapes
+    /// `x: (B, T, D)`, `padding_mask: (B, T)` (1 = padding); for a decoder `encoder_out: (B, S, D)`
+    /// and `encoder_padding_mask: (B, S)` → `(B, T, D)`.
+    pub fn forward(&self, x: &Tensor, padding_mask: Option<&Tensor>, encoder_out: Option<&Tensor>, encoder_padding_mask: Option<&Tensor>, train: bool) -> Tensor {
+        let drop = |y: Tensor| y.dropout(self.dropout, train);
+        let decoder = self.encoder_attn.is_some();
+        let (a, _) = self.self_attn.forward(x, x, x, padding_mask, decoder);
+        let mut x = self.self_attn_layer_norm.forward(&(x + drop(a)));
+        if let (Some((attn, norm)), Some(enc)) = (&self.encoder_attn, encoder_out) {
+            let (a, _) = attn.forward(&x, enc, enc, encoder_padding_mask, false);
+            x = norm.forward(&(&x + drop(a)));
+        }
+        let ffn = self.fc2.forward(&drop(self.fc1.forward(&x).relu()));
+        self.final_layer_norm.forward(&(&x + drop(ffn)))
+    }
+}
+
+impl ModuleT for TransformerLayer {
+    /// An encoder layer without padding.
+    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        self.forward(x, None, None, None, train)
+    }
+}
+
+/// Position ids that skip padding: real tokens get `pad + 1, pad + 2, …` in order, padding keeps
+/// `pad` (fairseq's `make_positions`).
+///
+/// # Shapes
+/// `tokens: (B, T)` int64 → `(B, T)` int64.
+pub fn make_positions(tokens: &Tensor, pad: i64) -> Tensor {
+    let real = tokens.ne(pad).to_kind(Kind::Int64);
+    real.cumsum(1, Kind::Int64) * &real + pad
+}

@@ -1,0 +1,80 @@
+//! Transformer blocks: attention invariants, padding invariance, and parity with PyTorch's
+//! nn.MultiheadAttention / nn.TransformerEncoderLayer / nn.TransformerDecoderLayer.
+
+use std::collections::HashMap;
+
+use hw9::transformer::{make_positions, scaled_dot_product_attention, MultiheadAttention, TransformerLayer};
+use tch::nn;
+use tch::{Device, Kind, Tensor};
+
+fn fixtures() -> HashMap<String, Tensor> {
+    Tensor::read_safetensors(hw9::paths::assets().join("fixtures/transformer_parity.safetensors")).unwrap().into_iter().collect()
+}
+
+/// The fixture tensors under `prefix.` as a VarStore's names.
+fn weights(fx: &HashMap<String, Tensor>, prefix: &str) -> HashMap<String, Tensor> {
+    fx.iter().filter_map(|(k, v)| k.strip_prefix(&format!("{prefix}.")).map(|n| (n.to_string(), v.shallow_clone()))).collect()
+}
+
+fn max_abs(a: &Tensor, b: &Tensor) -> f64 {
+    assert_eq!(a.size(), b.size());
+    (a - b).abs().max().double_value(&[])
+}
+
+#[test]
+fn attention_rows_sum_to_one_hide_the_future_and_padded_keys() {
+    let q = Tensor::randn([2, 3, 5, 4], (Kind::Float, Device::Cpu));
+    let pad = Tensor::from_slice(&[0u8, 0, 0, 0, 0, 0, 0, 0, 1, 1]).reshape([2, 5]);
+    let (out, w) = scaled_dot_product_attention(&q, &q, &q, Some(&pad), true);
+    assert_eq!(out.size(), [2, 3, 5, 4]);
+    let sums = w.sum_dim_intlist(-1, false, Kind::Float);
+    assert!(max_abs(&sums, &Tensor::ones_like(&sums)) < 1e-6);
+    assert_eq!(w.triu(1).abs().max().double_value(&[]), 0.0, "a query attends to a later key");
+    assert_eq!(w.get(1).narrow(-1, 3, 2).abs().max().double_value(&[]), 0.0, "padded keys get weight");
+}
+
+#[test]
+fn padding_does_not_change_the_unpadded_outputs() {
+    tch::manual_seed(0);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let layer = TransformerLayer::new(&vs.root(), 8, 2, 16, 0.0, false);
+    let x = Tensor::randn([1, 4, 8], (Kind::Float, Device::Cpu));
+    let alone = layer.forward(&x, None, None, None, false);
+    let padded = Tensor::cat(&[&x, &Tensor::randn([1, 3, 8], (Kind::Float, Device::Cpu))], 1);
+    let mask = Tensor::from_slice(&[0u8, 0, 0, 0, 1, 1, 1]).reshape([1, 7]);
+    let with_pad = layer.forward(&padded, Some(&mask), None, None, false);
+    assert!(max_abs(&with_pad.narrow(1, 0, 4), &alone) < 1e-5);
+}
+
+#[test]
+fn multihead_attention_and_both_layers_match_pytorch() {
+    let fx = fixtures();
+    let (x, mem) = (&fx["x"], &fx["memory"]);
+    let (x_pad, mem_pad) = (&fx["x_padding"], &fx["memory_padding"]);
+    let mut vs = nn::VarStore::new(Device::Cpu);
+    let mha = MultiheadAttention::new(&vs.root(), 16, 4);
+    hw9::train::copy_weights(&mut vs, &weights(&fx, "mha"), "fixture").unwrap();
+    let (out, w) = mha.forward(x, mem, mem, Some(mem_pad), false);
+    assert!(max_abs(&out, &fx["mha/output"]) < 1e-5);
+    assert!(max_abs(&w, &fx["mha/weights"]) < 1e-6);
+
+    let mut vs = nn::VarStore::new(Device::Cpu);
+    let enc = TransformerLayer::new(&vs.root(), 16, 4, 24, 0.0, false);
+    hw9::train::copy_weights(&mut vs, &weights(&fx, "encoder"), "fixture").unwrap();
+    let keep = x_pad.eq(0).unsqueeze(-1).to_kind(Kind::Float); // PyTorch leaves padded rows undefined
+    let y = enc.forward(x, Some(x_pad), None, None, false);
+    assert!(max_abs(&(&y * &keep), &(&fx["encoder/output"] * &keep)) < 1e-5);
+
+    let mut vs = nn::VarStore::new(Device::Cpu);
+    let dec = TransformerLayer::new(&vs.root(), 16, 4, 24, 0.0, true);
+    hw9::train::copy_weights(&mut vs, &weights(&fx, "decoder"), "fixture").unwrap();
+    let y = dec.forward(x, Some(x_pad), Some(mem), Some(mem_pad), false);
+    assert!(max_abs(&(&y * &keep), &(&fx["decoder/output"] * &keep)) < 1e-5);
+}
+
+#[test]
+fn positions_skip_padding() {
+    let tokens = Tensor::from_slice(&[5i64, 6, 7, 1, 1, 8, 9, 1, 1, 1]).reshape([2, 5]);
+    let pos = make_positions(&tokens, 1);
+    assert_eq!(Vec::<i64>::try_from(pos.reshape([-1])).unwrap(), [2, 3, 4, 1, 1, 2, 3, 1, 1, 1]);
+}
