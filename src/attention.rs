@@ -235,14 +235,7 @@ pub fn read_config<C: serde::de::DeserializeOwned>(dir: &Path) -> Result<C> {
 /// with the tensor that differs).
 pub fn load_hf_weights(vs: &mut nn::VarStore, dir: &Path, strip_prefix: &str) -> Result<()> {
     let path = dir.join("model.safetensors");
-    if !path.exists() {
-        return Err(Error::Missing { what: "model weights".into(), path, fix: "a Hugging Face folder has model.safetensors beside config.json".into() });
-    }
-    let tensors = Tensor::read_safetensors(&path).map_err(|e| Error::Corrupt {
-        what: "weights file".into(),
-        path: path.clone(),
-        detail: format!("not a readable safetensors file ({e})"),
-    })?;
+    let tensors = crate::train::read_weights(&path, "a Hugging Face folder has model.safetensors beside config.json")?;
     let named = tensors.into_iter().map(|(k, v)| (k.strip_prefix(strip_prefix).map(str::to_string).unwrap_or(k), v)).collect();
     crate::train::copy_weights(vs, &named, &path.display().to_string())
 }

@@ -324,11 +324,7 @@ pub fn train_small_gpt2(cfg: &Gpt2Config, seconds: f64, batch: i64, max_docs: Op
         final_loss: tail.iter().sum::<f64>() / tail.len().max(1) as f64,
     };
     bar.finish(&format!("final loss {:.3}", report.final_loss));
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    crate::plot::write_atomic(&out.join("config.json"), &serde_json::to_vec_pretty(&hf_config_json(cfg))?)?;
-    let tmp = out.join(".model.tmp.safetensors");
-    vs.save(&tmp)?;
-    std::fs::rename(&tmp, out.join("model.safetensors")).map_err(|e| Error::io(out, e))?;
+    crate::train::save_checkpoint(&vs, &hf_config_json(cfg), out)?;
     crate::plot::write_atomic(&out.join("training.json"), &serde_json::to_vec_pretty(&report)?)?;
     Ok(report)
 }

@@ -48,7 +48,7 @@ fn register_font() -> Result<()> {
         .map_err(|_| Error::Plot("the embedded font could not be parsed".into()))
 }
 
-fn plot_err<E: std::fmt::Display>(e: E) -> Error {
+pub(crate) fn plot_err<E: std::fmt::Display>(e: E) -> Error {
     Error::Plot(e.to_string())
 }
 

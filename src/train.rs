@@ -305,38 +305,31 @@ pub fn load_config<C: DeserializeOwned>(dir: &Path) -> Result<C> {
     serde_json::from_str(&text).map_err(|e| Error::Corrupt { what: "checkpoint config".into(), path, detail: e.to_string() })
 }
 
-/// Loads `<dir>/model.safetensors` into `vs`, after checking that `<dir>/config.json` equals
-/// `expected` and that every variable is there with its shape: a checkpoint from another config
-/// is an error that names the difference.
-pub fn load_checkpoint<C: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(vs: &mut nn::VarStore, expected: &C, dir: &Path) -> Result<()> {
+/// Refuses a checkpoint whose `config.json` differs from `expected`, naming both.
+fn check_saved_config<C: DeserializeOwned + PartialEq + std::fmt::Debug>(expected: &C, dir: &Path) -> Result<()> {
     let saved: C = load_config(dir)?;
     if &saved != expected {
         return Err(Error::Config(format!("the checkpoint in {} was saved with another config:\n  saved: {saved:?}\n  this model: {expected:?}", dir.display())));
     }
+    Ok(())
+}
+
+/// Loads `<dir>/model.safetensors` into `vs`, after checking that `<dir>/config.json` equals
+/// `expected` and that every variable is there with its shape: a checkpoint from another config
+/// is an error that names the difference.
+pub fn load_checkpoint<C: DeserializeOwned + PartialEq + std::fmt::Debug>(vs: &mut nn::VarStore, expected: &C, dir: &Path) -> Result<()> {
+    check_saved_config(expected, dir)?;
     load_weights(vs, &dir.join("model.safetensors"))
 }
 
 /// Loads a checkpoint saved by [`save_checkpoint`] into the variables of `vs` under `prefix`
 /// (e.g. an MAE built at `vs.root() / "mae"` inside a classifier's store), after checking its
 /// config against `expected`. Variables outside `prefix` are left as they are.
-pub fn load_checkpoint_into<C: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(
-    vs: &mut nn::VarStore,
-    prefix: &str,
-    expected: &C,
-    dir: &Path,
-) -> Result<()> {
-    let saved: C = load_config(dir)?;
-    if &saved != expected {
-        return Err(Error::Config(format!("the checkpoint in {} was saved with another config:\n  saved: {saved:?}\n  this model: {expected:?}", dir.display())));
-    }
+pub fn load_checkpoint_into<C: DeserializeOwned + PartialEq + std::fmt::Debug>(vs: &mut nn::VarStore, prefix: &str, expected: &C, dir: &Path) -> Result<()> {
+    check_saved_config(expected, dir)?;
     let path = dir.join("model.safetensors");
-    let tensors = Tensor::read_safetensors(&path).map_err(|e| Error::Corrupt {
-        what: "weights file".into(),
-        path: path.clone(),
-        detail: format!("not a readable safetensors file ({e})"),
-    })?;
     let mut named: std::collections::HashMap<String, Tensor> =
-        tensors.into_iter().map(|(k, v)| (format!("{prefix}.{k}"), v)).collect();
+        read_weights(&path, TRAIN_FIRST)?.into_iter().map(|(k, v)| (format!("{prefix}.{k}"), v)).collect();
     // Variables outside the prefix keep their values.
     for (k, v) in vs.variables() {
         if !k.starts_with(&format!("{prefix}.")) {
@@ -346,17 +339,25 @@ pub fn load_checkpoint_into<C: Serialize + DeserializeOwned + PartialEq + std::f
     copy_weights(vs, &named, &path.display().to_string())
 }
 
-/// Loads safetensors weights into `vs` by name, checking names and shapes first.
-pub fn load_weights(vs: &mut nn::VarStore, path: &Path) -> Result<()> {
+const TRAIN_FIRST: &str = "train and save the model first";
+
+/// Reads a safetensors weights file by name; a missing file says `fix`, an unreadable one is
+/// reported as corrupt.
+pub fn read_weights(path: &Path, fix: &str) -> Result<std::collections::HashMap<String, Tensor>> {
     if !path.exists() {
-        return Err(Error::Missing { what: "weights".into(), path: path.to_path_buf(), fix: "train and save the model first".into() });
+        return Err(Error::Missing { what: "weights".into(), path: path.to_path_buf(), fix: fix.into() });
     }
     let tensors = Tensor::read_safetensors(path).map_err(|e| Error::Corrupt {
         what: "weights file".into(),
         path: path.to_path_buf(),
         detail: format!("not a readable safetensors file ({e})"),
     })?;
-    copy_weights(vs, &tensors.into_iter().collect(), &path.display().to_string())
+    Ok(tensors.into_iter().collect())
+}
+
+/// Loads safetensors weights into `vs` by name, checking names and shapes first.
+pub fn load_weights(vs: &mut nn::VarStore, path: &Path) -> Result<()> {
+    copy_weights(vs, &read_weights(path, TRAIN_FIRST)?, &path.display().to_string())
 }
 
 /// Copies `tensors` into the variables of `vs` with the same names. Every variable must be there

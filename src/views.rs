@@ -9,11 +9,7 @@ use tch::{Kind, Tensor};
 
 use crate::attention::LayerAttention;
 use crate::error::{Error, Result};
-use crate::plot::{Figure, Heatmap, PALETTE};
-
-fn plot_err<E: std::fmt::Display>(e: E) -> Error {
-    Error::Plot(e.to_string())
-}
+use crate::plot::{plot_err, Figure, Heatmap, PALETTE};
 
 /// The `(T, T)` attention of sequence `b`, head `h` of a layer, on the CPU.
 fn head_probs(layer: &LayerAttention, b: i64, h: i64) -> Result<Tensor> {

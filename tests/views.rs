@@ -3,7 +3,6 @@
 
 use hw9::attention::{default_bert_dir, Bert, EncoderOutput, Tokenizer};
 use hw9::plot::PALETTE;
-use plotters::style::colors::colormaps::ColorMap;
 use hw9::views::{attention_heatmap, head_view, model_view, neuron_view};
 use tch::Device;
 
