@@ -9,7 +9,7 @@ export LD_LIBRARY_PATH := $(LIBTORCH)/lib$(if $(LD_LIBRARY_PATH),:$(LD_LIBRARY_P
 PY := $(ROOT)/.venv/bin/python
 LAB_PORT ?= 8888
 
-.PHONY: setup lab test test-rust test-notebooks notebooks release fixtures corpus doctor clean-cache
+.PHONY: setup lab tensorboard test test-rust test-notebooks notebooks release fixtures corpus doctor clean-cache
 
 setup:
 	@bash tools/setup.sh
@@ -19,6 +19,11 @@ lab: setup
 	@echo "JupyterLab: open the URL below, then a notebook on the kernel \"Rust (hw9)\". Ctrl-C stops it."
 	@$(ROOT)/.venv/bin/jupyter lab --notebook-dir=notebooks --ServerApp.port=$(LAB_PORT) \
 	  --ServerApp.ip=127.0.0.1 $(if $(CI),--no-browser,) $(if $(filter 0,$(shell id -u)),--allow-root,) $(LAB_ARGS)
+
+## TensorBoard on the notebooks' training runs (notebooks/**/runs), at http://localhost:6006.
+TB_PORT ?= 6006
+tensorboard: setup
+	@$(ROOT)/.venv/bin/tensorboard --logdir notebooks --port $(TB_PORT) --bind_all $(TB_ARGS)
 
 ## Every test: the crate's cargo tests, then the notebooks through nbclient on the hw9 kernel.
 ## (Setup for tests also installs headless Chromium, which renders the HTML attention view.)
@@ -43,7 +48,7 @@ release:
 ## Rewrites the reference fixtures with PyTorch (needs the tool venv: see environment.md).
 TOOL_VENV ?= $(HOME)/.cache/hw9/tool-venv
 fixtures:
-	@[ -x $(TOOL_VENV)/bin/python ] || { echo "no tool venv at $(TOOL_VENV): python3 -m venv $(TOOL_VENV) && $(TOOL_VENV)/bin/pip install torch==2.13.0 safetensors numpy transformers==5.24.0"; exit 1; }
+	@[ -x $(TOOL_VENV)/bin/python ] || { echo "no tool venv at $(TOOL_VENV): python3 -m venv $(TOOL_VENV) && $(TOOL_VENV)/bin/pip install torch==2.13.0 safetensors numpy transformers==5.24.0 rouge-score==0.1.2"; exit 1; }
 	$(TOOL_VENV)/bin/python tools/gen_fixtures.py
 
 ## Rebuilds assets/corpus/debian-descriptions.jsonl.gz from apt's English descriptions (needs root

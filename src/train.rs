@@ -101,6 +101,9 @@ pub enum Schedule {
     Constant,
     /// Linear warmup over the first `warmup` fraction of steps, then cosine decay to 0.
     WarmupCosine { warmup: f64 },
+    /// Linear warmup over the first `warmup` fraction of steps, then linear decay to 0 (the
+    /// Hugging Face trainer's default).
+    WarmupLinear { warmup: f64 },
 }
 
 impl Schedule {
@@ -116,6 +119,15 @@ impl Schedule {
                 } else {
                     let t = (s - warm) / (total as f64 - warm).max(1.0);
                     0.5 * (1.0 + (std::f64::consts::PI * t.min(1.0)).cos())
+                }
+            }
+            Schedule::WarmupLinear { warmup } => {
+                let warm = (warmup * total as f64).max(1.0);
+                let s = step as f64;
+                if s < warm {
+                    (s + 1.0) / warm
+                } else {
+                    (1.0 - (s - warm) / (total as f64 - warm).max(1.0)).max(0.0)
                 }
             }
         }
@@ -184,7 +196,7 @@ impl History {
     }
 }
 
-fn finite_loss(loss: &Tensor, what: &str, epoch: i64, step: usize, lr: f64) -> Result<f64> {
+pub(crate) fn finite_loss(loss: &Tensor, what: &str, epoch: i64, step: usize, lr: f64) -> Result<f64> {
     let v = loss.double_value(&[]);
     if v.is_finite() {
         Ok(v)
@@ -393,7 +405,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn warmup_cosine_rises_then_decays_to_zero() {
+    fn warmup_schedules_rise_then_decay_to_zero() {
         let s = Schedule::WarmupCosine { warmup: 0.1 };
         assert!((s.factor(0, 100) - 0.1).abs() < 1e-12);
         assert!((s.factor(9, 100) - 1.0).abs() < 1e-12);
@@ -401,5 +413,10 @@ mod tests {
         assert!(s.factor(55, 100) < 0.6 && s.factor(55, 100) > 0.4);
         assert!(s.factor(99, 100) < 0.01);
         assert_eq!(Schedule::Constant.factor(50, 100), 1.0);
+        let l = Schedule::WarmupLinear { warmup: 0.1 };
+        assert!((l.factor(4, 100) - 0.5).abs() < 1e-12);
+        assert!((l.factor(10, 100) - 1.0).abs() < 1e-12);
+        assert!((l.factor(55, 100) - 0.5).abs() < 1e-12);
+        assert!(l.factor(99, 100) < 0.02);
     }
 }

@@ -51,15 +51,24 @@ impl MultiheadAttention {
     /// `query: (B, T, D)`, `key, value: (B, S, D)`, `key_padding_mask: (B, S)` (1 = padding) →
     /// `(output (B, T, D), weights (B, H, T, S))`.
     pub fn forward(&self, query: &Tensor, key: &Tensor, value: &Tensor, key_padding_mask: Option<&Tensor>, causal: bool) -> (Tensor, Tensor) {
-        let (b, t, d) = query.size3().unwrap_or((0, 0, 0));
-        let s = key.size()[1];
-        let h = self.n_heads;
-        let split = |x: Tensor, n: i64| x.reshape([b, n, h, d / h]).transpose(1, 2); // (B, H, n, Dh)
-        let q = split(self.q_proj.forward(query), t);
-        let k = split(self.k_proj.forward(key), s);
-        let v = split(self.v_proj.forward(value), s);
-        let (out, weights) = scaled_dot_product_attention(&q, &k, &v, key_padding_mask, causal);
-        (self.out_proj.forward(&out.transpose(1, 2).reshape([b, t, d])), weights) // (B, T, D)
+        let q = self.heads(&self.q_proj, query);
+        let k = self.heads(&self.k_proj, key);
+        let v = self.heads(&self.v_proj, value);
+        self.attend(&q, &k, &v, key_padding_mask, causal)
+    }
+
+    /// Projects `x: (B, n, D)` with `proj` and splits the heads: `(B, H, n, Dh)`.
+    pub fn heads(&self, proj: &nn::Linear, x: &Tensor) -> Tensor {
+        let (b, n, d) = x.size3().unwrap_or((0, 0, 0));
+        proj.forward(x).reshape([b, n, self.n_heads, d / self.n_heads]).transpose(1, 2) // (B, n, D) -> (B, H, n, Dh)
+    }
+
+    /// Attention over already projected heads, then the heads merged and the output projection:
+    /// `q: (B, H, T, Dh)`, `k, v: (B, H, S, Dh)` → `(output (B, T, D), weights (B, H, T, S))`.
+    pub fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor, key_padding_mask: Option<&Tensor>, causal: bool) -> (Tensor, Tensor) {
+        let (b, h, t, dh) = q.size4().unwrap_or((0, 0, 0, 0));
+        let (out, weights) = scaled_dot_product_attention(q, k, v, key_padding_mask, causal);
+        (self.out_proj.forward(&out.transpose(1, 2).reshape([b, t, h * dh])), weights) // (B, H, T, Dh) -> (B, T, D)
     }
 }
 
@@ -110,7 +119,87 @@ impl TransformerLayer {
 impl ModuleT for TransformerLayer {
     /// An encoder layer without padding.
     fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
-        self.forward(x, None, None, None, train)
+        TransformerLayer::forward(self, x, None, None, None, train)
+    }
+}
+
+/// What a decoder layer remembers between decoding steps: the inputs it has seen (for layers
+/// that recompute), or its self-attention keys and values (for [`TransformerLayer`]), and the
+/// encoder's projected keys and values.
+#[derive(Debug, Default)]
+pub struct LayerCache {
+    /// `(B, t, D)`: every input so far.
+    pub inputs: Option<Tensor>,
+    /// `(B, H, t, Dh)` self-attention keys and values so far.
+    pub keys: Option<Tensor>,
+    pub values: Option<Tensor>,
+    /// `(B, H, S, Dh)` cross-attention keys and values (computed at the first step).
+    pub cross: Option<(Tensor, Tensor)>,
+}
+
+impl LayerCache {
+    /// Keeps rows `index: (B',)` of every cached tensor (beam search reorders its hypotheses).
+    pub fn reorder(&mut self, index: &Tensor) {
+        let pick = |t: &mut Option<Tensor>| {
+            if let Some(x) = t.as_mut() {
+                *x = x.index_select(0, index);
+            }
+        };
+        pick(&mut self.inputs);
+        pick(&mut self.keys);
+        pick(&mut self.values);
+        if let Some((k, v)) = self.cross.as_mut() {
+            *k = k.index_select(0, index);
+            *v = v.index_select(0, index);
+        }
+    }
+}
+
+fn append(cache: &mut Option<Tensor>, x: Tensor, dim: i64) -> Tensor {
+    let all = match cache.take() {
+        Some(prev) => Tensor::cat(&[prev, x], dim),
+        None => x,
+    };
+    *cache = Some(all.shallow_clone());
+    all
+}
+
+/// A layer the summarizer can stack: the crate's [`TransformerLayer`], or a student's own.
+pub trait SeqLayer: std::fmt::Debug + Send {
+    /// # Shapes
+    /// `x: (B, T, D)`, `padding_mask: (B, T)` (1 = padding); for a decoder layer `encoder_out:
+    /// (B, S, D)` and `encoder_padding_mask: (B, S)` (1 = padding) → `(B, T, D)`.
+    fn forward(&self, x: &Tensor, padding_mask: Option<&Tensor>, encoder_out: Option<&Tensor>, encoder_padding_mask: Option<&Tensor>, train: bool) -> Tensor;
+
+    /// One decoding step of a decoder layer: `x: (B, 1, D)` is the newest position, `cache` holds
+    /// the earlier ones → `(B, 1, D)`, equal to the last row of [`SeqLayer::forward`] over the
+    /// whole prefix. The default recomputes that prefix; [`TransformerLayer`] caches keys and values.
+    fn step(&self, x: &Tensor, cache: &mut LayerCache, encoder_out: &Tensor, encoder_padding_mask: Option<&Tensor>) -> Tensor {
+        let all = append(&mut cache.inputs, x.shallow_clone(), 1);
+        let t = all.size()[1];
+        self.forward(&all, None, Some(encoder_out), encoder_padding_mask, false).narrow(1, t - 1, 1)
+    }
+}
+
+impl SeqLayer for TransformerLayer {
+    fn forward(&self, x: &Tensor, padding_mask: Option<&Tensor>, encoder_out: Option<&Tensor>, encoder_padding_mask: Option<&Tensor>, train: bool) -> Tensor {
+        TransformerLayer::forward(self, x, padding_mask, encoder_out, encoder_padding_mask, train)
+    }
+
+    fn step(&self, x: &Tensor, cache: &mut LayerCache, encoder_out: &Tensor, encoder_padding_mask: Option<&Tensor>) -> Tensor {
+        let sa = &self.self_attn;
+        let k = append(&mut cache.keys, sa.heads(&sa.k_proj, x), 2); // (B, H, t, Dh)
+        let v = append(&mut cache.values, sa.heads(&sa.v_proj, x), 2);
+        // The newest query may look at every cached position: no causal mask needed.
+        let (a, _) = sa.attend(&sa.heads(&sa.q_proj, x), &k, &v, None, false);
+        let mut x = self.self_attn_layer_norm.forward(&(x + a));
+        if let Some((attn, norm)) = &self.encoder_attn {
+            let (ck, cv) = cache.cross.get_or_insert_with(|| (attn.heads(&attn.k_proj, encoder_out), attn.heads(&attn.v_proj, encoder_out)));
+            let (a, _) = attn.attend(&attn.heads(&attn.q_proj, &x), ck, cv, encoder_padding_mask, false);
+            x = norm.forward(&(&x + a));
+        }
+        let ffn = self.fc2.forward(&self.fc1.forward(&x).relu());
+        self.final_layer_norm.forward(&(&x + ffn))
     }
 }
 

@@ -12,6 +12,7 @@ Layout of a file, per check (read by hw9::check::Fixtures):
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import pathlib
 
@@ -328,8 +329,134 @@ def transformer_parity() -> dict:
     return t
 
 
+# ---------------------------------------------------------------- 02_summarization
+def summarization() -> dict:
+    """Notebook 2's checks: PyTorch's F.scaled_dot_product_attention, nn.MultiheadAttention,
+    nn.TransformerEncoderLayer and nn.TransformerDecoderLayer (batch_first, ReLU, post-norm,
+    dropout 0) with padding and causal masks, and fairseq's make_positions."""
+    t = {}
+    g = torch.Generator().manual_seed(2)
+    torch.manual_seed(2)
+    rnd = lambda *shape: torch.randn(*shape, generator=g)
+
+    def pad_mask(b, n, lengths):
+        return torch.arange(n)[None, :] >= torch.tensor(lengths)[:, None]  # True = padding
+
+    # A hand-checkable case: one query, two keys, the second one padding.
+    small = {"q": torch.tensor([[[[1.0, 0.0]]]]), "k": torch.tensor([[[[1.0, 0.0], [0.0, 1.0]]]]),
+             "v": torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]])}
+
+    def sdpa_case(b, h, tq, s, dh, lengths, causal):
+        q, k, v = rnd(b, h, tq, dh), rnd(b, h, s, dh), rnd(b, h, s, dh)
+        pad = pad_mask(b, s, lengths)
+        allowed = ~pad[:, None, None, :]
+        if causal:
+            allowed = allowed & torch.ones(tq, s, dtype=torch.bool).tril()
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+        weights = torch.softmax((q @ k.transpose(-2, -1) / math.sqrt(dh)).masked_fill(~allowed, float("-inf")), dim=-1)
+        return {"q": q, "k": k, "v": v, "key_padding_mask": pad.to(torch.uint8)}, (out, weights)
+
+    def small_case():
+        pad = torch.tensor([[False, False]])
+        w = torch.softmax(torch.tensor([[1 / math.sqrt(2), 0.0]]), dim=-1)
+        return {**small, "key_padding_mask": pad.to(torch.uint8)}, ((w @ small["v"][0, 0])[None, None], w[None, None])
+
+    add_check(t, "attention", 1e-3, {"public": small_case(), "autograder": sdpa_case(2, 3, 4, 6, 8, [6, 3], False)})
+    add_check(t, "attention_causal", 1e-3, {"public": sdpa_case(1, 2, 4, 4, 4, [4], True), "autograder": sdpa_case(2, 2, 5, 5, 8, [5, 3], True)})
+
+    d, h, ffn = 16, 4, 32
+    mha = torch.nn.MultiheadAttention(d, h, batch_first=True).eval()
+    weights = {}
+    mha_weights("w", mha, weights)
+    for k, v in weights.items():
+        t[f"mha/weights/{k[2:]}"] = v
+
+    def mha_case(b, tq, s, lengths):
+        q, kv, pad = rnd(b, tq, d), rnd(b, s, d), pad_mask(b, s, lengths)
+        with torch.no_grad():
+            out, w = mha(q, kv, kv, key_padding_mask=pad, need_weights=True, average_attn_weights=False)
+        return {"query": q, "key_value": kv, "key_padding_mask": pad.to(torch.uint8)}, (out, w)
+
+    add_check(t, "mha", 1e-3, {"public": mha_case(2, 3, 5, [5, 2]), "autograder": mha_case(3, 4, 6, [6, 1, 4])})
+
+    enc = torch.nn.TransformerEncoderLayer(d, h, ffn, dropout=0.0, batch_first=True).eval()
+    perturb_(enc, g)
+    weights = {}
+    mha_weights("self_attn", enc.self_attn, weights)
+    for ours, theirs in [("fc1", enc.linear1), ("fc2", enc.linear2), ("self_attn_layer_norm", enc.norm1), ("final_layer_norm", enc.norm2)]:
+        weights[f"{ours}.weight"], weights[f"{ours}.bias"] = theirs.weight.detach().clone(), theirs.bias.detach().clone()
+    for k, v in weights.items():
+        t[f"encoder_layer/weights/{k}"] = v
+
+    def enc_case(b, n, lengths):
+        x, pad = rnd(b, n, d), pad_mask(b, n, lengths)
+        with torch.no_grad():
+            y = enc(x, src_key_padding_mask=pad)
+        # PyTorch's fast path leaves padded rows at 0; only real rows are compared.
+        real = (~pad).unsqueeze(-1).float()
+        return {"x": x, "padding_mask": pad.to(torch.uint8)}, y * real
+
+    add_check(t, "encoder_layer", 1e-3, {"public": enc_case(2, 5, [5, 3]), "autograder": enc_case(3, 6, [6, 6, 2])})
+
+    dec = torch.nn.TransformerDecoderLayer(d, h, ffn, dropout=0.0, batch_first=True).eval()
+    perturb_(dec, g)
+    weights = {}
+    mha_weights("self_attn", dec.self_attn, weights)
+    mha_weights("encoder_attn", dec.multihead_attn, weights)
+    for ours, theirs in [("fc1", dec.linear1), ("fc2", dec.linear2), ("self_attn_layer_norm", dec.norm1),
+                         ("encoder_attn_layer_norm", dec.norm2), ("final_layer_norm", dec.norm3)]:
+        weights[f"{ours}.weight"], weights[f"{ours}.bias"] = theirs.weight.detach().clone(), theirs.bias.detach().clone()
+    for k, v in weights.items():
+        t[f"decoder_layer/weights/{k}"] = v
+
+    def dec_case(b, n, s, lengths, mem_lengths):
+        x, mem = rnd(b, n, d), rnd(b, s, d)
+        pad, mem_pad = pad_mask(b, n, lengths), pad_mask(b, s, mem_lengths)
+        causal = torch.nn.Transformer.generate_square_subsequent_mask(n)
+        with torch.no_grad():
+            y = dec(x, mem, tgt_mask=causal, tgt_key_padding_mask=pad, memory_key_padding_mask=mem_pad, tgt_is_causal=True)
+        return {"x": x, "padding_mask": pad.to(torch.uint8), "encoder_out": mem, "encoder_padding_mask": mem_pad.to(torch.uint8)}, y
+
+    add_check(t, "decoder_layer", 1e-3, {"public": dec_case(2, 4, 5, [4, 2], [5, 3]), "autograder": dec_case(3, 5, 7, [5, 5, 1], [7, 2, 4])})
+
+    def positions_case(rows, pad=0):
+        tokens = torch.tensor(rows)
+        mask = tokens.ne(pad).long()
+        return {"tokens": tokens}, torch.cumsum(mask, dim=1) * mask + pad  # fairseq.utils.make_positions
+
+    add_check(t, "make_positions", 1e-3, {"public": positions_case([[5, 6, 7, 0], [8, 9, 0, 0]]),
+                                           "autograder": positions_case([[0, 4, 5, 6, 0], [7, 0, 8, 0, 9], [3, 3, 3, 3, 3]])})
+    return t
+
+
+def rouge_cases() -> list:
+    """Pairs scored by Google's rouge-score (no stemming), for src/rouge.rs's tests."""
+    from rouge_score import rouge_scorer
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=False)
+    pairs = [
+        ("The quick brown dog jumps on the log.", "The quick brown fox jumps over the lazy dog"),
+        ("command-line tool to convert images to PDF", "convert images (PNG, JPEG) to PDF files"),
+        ("Python 3 library for parsing YAML", "YAML parser and emitter for Python 3"),
+        ("the the the the", "the cat sat on the mat"),
+        ("fast C++ JSON library", "header-only C++11 JSON library, fast"),
+        ("", "an empty prediction"),
+        ("transitional package", "transitional dummy package"),
+        ("GNOME desktop utilities for managing files", "file manager for the GNOME desktop"),
+        ("a b c d e f", "f e d c b a"),
+        ("debug symbols for libfoo", "debugging symbols for libfoo1"),
+        ("Perl module to read and write ZIP archives", "Perl module for ZIP archive manipulation"),
+        ("x2go server daemon", "X2Go Server daemon scripts"),
+    ]
+    out = []
+    for pred, ref in pairs:
+        s = scorer.score(ref, pred)  # rouge-score takes (target, prediction)
+        out.append({"prediction": pred, "reference": ref,
+                    **{k: {"precision": v.precision, "recall": v.recall, "fmeasure": v.fmeasure} for k, v in s.items()}})
+    return out
+
+
 # One fixture file per entry: a notebook's checks, or a parity set for the crate's tests.
-FIXTURES = {"00_setup_check": setup_check, "01_vit_mae": vit_mae, "hf_parity": hf_parity, "transformer_parity": transformer_parity}
+FIXTURES = {"00_setup_check": setup_check, "01_vit_mae": vit_mae, "02_summarization": summarization, "rouge": rouge_cases, "hf_parity": hf_parity, "transformer_parity": transformer_parity}
 
 
 def main():
@@ -338,7 +465,13 @@ def main():
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     for name in args.notebooks or sorted(FIXTURES):
-        tensors = {k: v.contiguous() for k, v in FIXTURES[name]().items()}
+        made = FIXTURES[name]()
+        if isinstance(made, list):  # plain values: JSON
+            path = OUT / f"{name}.json"
+            path.write_text(json.dumps(made, indent=1) + "\n")
+            print(f"wrote {path.relative_to(ROOT)} ({len(made)} cases)")
+            continue
+        tensors = {k: v.contiguous() for k, v in made.items()}
         path = OUT / f"{name}.safetensors"
         save_file(tensors, str(path), metadata={"generator": "tools/gen_fixtures.py", "torch": torch.__version__})
         print(f"wrote {path.relative_to(ROOT)} ({len(tensors)} tensors, torch {torch.__version__})")

@@ -47,6 +47,34 @@ enum Cmd {
         #[arg(long)]
         threads: Option<i32>,
     },
+    /// Train notebook 2's summarizer (crate layers) in the profile HW9_PROFILE names; print each
+    /// epoch's validation loss and accuracy, test ROUGE and sample summaries.
+    Summarize {
+        /// Checkpoints go to <out>/epoch-N.
+        #[arg(long, default_value = "build/summarizer")]
+        out: PathBuf,
+        /// TensorBoard event files.
+        #[arg(long, default_value = "runs/summarizer")]
+        logdir: PathBuf,
+        /// Continue from the newest checkpoint in <out>.
+        #[arg(long)]
+        resume: bool,
+        /// Override the profile's epochs.
+        #[arg(long)]
+        epochs: Option<i64>,
+    },
+    /// Time one training step of notebook 2's summarizer (batch 16) in the cpu and full sizes.
+    BenchSummarizer {
+        #[arg(long, default_value_t = 16)]
+        batch: i64,
+        #[arg(long, default_value_t = 2)]
+        warmup: usize,
+        #[arg(long, default_value_t = 5)]
+        steps: usize,
+        /// libtorch threads (default: libtorch's choice).
+        #[arg(long)]
+        threads: Option<i32>,
+    },
     /// Build the summarization corpus from apt's Translation-en index (see `make corpus`).
     Corpus {
         /// The decompressed Translation-en file.
@@ -57,6 +85,13 @@ enum Cmd {
         /// Documents shorter than this many words are dropped.
         #[arg(long, default_value_t = 20)]
         min_words: usize,
+    },
+    /// Train the summarizer's byte-level BPE tokenizer on the corpus' training split.
+    Tokenizer {
+        #[arg(long, default_value_t = 8000)]
+        vocab: usize,
+        #[arg(long, default_value_os_t = hw9::seq2seq::tokenizer_path())]
+        out: PathBuf,
     },
     /// Train the small GPT-2 that notebook 3 looks inside (GPT-2's tokenizer, Debian descriptions).
     TrainGpt {
@@ -146,6 +181,54 @@ fn run(cmd: Cmd) -> hw9::Result<bool> {
             }
             Ok(true)
         }
+        Cmd::Summarize { out, logdir, resume, epochs } => {
+            use hw9::summarization::*;
+            let start = std::time::Instant::now();
+            let profile = hw9::profile()?;
+            let tok = hw9::seq2seq::SubwordTokenizer::load_default()?;
+            let mut plan = SummarizationPlan::for_profile(profile, tok.vocab_size());
+            if let Some(e) = epochs {
+                plan.train.epochs = e;
+            }
+            let data = SummaryData::load(&plan)?;
+            println!("profile {profile}: {:?}\n{:?}\ntrain {} / validation {} / test {} pairs (tokenized in {:.1} s)", plan.model, plan.train, data.train.len(), data.validation.len(), data.test.len(), start.elapsed().as_secs_f64());
+            let device = hw9::device();
+            hw9::seed(0);
+            let mut vs = tch::nn::VarStore::new(device);
+            let model = hw9::summarizer::Summarizer::new(&vs.root(), &plan.model)?;
+            let train_start = std::time::Instant::now();
+            let history = train_summarizer(&model, &mut vs, &data, &plan.train, &out, &logdir, resume)?;
+            let train_secs = train_start.elapsed().as_secs_f64();
+            for e in &history.epochs {
+                println!("epoch {}: train loss {:.4}, validation loss {:.4}, validation accuracy {:.4} ({:.0} s)", e.epoch, e.train_loss, e.val_loss, e.val_acc, e.seconds);
+            }
+            println!("training {train_secs:.0} s for {} steps", history.step_losses.len());
+            let docs: Vec<&str> = data.validation_pairs.iter().take(5).map(|p| p.document.as_str()).collect();
+            let samples = summarize(&model, &data.tokenizer, &docs, plan.train.max_src, plan.beam)?;
+            for (p, s) in data.validation_pairs.iter().zip(&samples) {
+                println!("- {}\n  reference: {}\n  generated: {s}", p.package, p.summary);
+            }
+            for decode in [hw9::decoding::DecodeConfig::greedy(plan.beam.max_len), plan.beam] {
+                let t = std::time::Instant::now();
+                let (r1, r2, rl) = test_rouge(&model, &data, plan.train.max_src, plan.rouge_docs, decode)?;
+                println!("test ROUGE ({} beam(s), {} docs): R1 {:.4} R2 {:.4} RL {:.4} in {:.0} s", decode.beams, plan.rouge_docs.min(data.test.len()), r1, r2, rl, t.elapsed().as_secs_f64());
+            }
+            println!("total {:.0} s", start.elapsed().as_secs_f64());
+            Ok(true)
+        }
+        Cmd::BenchSummarizer { batch, warmup, steps, threads } => {
+            if let Some(t) = threads {
+                tch::set_num_threads(t);
+            }
+            let device = hw9::device();
+            let vocab = hw9::seq2seq::SubwordTokenizer::load_default()?.vocab_size();
+            println!("device {device:?}, {} threads, batch {batch}, vocab {vocab}, median of {steps} steps after {warmup}", tch::get_num_threads());
+            for (name, cfg, src, tgt) in [("cpu", hw9::summarizer::SummarizerConfig::cpu(vocab), 128, 16), ("full", hw9::summarizer::SummarizerConfig::full(vocab), 512, 64)] {
+                let secs = hw9::summarization::bench_step(&cfg, batch, src, tgt, warmup, steps, device)?;
+                println!("{name:>4} size (source {src}, summary {tgt} tokens): step {secs:.3} s");
+            }
+            Ok(true)
+        }
         Cmd::Corpus { from, out, min_words } => {
             let text = std::fs::read_to_string(&from).map_err(|e| hw9::Error::io(&from, e))?;
             let raw = hw9::corpus::parse_translation(&text);
@@ -161,6 +244,25 @@ fn run(cmd: Cmd) -> hw9::Result<bool> {
                 count("test"),
                 out.display()
             );
+            Ok(true)
+        }
+        Cmd::Tokenizer { vocab, out } => {
+            let pairs = hw9::corpus::read_pairs(&hw9::corpus::corpus_path())?;
+            let train = hw9::corpus::split(&pairs, "train");
+            let texts = train.iter().flat_map(|p| [p.document.as_str(), p.summary.as_str()]);
+            let start = std::time::Instant::now();
+            let tok = hw9::seq2seq::SubwordTokenizer::train(texts, vocab)?;
+            tok.save(&out)?;
+            let lens = |f: fn(&hw9::corpus::Pair) -> &str| -> hw9::Result<Vec<usize>> {
+                let mut v = train.iter().map(|p| tok.encode(f(p), usize::MAX).map(|t| t.len())).collect::<hw9::Result<Vec<_>>>()?;
+                v.sort_unstable();
+                Ok(v)
+            };
+            let (docs, sums) = (lens(|p| &p.document)?, lens(|p| &p.summary)?);
+            let q = |v: &[usize], f: f64| v[((v.len() - 1) as f64 * f) as usize];
+            println!("{} ids trained on {} pairs in {:.1} s; saved to {}", tok.vocab_size(), train.len(), start.elapsed().as_secs_f64(), out.display());
+            println!("document tokens: median {}, p90 {}, p99 {}, max {}", q(&docs, 0.5), q(&docs, 0.9), q(&docs, 0.99), q(&docs, 1.0));
+            println!("summary tokens:  median {}, p90 {}, p99 {}, max {}", q(&sums, 0.5), q(&sums, 0.9), q(&sums, 0.99), q(&sums, 1.0));
             Ok(true)
         }
         Cmd::TrainGpt { minutes, batch, out } => {

@@ -1,0 +1,94 @@
+"""One training step of notebook 2's summarizer in PyTorch eager, to compare with
+`hw9 bench-summarizer`.
+
+The same model as hw9::summarizer::Summarizer: tied token embeddings, learned positions shared by
+encoder and decoder (fairseq's make_positions), one embedding LayerNorm, PyTorch's own
+nn.TransformerEncoderLayer / nn.TransformerDecoderLayer (batch_first, ReLU, post-norm, dropout),
+cross-entropy ignoring -100 plus the accuracy's argmax, AdamW and gradient clipping at 1.0; the
+same sizes (hw9's cpu and full profiles), batch, lengths and thread count. Run in the tool venv:
+
+    ~/.cache/hw9/tool-venv/bin/python tools/bench_torch_summarizer.py --threads 2
+"""
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+PAD = 0
+VOCAB = 8000
+# hw9::summarizer::SummarizerConfig::{cpu, full} and the lengths hw9 bench-summarizer uses.
+SIZES = {
+    "cpu": (dict(d=192, heads=4, layers=2, ffn=768, positions=256), 128, 16),
+    "full": (dict(d=512, heads=8, layers=4, ffn=2048, positions=1024), 512, 64),
+}
+
+
+class Summarizer(torch.nn.Module):
+    def __init__(self, d, heads, layers, ffn, positions, dropout=0.1):
+        super().__init__()
+        self.embed_tokens = torch.nn.Embedding(VOCAB, d, padding_idx=PAD)
+        self.embed_positions = torch.nn.Embedding(positions + 1, d, padding_idx=PAD)
+        self.layernorm_embedding = torch.nn.LayerNorm(d)
+        self.dropout = torch.nn.Dropout(dropout)
+        self.encoder = torch.nn.ModuleList(torch.nn.TransformerEncoderLayer(d, heads, ffn, dropout, batch_first=True) for _ in range(layers))
+        self.decoder = torch.nn.ModuleList(torch.nn.TransformerDecoderLayer(d, heads, ffn, dropout, batch_first=True) for _ in range(layers))
+
+    def embed(self, tokens):
+        real = tokens.ne(PAD).long()
+        positions = torch.cumsum(real, dim=1) * real + PAD
+        return self.dropout(self.layernorm_embedding(self.embed_tokens(tokens) + self.embed_positions(positions)))
+
+    def forward(self, src, dec_in):
+        src_pad, dec_pad = src.eq(PAD), dec_in.eq(PAD)
+        x = self.embed(src)
+        for layer in self.encoder:
+            x = layer(x, src_key_padding_mask=src_pad)
+        y = self.embed(dec_in)
+        causal = torch.nn.Transformer.generate_square_subsequent_mask(dec_in.shape[1])
+        for layer in self.decoder:
+            y = layer(y, x, tgt_mask=causal, tgt_key_padding_mask=dec_pad, memory_key_padding_mask=src_pad, tgt_is_causal=True)
+        return y @ self.embed_tokens.weight.T  # tied output projection
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--threads", type=int)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, vocab {VOCAB}, median of {args.steps} steps after {args.warmup}")
+    for name, (size, src_len, tgt_len) in SIZES.items():
+        torch.manual_seed(0)
+        model = Summarizer(**size).train()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        ids = lambda n: torch.randint(3, VOCAB, (args.batch, n))
+        src, dec_in, labels = ids(src_len), ids(tgt_len), ids(tgt_len)
+
+        def step():
+            opt.zero_grad()
+            logits = model(src, dec_in)
+            loss = F.cross_entropy(logits.reshape(-1, VOCAB), labels.reshape(-1), ignore_index=-100)
+            counted = labels.ne(-100)
+            (logits.argmax(-1).eq(labels) & counted).sum().item()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            loss.item()
+
+        times = []
+        for i in range(args.warmup + args.steps):
+            t = time.perf_counter()
+            step()
+            if i >= args.warmup:
+                times.append(time.perf_counter() - t)
+        print(f"{name:>4} size (source {src_len}, summary {tgt_len} tokens): step {statistics.median(times):.3f} s")
+
+
+if __name__ == "__main__":
+    main()
