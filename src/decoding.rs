@@ -138,7 +138,7 @@ fn beam_search(model: &Summarizer, src: &Tensor, k: usize, max_len: i64, alpha: 
     }
     Ok((0..b)
         .map(|i| {
-            let mut all: Vec<Hyp> = finished[i].iter().cloned().collect();
+            let mut all: Vec<Hyp> = finished[i].to_vec();
             if all.is_empty() {
                 all = live[i].iter().filter(|h| h.logp.is_finite()).cloned().collect();
             }

@@ -165,7 +165,7 @@ impl Gpt2 {
         let causal = Tensor::ones([t, t], (Kind::Float, dev)).triu(1) * min; // (T, T): min above the diagonal
         let mut mask = causal.reshape([1, 1, t, t]).expand([b, 1, t, t], true);
         if let Some(m) = attention_mask {
-            mask = mask + m.to_kind(Kind::Float).neg().g_add_scalar(1.0).reshape([b, 1, 1, t]) * min;
+            mask = &mask + m.to_kind(Kind::Float).neg().g_add_scalar(1.0).reshape([b, 1, 1, t]) * min;
         }
         let mask = mask.clamp_min(min);
         let mut layers = Vec::with_capacity(self.blocks.len());

@@ -49,7 +49,7 @@ const CRC32C: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
 /// TensorFlow's masked CRC-32C.
 fn masked_crc(bytes: &[u8]) -> u32 {
     let c = CRC32C.checksum(bytes);
-    ((c >> 15) | (c << 17)).wrapping_add(0xa282_ead8)
+    c.rotate_right(15).wrapping_add(0xa282_ead8)
 }
 
 /// Writes scalars to one event file in a run folder (e.g. `runs/summarizer`), flushing after each
@@ -118,12 +118,13 @@ fn wall_time() -> f64 {
 mod tests {
     use super::*;
 
-    /// CRC-32C's check value and TensorFlow's masking, as in tensorflow/core/lib/hash/crc32c.h.
+    /// CRC-32C's check value, and the masked values TensorBoard's own `masked_crc32c`
+    /// (tensorboard.compat.tensorflow_stub.pywrap_tensorflow) gives for the same bytes.
     #[test]
     fn the_checksum_is_tensorflows_masked_crc32c() {
         assert_eq!(CRC32C.checksum(b"123456789"), 0xe306_9283);
-        let c: u32 = 0xe306_9283;
-        assert_eq!(masked_crc(b"123456789"), ((c >> 15) | (c << 17)).wrapping_add(0xa282_ead8));
+        assert_eq!(masked_crc(b"123456789"), 0xc78a_b0e5);
+        assert_eq!(masked_crc(b""), 0xa282_ead8);
     }
 
     #[test]

@@ -29,7 +29,7 @@ fn attention(q: &Tensor, k: &Tensor) -> Tensor {
 fn submit(dir: &Path, right: bool) -> PathBuf {
     let fx = setup_check_fixtures();
     let mut rec = Recorder::new("00_setup_check");
-    assert_eq!(rec.check(&fx, "mse", |c| mse(&c["pred"], &c["target"])), true);
+    assert!(rec.check(&fx, "mse", |c| mse(&c["pred"], &c["target"])));
     if right {
         assert!(rec.check(&fx, "attention_weights", |c| attention(&c["q"], &c["k"])));
     } else {
