@@ -57,6 +57,28 @@ impl MultiheadAttention {
         self.attend(&q, &k, &v, key_padding_mask, causal)
     }
 
+    /// The same output as [`MultiheadAttention::forward`] without the weights, through
+    /// libtorch's fused `scaled_dot_product_attention` (what PyTorch's own layers call): faster,
+    /// and it never materialises the `(B, H, T, S)` weights. The layers train with it.
+    pub fn forward_fused(&self, query: &Tensor, key: &Tensor, value: &Tensor, key_padding_mask: Option<&Tensor>, causal: bool) -> Tensor {
+        let (b, t, d) = query.size3().unwrap_or((0, 0, 0));
+        let q = self.heads(&self.q_proj, query);
+        let k = self.heads(&self.k_proj, key);
+        let v = self.heads(&self.v_proj, value);
+        let s = k.size()[2];
+        // PyTorch's boolean attn_mask means "may attend": (B, 1, T|1, S).
+        let mut allowed = key_padding_mask.map(|m| m.to_kind(Kind::Bool).logical_not().reshape([-1, 1, 1, s]));
+        if causal {
+            let past = Tensor::ones([t, s], (Kind::Bool, query.device())).tril(0);
+            allowed = Some(match allowed {
+                Some(a) => a.logical_and(&past),
+                None => past,
+            });
+        }
+        let out = Tensor::scaled_dot_product_attention(&q, &k, &v, allowed.as_ref(), 0.0, false, None, false); // (B, H, T, Dh)
+        self.out_proj.forward(&out.transpose(1, 2).reshape([b, t, d])) // (B, T, D)
+    }
+
     /// Projects `x: (B, n, D)` with `proj` and splits the heads: `(B, H, n, Dh)`.
     pub fn heads(&self, proj: &nn::Linear, x: &Tensor) -> Tensor {
         let (b, n, d) = x.size3().unwrap_or((0, 0, 0));
@@ -105,10 +127,10 @@ impl TransformerLayer {
     pub fn forward(&self, x: &Tensor, padding_mask: Option<&Tensor>, encoder_out: Option<&Tensor>, encoder_padding_mask: Option<&Tensor>, train: bool) -> Tensor {
         let drop = |y: Tensor| y.dropout(self.dropout, train);
         let decoder = self.encoder_attn.is_some();
-        let (a, _) = self.self_attn.forward(x, x, x, padding_mask, decoder);
+        let a = self.self_attn.forward_fused(x, x, x, padding_mask, decoder);
         let mut x = self.self_attn_layer_norm.forward(&(x + drop(a)));
         if let (Some((attn, norm)), Some(enc)) = (&self.encoder_attn, encoder_out) {
-            let (a, _) = attn.forward(&x, enc, enc, encoder_padding_mask, false);
+            let a = attn.forward_fused(&x, enc, enc, encoder_padding_mask, false);
             x = norm.forward(&(&x + drop(a)));
         }
         let ffn = self.fc2.forward(&drop(self.fc1.forward(&x).relu()));

@@ -3,7 +3,7 @@
 
 The same model as hw9::summarizer::Summarizer: tied token embeddings, learned positions shared by
 encoder and decoder (fairseq's make_positions), one embedding LayerNorm, PyTorch's own
-nn.TransformerEncoderLayer / nn.TransformerDecoderLayer (batch_first, ReLU, post-norm, dropout),
+nn.TransformerEncoderLayer / nn.TransformerDecoderLayer (batch_first, ReLU, post-norm, residual and feed-forward dropout),
 cross-entropy ignoring -100 plus the accuracy's argmax, AdamW and gradient clipping at 1.0; the
 same sizes (hw9's cpu and full profiles), batch, lengths and thread count. Run in the tool venv:
 
@@ -35,6 +35,18 @@ class Summarizer(torch.nn.Module):
         self.dropout = torch.nn.Dropout(dropout)
         self.encoder = torch.nn.ModuleList(torch.nn.TransformerEncoderLayer(d, heads, ffn, dropout, batch_first=True) for _ in range(layers))
         self.decoder = torch.nn.ModuleList(torch.nn.TransformerDecoderLayer(d, heads, ffn, dropout, batch_first=True) for _ in range(layers))
+        # hw9's initialisation: N(0, d^-1/2) embeddings with zero padding rows. (nn.Embedding's
+        # default N(0, 1) makes the tied logits so peaked that the softmax's gradient is full of
+        # denormal floats, and the output projection's backward matmul runs ~100x slower.)
+        # hw9's layers have no dropout on the attention weights (residual and feed-forward only).
+        for layer in [*self.encoder, *self.decoder]:
+            layer.self_attn.dropout = 0.0
+            if hasattr(layer, "multihead_attn"):
+                layer.multihead_attn.dropout = 0.0
+        with torch.no_grad():
+            for e in (self.embed_tokens, self.embed_positions):
+                e.weight.normal_(0.0, d ** -0.5)
+                e.weight[PAD].zero_()
 
     def embed(self, tokens):
         real = tokens.ne(PAD).long()
@@ -47,7 +59,8 @@ class Summarizer(torch.nn.Module):
         for layer in self.encoder:
             x = layer(x, src_key_padding_mask=src_pad)
         y = self.embed(dec_in)
-        causal = torch.nn.Transformer.generate_square_subsequent_mask(dec_in.shape[1])
+        t = dec_in.shape[1]
+        causal = torch.ones(t, t, dtype=torch.bool).triu(1)  # True = hidden, like the padding masks
         for layer in self.decoder:
             y = layer(y, x, tgt_mask=causal, tgt_key_padding_mask=dec_pad, memory_key_padding_mask=src_pad, tgt_is_causal=True)
         return y @ self.embed_tokens.weight.T  # tied output projection
