@@ -135,7 +135,7 @@ impl Summarizer {
     /// `tokens, positions: (B, T)` int64 → `(B, T, D)`.
     pub fn embed(&self, tokens: &Tensor, positions: &Tensor, train: bool) -> Tensor {
         let x = Tensor::embedding(&self.embed_tokens, tokens, PAD, false, false) + Tensor::embedding(&self.embed_positions, positions, PAD, false, false);
-        self.layernorm_embedding.forward(&x).dropout(self.cfg.dropout, train)
+        crate::transformer::dropout(&self.layernorm_embedding.forward(&x), self.cfg.dropout, train)
     }
 
     /// # Shapes

@@ -78,3 +78,20 @@ fn positions_skip_padding() {
     let pos = make_positions(&tokens, 1);
     assert_eq!(Vec::<i64>::try_from(pos.reshape([-1])).unwrap(), [2, 3, 4, 1, 1, 2, 3, 1, 1, 1]);
 }
+
+#[test]
+fn dropout_zeroes_about_p_scales_the_rest_and_is_identity_in_eval() {
+    tch::manual_seed(0);
+    let x = Tensor::ones([200, 500], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+    let y = hw9::transformer::dropout(&x, 0.1, true);
+    let zeros = y.eq(0.0).to_kind(Kind::Float).mean(Kind::Float).double_value(&[]);
+    assert!((zeros - 0.1).abs() < 0.005, "zeroed fraction {zeros}");
+    let kept = y.ne(0.0);
+    assert!((y.masked_select(&kept) - 1.0 / 0.9).abs().max().double_value(&[]) < 1e-6);
+    assert!((y.mean(Kind::Float).double_value(&[]) - 1.0).abs() < 0.01);
+    y.sum(Kind::Float).backward();
+    // The gradient is the same mask and scale.
+    assert!((x.grad() - &y).abs().max().double_value(&[]) < 1e-6);
+    let eval = hw9::transformer::dropout(&x, 0.1, false);
+    assert!(eval.equal(&x));
+}
