@@ -67,7 +67,7 @@ impl SummarizationPlan {
             // The small model learns faster with a larger peak rate than the original's 1e-4.
             Profile::Cpu => SummarizationPlan {
                 model: SummarizerConfig::cpu(vocab_size),
-                train: train(2, 5e-4, 128, 32),
+                train: train(2, 5e-4, 96, 32),
                 subset: None,
                 rouge_docs: 1000,
                 beam: DecodeConfig::beam(4, 32, 1.0),
@@ -199,6 +199,10 @@ pub fn train_summarizer(model: &Summarizer, vs: &mut nn::VarStore, data: &Summar
         let text = std::fs::read_to_string(dir.join("history.json")).map_err(|e| Error::io(dir.join("history.json"), e))?;
         history = serde_json::from_str(&text).map_err(|e| Error::Corrupt { what: "training history".into(), path: dir.join("history.json"), detail: e.to_string() })?;
         println!("resumed from {} (epoch {epoch}, step {})", dir.display(), history.step_losses.len());
+    }
+    if history.epochs.len() as i64 >= cfg.epochs {
+        println!("already trained for {} epoch(s)", history.epochs.len());
+        return Ok(history);
     }
     let mut opt = nn::AdamW { beta1: 0.9, beta2: 0.999, wd: cfg.weight_decay, eps: 1e-8, amsgrad: false }.build(vs, cfg.lr)?;
     let mut tb = SummaryWriter::new(logdir)?;

@@ -39,9 +39,10 @@ impl SummarizerConfig {
         SummarizerConfig { vocab_size, d_model: 512, n_heads: 8, encoder_layers: 4, decoder_layers: 4, d_ffn: 2048, dropout: 0.1, max_positions: 1024 }
     }
 
-    /// Sized so that 2 epochs on the Debian corpus take at most 20 minutes on 2 CPU cores.
+    /// Sized so that 2 epochs on the Debian corpus take at most 20 minutes on 2 CPU cores, in
+    /// the notebook (see BENCHMARKS.md).
     pub fn cpu(vocab_size: i64) -> Self {
-        SummarizerConfig { vocab_size, d_model: 192, n_heads: 4, encoder_layers: 2, decoder_layers: 2, d_ffn: 768, dropout: 0.1, max_positions: 256 }
+        SummarizerConfig { vocab_size, d_model: 192, n_heads: 4, encoder_layers: 2, decoder_layers: 2, d_ffn: 512, dropout: 0.1, max_positions: 256 }
     }
 
     /// A tiny model for tests.
@@ -144,8 +145,8 @@ impl Summarizer {
         self.check_tokens("source", src)?;
         let mask = src.eq(PAD);
         let mut x = self.embed(src, &make_positions(src, PAD), train);
-        for layer in &self.encoder {
-            x = layer.forward(&x, Some(&mask), None, None, train);
+        for (i, layer) in self.encoder.iter().enumerate() {
+            x = checked(layer.forward(&x, Some(&mask), None, None, train), &x, "encoder", i)?;
         }
         Ok((x, mask))
     }
@@ -157,8 +158,8 @@ impl Summarizer {
         self.check_tokens("decoder input", dec_in)?;
         let mask = dec_in.eq(PAD);
         let mut x = self.embed(dec_in, &make_positions(dec_in, PAD), train);
-        for layer in &self.decoder {
-            x = layer.forward(&x, Some(&mask), Some(encoder_out), Some(src_padding_mask), train);
+        for (i, layer) in self.decoder.iter().enumerate() {
+            x = checked(layer.forward(&x, Some(&mask), Some(encoder_out), Some(src_padding_mask), train), &x, "decoder", i)?;
         }
         Ok(x)
     }
@@ -208,6 +209,14 @@ impl Summarizer {
         }
         Ok(self.logits(&x).squeeze_dim(1))
     }
+}
+
+/// A layer must keep its input's shape `(B, T, D)`; a student's layer that does not is named.
+fn checked(out: Tensor, input: &Tensor, stack: &str, i: usize) -> Result<Tensor> {
+    if out.size() != input.size() {
+        return Err(Error::Shape { what: format!("{stack} layer {i}'s output (a layer keeps its input's shape (B, T, D))"), expected: input.size(), got: out.size() });
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -299,6 +308,18 @@ mod tests {
         assert!(m.encode(&bad_id, false).unwrap_err().to_string().contains("0..50, got 3..=99"));
         let floats = Tensor::ones([1, 2], (Kind::Float, Device::Cpu));
         assert!(m.encode(&floats, false).unwrap_err().to_string().contains("int64"));
+        // A layer that changes the shape is named, with both shapes.
+        #[derive(Debug)]
+        struct Halves;
+        impl SeqLayer for Halves {
+            fn forward(&self, x: &Tensor, _: Option<&Tensor>, _: Option<&Tensor>, _: Option<&Tensor>, _: bool) -> Tensor {
+                x.narrow(2, 0, 8)
+            }
+        }
+        let vs = nn::VarStore::new(Device::Cpu);
+        let bad = Summarizer::with_layers(&vs.root(), &SummarizerConfig::tiny(50), |_, _, _| Box::new(Halves)).unwrap();
+        let msg = bad.encode(&bad_id.clamp(0, 49), false).unwrap_err().to_string();
+        assert!(msg.contains("encoder layer 0's output") && msg.contains("expected shape (1, 2, 16), got (1, 2, 8)"), "{msg}");
         let cfg = SummarizerConfig { n_heads: 3, ..SummarizerConfig::tiny(50) };
         assert!(cfg.validate().unwrap_err().to_string().contains("divisible"));
     }

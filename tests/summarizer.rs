@@ -57,9 +57,10 @@ fn trains_checkpoints_each_epoch_and_resumes() {
     assert_eq!(latest_checkpoint(&ckpt).unwrap().0, 2);
     assert_eq!(event_files(&runs), 2, "one event file per run");
 
-    // Everything already trained: resuming again changes nothing.
+    // Everything already trained: resuming again changes nothing and writes no new run.
     let again = train_summarizer(&model2, &mut vs2, &data, &plan.train, &ckpt, &runs, true).unwrap();
     assert_eq!(again, resumed);
+    assert_eq!(event_files(&runs), 2);
 }
 
 #[test]

@@ -21,7 +21,7 @@ PAD = 0
 VOCAB = 8000
 # hw9::summarizer::SummarizerConfig::{cpu, full} and the lengths hw9 bench-summarizer uses.
 SIZES = {
-    "cpu": (dict(d=192, heads=4, layers=2, ffn=768, positions=256), 128, 16),
+    "cpu": (dict(d=192, heads=4, layers=2, ffn=512, positions=256), 96, 16),
     "full": (dict(d=512, heads=8, layers=4, ffn=2048, positions=1024), 512, 64),
 }
 

@@ -54,7 +54,7 @@ enum Cmd {
         #[arg(long, default_value = "build/summarizer")]
         out: PathBuf,
         /// TensorBoard event files.
-        #[arg(long, default_value = "runs/summarizer")]
+        #[arg(long, default_value = "build/runs/summarizer")]
         logdir: PathBuf,
         /// Continue from the newest checkpoint in <out>.
         #[arg(long)]
@@ -223,7 +223,7 @@ fn run(cmd: Cmd) -> hw9::Result<bool> {
             let device = hw9::device();
             let vocab = hw9::seq2seq::SubwordTokenizer::load_default()?.vocab_size();
             println!("device {device:?}, {} threads, batch {batch}, vocab {vocab}, median of {steps} steps after {warmup}", tch::get_num_threads());
-            for (name, cfg, src, tgt) in [("cpu", hw9::summarizer::SummarizerConfig::cpu(vocab), 128, 16), ("full", hw9::summarizer::SummarizerConfig::full(vocab), 512, 64)] {
+            for (name, cfg, src, tgt) in [("cpu", hw9::summarizer::SummarizerConfig::cpu(vocab), 96, 16), ("full", hw9::summarizer::SummarizerConfig::full(vocab), 512, 64)] {
                 let secs = hw9::summarization::bench_step(&cfg, batch, src, tgt, warmup, steps, device)?;
                 println!("{name:>4} size (source {src}, summary {tgt} tokens): step {secs:.3} s");
             }
