@@ -109,27 +109,17 @@ pub enum Schedule {
 impl Schedule {
     /// The factor on the base rate at `step` of `total`.
     pub fn factor(self, step: usize, total: usize) -> f64 {
-        match self {
-            Schedule::Constant => 1.0,
-            Schedule::WarmupCosine { warmup } => {
-                let warm = (warmup * total as f64).max(1.0);
-                let s = step as f64;
-                if s < warm {
-                    (s + 1.0) / warm
-                } else {
-                    let t = (s - warm) / (total as f64 - warm).max(1.0);
-                    0.5 * (1.0 + (std::f64::consts::PI * t.min(1.0)).cos())
-                }
-            }
-            Schedule::WarmupLinear { warmup } => {
-                let warm = (warmup * total as f64).max(1.0);
-                let s = step as f64;
-                if s < warm {
-                    (s + 1.0) / warm
-                } else {
-                    (1.0 - (s - warm) / (total as f64 - warm).max(1.0)).max(0.0)
-                }
-            }
+        let (warmup, decay): (f64, fn(f64) -> f64) = match self {
+            Schedule::Constant => return 1.0,
+            Schedule::WarmupCosine { warmup } => (warmup, |t| 0.5 * (1.0 + (std::f64::consts::PI * t).cos())),
+            Schedule::WarmupLinear { warmup } => (warmup, |t| 1.0 - t),
+        };
+        let warm = (warmup * total as f64).max(1.0);
+        let s = step as f64;
+        if s < warm {
+            (s + 1.0) / warm
+        } else {
+            decay(((s - warm) / (total as f64 - warm).max(1.0)).min(1.0)).max(0.0)
         }
     }
 }

@@ -72,11 +72,14 @@ def main():
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--threads", type=int)
+    ap.add_argument("--size", choices=["cpu", "full", "both"], default="both")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, vocab {VOCAB}, median of {args.steps} steps after {args.warmup}")
     for name, (size, src_len, tgt_len) in SIZES.items():
+        if args.size not in ("both", name):
+            continue
         torch.manual_seed(0)
         model = Summarizer(**size).train()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)

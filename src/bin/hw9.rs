@@ -65,6 +65,9 @@ enum Cmd {
     },
     /// Time one training step of notebook 2's summarizer (batch 16) in the cpu and full sizes.
     BenchSummarizer {
+        /// Which sizes: cpu, full or both.
+        #[arg(long, default_value = "both", value_parser = ["cpu", "full", "both"])]
+        size: String,
         #[arg(long, default_value_t = 16)]
         batch: i64,
         #[arg(long, default_value_t = 2)]
@@ -216,7 +219,7 @@ fn run(cmd: Cmd) -> hw9::Result<bool> {
             println!("total {:.0} s", start.elapsed().as_secs_f64());
             Ok(true)
         }
-        Cmd::BenchSummarizer { batch, warmup, steps, threads } => {
+        Cmd::BenchSummarizer { size, batch, warmup, steps, threads } => {
             if let Some(t) = threads {
                 tch::set_num_threads(t);
             }
@@ -224,6 +227,9 @@ fn run(cmd: Cmd) -> hw9::Result<bool> {
             let vocab = hw9::seq2seq::SubwordTokenizer::load_default()?.vocab_size();
             println!("device {device:?}, {} threads, batch {batch}, vocab {vocab}, median of {steps} steps after {warmup}", tch::get_num_threads());
             for (name, cfg, src, tgt) in [("cpu", hw9::summarizer::SummarizerConfig::cpu(vocab), 96, 16), ("full", hw9::summarizer::SummarizerConfig::full(vocab), 512, 64)] {
+                if size != "both" && size != name {
+                    continue;
+                }
                 let secs = hw9::summarization::bench_step(&cfg, batch, src, tgt, warmup, steps, device)?;
                 println!("{name:>4} size (source {src}, summary {tgt} tokens): step {secs:.3} s");
             }
