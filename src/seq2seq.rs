@@ -103,6 +103,12 @@ impl SubwordTokenizer {
         Ok(enc.get_ids().iter().take(max_len).map(|&i| i as i64).collect())
     }
 
+    /// Token ids of each text (no EOS), at most `max_len` each; spread over the CPU cores.
+    pub fn encode_batch(&self, texts: &[&str], max_len: usize) -> Result<Vec<Vec<i64>>> {
+        let encs = self.inner.encode_batch(texts.to_vec(), false).map_err(|e| Error::Input(format!("tokenizing {} texts: {e}", texts.len())))?;
+        Ok(encs.iter().map(|e| e.get_ids().iter().take(max_len).map(|&i| i as i64).collect()).collect())
+    }
+
     /// Text of `ids`, stopping at the first EOS and skipping padding.
     pub fn decode(&self, ids: &[i64]) -> Result<String> {
         let ids: Vec<u32> = ids.iter().take_while(|&&i| i != EOS).filter(|&&i| i != PAD).map(|&i| i as u32).collect();
@@ -130,16 +136,17 @@ pub fn tokenize(tok: &SubwordTokenizer, pairs: &[&Pair], max_src: usize, max_tgt
     if max_src < 2 || max_tgt < 2 {
         return Err(Error::Config(format!("truncation lengths must leave room for a token and EOS; got max_src {max_src}, max_tgt {max_tgt}")));
     }
-    pairs
-        .iter()
-        .map(|p| {
-            let mut src = tok.encode(&p.document, max_src - 1)?;
+    let docs = tok.encode_batch(&pairs.iter().map(|p| p.document.as_str()).collect::<Vec<_>>(), max_src - 1)?;
+    let sums = tok.encode_batch(&pairs.iter().map(|p| p.summary.as_str()).collect::<Vec<_>>(), max_tgt - 1)?;
+    Ok(docs
+        .into_iter()
+        .zip(sums)
+        .map(|(mut src, mut tgt)| {
             src.push(EOS);
-            let mut tgt = tok.encode(&p.summary, max_tgt - 1)?;
             tgt.push(EOS);
-            Ok(Example { src, tgt })
+            Example { src, tgt }
         })
-        .collect()
+        .collect())
 }
 
 /// A padded batch.
@@ -274,6 +281,7 @@ mod tests {
         with_eos.extend([EOS, 42, 43]);
         assert_eq!(tok.decode(&with_eos).unwrap(), text);
         assert_eq!(tok.encode(text, 3).unwrap().len(), 3);
+        assert_eq!(tok.encode_batch(&[text, "x"], 1000).unwrap(), vec![ids.clone(), tok.encode("x", 1000).unwrap()]);
     }
 
     #[test]
