@@ -54,8 +54,13 @@ fn cifar10_binary_batches_load_in_channel_planes() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// libtorch's generator is global and the tests of a file run on parallel threads: the tests that
+/// seed it take this lock, so that no other test draws between a seed and its use.
+static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn batches_are_seeded_and_cover_the_set() {
+    let _rng = RNG.lock().unwrap_or_else(|e| e.into_inner());
     let set = hw9::data::ImageSet {
         images: Tensor::arange(10, (Kind::Uint8, Device::Cpu)).reshape([10, 1, 1, 1]),
         labels: Tensor::arange(10, (Kind::Int64, Device::Cpu)),
@@ -75,6 +80,7 @@ fn batches_are_seeded_and_cover_the_set() {
 
 #[test]
 fn augmentation_flips_and_shifts_within_the_padding() {
+    let _rng = RNG.lock().unwrap_or_else(|e| e.into_inner());
     tch::manual_seed(0);
     let x = Tensor::arange(2 * 36, (Kind::Float, Device::Cpu)).reshape([2, 1, 6, 6]) + 1.0;
     let y = augment(&x, false, 2);
