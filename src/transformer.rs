@@ -1,6 +1,8 @@
 //! Transformer building blocks for the summarizer (notebook 2): scaled dot-product attention,
 //! multi-head attention, a post-LayerNorm Transformer layer that is an encoder layer or (with
-//! cross-attention) a decoder layer, and position ids that skip padding.
+//! cross-attention) a decoder layer, position ids that skip padding, dropout, and the
+//! [`SeqLayer`] trait with its [`LayerCache`] for incremental decoding (so the summarizer can
+//! stack the crate's layer or a student's).
 //!
 //! Conventions follow PyTorch's `nn.MultiheadAttention` / `nn.TransformerEncoderLayer` /
 //! `nn.TransformerDecoderLayer` (`batch_first`, ReLU, post-norm), whose outputs the parity
