@@ -131,6 +131,30 @@ pub fn run_vit_mae(profile: Profile, device: Device, out: &std::path::Path) -> R
     Ok(VitMaeReport { profile, vit_acc, probe_acc: accs[0], finetune_acc: accs[1], seconds, histories })
 }
 
+/// The median wall time of `steps` calls of `step` (at least one) after `warmup` untimed ones,
+/// waiting for the GPU after each call on CUDA.
+pub fn median_step_seconds(device: Device, warmup: usize, steps: usize, step: &mut dyn FnMut()) -> f64 {
+    let sync = || {
+        if let Device::Cuda(i) = device {
+            tch::Cuda::synchronize(i as i64);
+        }
+    };
+    for _ in 0..warmup {
+        step();
+    }
+    sync();
+    let mut times: Vec<f64> = (0..steps.max(1))
+        .map(|_| {
+            let t = Instant::now();
+            step();
+            sync();
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
 /// Seconds per training step (forward, backward, AdamW update) of the ViT and the MAE of a
 /// profile's sizes at `batch` random 28×28 images: the median of `steps` steps after `warmup`.
 pub fn bench_steps(profile: Profile, batch: i64, warmup: usize, steps: usize, device: Device) -> Result<(f64, f64)> {
@@ -140,27 +164,7 @@ pub fn bench_steps(profile: Profile, batch: i64, warmup: usize, steps: usize, de
     let plan = VitMaePlan::for_profile(profile);
     let x = Tensor::randn([batch, 1, 28, 28], (Kind::Float, device));
     let y = Tensor::randint(10, [batch], (Kind::Int64, device));
-    let median = |mut t: Vec<f64>| {
-        t.sort_by(f64::total_cmp);
-        t[t.len() / 2]
-    };
-    let sync = || {
-        if let Device::Cuda(i) = device {
-            tch::Cuda::synchronize(i as i64);
-        }
-    };
-    let time = |step: &mut dyn FnMut()| {
-        for _ in 0..warmup {
-            step();
-        }
-        sync();
-        median((0..steps.max(1)).map(|_| {
-            let t = Instant::now();
-            step();
-            sync();
-            t.elapsed().as_secs_f64()
-        }).collect())
-    };
+    let time = |step: &mut dyn FnMut()| median_step_seconds(device, warmup, steps, step);
     let vs = nn::VarStore::new(device);
     let vit = Vit::new(&vs.root(), &plan.vit)?;
     let mut opt = nn::AdamW { beta1: 0.9, beta2: 0.95, wd: 0.01, eps: 1e-8, amsgrad: false }.build(&vs, 1e-3)?;

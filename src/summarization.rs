@@ -206,7 +206,7 @@ pub fn train_summarizer(model: &Summarizer, vs: &mut nn::VarStore, data: &Summar
     }
     let mut opt = nn::AdamW { beta1: 0.9, beta2: 0.999, wd: cfg.weight_decay, eps: 1e-8, amsgrad: false }.build(vs, cfg.lr)?;
     let mut tb = SummaryWriter::new(logdir)?;
-    let per_epoch = batch_indices(&data.train, cfg.batch_size, false).len();
+    let per_epoch = data.train.len().div_ceil(cfg.batch_size.max(1));
     let total = per_epoch * cfg.epochs as usize;
     for epoch in history.epochs.len() as i64 + 1..=cfg.epochs {
         let start = Instant::now();
@@ -288,16 +288,10 @@ pub fn bench_step(cfg: &SummarizerConfig, batch: i64, src_len: i64, tgt_len: i64
     let mut opt = nn::AdamW::default().build(&vs, 1e-4)?;
     let ids = |n| Tensor::randint_low(3, cfg.vocab_size, [batch, n], (tch::Kind::Int64, device));
     let b = Batch { src: ids(src_len), dec_in: ids(tgt_len), labels: ids(tgt_len) };
-    let mut times = Vec::new();
-    for i in 0..warmup + steps {
-        let start = Instant::now();
-        let (loss, _, _) = model.loss(&b, true)?;
-        opt.backward_step_clip_norm(&loss, 1.0);
-        let _ = loss.double_value(&[]);
-        if i >= warmup {
-            times.push(start.elapsed().as_secs_f64());
-        }
-    }
-    times.sort_by(f64::total_cmp);
-    Ok(times[times.len() / 2])
+    let mut err = None;
+    let secs = crate::homework::median_step_seconds(device, warmup, steps, &mut || match model.loss(&b, true) {
+        Ok((loss, _, _)) => opt.backward_step_clip_norm(&loss, 1.0),
+        Err(e) => err = Some(e),
+    });
+    err.map_or(Ok(secs), Err)
 }
