@@ -112,3 +112,38 @@ pub fn seed(seed: u64) {
         tch::Cuda::manual_seed_all(seed);
     }
 }
+
+/// Makes a panic's report reach the notebook whole; the notebooks call it in their setup cell.
+///
+/// evcxr relays the kernel's stderr line by line on a thread that the end of a cell does not wait
+/// for. Rust's default report is written in pieces (`thread 'main' panicked at src/lib.rs:6:5:`,
+/// then the message, e.g. `TODO: …`), so under load the message could arrive after the cell had
+/// finished — lost, or shown under the next cell. This hook writes the report in one piece and
+/// gives the relay a moment before the panic unwinds and the cell ends. Installing it again is
+/// harmless. It leaves out the stack backtrace that evcxr's `RUST_BACKTRACE=1` would add: in a
+/// notebook its frames are evcxr's and `<unknown>`. Outside a notebook there is no need to call it.
+pub fn report_panics_whole() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        std::panic::set_hook(Box::new(|info| {
+            use std::io::Write;
+            let thread = std::thread::current();
+            let message = info
+                .payload()
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| info.payload().downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "Box<dyn Any>".to_string());
+            let location = info.location().map(|l| format!(" at {l}")).unwrap_or_default();
+            let report = format!(
+                "thread '{}' panicked{location}:\n{message}\n",
+                thread.name().unwrap_or("<unnamed>")
+            );
+            let mut err = std::io::stderr().lock();
+            let _ = err.write_all(report.as_bytes());
+            let _ = err.flush();
+            drop(err);
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }));
+    });
+}
