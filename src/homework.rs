@@ -158,7 +158,6 @@ pub fn median_step_seconds(device: Device, warmup: usize, steps: usize, step: &m
 /// Seconds per training step (forward, backward, AdamW update) of the ViT and the MAE of a
 /// profile's sizes at `batch` random 28×28 images: the median of `steps` steps after `warmup`.
 pub fn bench_steps(profile: Profile, batch: i64, warmup: usize, steps: usize, device: Device) -> Result<(f64, f64)> {
-    use crate::mae::{forward_loss, MaskedAutoencoder};
     use tch::nn::{ModuleT, OptimizerConfig};
     use tch::{Kind, Tensor};
     let plan = VitMaePlan::for_profile(profile);
@@ -173,7 +172,7 @@ pub fn bench_steps(profile: Profile, batch: i64, warmup: usize, steps: usize, de
     let mae = Mae::new(&vs.root(), &plan.mae)?;
     let mut opt = nn::AdamW { beta1: 0.9, beta2: 0.95, wd: 0.05, eps: 1e-8, amsgrad: false }.build(&vs, 1e-4)?;
     let mut err = None;
-    let mae_s = time(&mut || match mae.reconstruct(&x).and_then(|(p, m)| forward_loss(&x, &p, &m, 4)) {
+    let mae_s = time(&mut || match mae.pretraining_loss(&x, None) {
         Ok(loss) => opt.backward_step(&loss),
         Err(e) => err = Some(e),
     });

@@ -164,14 +164,47 @@ impl Mae {
     /// # Shapes
     /// `encoded: (B, 1+K, D)`, `ids_restore: (B, N)` → `(B, N, C·P·P)`.
     pub fn forward_decoder(&self, encoded: &Tensor, ids_restore: &Tensor) -> Tensor {
+        let n = ids_restore.size()[1];
+        let x = self.decoder_norm.forward(&self.decoder.forward(&self.decoder_input(encoded, ids_restore))); // (B, 1+N, Dd)
+        self.decoder_pred.forward(&x.narrow(1, 1, n)) // (B, N, C·P·P)
+    }
+
+    /// The pretraining loss of [`forward_loss`] on a random (or given) masking, computed for the
+    /// masked patches only: the decoder's last layer, `decoder_norm` and `decoder_pred` skip the
+    /// visible patches and the CLS token, whose predictions the loss never reads. Equal, up to
+    /// float rounding, to `forward_loss(images, forward_decoder(forward_encoder(images)), mask)`.
+    ///
+    /// # Shapes
+    /// `images: (B, C, H, W)`, `ids_shuffle: (B, N)` → a scalar.
+    pub fn pretraining_loss(&self, images: &Tensor, ids_shuffle: Option<&Tensor>) -> Result<Tensor> {
+        check_images("MAE input", images, self.cfg.channels, self.cfg.image_size)?;
+        let (b, n) = (images.size()[0], self.cfg.n_patches());
+        let ids_shuffle = match ids_shuffle {
+            Some(ids) => ids.shallow_clone(),
+            None => Tensor::rand([b, n], (Kind::Float, images.device())).argsort(1, false),
+        };
+        let (encoded, _mask, ids_restore) = self.forward_encoder(images, Some(&ids_shuffle))?;
+        let k = self.cfg.keep_length();
+        let masked_ids = ids_shuffle.narrow(1, k, n - k); // (B, N−K) patch indices
+        let x = self.decoder_input(&encoded, &ids_restore); // (B, 1+N, Dd)
+        let x = self.decoder_norm.forward(&self.decoder.forward_at(&x, &(&masked_ids + 1))); // (B, N−K, Dd); +1 skips CLS
+        let pred = self.decoder_pred.forward(&x); // (B, N−K, C·P·P)
+        let target = index_sequence(&patchify(images, self.cfg.patch_size)?, &masked_ids);
+        Ok((pred - target).square().mean(Kind::Float))
+    }
+
+    /// The decoder's input: the encoded tokens projected to the decoder's width, mask tokens in
+    /// the hidden patches' places, the original patch order restored, positions added.
+    ///
+    /// # Shapes
+    /// `encoded: (B, 1+K, D)`, `ids_restore: (B, N)` → `(B, 1+N, Dd)`, token 0 the CLS token.
+    fn decoder_input(&self, encoded: &Tensor, ids_restore: &Tensor) -> Tensor {
         let x = self.decoder_embed.forward(encoded); // (B, 1+K, Dd)
         let (b, k1, dd) = x.size3().expect("(B, 1+K, Dd)");
         let n = ids_restore.size()[1];
         let masked = self.mask_token.expand([b, n + 1 - k1, dd], false); // (B, N−K, Dd)
         let patches = restore_masked(&x.narrow(1, 1, k1 - 1), &masked, ids_restore); // (B, N, Dd)
-        let x = Tensor::cat(&[x.narrow(1, 0, 1), patches], 1) + &self.decoder_pos_embed; // (B, 1+N, Dd)
-        let x = self.decoder_norm.forward(&self.decoder.forward(&x));
-        self.decoder_pred.forward(&x.narrow(1, 1, n)) // (B, N, C·P·P)
+        Tensor::cat(&[x.narrow(1, 0, 1), patches], 1) + &self.decoder_pos_embed // (B, 1+N, Dd)
     }
 
     /// Encodes all patches, unmasked: the representation used for probing and finetuning.
@@ -230,12 +263,31 @@ pub trait MaskedAutoencoder {
     fn reconstruct(&self, images: &Tensor) -> Result<(Tensor, Tensor)>;
     /// The patch side `P`.
     fn patch_size(&self) -> i64;
+
+    /// The pretraining loss on a batch: [`forward_loss`] of [`MaskedAutoencoder::reconstruct`],
+    /// with the prediction's and the mask's shapes checked (a student's model names what is
+    /// wrong). [`Mae`] computes it for the masked patches only.
+    fn pretraining_loss(&self, images: &Tensor) -> Result<Tensor> {
+        let (pred, mask) = self.reconstruct(images)?;
+        let target_shape = patchify(images, self.patch_size())?.size();
+        if pred.size() != target_shape {
+            return Err(Error::Shape { what: "MAE predicted patches".into(), expected: target_shape, got: pred.size() });
+        }
+        if mask.size() != target_shape[..2] {
+            return Err(Error::Shape { what: "MAE mask (1 = masked)".into(), expected: target_shape[..2].to_vec(), got: mask.size() });
+        }
+        forward_loss(images, &pred, &mask, self.patch_size())
+    }
 }
 
 impl MaskedAutoencoder for Mae {
     fn reconstruct(&self, images: &Tensor) -> Result<(Tensor, Tensor)> {
         let (encoded, mask, ids_restore) = self.forward_encoder(images, None)?;
         Ok((self.forward_decoder(&encoded, &ids_restore), mask))
+    }
+
+    fn pretraining_loss(&self, images: &Tensor) -> Result<Tensor> {
+        Mae::pretraining_loss(self, images, None)
     }
 
     fn patch_size(&self) -> i64 {

@@ -12,8 +12,8 @@ use tch::nn::{self, ModuleT, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 
 use crate::data::{augment, batches, n_batches, ImageSet, Splits};
-use crate::error::{fmt_shape, Error, Result};
-use crate::mae::{forward_loss, MaskedAutoencoder};
+use crate::error::{Error, Result};
+use crate::mae::MaskedAutoencoder;
 use crate::plot::LineChart;
 
 /// A progress bar that works in a terminal and in a notebook (it redraws one line with `\r`):
@@ -277,17 +277,7 @@ pub fn train_classifier<M: ModuleT>(model: &M, vs: &nn::VarStore, data: &Splits,
 
 /// Pretrains a masked autoencoder: MSE on the masked patches, AdamW.
 pub fn train_mae<M: MaskedAutoencoder>(model: &M, vs: &nn::VarStore, data: &Splits, cfg: &TrainConfig, title: &str) -> Result<History> {
-    let batch_loss = |x: &Tensor, _: &Tensor| {
-        let (pred, mask) = model.reconstruct(x)?;
-        let target_shape = crate::vit::patchify(x, model.patch_size())?.size();
-        if pred.size() != target_shape {
-            return Err(Error::Shape { what: format!("{title}: predicted patches"), expected: target_shape, got: pred.size() });
-        }
-        if mask.size() != target_shape[..2] {
-            return Err(Error::Input(format!("{title}: expected mask {}, got {}", fmt_shape(&target_shape[..2]), fmt_shape(&mask.size()))));
-        }
-        Ok((forward_loss(x, &pred, &mask, model.patch_size())?, None))
-    };
+    let batch_loss = |x: &Tensor, _: &Tensor| Ok((model.pretraining_loss(x)?, None));
     fit(vs, data, cfg, title, batch_loss, || None)
 }
 

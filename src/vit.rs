@@ -118,6 +118,24 @@ impl SelfAttention {
         let out = Tensor::scaled_dot_product_attention::<Tensor>(&q, &k, &v, None, 0.0, false, None, false); // (B, H, N, Dh)
         self.out_proj.forward(&out.transpose(1, 2).reshape([b, n, d])) // (B, N, D)
     }
+
+    /// [`SelfAttention::forward`] for the query rows `xq` only, attending over all of `x`: when
+    /// `xq` is the first `Q` rows of `x`, the result is the first `Q` rows of `forward(x)`, with
+    /// the query projection and the output projection computed for those rows alone.
+    ///
+    /// # Shapes
+    /// `xq: (B, Q, D)`, `x: (B, N, D)` → `(B, Q, D)`.
+    pub fn forward_queries(&self, xq: &Tensor, x: &Tensor) -> Tensor {
+        let (b, n, d) = x.size3().expect("(B, N, D)");
+        let (h, nq) = (self.n_heads, xq.size()[1]);
+        let (w, bias) = (&self.in_proj_weight, &self.in_proj_bias);
+        let q = xq.linear(&w.narrow(0, 0, d), Some(&bias.narrow(0, 0, d))); // (B, Q, D)
+        let q = q.reshape([b, nq, h, d / h]).transpose(1, 2); // (B, H, Q, Dh)
+        let kv = x.linear(&w.narrow(0, d, 2 * d), Some(&bias.narrow(0, d, 2 * d))); // (B, N, 2D)
+        let kv = kv.reshape([b, n, 2, h, d / h]).permute([2, 0, 3, 1, 4]); // (2, B, H, N, Dh)
+        let out = Tensor::scaled_dot_product_attention::<Tensor>(&q, &kv.get(0), &kv.get(1), None, 0.0, false, None, false); // (B, H, Q, Dh)
+        self.out_proj.forward(&out.transpose(1, 2).reshape([b, nq, d])) // (B, Q, D)
+    }
 }
 
 /// One post-norm encoder layer, as `nn.TransformerEncoderLayer(d, h, ffn, dropout=0,
@@ -144,13 +162,36 @@ impl EncoderLayer {
     }
 }
 
+impl EncoderLayer {
+    /// The layer's output for the first `q` positions only (every position is still attended
+    /// over): the first `q` rows of `forward(x)`, without the work for the other rows.
+    ///
+    /// # Shapes
+    /// `x: (B, N, D)` → `(B, q, D)`.
+    pub fn forward_first(&self, x: &Tensor, q: i64) -> Tensor {
+        self.forward_rows(&x.narrow(1, 0, q), x)
+    }
+
+    /// The layer's output for the rows `xq` of `x` only (every row of `x` is still attended over).
+    ///
+    /// # Shapes
+    /// `xq: (B, Q, D)` rows of `x: (B, N, D)` → `(B, Q, D)`.
+    pub fn forward_rows(&self, xq: &Tensor, x: &Tensor) -> Tensor {
+        self.feed_forward(&self.norm1.forward(&(xq + self.self_attn.forward_queries(xq, x))))
+    }
+
+    /// The feed-forward half: `norm2(x + linear2(gelu(linear1(x))))`.
+    fn feed_forward(&self, x: &Tensor) -> Tensor {
+        let ffn = self.linear2.forward(&self.linear1.forward(x).gelu("none"));
+        self.norm2.forward(&(x + ffn))
+    }
+}
+
 impl Module for EncoderLayer {
     /// # Shapes
     /// `x: (B, N, D)` → `(B, N, D)`.
     fn forward(&self, x: &Tensor) -> Tensor {
-        let x = self.norm1.forward(&(x + self.self_attn.forward(x)));
-        let ffn = self.linear2.forward(&self.linear1.forward(&x).gelu("none"));
-        self.norm2.forward(&(x + ffn))
+        self.feed_forward(&self.norm1.forward(&(x + self.self_attn.forward(x))))
     }
 }
 
@@ -164,6 +205,39 @@ impl TransformerEncoder {
     pub fn new(vs: &nn::Path, cfg: &EncoderConfig) -> Self {
         let layers = (0..cfg.n_layers).map(|i| EncoderLayer::new(&(vs / "layers" / i), cfg)).collect();
         TransformerEncoder { layers }
+    }
+}
+
+impl TransformerEncoder {
+    /// The encoder's output for the first `q` positions: the first `q` rows of `forward(x)`. The
+    /// last layer works on those rows alone (its other outputs would be thrown away): a ViT
+    /// that reads only the CLS token (`q = 1`) saves most of a layer's work.
+    ///
+    /// # Shapes
+    /// `x: (B, N, D)` → `(B, q, D)`.
+    pub fn forward_first(&self, x: &Tensor, q: i64) -> Tensor {
+        self.forward_last_rows(x, |h| h.narrow(1, 0, q))
+    }
+
+    /// The encoder's output at positions `ids` only: `index_sequence(forward(x), ids)`, with the
+    /// last layer working on those rows alone (an MAE decoder whose loss reads only the masked
+    /// patches).
+    ///
+    /// # Shapes
+    /// `x: (B, N, D)`, `ids: (B, Q)` positions → `(B, Q, D)`.
+    pub fn forward_at(&self, x: &Tensor, ids: &Tensor) -> Tensor {
+        self.forward_last_rows(x, |h| index_sequence(h, ids))
+    }
+
+    /// All layers but the last on every row, then the last on the rows `rows(h)` of its input.
+    fn forward_last_rows(&self, x: &Tensor, rows: impl Fn(&Tensor) -> Tensor) -> Tensor {
+        match self.layers.split_last() {
+            Some((last, rest)) => {
+                let h = rest.iter().fold(x.shallow_clone(), |x, layer| layer.forward(&x));
+                last.forward_rows(&rows(&h), &h)
+            }
+            None => rows(x),
+        }
     }
 }
 
@@ -274,8 +348,8 @@ impl Vit {
         let x = self.patch_embed.forward(&patchify(images, self.cfg.patch_size)?); // (B, N, D)
         let cls = self.cls_token.expand([b, -1, -1], false); // (B, 1, D)
         let x = Tensor::cat(&[cls, x], 1) + &self.pos_embed; // (B, N+1, D)
-        let x = self.encoder.forward(&x);
-        Ok(self.head.forward(&self.norm.forward(&x.select(1, 0)))) // (B, n_classes)
+        let cls = self.encoder.forward_first(&x, 1).squeeze_dim(1); // (B, D): only the CLS output is read
+        Ok(self.head.forward(&self.norm.forward(&cls))) // (B, n_classes)
     }
 }
 

@@ -2,8 +2,8 @@
 
 use hw9::check::{check_case, Fixtures};
 use hw9::mae::{forward_loss, random_masking, restore_masked, Mae, MaeClassifier, MaeConfig, MaskedAutoencoder};
-use hw9::vit::{patchify, unpatchify, EncoderConfig, Vit, VitConfig};
-use tch::nn::{self, ModuleT, OptimizerConfig};
+use hw9::vit::{index_sequence, patchify, unpatchify, EncoderConfig, TransformerEncoder, Vit, VitConfig};
+use tch::nn::{self, Module, ModuleT, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 
 fn fixtures() -> Fixtures {
@@ -171,4 +171,40 @@ fn the_loss_falls_on_one_repeated_batch() {
     }
     let last = loss(&mae).double_value(&[]);
     assert!(last < first * 0.7, "MAE loss {first} -> {last}");
+}
+
+#[test]
+fn the_pruned_last_layers_equal_the_full_computation() {
+    tch::manual_seed(0);
+    let cfg = EncoderConfig { d_model: 16, n_heads: 2, n_layers: 2, d_ffn: 32 };
+    let vs = nn::VarStore::new(Device::Cpu);
+    let encoder = TransformerEncoder::new(&vs.root(), &cfg);
+    let x = Tensor::randn([3, 7, 16], (Kind::Float, Device::Cpu));
+    let full = encoder.forward(&x);
+    let close = |a: &Tensor, b: &Tensor| (a - b).abs().max().double_value(&[]);
+    assert_eq!(encoder.forward_first(&x, 2).size(), [3, 2, 16]);
+    assert!(close(&encoder.forward_first(&x, 2), &full.narrow(1, 0, 2)) < 1e-5);
+    let ids = Tensor::from_slice(&[6i64, 0, 3, 1, 1, 5, 2, 4, 0]).reshape([3, 3]);
+    assert!(close(&encoder.forward_at(&x, &ids), &index_sequence(&full, &ids)) < 1e-5);
+
+    // The ViT's logits (CLS-only last layer) equal the full encoder's CLS row through the head.
+    let vs = nn::VarStore::new(Device::Cpu);
+    let vit = Vit::new(&vs.root(), &VitConfig::tiny()).unwrap();
+    let images = Tensor::randn([4, 1, 8, 8], (Kind::Float, Device::Cpu));
+    let tokens = Tensor::cat(&[vit.cls_token.expand([4, -1, -1], false), vit.patch_embed.forward(&patchify(&images, 4).unwrap())], 1) + &vit.pos_embed;
+    let reference = vit.head.forward(&vit.norm.forward(&vit.encoder.forward(&tokens).select(1, 0)));
+    assert!(close(&vit.logits(&images).unwrap(), &reference) < 1e-5);
+
+    // The MAE's pretraining loss on the masked patches only equals forward_loss on every patch.
+    let vs = nn::VarStore::new(Device::Cpu);
+    let mae = Mae::new(&vs.root(), &MaeConfig::tiny()).unwrap();
+    let ids_shuffle = Tensor::rand([4, 4], (Kind::Float, Device::Cpu)).argsort(1, false);
+    let (encoded, mask, ids_restore) = mae.forward_encoder(&images, Some(&ids_shuffle)).unwrap();
+    let reference = forward_loss(&images, &mae.forward_decoder(&encoded, &ids_restore), &mask, 4).unwrap();
+    let pruned = mae.pretraining_loss(&images, Some(&ids_shuffle)).unwrap();
+    assert!(close(&pruned, &reference) < 1e-6, "{} vs {}", pruned.double_value(&[]), reference.double_value(&[]));
+    // And through the trait (a random masking): a finite loss whose gradient reaches every parameter.
+    MaskedAutoencoder::pretraining_loss(&mae, &images).unwrap().backward();
+    grads_ok(&vs, "MAE, pruned loss");
+    assert!(mae.pretraining_loss(&images.narrow(2, 0, 4), None).unwrap_err().to_string().contains("MAE input"));
 }
