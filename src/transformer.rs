@@ -34,14 +34,27 @@ pub fn scaled_dot_product_attention(q: &Tensor, k: &Tensor, v: &Tensor, key_padd
 }
 
 /// Dropout: zeroes each value with probability `p` while training and scales the rest by
-/// `1 / (1 - p)`. Same distribution as libtorch's `dropout`, but the mask comes from one uniform
-/// draw and a comparison, which on the CPU costs about two thirds of `bernoulli_`'s time (the
-/// summarizer's full-size step spends ~15 % of its time in dropout).
+/// `1 / (1 - p)`, like libtorch's `dropout`, with a cheaper mask.
+///
+/// On the CPU the cost of dropout is drawing the random numbers (libtorch's generator is serial:
+/// one Mersenne-Twister draw per value for `bernoulli_` or `rand_like`), and the summarizer's
+/// full-size step spent ~13 % of its time there. Here one 64-bit draw gives four independent
+/// 16-bit lanes, and a value is dropped when its lane is below `p · 2¹⁶`: about a third of
+/// `bernoulli_`'s time. `p` is used rounded to a multiple of 2⁻¹⁶ (0.1 → 0.100006), and the
+/// scale is `1 / (1 − that)`, so the expectation is exactly `x`.
 pub fn dropout(x: &Tensor, p: f64, train: bool) -> Tensor {
     if !train || p <= 0.0 {
         return x.shallow_clone();
     }
-    let keep = tch::no_grad(|| x.rand_like().ge(p).to_kind(x.kind()) * (1.0 / (1.0 - p)));
+    let dropped_lanes = (p * 65536.0).round().min(65535.0);
+    let keep = tch::no_grad(|| {
+        let n = x.numel() as i64;
+        let mut bits = Tensor::empty([(n + 3) / 4], (Kind::Int64, x.device()));
+        let _ = bits.random_from_(i64::MIN, None); // 64 uniform bits each
+        let lanes = bits.view_dtype(Kind::Int16).narrow(0, 0, n).view(x.size().as_slice()); // uniform in [-2¹⁵, 2¹⁵)
+        let scale = 65536.0 / (65536.0 - dropped_lanes);
+        lanes.ge(dropped_lanes as i64 - 32768).to_kind(x.kind()) * scale
+    });
     x * keep
 }
 

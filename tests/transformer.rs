@@ -87,8 +87,21 @@ fn dropout_zeroes_about_p_scales_the_rest_and_is_identity_in_eval() {
     let zeros = y.eq(0.0).to_kind(Kind::Float).mean(Kind::Float).double_value(&[]);
     assert!((zeros - 0.1).abs() < 0.005, "zeroed fraction {zeros}");
     let kept = y.ne(0.0);
-    assert!((y.masked_select(&kept) - 1.0 / 0.9).abs().max().double_value(&[]) < 1e-6);
+    // p is used rounded to a multiple of 2^-16: 0.1 -> 6554 / 65536.
+    let scale = 1.0 / (1.0 - 6554.0 / 65536.0);
+    assert!((y.masked_select(&kept) - scale).abs().max().double_value(&[]) < 1e-6);
     assert!((y.mean(Kind::Float).double_value(&[]) - 1.0).abs() < 0.01);
+    // Each of the four 16-bit lanes of a 64-bit draw drops about p on its own, and a second call
+    // draws a different mask.
+    let by_lane = y.eq(0.0).to_kind(Kind::Float).reshape([-1, 4]).mean_dim(0, false, Kind::Float);
+    for lane in 0..4 {
+        let f = by_lane.double_value(&[lane]);
+        assert!((f - 0.1).abs() < 0.01, "lane {lane} zeroed fraction {f}");
+    }
+    let again = hw9::transformer::dropout(&x, 0.1, true);
+    assert!(!again.equal(&y));
+    let both = y.eq(0.0).logical_and(&again.eq(0.0)).to_kind(Kind::Float).mean(Kind::Float).double_value(&[]);
+    assert!((both - 0.01).abs() < 0.003, "two masks overlap on {both} (independent: 0.01)");
     y.sum(Kind::Float).backward();
     // The gradient is the same mask and scale.
     assert!((x.grad() - &y).abs().max().double_value(&[]) < 1e-6);
