@@ -9,7 +9,7 @@ export LD_LIBRARY_PATH := $(LIBTORCH)/lib$(if $(LD_LIBRARY_PATH),:$(LD_LIBRARY_P
 PY := $(ROOT)/.venv/bin/python
 LAB_PORT ?= 8888
 
-.PHONY: setup lab tensorboard test test-rust test-notebooks notebooks release fixtures corpus doctor clean-cache
+.PHONY: setup lab tensorboard test test-rust test-notebooks notebooks release fixtures bench-compare corpus doctor clean-cache
 
 setup:
 	@bash tools/setup.sh
@@ -50,6 +50,15 @@ TOOL_VENV ?= $(HOME)/.cache/hw9/tool-venv
 fixtures:
 	@[ -x $(TOOL_VENV)/bin/python ] || { echo "no tool venv at $(TOOL_VENV): python3 -m venv $(TOOL_VENV) && $(TOOL_VENV)/bin/pip install torch==2.13.0 safetensors numpy transformers==5.24.0 rouge-score==0.1.2"; exit 1; }
 	$(TOOL_VENV)/bin/python tools/gen_fixtures.py
+
+## hw9's training steps against the same models in PyTorch eager, in alternating back-to-back
+## rounds (about 25 minutes on 2 cores; needs the tool venv). The figures in BENCHMARKS.md.
+bench-compare:
+	@[ -x $(TOOL_VENV)/bin/python ] || { echo "no tool venv at $(TOOL_VENV): see environment.md"; exit 1; }
+	cargo build --release -q --bin hw9
+	$(TOOL_VENV)/bin/python tools/bench_pairs.py vit-mae --rounds 8
+	$(TOOL_VENV)/bin/python tools/bench_pairs.py summarizer --size cpu --rounds 8 --steps 25 --warmup 5
+	$(TOOL_VENV)/bin/python tools/bench_pairs.py summarizer --size full --rounds 6 --steps 5 --warmup 2
 
 ## Rebuilds assets/corpus/debian-descriptions.jsonl.gz from apt's English descriptions (needs root
 ## for apt-get update; the committed file is what everyone trains on).

@@ -112,10 +112,11 @@ impl SelfAttention {
     pub fn forward(&self, x: &Tensor) -> Tensor {
         let (b, n, d) = x.size3().expect("(B, N, D)");
         let h = self.n_heads;
-        let qkv = x.linear(&self.in_proj_weight, Some(&self.in_proj_bias)); // (B, N, 3D)
-        let qkv = qkv.reshape([b, n, 3, h, d / h]).permute([2, 0, 3, 1, 4]); // (3, B, H, N, Dh)
-        let (q, k, v) = (qkv.get(0), qkv.get(1), qkv.get(2));
-        let out = Tensor::scaled_dot_product_attention::<Tensor>(&q, &k, &v, None, 0.0, false, None, false); // (B, H, N, Dh)
+        // One packed projection, split into views: split's backward is one concatenation, where
+        // indexing a (3, …) tensor would build three zero-padded gradients and add them.
+        let qkv = x.linear(&self.in_proj_weight, Some(&self.in_proj_bias)).split(d, -1); // 3 × (B, N, D)
+        let heads = |t: &Tensor| t.reshape([b, n, h, d / h]).transpose(1, 2); // (B, N, D) -> (B, H, N, Dh)
+        let out = Tensor::scaled_dot_product_attention::<Tensor>(&heads(&qkv[0]), &heads(&qkv[1]), &heads(&qkv[2]), None, 0.0, false, None, false); // (B, H, N, Dh)
         self.out_proj.forward(&out.transpose(1, 2).reshape([b, n, d])) // (B, N, D)
     }
 
@@ -131,9 +132,9 @@ impl SelfAttention {
         let (w, bias) = (&self.in_proj_weight, &self.in_proj_bias);
         let q = xq.linear(&w.narrow(0, 0, d), Some(&bias.narrow(0, 0, d))); // (B, Q, D)
         let q = q.reshape([b, nq, h, d / h]).transpose(1, 2); // (B, H, Q, Dh)
-        let kv = x.linear(&w.narrow(0, d, 2 * d), Some(&bias.narrow(0, d, 2 * d))); // (B, N, 2D)
-        let kv = kv.reshape([b, n, 2, h, d / h]).permute([2, 0, 3, 1, 4]); // (2, B, H, N, Dh)
-        let out = Tensor::scaled_dot_product_attention::<Tensor>(&q, &kv.get(0), &kv.get(1), None, 0.0, false, None, false); // (B, H, Q, Dh)
+        let kv = x.linear(&w.narrow(0, d, 2 * d), Some(&bias.narrow(0, d, 2 * d))).split(d, -1); // 2 × (B, N, D)
+        let heads = |t: &Tensor| t.reshape([b, n, h, d / h]).transpose(1, 2); // (B, N, D) -> (B, H, N, Dh)
+        let out = Tensor::scaled_dot_product_attention::<Tensor>(&q, &heads(&kv[0]), &heads(&kv[1]), None, 0.0, false, None, false); // (B, H, Q, Dh)
         self.out_proj.forward(&out.transpose(1, 2).reshape([b, nq, d])) // (B, Q, D)
     }
 }
