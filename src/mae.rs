@@ -149,10 +149,7 @@ impl Mae {
         check_images("MAE input", images, self.cfg.channels, self.cfg.image_size)?;
         let x = self.patch_embed.forward(&patchify(images, self.cfg.patch_size)?) + self.pos_embed.narrow(1, 1, self.cfg.n_patches()); // (B, N, D)
         let (b, n) = (x.size()[0], x.size()[1]);
-        let ids_shuffle = match ids_shuffle {
-            Some(ids) => ids.shallow_clone(),
-            None => Tensor::rand([b, n], (Kind::Float, x.device())).argsort(1, false),
-        };
+        let ids_shuffle = ids_shuffle.map_or_else(|| random_shuffle(b, n, x.device()), Tensor::shallow_clone);
         let (kept, mask, ids_restore) = random_masking(&x, self.cfg.keep_length(), &ids_shuffle); // (B, K, D)
         let cls = (&self.cls_token + self.pos_embed.narrow(1, 0, 1)).expand([b, -1, -1], false); // (B, 1, D)
         let x = self.encoder.forward(&Tensor::cat(&[cls, kept], 1)); // (B, 1+K, D)
@@ -179,10 +176,7 @@ impl Mae {
     pub fn pretraining_loss(&self, images: &Tensor, ids_shuffle: Option<&Tensor>) -> Result<Tensor> {
         check_images("MAE input", images, self.cfg.channels, self.cfg.image_size)?;
         let (b, n) = (images.size()[0], self.cfg.n_patches());
-        let ids_shuffle = match ids_shuffle {
-            Some(ids) => ids.shallow_clone(),
-            None => Tensor::rand([b, n], (Kind::Float, images.device())).argsort(1, false),
-        };
+        let ids_shuffle = ids_shuffle.map_or_else(|| random_shuffle(b, n, images.device()), Tensor::shallow_clone);
         let (encoded, _mask, ids_restore) = self.forward_encoder(images, Some(&ids_shuffle))?;
         let k = self.cfg.keep_length();
         let masked_ids = ids_shuffle.narrow(1, k, n - k); // (B, N−K) patch indices
@@ -218,6 +212,11 @@ impl Mae {
         let cls = (&self.cls_token + self.pos_embed.narrow(1, 0, 1)).expand([b, -1, -1], false);
         Ok(self.norm.forward(&self.encoder.forward(&Tensor::cat(&[cls, x], 1))))
     }
+}
+
+/// A random permutation of `0..n` per row (`argsort` of uniform noise, as the original): `(b, n)`.
+fn random_shuffle(b: i64, n: i64, device: tch::Device) -> Tensor {
+    Tensor::rand([b, n], (Kind::Float, device)).argsort(1, false)
 }
 
 /// The MAE loss: mean squared error of the predicted pixels, on the masked patches only.

@@ -115,8 +115,7 @@ impl SelfAttention {
         // One packed projection, split into views: split's backward is one concatenation, where
         // indexing a (3, …) tensor would build three zero-padded gradients and add them.
         let qkv = x.linear(&self.in_proj_weight, Some(&self.in_proj_bias)).split(d, -1); // 3 × (B, N, D)
-        let heads = |t: &Tensor| t.reshape([b, n, h, d / h]).transpose(1, 2); // (B, N, D) -> (B, H, N, Dh)
-        let out = Tensor::scaled_dot_product_attention::<Tensor>(&heads(&qkv[0]), &heads(&qkv[1]), &heads(&qkv[2]), None, 0.0, false, None, false); // (B, H, N, Dh)
+        let out = Tensor::scaled_dot_product_attention::<Tensor>(&split_heads(&qkv[0], h), &split_heads(&qkv[1], h), &split_heads(&qkv[2], h), None, 0.0, false, None, false); // (B, H, N, Dh)
         self.out_proj.forward(&out.transpose(1, 2).reshape([b, n, d])) // (B, N, D)
     }
 
@@ -127,16 +126,19 @@ impl SelfAttention {
     /// # Shapes
     /// `xq: (B, Q, D)`, `x: (B, N, D)` → `(B, Q, D)`.
     pub fn forward_queries(&self, xq: &Tensor, x: &Tensor) -> Tensor {
-        let (b, n, d) = x.size3().expect("(B, N, D)");
-        let (h, nq) = (self.n_heads, xq.size()[1]);
-        let (w, bias) = (&self.in_proj_weight, &self.in_proj_bias);
+        let (b, nq, d) = xq.size3().expect("(B, Q, D)");
+        let (h, w, bias) = (self.n_heads, &self.in_proj_weight, &self.in_proj_bias);
         let q = xq.linear(&w.narrow(0, 0, d), Some(&bias.narrow(0, 0, d))); // (B, Q, D)
-        let q = q.reshape([b, nq, h, d / h]).transpose(1, 2); // (B, H, Q, Dh)
         let kv = x.linear(&w.narrow(0, d, 2 * d), Some(&bias.narrow(0, d, 2 * d))).split(d, -1); // 2 × (B, N, D)
-        let heads = |t: &Tensor| t.reshape([b, n, h, d / h]).transpose(1, 2); // (B, N, D) -> (B, H, N, Dh)
-        let out = Tensor::scaled_dot_product_attention::<Tensor>(&q, &heads(&kv[0]), &heads(&kv[1]), None, 0.0, false, None, false); // (B, H, Q, Dh)
+        let out = Tensor::scaled_dot_product_attention::<Tensor>(&split_heads(&q, h), &split_heads(&kv[0], h), &split_heads(&kv[1], h), None, 0.0, false, None, false); // (B, H, Q, Dh)
         self.out_proj.forward(&out.transpose(1, 2).reshape([b, nq, d])) // (B, Q, D)
     }
+}
+
+/// `(B, N, D)` → `(B, H, N, Dh)`: the heads as a batch dimension (a view).
+fn split_heads(t: &Tensor, h: i64) -> Tensor {
+    let (b, n, d) = t.size3().expect("(B, N, D)");
+    t.reshape([b, n, h, d / h]).transpose(1, 2)
 }
 
 /// One post-norm encoder layer, as `nn.TransformerEncoderLayer(d, h, ffn, dropout=0,
@@ -161,9 +163,7 @@ impl EncoderLayer {
             norm2: nn::layer_norm(vs / "norm2", vec![d], Default::default()),
         }
     }
-}
 
-impl EncoderLayer {
     /// The layer's output for the first `q` positions only (every position is still attended
     /// over): the first `q` rows of `forward(x)`, without the work for the other rows.
     ///
@@ -207,9 +207,7 @@ impl TransformerEncoder {
         let layers = (0..cfg.n_layers).map(|i| EncoderLayer::new(&(vs / "layers" / i), cfg)).collect();
         TransformerEncoder { layers }
     }
-}
 
-impl TransformerEncoder {
     /// The encoder's output for the first `q` positions: the first `q` rows of `forward(x)`. The
     /// last layer works on those rows alone (its other outputs would be thrown away): a ViT
     /// that reads only the CLS token (`q = 1`) saves most of a layer's work.
