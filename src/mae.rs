@@ -93,8 +93,12 @@ impl MaeConfig {
         if self.patch_size <= 0 || self.image_size % self.patch_size != 0 {
             return Err(Error::Config(format!("patch_size {} must divide image_size {}", self.patch_size, self.image_size)));
         }
-        if !(0.0..1.0).contains(&self.mask_ratio) || self.keep_length() < 1 {
-            return Err(Error::Config(format!("mask_ratio must leave at least one patch visible, got {}", self.mask_ratio)));
+        if !(0.0..1.0).contains(&self.mask_ratio) || self.keep_length() < 1 || self.keep_length() >= self.n_patches() {
+            return Err(Error::Config(format!(
+                "mask_ratio must hide at least one of the {} patches (the loss is on the hidden ones) and leave one visible, got {}",
+                self.n_patches(),
+                self.mask_ratio
+            )));
         }
         Ok(())
     }

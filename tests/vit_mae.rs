@@ -208,3 +208,16 @@ fn the_pruned_last_layers_equal_the_full_computation() {
     grads_ok(&vs, "MAE, pruned loss");
     assert!(mae.pretraining_loss(&images.narrow(2, 0, 4), None).unwrap_err().to_string().contains("MAE input"));
 }
+
+#[test]
+fn a_mask_ratio_that_hides_nothing_or_everything_is_refused() {
+    let vs = nn::VarStore::new(Device::Cpu);
+    let cfg = |mask_ratio| MaeConfig { mask_ratio, ..MaeConfig::fashion_mnist_full() };
+    // 0 hides nothing; 0.99 keeps ⌊0.49⌋ = 0 patches; 1 keeps none.
+    for ratio in [0.0, 0.99, 1.0] {
+        let err = Mae::new(&vs.root(), &cfg(ratio)).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("mask_ratio must hide at least one of the 49 patches"), "{ratio}: {err:?}");
+    }
+    // 0.01 keeps ⌊48.51⌋ = 48 and hides one; 0.97 keeps one.
+    assert!(Mae::new(&vs.root(), &cfg(0.01)).is_ok() && Mae::new(&vs.root(), &cfg(0.97)).is_ok());
+}
