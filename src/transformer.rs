@@ -40,8 +40,9 @@ pub fn scaled_dot_product_attention(q: &Tensor, k: &Tensor, v: &Tensor, key_padd
 /// one Mersenne-Twister draw per value for `bernoulli_` or `rand_like`), and the summarizer's
 /// full-size step spent ~13 % of its time there. Here one 64-bit draw gives four independent
 /// 16-bit lanes, and a value is dropped when its lane is below `p · 2¹⁶`: a 16×512×512 mask took
-/// 16 ms against 43 ms for `rand_like` + compare (`bernoulli_` is slower still). `p` is used rounded to a multiple of 2⁻¹⁶ (0.1 → 0.100006), and the
-/// scale is `1 / (1 − that)`, so the expectation is exactly `x`.
+/// 16 ms against 43 ms for `rand_like` + compare (`bernoulli_` is slower still). `p` is used
+/// rounded to a multiple of 2⁻¹⁶ (0.1 → 0.100006), and the scale is `1 / (1 − that)`, so the
+/// expectation is exactly `x`.
 pub fn dropout(x: &Tensor, p: f64, train: bool) -> Tensor {
     if !train || p <= 0.0 {
         return x.shallow_clone();
