@@ -181,6 +181,7 @@ impl Mae {
         check_images("MAE input", images, self.cfg.channels, self.cfg.image_size)?;
         let (b, n) = (images.size()[0], self.cfg.n_patches());
         let ids_shuffle = ids_shuffle.map_or_else(|| random_shuffle(b, n, images.device()), Tensor::shallow_clone);
+        crate::error::expect_shape("MAE ids_shuffle (a permutation of the patches per image)", &ids_shuffle, &[b, n])?;
         let (encoded, _mask, ids_restore) = self.forward_encoder(images, Some(&ids_shuffle))?;
         let k = self.cfg.keep_length();
         let masked_ids = ids_shuffle.narrow(1, k, n - k); // (B, N−K) patch indices

@@ -207,6 +207,8 @@ fn the_pruned_last_layers_equal_the_full_computation() {
     MaskedAutoencoder::pretraining_loss(&mae, &images).unwrap().backward();
     grads_ok(&vs, "MAE, pruned loss");
     assert!(mae.pretraining_loss(&images.narrow(2, 0, 4), None).unwrap_err().to_string().contains("MAE input"));
+    let err = mae.pretraining_loss(&images, Some(&ids_shuffle.narrow(1, 0, 3))).unwrap_err().to_string();
+    assert!(err.contains("MAE ids_shuffle (a permutation of the patches per image): expected shape (4, 4), got (4, 3)"), "{err}");
 }
 
 #[test]

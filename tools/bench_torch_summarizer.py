@@ -11,11 +11,11 @@ same sizes (hw9's cpu and full profiles), batch, lengths and thread count. Run i
 """
 
 import argparse
-import statistics
-import time
 
 import torch
 import torch.nn.functional as F
+
+from bench_torch import timed
 
 PAD = 0
 VOCAB = 8000
@@ -97,13 +97,7 @@ def main():
             opt.step()
             loss.item()
 
-        times = []
-        for i in range(args.warmup + args.steps):
-            t = time.perf_counter()
-            step()
-            if i >= args.warmup:
-                times.append(time.perf_counter() - t)
-        print(f"{name:>4} size (source {src_len}, summary {tgt_len} tokens): step {statistics.median(times):.3f} s")
+        print(f"{name:>4} size (source {src_len}, summary {tgt_len} tokens): step {timed(step, args.warmup, args.steps):.3f} s")
 
 
 if __name__ == "__main__":
