@@ -9,7 +9,7 @@ export LD_LIBRARY_PATH := $(LIBTORCH)/lib$(if $(LD_LIBRARY_PATH),:$(LD_LIBRARY_P
 PY := $(ROOT)/.venv/bin/python
 LAB_PORT ?= 8888
 
-.PHONY: setup lab tensorboard test test-rust test-notebooks notebooks release fixtures bench-compare corpus doctor clean-cache
+.PHONY: setup lab tensorboard test lint fmt test-rust test-notebooks notebooks release fixtures bench-compare corpus doctor clean-cache
 
 setup:
 	@bash tools/setup.sh
@@ -29,7 +29,22 @@ tensorboard: setup
 ## (Setup for tests also installs headless Chromium, which renders the HTML attention view.)
 test:
 	@HW9_SETUP_TESTS=1 bash tools/setup.sh
-	@$(MAKE) --no-print-directory test-rust test-notebooks
+	@$(MAKE) --no-print-directory lint test-rust test-notebooks
+
+## The format and lint gates (part of make test): rustfmt and clippy on the Rust workspace,
+## ruff (pinned in requirements.txt) on the Python tools and tests.
+lint:
+	@cargo fmt --version >/dev/null 2>&1 && cargo clippy --version >/dev/null 2>&1 || rustup component add rustfmt clippy
+	cargo fmt --all --check
+	cargo clippy --locked --workspace --all-targets -- -D warnings
+	$(ROOT)/.venv/bin/ruff format --check tools tests
+	$(ROOT)/.venv/bin/ruff check tools tests
+
+## Formats everything the lint gates check.
+fmt:
+	cargo fmt --all
+	$(ROOT)/.venv/bin/ruff format tools tests
+	$(ROOT)/.venv/bin/ruff check --fix tools tests
 
 test-rust:
 	cargo test --locked --workspace

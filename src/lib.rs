@@ -26,30 +26,33 @@
 //! | `V` | vocabulary size |
 //!
 //! Mask values are always stated where a mask appears (for example `mask: (B, N), 1 = masked`).
+//!
+//! ## Where things are
+//! | module | what it holds |
+//! |---|---|
+//! | [`models`] | ViT, MAE, the summarizer and its layers, decoding, BERT, GPT-2 — and the one attention function they share |
+//! | [`data`] | Fashion-MNIST / CIFAR-10, the Debian corpus, tokenizers, padded batches |
+//! | [`train`] | the one training core ([`train::Fit`]): optimizer and schedule, checkpoints, TensorBoard, progress |
+//! | [`plan`] | every notebook's sizes per profile (`HW9_PROFILE`) |
+//! | [`tasks`] | each notebook end to end (what the `hw9` commands run), ROUGE |
+//! | [`grading`] | checks under TODO cells, fixtures, submissions, student-notebook release |
+//! | [`visuals`] | inline figures (line charts, heatmaps, image grids) and the attention views |
+//! | [`io`] | atomic writes, configs, safetensors weights by name |
+//! | [`bench`] | the step-time benchmarks |
+//!
+//! ARCHITECTURE.md in the repository draws how a notebook cell reaches libtorch and back.
 
-pub mod attention;
-pub mod check;
-pub mod corpus;
+pub mod bench;
 pub mod data;
-pub mod decoding;
 pub mod error;
-pub mod gpt2;
-pub mod homework;
-pub mod html_view;
-pub mod mae;
-pub mod plot;
+pub mod grading;
+pub mod io;
+pub mod models;
+pub mod plan;
 pub mod profile;
-pub mod release;
-pub mod rouge;
-pub mod seq2seq;
-pub mod summarization;
-pub mod summarizer;
-pub mod tensorboard;
-pub mod submission;
+pub mod tasks;
 pub mod train;
-pub mod transformer;
-pub mod views;
-pub mod vit;
+pub mod visuals;
 
 pub use error::{Error, Result};
 pub use hw9_env::{doctor, paths};
@@ -60,9 +63,9 @@ use tch::Device;
 
 /// What a notebook or a program needs in scope: `use hw9::prelude::*;`.
 pub mod prelude {
-    pub use crate::check::{check_at_least, Fixtures, Recorder};
-    pub use crate::plot::{Figure, Heatmap, LineChart};
-    pub use crate::submission::write_submission;
+    pub use crate::grading::check::{check_at_least, Fixtures, Recorder};
+    pub use crate::visuals::{Figure, Heatmap, LineChart};
+    pub use crate::grading::submission::write_submission;
     pub use crate::{device, profile, seed, Error, Profile, Result};
     pub use tch;
     pub use tch::nn::{self, Module, ModuleT, OptimizerConfig};

@@ -4,7 +4,8 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use hw9::attention::{default_bert_dir, Bert, Tokenizer};
+use hw9::data::tokenize::Tokenizer;
+use hw9::models::bert::{default_bert_dir, Bert};
 use tch::{Device, Kind, Tensor};
 
 fn fixtures() -> HashMap<String, Tensor> {
@@ -102,7 +103,7 @@ fn corrupt_weights_and_another_shape_are_refused_with_a_clear_message() {
 #[test]
 fn a_tiny_random_gpt2_matches_hugging_face_and_is_causal() {
     let fx = fixtures();
-    let (_vs, gpt) = hw9::gpt2::Gpt2::load(&hw9::paths::assets().join("fixtures/tiny-gpt2"), Device::Cpu).unwrap();
+    let (_vs, gpt) = hw9::models::gpt2::Gpt2::load(&hw9::paths::assets().join("fixtures/tiny-gpt2"), Device::Cpu).unwrap();
     let mask = &fx["tiny_gpt2/attention_mask"];
     let out = gpt.forward(&fx["tiny_gpt2/input_ids"], Some(mask)).unwrap();
     for (i, layer) in out.layers.iter().enumerate() {
@@ -118,7 +119,7 @@ fn a_tiny_random_gpt2_matches_hugging_face_and_is_causal() {
 
 #[test]
 fn the_gpt2_tokenizer_gives_gpt2_ids() {
-    let tok = hw9::gpt2::Gpt2Tokenizer::new().unwrap();
+    let tok = hw9::data::tokenize::Gpt2Tokenizer::new().unwrap();
     let (ids, pieces) = tok.encode("The dog ran");
     assert_eq!(ids, [464, 3290, 4966]);
     assert_eq!(pieces, ["The", " dog", " ran"]);
@@ -129,7 +130,7 @@ fn the_gpt2_tokenizer_gives_gpt2_ids() {
 #[test]
 fn the_local_gpt2_trains_and_saves_in_gpt2s_layout() {
     let out = std::env::temp_dir().join(format!("hw9-gpt-{}", std::process::id()));
-    let cfg = hw9::gpt2::Gpt2Config {
+    let cfg = hw9::models::gpt2::Gpt2Config {
         vocab_size: 50257,
         n_positions: 16,
         n_embd: 16,
@@ -139,12 +140,14 @@ fn the_local_gpt2_trains_and_saves_in_gpt2s_layout() {
         layer_norm_epsilon: 1e-5,
         activation_function: "gelu_new".into(),
     };
-    let r = hw9::gpt2::train_small_gpt2(&cfg, 2.0, 4, Some(500), &out, Device::Cpu).unwrap();
-    assert!(r.steps > 0 && r.first_loss > 10.0, "{r:?}"); // ln(50257) = 10.8 at the start
+    let plan = hw9::plan::GptPlan { model: cfg, seconds: 3.0, batch_size: 4, max_docs: Some(500), ..hw9::plan::GptPlan::for_profile(hw9::Profile::Quick) };
+    let r = hw9::tasks::language_model::train_small_gpt2(&plan, &out, Device::Cpu).unwrap();
+    assert!(r.steps > 5 && r.first_loss > 10.0, "{r:?}"); // ln(50257) = 10.8 at the start
+    assert!(r.final_loss < r.first_loss - 0.5, "the loss falls: {r:?}");
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
     assert_eq!(json["model_type"], "gpt2");
-    let (_vs, gpt) = hw9::gpt2::Gpt2::load(&out, Device::Cpu).unwrap();
-    let tok = hw9::gpt2::Gpt2Tokenizer::new().unwrap();
+    let (_vs, gpt) = hw9::models::gpt2::Gpt2::load(&out, Device::Cpu).unwrap();
+    let tok = hw9::data::tokenize::Gpt2Tokenizer::new().unwrap();
     let ids = Tensor::from_slice(&tok.encode("The dog ran").0).unsqueeze(0);
     assert_eq!(gpt.logits(&ids).unwrap().size(), [1, 3, 50257]);
     std::fs::remove_dir_all(&out).unwrap();

@@ -1,12 +1,12 @@
 //! Data loaders on real files: Fashion-MNIST as setup installs it, CIFAR-10's binary format on a
 //! file written here, corrupt files, seeded batches and augmentation.
 
-use hw9::data::{augment, batches, load_cifar10, load_fashion_mnist, parse_idx};
+use hw9::data::images::{augment, batches, load_cifar10, load_fashion_mnist, parse_idx};
 use tch::{Device, Kind, Tensor};
 
 #[test]
 fn fashion_mnist_loads_60k_and_10k_images_with_balanced_labels() {
-    let dir = hw9::data::fashion_mnist_dir();
+    let dir = hw9::data::images::fashion_mnist_dir();
     let data = load_fashion_mnist(&dir).unwrap_or_else(|e| panic!("{e} (run `make setup` first)"));
     assert_eq!(data.train.images.size(), [60000, 1, 28, 28]);
     assert_eq!(data.test.images.size(), [10000, 1, 28, 28]);
@@ -61,7 +61,7 @@ static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
 #[test]
 fn batches_are_seeded_and_cover_the_set() {
     let _rng = RNG.lock().unwrap_or_else(|e| e.into_inner());
-    let set = hw9::data::ImageSet {
+    let set = hw9::data::images::ImageSet {
         images: Tensor::arange(10, (Kind::Uint8, Device::Cpu)).reshape([10, 1, 1, 1]),
         labels: Tensor::arange(10, (Kind::Int64, Device::Cpu)),
         classes: vec![],
@@ -100,10 +100,10 @@ fn augmentation_flips_and_shifts_within_the_padding() {
 
 #[test]
 fn the_committed_corpus_is_clean_and_split_by_package() {
-    let pairs = hw9::corpus::read_pairs(&hw9::corpus::corpus_path()).unwrap();
+    let pairs = hw9::data::corpus::read_pairs(&hw9::data::corpus::corpus_path()).unwrap();
     assert!(pairs.len() > 50_000, "{} pairs", pairs.len());
     assert!(pairs.iter().all(|p| !p.document.contains("packaged by debcargo") && p.document.split_whitespace().count() >= 20));
-    assert!(pairs.iter().all(|p| p.split == hw9::corpus::split_of(&p.package)));
+    assert!(pairs.iter().all(|p| p.split == hw9::data::corpus::split_of(&p.package)));
     let docs: std::collections::HashSet<&str> = pairs.iter().map(|p| p.document.as_str()).collect();
     assert_eq!(docs.len(), pairs.len(), "documents repeat");
     let zero_ad = pairs.iter().find(|p| p.package == "0ad").unwrap();

@@ -4,8 +4,9 @@
 
 use std::process::Command;
 
-use hw9::attention::{default_bert_dir, Bert, Tokenizer};
-use hw9::html_view::AttentionHtml;
+use hw9::data::tokenize::Tokenizer;
+use hw9::models::bert::{default_bert_dir, Bert};
+use hw9::visuals::attention_html::AttentionHtml;
 use tch::Device;
 
 fn page() -> (AttentionHtml, Vec<String>) {

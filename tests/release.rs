@@ -1,7 +1,7 @@
 //! The committed student notebooks are exactly what `hw9 release` makes from the solution
 //! sources, and carry no solution text.
 
-use hw9::release::{release_all, release_notebook, secret_lines, source_of};
+use hw9::grading::release::{release_all, release_notebook, secret_lines, source_of};
 
 #[test]
 fn committed_student_notebooks_match_their_sources() {

@@ -3,8 +3,8 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use hw9::check::{Fixtures, Recorder};
-use hw9::submission::{grade, write_submission_to, SubmissionLog};
+use hw9::grading::check::{Fixtures, Recorder};
+use hw9::grading::submission::{grade, write_submission_to, SubmissionLog};
 use tch::Tensor;
 
 fn temp(name: &str) -> PathBuf {

@@ -4,11 +4,13 @@
 
 use std::path::Path;
 
-use hw9::corpus::{corpus_path, read_pairs};
-use hw9::seq2seq::{Batch, SubwordTokenizer};
-use hw9::summarization::{evaluate, latest_checkpoint, train_summarizer, SummarizationPlan, SummaryData};
-use hw9::summarizer::{Summarizer, SummarizerConfig};
-use hw9::train::load_checkpoint;
+use hw9::data::corpus::{corpus_path, read_pairs};
+use hw9::data::text::{Batch, SubwordTokenizer};
+use hw9::data::text::SummaryData;
+use hw9::plan::SummarizationPlan;
+use hw9::tasks::summarization::{evaluate, train_summarizer};
+use hw9::models::summarizer::{Summarizer, SummarizerConfig};
+use hw9::train::{latest_checkpoint, load_checkpoint};
 use hw9::Profile;
 use tch::{nn, Device};
 
@@ -34,31 +36,32 @@ fn trains_checkpoints_each_epoch_and_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let (ckpt, runs) = (dir.path().join("ckpt"), dir.path().join("runs"));
     hw9::seed(0);
-    let mut vs = nn::VarStore::new(Device::Cpu);
+    let vs = nn::VarStore::new(Device::Cpu);
     let model = Summarizer::new(&vs.root(), &plan.model).unwrap();
     let (loss0, _) = evaluate(&model, &data.validation, 16, Device::Cpu).unwrap();
-    let first = train_summarizer(&model, &mut vs, &data, &plan.train, &ckpt, &runs, false).unwrap();
+    let first = train_summarizer(&model, &vs, &data, &plan.train, &ckpt, &runs, false).unwrap();
     assert_eq!(first.epochs.len(), 1);
     assert_eq!(first.step_losses.len(), 6, "96 pairs in batches of 16");
-    assert!(first.epochs[0].val_loss < loss0, "validation loss {loss0} -> {}", first.epochs[0].val_loss);
+    let val = |e: &hw9::train::EpochStats| e.val_loss.unwrap();
+    assert!(val(&first.epochs[0]) < loss0, "validation loss {loss0} -> {}", val(&first.epochs[0]));
     assert_eq!(latest_checkpoint(&ckpt).unwrap().0, 1);
 
     // Resume into a fresh model: it loads epoch 1 and trains only epoch 2.
     plan.train.epochs = 2;
     hw9::seed(1);
-    let mut vs2 = nn::VarStore::new(Device::Cpu);
+    let vs2 = nn::VarStore::new(Device::Cpu);
     let model2 = Summarizer::new(&vs2.root(), &plan.model).unwrap();
-    let resumed = train_summarizer(&model2, &mut vs2, &data, &plan.train, &ckpt, &runs, true).unwrap();
+    let resumed = train_summarizer(&model2, &vs2, &data, &plan.train, &ckpt, &runs, true).unwrap();
     assert_eq!(resumed.epochs.len(), 2);
     assert_eq!(resumed.epochs[0], first.epochs[0], "epoch 1 comes from the checkpoint's history");
     assert_eq!(resumed.step_losses.len(), 12);
     assert_eq!(&resumed.step_losses[..6], &first.step_losses[..]);
-    assert!(resumed.epochs[1].val_loss < resumed.epochs[0].val_loss, "{:?}", resumed.epochs);
+    assert!(val(&resumed.epochs[1]) < val(&resumed.epochs[0]), "{:?}", resumed.epochs);
     assert_eq!(latest_checkpoint(&ckpt).unwrap().0, 2);
     assert_eq!(event_files(&runs), 2, "one event file per run");
 
     // Everything already trained: resuming again changes nothing and writes no new run.
-    let again = train_summarizer(&model2, &mut vs2, &data, &plan.train, &ckpt, &runs, true).unwrap();
+    let again = train_summarizer(&model2, &vs2, &data, &plan.train, &ckpt, &runs, true).unwrap();
     assert_eq!(again, resumed);
     assert_eq!(event_files(&runs), 2);
 }
@@ -68,22 +71,22 @@ fn a_checkpoint_reloads_to_identical_outputs_and_another_config_is_refused() {
     let (plan, data) = plan_and_data();
     let dir = tempfile::tempdir().unwrap();
     hw9::seed(0);
-    let mut vs = nn::VarStore::new(Device::Cpu);
+    let vs = nn::VarStore::new(Device::Cpu);
     let model = Summarizer::new(&vs.root(), &plan.model).unwrap();
-    train_summarizer(&model, &mut vs, &data, &plan.train, dir.path(), &dir.path().join("runs"), false).unwrap();
+    train_summarizer(&model, &vs, &data, &plan.train, dir.path(), &dir.path().join("runs"), false).unwrap();
     let batch = Batch::new(&data.validation.iter().take(4).collect::<Vec<_>>(), Device::Cpu);
     let want = model.forward_t(&batch.src, &batch.dec_in, false).unwrap();
 
     hw9::seed(5);
-    let mut vs2 = nn::VarStore::new(Device::Cpu);
+    let vs2 = nn::VarStore::new(Device::Cpu);
     let model2 = Summarizer::new(&vs2.root(), &plan.model).unwrap();
-    load_checkpoint(&mut vs2, &plan.model, &dir.path().join("epoch-1")).unwrap();
+    load_checkpoint(&vs2, &plan.model, &dir.path().join("epoch-1")).unwrap();
     let got = model2.forward_t(&batch.src, &batch.dec_in, false).unwrap();
     assert_eq!((got - want).abs().max().double_value(&[]), 0.0);
 
     let other = SummarizerConfig { d_model: 48, ..plan.model.clone() };
-    let mut vs3 = nn::VarStore::new(Device::Cpu);
+    let vs3 = nn::VarStore::new(Device::Cpu);
     let _m3 = Summarizer::new(&vs3.root(), &other).unwrap();
-    let msg = load_checkpoint(&mut vs3, &other, &dir.path().join("epoch-1")).unwrap_err().to_string();
+    let msg = load_checkpoint(&vs3, &other, &dir.path().join("epoch-1")).unwrap_err().to_string();
     assert!(msg.contains("another config") && msg.contains("d_model: 32") && msg.contains("d_model: 48"), "{msg}");
 }

@@ -1,9 +1,9 @@
 //! Training loops, NaN losses, and checkpoints that reload to identical outputs or refuse
 //! another config.
 
-use hw9::data::{ImageSet, Splits};
+use hw9::data::images::{ImageSet, Splits};
 use hw9::train::{load_checkpoint, save_checkpoint, train_classifier, TrainConfig};
-use hw9::vit::{Vit, VitConfig};
+use hw9::models::vit::{Vit, VitConfig};
 use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Tensor};
 

@@ -3,7 +3,8 @@
 
 use std::collections::HashMap;
 
-use hw9::transformer::{make_positions, scaled_dot_product_attention, MultiheadAttention, TransformerLayer};
+use hw9::models::attention::{attention, Mask};
+use hw9::models::transformer::{make_positions, LayerConfig, MultiheadAttention, Stack, TransformerLayer};
 use tch::nn;
 use tch::{Device, Kind, Tensor};
 
@@ -25,7 +26,8 @@ fn max_abs(a: &Tensor, b: &Tensor) -> f64 {
 fn attention_rows_sum_to_one_hide_the_future_and_padded_keys() {
     let q = Tensor::randn([2, 3, 5, 4], (Kind::Float, Device::Cpu));
     let pad = Tensor::from_slice(&[0u8, 0, 0, 0, 0, 0, 0, 0, 1, 1]).reshape([2, 5]);
-    let (out, w) = scaled_dot_product_attention(&q, &q, &q, Some(&pad), true);
+    let out = attention(&q, &q, &q, Mask::padding(Some(&pad)).causal(true), true);
+    let (out, w) = (out.context, out.weights.unwrap());
     assert_eq!(out.size(), [2, 3, 5, 4]);
     let sums = w.sum_dim_intlist(-1, false, Kind::Float);
     assert!(max_abs(&sums, &Tensor::ones_like(&sums)) < 1e-6);
@@ -37,7 +39,7 @@ fn attention_rows_sum_to_one_hide_the_future_and_padded_keys() {
 fn padding_does_not_change_the_unpadded_outputs() {
     tch::manual_seed(0);
     let vs = nn::VarStore::new(Device::Cpu);
-    let layer = TransformerLayer::new(&vs.root(), 8, 2, 16, 0.0, false);
+    let layer = TransformerLayer::new(&vs.root(), &LayerConfig { d_model: 8, n_heads: 2, d_ffn: 16, dropout: 0.0 }, Stack::Encoder);
     let x = Tensor::randn([1, 4, 8], (Kind::Float, Device::Cpu));
     let alone = layer.forward(&x, None, None, None, false);
     let padded = Tensor::cat(&[&x, &Tensor::randn([1, 3, 8], (Kind::Float, Device::Cpu))], 1);
@@ -53,21 +55,23 @@ fn multihead_attention_and_both_layers_match_pytorch() {
     let (x_pad, mem_pad) = (&fx["x_padding"], &fx["memory_padding"]);
     let mut vs = nn::VarStore::new(Device::Cpu);
     let mha = MultiheadAttention::new(&vs.root(), 16, 4);
-    hw9::train::copy_weights(&mut vs, &weights(&fx, "mha"), "fixture").unwrap();
-    let (out, w) = mha.forward(x, mem, mem, Some(mem_pad), false);
+    hw9::io::copy_weights(&mut vs, &weights(&fx, "mha"), "fixture").unwrap();
+    let (out, w) = mha.forward(x, mem, mem, Mask::padding(Some(mem_pad)), true);
     assert!(max_abs(&out, &fx["mha/output"]) < 1e-5);
-    assert!(max_abs(&w, &fx["mha/weights"]) < 1e-6);
+    assert!(max_abs(&w.unwrap(), &fx["mha/weights"]) < 1e-6);
+    let (fused, none) = mha.forward(x, mem, mem, Mask::padding(Some(mem_pad)), false);
+    assert!(none.is_none() && max_abs(&fused, &fx["mha/output"]) < 1e-5);
 
     let mut vs = nn::VarStore::new(Device::Cpu);
-    let enc = TransformerLayer::new(&vs.root(), 16, 4, 24, 0.0, false);
-    hw9::train::copy_weights(&mut vs, &weights(&fx, "encoder"), "fixture").unwrap();
+    let enc = TransformerLayer::new(&vs.root(), &LayerConfig { d_model: 16, n_heads: 4, d_ffn: 24, dropout: 0.0 }, Stack::Encoder);
+    hw9::io::copy_weights(&mut vs, &weights(&fx, "encoder"), "fixture").unwrap();
     let keep = x_pad.eq(0).unsqueeze(-1).to_kind(Kind::Float); // PyTorch leaves padded rows undefined
     let y = enc.forward(x, Some(x_pad), None, None, false);
     assert!(max_abs(&(&y * &keep), &(&fx["encoder/output"] * &keep)) < 1e-5);
 
     let mut vs = nn::VarStore::new(Device::Cpu);
-    let dec = TransformerLayer::new(&vs.root(), 16, 4, 24, 0.0, true);
-    hw9::train::copy_weights(&mut vs, &weights(&fx, "decoder"), "fixture").unwrap();
+    let dec = TransformerLayer::new(&vs.root(), &LayerConfig { d_model: 16, n_heads: 4, d_ffn: 24, dropout: 0.0 }, Stack::Decoder);
+    hw9::io::copy_weights(&mut vs, &weights(&fx, "decoder"), "fixture").unwrap();
     let y = dec.forward(x, Some(x_pad), Some(mem), Some(mem_pad), false);
     assert!(max_abs(&(&y * &keep), &(&fx["decoder/output"] * &keep)) < 1e-5);
 }
@@ -83,7 +87,7 @@ fn positions_skip_padding() {
 fn dropout_zeroes_about_p_scales_the_rest_and_is_identity_in_eval() {
     tch::manual_seed(0);
     let x = Tensor::ones([200, 500], (Kind::Float, Device::Cpu)).set_requires_grad(true);
-    let y = hw9::transformer::dropout(&x, 0.1, true);
+    let y = hw9::models::transformer::dropout(&x, 0.1, true);
     let zeros = y.eq(0.0).to_kind(Kind::Float).mean(Kind::Float).double_value(&[]);
     assert!((zeros - 0.1).abs() < 0.005, "zeroed fraction {zeros}");
     let kept = y.ne(0.0);
@@ -98,13 +102,13 @@ fn dropout_zeroes_about_p_scales_the_rest_and_is_identity_in_eval() {
         let f = by_lane.double_value(&[lane]);
         assert!((f - 0.1).abs() < 0.01, "lane {lane} zeroed fraction {f}");
     }
-    let again = hw9::transformer::dropout(&x, 0.1, true);
+    let again = hw9::models::transformer::dropout(&x, 0.1, true);
     assert!(!again.equal(&y));
     let both = y.eq(0.0).logical_and(&again.eq(0.0)).to_kind(Kind::Float).mean(Kind::Float).double_value(&[]);
     assert!((both - 0.01).abs() < 0.003, "two masks overlap on {both} (independent: 0.01)");
     y.sum(Kind::Float).backward();
     // The gradient is the same mask and scale.
     assert!((x.grad() - &y).abs().max().double_value(&[]) < 1e-6);
-    let eval = hw9::transformer::dropout(&x, 0.1, false);
+    let eval = hw9::models::transformer::dropout(&x, 0.1, false);
     assert!(eval.equal(&x));
 }

@@ -1,12 +1,14 @@
 //! Attention views on the real MiniLM: each draws, with the right layout, and bad requests are
 //! errors that say what exists. The figures are kept in build/views/ to look at.
 
-use hw9::attention::{default_bert_dir, Bert, EncoderOutput, Tokenizer};
-use hw9::plot::PALETTE;
-use hw9::views::{attention_heatmap, head_view, model_view, neuron_view};
+use hw9::data::tokenize::Tokenizer;
+use hw9::models::attention::ModelOutput;
+use hw9::models::bert::{default_bert_dir, Bert};
+use hw9::visuals::PALETTE;
+use hw9::visuals::attention_views::{attention_heatmap, head_view, model_view, neuron_view};
 use tch::Device;
 
-fn minilm() -> (Vec<String>, EncoderOutput) {
+fn minilm() -> (Vec<String>, ModelOutput) {
     let (_vs, bert) = Bert::load(&default_bert_dir(), Device::Cpu).unwrap_or_else(|e| panic!("{e} (run `make setup`)"));
     let tok = Tokenizer::load(&default_bert_dir().join("tokenizer.json")).unwrap();
     let enc = tok.encode("I wanted to have a party", Some("I bought a cake for it.")).unwrap();
@@ -14,7 +16,7 @@ fn minilm() -> (Vec<String>, EncoderOutput) {
     (enc.tokens.clone(), bert.forward(&ids, &types, None).unwrap())
 }
 
-fn decode(fig: &hw9::plot::Figure) -> image::RgbImage {
+fn decode(fig: &hw9::visuals::Figure) -> image::RgbImage {
     image::load_from_memory(fig.png()).unwrap().to_rgb8()
 }
 
@@ -58,10 +60,10 @@ fn bad_requests_say_what_exists() {
 }
 
 /// A single layer with one head whose attention is `p (T, T)`.
-fn one_layer(p: tch::Tensor) -> Vec<hw9::attention::LayerAttention> {
+fn one_layer(p: tch::Tensor) -> Vec<hw9::models::attention::LayerAttention> {
     let t = p.size()[0];
     let z = tch::Tensor::zeros([1, 1, t, 4], (tch::Kind::Float, Device::Cpu));
-    vec![hw9::attention::LayerAttention { probs: p.reshape([1, 1, t, t]), queries: z.shallow_clone(), keys: z.shallow_clone(), values: z }]
+    vec![hw9::models::attention::LayerAttention { probs: p.reshape([1, 1, t, t]), queries: z.shallow_clone(), keys: z.shallow_clone(), values: z }]
 }
 
 #[test]
@@ -71,22 +73,22 @@ fn head_statistics_describe_known_patterns() {
     // Every token looks at the previous one (the first at itself).
     let prev = tch::Tensor::eye(t, (tch::Kind::Float, Device::Cpu)).roll([-1], [1]).triu(-1).tril(-1);
     let _ = prev.get(0).get(0).fill_(1.0);
-    let s = &hw9::views::head_stats(&one_layer(prev), &tokens).unwrap()[0];
+    let s = &hw9::visuals::attention_views::head_stats(&one_layer(prev), &tokens).unwrap()[0];
     assert!((s.prev_share - 1.0).abs() < 1e-9 && s.entropy.abs() < 1e-6, "{s:?}");
     assert!((s.mean_distance - 4.0 / 5.0).abs() < 1e-9, "{s:?}");
     // Uniform attention: entropy ln T, a fifth on [CLS] and on [SEP].
     let uniform = tch::Tensor::full([t, t], 1.0 / t as f64, (tch::Kind::Float, Device::Cpu));
-    let s = &hw9::views::head_stats(&one_layer(uniform), &tokens).unwrap()[0];
+    let s = &hw9::visuals::attention_views::head_stats(&one_layer(uniform), &tokens).unwrap()[0];
     assert!((s.entropy - (t as f64).ln()).abs() < 1e-6 && (s.cls_share - 0.2).abs() < 1e-6 && (s.sep_share - 0.2).abs() < 1e-6, "{s:?}");
 }
 
 #[test]
 fn rollout_rows_sum_to_one_and_identity_attention_rolls_out_to_identity() {
     let eye = tch::Tensor::eye(4, (tch::Kind::Float, Device::Cpu));
-    let r = hw9::views::rollout(&one_layer(eye.shallow_clone())).unwrap();
+    let r = hw9::visuals::attention_views::rollout(&one_layer(eye.shallow_clone())).unwrap();
     assert!(r.allclose(&eye, 1e-6, 1e-6, false));
     let (tokens, out) = minilm();
-    let r = hw9::views::rollout(&out.layers).unwrap();
+    let r = hw9::visuals::attention_views::rollout(&out.layers).unwrap();
     assert_eq!(r.size(), [tokens.len() as i64, tokens.len() as i64]);
     let sums = r.sum_dim_intlist(-1, false, tch::Kind::Float);
     assert!(sums.allclose(&tch::Tensor::ones_like(&sums), 1e-5, 1e-5, false));
@@ -95,13 +97,13 @@ fn rollout_rows_sum_to_one_and_identity_attention_rolls_out_to_identity() {
 #[test]
 fn attention_differences_of_a_sentence_with_itself_vanish_and_lengths_must_match() {
     let (tokens, out) = minilm();
-    let h = hw9::views::attention_difference(&out.layers, &out.layers, 3, 2, &tokens).unwrap();
+    let h = hw9::visuals::attention_views::attention_difference(&out.layers, &out.layers, 3, 2, &tokens).unwrap();
     let img = decode(&h.annotate(false).draw().unwrap());
     // All cells are the colour of 0 on a [-1, 1] scale.
     let zero = plotters::style::colors::colormaps::ViridisRGB::get_color_normalized(0.0, -1.0, 1.0);
     let mid = img.pixels().filter(|p| p.0 == [zero.0, zero.1, zero.2]).count();
     assert!(mid > 16 * 16 * 100, "{mid}");
     let shorter = one_layer(tch::Tensor::eye(3, (tch::Kind::Float, Device::Cpu)));
-    let err = hw9::views::attention_difference(&out.layers, &shorter, 0, 0, &tokens).unwrap_err().to_string();
+    let err = hw9::visuals::attention_views::attention_difference(&out.layers, &shorter, 0, 0, &tokens).unwrap_err().to_string();
     assert!(err.contains("the sentences need as many tokens"), "{err}");
 }

@@ -1,8 +1,8 @@
 //! ViT and MAE: invariants, parity with PyTorch fixtures, gradients, and loss on one batch.
 
-use hw9::check::{check_case, Fixtures};
-use hw9::mae::{forward_loss, random_masking, restore_masked, Mae, MaeClassifier, MaeConfig, MaskedAutoencoder};
-use hw9::vit::{index_sequence, patchify, unpatchify, EncoderConfig, TransformerEncoder, Vit, VitConfig};
+use hw9::grading::check::{check_case, Fixtures};
+use hw9::models::mae::{forward_loss, random_masking, restore_masked, Mae, MaeClassifier, MaeConfig, MaskedAutoencoder};
+use hw9::models::vit::{index_sequence, patchify, unpatchify, EncoderConfig, TransformerEncoder, Vit, VitConfig};
 use tch::nn::{self, Module, ModuleT, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 
@@ -46,7 +46,7 @@ fn masking_keeps_k_patches_and_restore_inverts_the_shuffle() {
     // ids_restore inverts the shuffle.
     assert!(ids.gather(1, &ids_restore, false).equal(&Tensor::arange(n, (Kind::Int64, Device::Cpu)).expand([b, n], false)));
     // The kept tokens are the unmasked ones, and restoring with the masked ones gives x back.
-    let masked = hw9::vit::index_sequence(&x, &ids.narrow(1, k, n - k));
+    let masked = hw9::models::vit::index_sequence(&x, &ids.narrow(1, k, n - k));
     assert!(restore_masked(&kept, &masked, &ids_restore).equal(&x));
     let unmasked = mask.eq(0.0).unsqueeze(-1).expand([b, n, d], false);
     assert!(x.masked_select(&unmasked).sort(0, false).0.equal(&kept.reshape([-1]).sort(0, false).0));
@@ -201,13 +201,13 @@ fn the_pruned_last_layers_equal_the_full_computation() {
     let ids_shuffle = Tensor::rand([4, 4], (Kind::Float, Device::Cpu)).argsort(1, false);
     let (encoded, mask, ids_restore) = mae.forward_encoder(&images, Some(&ids_shuffle)).unwrap();
     let reference = forward_loss(&images, &mae.forward_decoder(&encoded, &ids_restore), &mask, 4).unwrap();
-    let pruned = mae.pretraining_loss(&images, Some(&ids_shuffle)).unwrap();
+    let pruned = mae.loss(&images, Some(&ids_shuffle)).unwrap();
     assert!(close(&pruned, &reference) < 1e-6, "{} vs {}", pruned.double_value(&[]), reference.double_value(&[]));
     // And through the trait (a random masking): a finite loss whose gradient reaches every parameter.
     MaskedAutoencoder::pretraining_loss(&mae, &images).unwrap().backward();
     grads_ok(&vs, "MAE, pruned loss");
-    assert!(mae.pretraining_loss(&images.narrow(2, 0, 4), None).unwrap_err().to_string().contains("MAE input"));
-    let err = mae.pretraining_loss(&images, Some(&ids_shuffle.narrow(1, 0, 3))).unwrap_err().to_string();
+    assert!(mae.loss(&images.narrow(2, 0, 4), None).unwrap_err().to_string().contains("MAE input"));
+    let err = mae.loss(&images, Some(&ids_shuffle.narrow(1, 0, 3))).unwrap_err().to_string();
     assert!(err.contains("MAE ids_shuffle (a permutation of the patches per image): expected shape (4, 4), got (4, 3)"), "{err}");
 }
 

@@ -12,8 +12,8 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
-import nbrun  # noqa: E402  (sets JUPYTER_PATH)
 import nbformat  # noqa: E402
+import nbrun  # noqa: E402  (sets JUPYTER_PATH)
 from jupyter_client.manager import start_new_kernel  # noqa: E402
 
 
@@ -37,7 +37,10 @@ def main():
         finally:
             kc.stop_channels()
             km.shutdown_kernel(now=True)
-    print(f"kernel start (to ready):             median {statistics.median(starts):.2f} s  {[round(s, 2) for s in starts]}")
+    print(
+        f"kernel start (to ready):             median {statistics.median(starts):.2f} s  "
+        f"{[round(s, 2) for s in starts]}"
+    )
     print(f"first `:dep hw9` + prelude, warm:    median {statistics.median(deps):.2f} s  {[round(s, 2) for s in deps]}")
     print(f"trivial warm cell:                   median {statistics.median(trivial):.2f} s  (n={len(trivial)})")
     os.environ.setdefault("HW9_PROFILE", "cpu")
@@ -46,7 +49,10 @@ def main():
     t0 = time.perf_counter()
     problems = nbrun.execute(nb, path.parent)
     took = time.perf_counter() - t0
-    print(f"setup-check notebook end to end ({os.environ['HW9_PROFILE']} profile): {took:.1f} s{'' if not problems else f'  PROBLEMS: {problems}'}")
+    print(
+        f"setup-check notebook end to end ({os.environ['HW9_PROFILE']} profile): {took:.1f} s"
+        f"{'' if not problems else f'  PROBLEMS: {problems}'}"
+    )
 
 
 if __name__ == "__main__":

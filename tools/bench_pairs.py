@@ -75,15 +75,23 @@ def main():
         got = {who: figures(args.kind, run(cmd)) for who, cmd in order}
         for name in got["hw9"]:
             rows.setdefault(name, []).append((got["hw9"][name], got["torch"][name]))
-        print(f"round {r + 1}: " + ", ".join(f"{n} {h:.3f}/{t:.3f} = {h / t:.2f}x" for n, (h, t) in ((n, v[-1]) for n, v in rows.items())), flush=True)
+        print(
+            f"round {r + 1}: "
+            + ", ".join(f"{n} {h:.3f}/{t:.3f} = {h / t:.2f}x" for n, (h, t) in ((n, v[-1]) for n, v in rows.items())),
+            flush=True,
+        )
 
-    print(f"\n{args.threads} threads, {args.steps} steps after {args.warmup} per run, {args.rounds} rounds (hw9 / PyTorch eager)")
-    print(f"| model | hw9 median | PyTorch median | ratio per round | median ratio |")
-    print(f"|---|---|---|---|---|")
+    print(
+        f"\n{args.threads} threads, {args.steps} steps after {args.warmup} per run, "
+        f"{args.rounds} rounds (hw9 / PyTorch eager)"
+    )
+    print("| model | hw9 median | PyTorch median | ratio per round | median ratio |")
+    print("|---|---|---|---|---|")
     for name, pairs in rows.items():
         ratios = [h / t for h, t in pairs]
         print(
-            f"| {name} | {statistics.median(h for h, _ in pairs):.3f} s | {statistics.median(t for _, t in pairs):.3f} s "
+            f"| {name} | {statistics.median(h for h, _ in pairs):.3f} s "
+            f"| {statistics.median(t for _, t in pairs):.3f} s "
             f"| {', '.join(f'{x:.2f}' for x in ratios)} | **{statistics.median(ratios):.2f}x** |"
         )
 

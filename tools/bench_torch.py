@@ -11,7 +11,6 @@ import statistics
 import time
 
 import torch
-
 from gen_fixtures import MAE, ViT
 
 # hw9::homework::VitMaePlan: (encoder, decoder) sizes per profile.
@@ -44,7 +43,10 @@ def main():
     torch.manual_seed(0)
     x = torch.randn(args.batch, 1, 28, 28)
     y = torch.randint(10, (args.batch,))
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, median of {args.steps} steps after {args.warmup}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, "
+        f"median of {args.steps} steps after {args.warmup}"
+    )
     for name, (enc, dec) in SIZES.items():
         vit = ViT(enc=enc)
         opt = torch.optim.AdamW(vit.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.01)
@@ -64,7 +66,10 @@ def main():
             mae.forward_loss(x, mae.forward_decoder(encoded, ids_restore), mask).backward()
             mopt.step()
 
-        print(f"{name:>4} sizes: ViT step {timed(vit_step, args.warmup, args.steps):.3f} s, MAE step {timed(mae_step, args.warmup, args.steps):.3f} s")
+        print(
+            f"{name:>4} sizes: ViT step {timed(vit_step, args.warmup, args.steps):.3f} s, "
+            f"MAE step {timed(mae_step, args.warmup, args.steps):.3f} s"
+        )
 
 
 if __name__ == "__main__":

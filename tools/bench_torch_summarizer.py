@@ -3,7 +3,8 @@
 
 The same model as hw9::summarizer::Summarizer: tied token embeddings, learned positions shared by
 encoder and decoder (fairseq's make_positions), one embedding LayerNorm, PyTorch's own
-nn.TransformerEncoderLayer / nn.TransformerDecoderLayer (batch_first, ReLU, post-norm, residual and feed-forward dropout),
+nn.TransformerEncoderLayer / nn.TransformerDecoderLayer (batch_first, ReLU, post-norm, residual and
+feed-forward dropout),
 cross-entropy ignoring -100 plus the accuracy's argmax, AdamW and gradient clipping at 1.0; the
 same sizes (hw9's cpu and full profiles), batch, lengths and thread count. Run in the tool venv:
 
@@ -14,7 +15,6 @@ import argparse
 
 import torch
 import torch.nn.functional as F
-
 from bench_torch import timed
 
 PAD = 0
@@ -33,8 +33,12 @@ class Summarizer(torch.nn.Module):
         self.embed_positions = torch.nn.Embedding(positions + 1, d, padding_idx=PAD)
         self.layernorm_embedding = torch.nn.LayerNorm(d)
         self.dropout = torch.nn.Dropout(dropout)
-        self.encoder = torch.nn.ModuleList(torch.nn.TransformerEncoderLayer(d, heads, ffn, dropout, batch_first=True) for _ in range(layers))
-        self.decoder = torch.nn.ModuleList(torch.nn.TransformerDecoderLayer(d, heads, ffn, dropout, batch_first=True) for _ in range(layers))
+        self.encoder = torch.nn.ModuleList(
+            torch.nn.TransformerEncoderLayer(d, heads, ffn, dropout, batch_first=True) for _ in range(layers)
+        )
+        self.decoder = torch.nn.ModuleList(
+            torch.nn.TransformerDecoderLayer(d, heads, ffn, dropout, batch_first=True) for _ in range(layers)
+        )
         # hw9's initialisation: N(0, d^-1/2) embeddings with zero padding rows. (nn.Embedding's
         # default N(0, 1) makes the tied logits so peaked that the softmax's gradient is full of
         # denormal floats, and the output projection's backward matmul runs ~100x slower.)
@@ -45,7 +49,7 @@ class Summarizer(torch.nn.Module):
                 layer.multihead_attn.dropout = 0.0
         with torch.no_grad():
             for e in (self.embed_tokens, self.embed_positions):
-                e.weight.normal_(0.0, d ** -0.5)
+                e.weight.normal_(0.0, d**-0.5)
                 e.weight[PAD].zero_()
 
     def embed(self, tokens):
@@ -62,7 +66,9 @@ class Summarizer(torch.nn.Module):
         t = dec_in.shape[1]
         causal = torch.ones(t, t, dtype=torch.bool).triu(1)  # True = hidden, like the padding masks
         for layer in self.decoder:
-            y = layer(y, x, tgt_mask=causal, tgt_key_padding_mask=dec_pad, memory_key_padding_mask=src_pad, tgt_is_causal=True)
+            y = layer(
+                y, x, tgt_mask=causal, tgt_key_padding_mask=dec_pad, memory_key_padding_mask=src_pad, tgt_is_causal=True
+            )
         return y @ self.embed_tokens.weight.T  # tied output projection
 
 
@@ -76,7 +82,10 @@ def main():
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, vocab {VOCAB}, median of {args.steps} steps after {args.warmup}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, vocab {VOCAB}, "
+        f"median of {args.steps} steps after {args.warmup}"
+    )
     for name, (size, src_len, tgt_len) in SIZES.items():
         if args.size not in ("both", name):
             continue
@@ -97,7 +106,10 @@ def main():
             opt.step()
             loss.item()
 
-        print(f"{name:>4} size (source {src_len}, summary {tgt_len} tokens): step {timed(step, args.warmup, args.steps):.3f} s")
+        print(
+            f"{name:>4} size (source {src_len}, summary {tgt_len} tokens): "
+            f"step {timed(step, args.warmup, args.steps):.3f} s"
+        )
 
 
 if __name__ == "__main__":

@@ -188,21 +188,27 @@ def vit_mae() -> dict:
     for k, v in vit.state_dict().items():
         t[f"vit/weights/{k}"] = v.detach().clone()
     with torch.no_grad():
-        add_check(t, "vit", 1e-3, {c: ({"images": x}, vit(x)) for c, x in [("public", images(2)), ("autograder", images(4))]})
+        add_check(
+            t, "vit", 1e-3, {c: ({"images": x}, vit(x)) for c, x in [("public", images(2)), ("autograder", images(4))]}
+        )
 
     def masking_case(b, n, d, keep):
         x = torch.randn(b, n, d, generator=g)
         ids = torch.stack([torch.randperm(n, generator=g) for _ in range(b)])
         return {"x": x, "ids_shuffle": ids, "keep_length": torch.tensor(keep)}, random_masking(x, keep, ids)
 
-    add_check(t, "random_masking", 1e-3, {"public": masking_case(2, 49, 8, 12), "autograder": masking_case(3, 16, 4, 5)})
+    add_check(
+        t, "random_masking", 1e-3, {"public": masking_case(2, 49, 8, 12), "autograder": masking_case(3, 16, 4, 5)}
+    )
 
     def restore_case(b, n, d, keep):
         inputs, (kept, mask, ids_restore) = masking_case(b, n, d, keep)
         masked = torch.randn(b, n - keep, d, generator=g)
         return {"kept": kept, "masked": masked, "ids_restore": ids_restore}, restore_masked(kept, masked, ids_restore)
 
-    add_check(t, "restore_masked", 1e-3, {"public": restore_case(2, 49, 8, 12), "autograder": restore_case(3, 16, 4, 5)})
+    add_check(
+        t, "restore_masked", 1e-3, {"public": restore_case(2, 49, 8, 12), "autograder": restore_case(3, 16, 4, 5)}
+    )
 
     mae = MAE()
     perturb_(mae, g)
@@ -215,7 +221,10 @@ def vit_mae() -> dict:
             x, ids = images(b), shuffle(b)
             encoded, mask, ids_restore = mae.forward_encoder(x, ids)
             enc_cases[case] = ({"images": x, "ids_shuffle": ids}, (encoded, mask, ids_restore))
-            dec_cases[case] = ({"encoded": encoded, "ids_restore": ids_restore}, mae.forward_decoder(encoded, ids_restore))
+            dec_cases[case] = (
+                {"encoded": encoded, "ids_restore": ids_restore},
+                mae.forward_decoder(encoded, ids_restore),
+            )
             rep_cases[case] = ({"images": x}, mae.forward_encoder_representation(x))
         add_check(t, "forward_encoder", 8e-3, enc_cases)
         add_check(t, "forward_decoder", 3e-2, dec_cases)
@@ -225,7 +234,12 @@ def vit_mae() -> dict:
         for k, v in clf.state_dict().items():
             if not k.startswith("mae."):
                 t[f"mae_classifier/weights/{k}"] = v.detach().clone()
-        add_check(t, "mae_classifier", 1e-2, {c: ({"images": x}, clf(x)) for c, x in [("public", images(2)), ("autograder", images(3))]})
+        add_check(
+            t,
+            "mae_classifier",
+            1e-2,
+            {c: ({"images": x}, clf(x)) for c, x in [("public", images(2)), ("autograder", images(3))]},
+        )
     return t
 
 
@@ -254,8 +268,16 @@ def hf_parity() -> dict:
             for i, a in enumerate(out.attentions):
                 t[f"minilm/{name}/attentions.{i}"] = a.clone()
     torch.manual_seed(3)
-    cfg = BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
-                     max_position_embeddings=64, type_vocab_size=2, attn_implementation="eager")
+    cfg = BertConfig(
+        vocab_size=99,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+        max_position_embeddings=64,
+        type_vocab_size=2,
+        attn_implementation="eager",
+    )
     tiny = BertModel(cfg, add_pooling_layer=False).eval()
     tiny.save_pretrained(str(OUT / "tiny-bert"), safe_serialization=True)
     ids = torch.randint(0, 99, (2, 11))
@@ -290,7 +312,9 @@ def hf_parity() -> dict:
 # ---------------------------------------------------------------- Transformer blocks (notebook 2)
 def mha_weights(prefix: str, mha: torch.nn.MultiheadAttention, t: dict):
     """PyTorch packs q, k, v into in_proj; hw9 keeps q_proj, k_proj, v_proj (fairseq's names)."""
-    for name, w, b in zip(["q_proj", "k_proj", "v_proj"], mha.in_proj_weight.chunk(3), mha.in_proj_bias.chunk(3)):
+    for name, w, b in zip(
+        ["q_proj", "k_proj", "v_proj"], mha.in_proj_weight.chunk(3), mha.in_proj_bias.chunk(3), strict=True
+    ):
         t[f"{prefix}.{name}.weight"], t[f"{prefix}.{name}.bias"] = w.detach().clone(), b.detach().clone()
     t[f"{prefix}.out_proj.weight"] = mha.out_proj.weight.detach().clone()
     t[f"{prefix}.out_proj.bias"] = mha.out_proj.bias.detach().clone()
@@ -313,19 +337,37 @@ def transformer_parity() -> dict:
     t["mha/output"], t["mha/weights"] = out, w
     enc = torch.nn.TransformerEncoderLayer(d, h, ffn, dropout=0.0, batch_first=True).eval()
     mha_weights("encoder.self_attn", enc.self_attn, t)
-    for ours, theirs in [("fc1", enc.linear1), ("fc2", enc.linear2), ("self_attn_layer_norm", enc.norm1), ("final_layer_norm", enc.norm2)]:
-        t[f"encoder.{ours}.weight"], t[f"encoder.{ours}.bias"] = theirs.weight.detach().clone(), theirs.bias.detach().clone()
+    for ours, theirs in [
+        ("fc1", enc.linear1),
+        ("fc2", enc.linear2),
+        ("self_attn_layer_norm", enc.norm1),
+        ("final_layer_norm", enc.norm2),
+    ]:
+        t[f"encoder.{ours}.weight"], t[f"encoder.{ours}.bias"] = (
+            theirs.weight.detach().clone(),
+            theirs.bias.detach().clone(),
+        )
     with torch.no_grad():
         t["encoder/output"] = enc(x, src_key_padding_mask=x_pad)
     dec = torch.nn.TransformerDecoderLayer(d, h, ffn, dropout=0.0, batch_first=True).eval()
     mha_weights("decoder.self_attn", dec.self_attn, t)
     mha_weights("decoder.encoder_attn", dec.multihead_attn, t)
-    for ours, theirs in [("fc1", dec.linear1), ("fc2", dec.linear2), ("self_attn_layer_norm", dec.norm1),
-                         ("encoder_attn_layer_norm", dec.norm2), ("final_layer_norm", dec.norm3)]:
-        t[f"decoder.{ours}.weight"], t[f"decoder.{ours}.bias"] = theirs.weight.detach().clone(), theirs.bias.detach().clone()
+    for ours, theirs in [
+        ("fc1", dec.linear1),
+        ("fc2", dec.linear2),
+        ("self_attn_layer_norm", dec.norm1),
+        ("encoder_attn_layer_norm", dec.norm2),
+        ("final_layer_norm", dec.norm3),
+    ]:
+        t[f"decoder.{ours}.weight"], t[f"decoder.{ours}.bias"] = (
+            theirs.weight.detach().clone(),
+            theirs.bias.detach().clone(),
+        )
     causal = torch.nn.Transformer.generate_square_subsequent_mask(tt)
     with torch.no_grad():
-        t["decoder/output"] = dec(x, mem, tgt_mask=causal, tgt_key_padding_mask=x_pad, memory_key_padding_mask=mem_pad, tgt_is_causal=True)
+        t["decoder/output"] = dec(
+            x, mem, tgt_mask=causal, tgt_key_padding_mask=x_pad, memory_key_padding_mask=mem_pad, tgt_is_causal=True
+        )
     return t
 
 
@@ -343,8 +385,11 @@ def summarization() -> dict:
         return torch.arange(n)[None, :] >= torch.tensor(lengths)[:, None]  # True = padding
 
     # A hand-checkable case: one query, two keys, the second one padding.
-    small = {"q": torch.tensor([[[[1.0, 0.0]]]]), "k": torch.tensor([[[[1.0, 0.0], [0.0, 1.0]]]]),
-             "v": torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]])}
+    small = {
+        "q": torch.tensor([[[[1.0, 0.0]]]]),
+        "k": torch.tensor([[[[1.0, 0.0], [0.0, 1.0]]]]),
+        "v": torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]]),
+    }
 
     def sdpa_case(b, h, tq, s, dh, lengths, causal):
         q, k, v = rnd(b, h, tq, dh), rnd(b, h, s, dh), rnd(b, h, s, dh)
@@ -362,7 +407,12 @@ def summarization() -> dict:
         return {**small, "key_padding_mask": pad.to(torch.uint8)}, ((w @ small["v"][0, 0])[None, None], w[None, None])
 
     add_check(t, "attention", 1e-3, {"public": small_case(), "autograder": sdpa_case(2, 3, 4, 6, 8, [6, 3], False)})
-    add_check(t, "attention_causal", 1e-3, {"public": sdpa_case(1, 2, 4, 4, 4, [4], True), "autograder": sdpa_case(2, 2, 5, 5, 8, [5, 3], True)})
+    add_check(
+        t,
+        "attention_causal",
+        1e-3,
+        {"public": sdpa_case(1, 2, 4, 4, 4, [4], True), "autograder": sdpa_case(2, 2, 5, 5, 8, [5, 3], True)},
+    )
 
     d, h, ffn = 16, 4, 32
     mha = torch.nn.MultiheadAttention(d, h, batch_first=True).eval()
@@ -383,8 +433,16 @@ def summarization() -> dict:
     perturb_(enc, g)
     weights = {}
     mha_weights("self_attn", enc.self_attn, weights)
-    for ours, theirs in [("fc1", enc.linear1), ("fc2", enc.linear2), ("self_attn_layer_norm", enc.norm1), ("final_layer_norm", enc.norm2)]:
-        weights[f"{ours}.weight"], weights[f"{ours}.bias"] = theirs.weight.detach().clone(), theirs.bias.detach().clone()
+    for ours, theirs in [
+        ("fc1", enc.linear1),
+        ("fc2", enc.linear2),
+        ("self_attn_layer_norm", enc.norm1),
+        ("final_layer_norm", enc.norm2),
+    ]:
+        weights[f"{ours}.weight"], weights[f"{ours}.bias"] = (
+            theirs.weight.detach().clone(),
+            theirs.bias.detach().clone(),
+        )
     for k, v in weights.items():
         t[f"encoder_layer/weights/{k}"] = v
 
@@ -403,9 +461,17 @@ def summarization() -> dict:
     weights = {}
     mha_weights("self_attn", dec.self_attn, weights)
     mha_weights("encoder_attn", dec.multihead_attn, weights)
-    for ours, theirs in [("fc1", dec.linear1), ("fc2", dec.linear2), ("self_attn_layer_norm", dec.norm1),
-                         ("encoder_attn_layer_norm", dec.norm2), ("final_layer_norm", dec.norm3)]:
-        weights[f"{ours}.weight"], weights[f"{ours}.bias"] = theirs.weight.detach().clone(), theirs.bias.detach().clone()
+    for ours, theirs in [
+        ("fc1", dec.linear1),
+        ("fc2", dec.linear2),
+        ("self_attn_layer_norm", dec.norm1),
+        ("encoder_attn_layer_norm", dec.norm2),
+        ("final_layer_norm", dec.norm3),
+    ]:
+        weights[f"{ours}.weight"], weights[f"{ours}.bias"] = (
+            theirs.weight.detach().clone(),
+            theirs.bias.detach().clone(),
+        )
     for k, v in weights.items():
         t[f"decoder_layer/weights/{k}"] = v
 
@@ -414,24 +480,44 @@ def summarization() -> dict:
         pad, mem_pad = pad_mask(b, n, lengths), pad_mask(b, s, mem_lengths)
         causal = torch.nn.Transformer.generate_square_subsequent_mask(n)
         with torch.no_grad():
-            y = dec(x, mem, tgt_mask=causal, tgt_key_padding_mask=pad, memory_key_padding_mask=mem_pad, tgt_is_causal=True)
-        return {"x": x, "padding_mask": pad.to(torch.uint8), "encoder_out": mem, "encoder_padding_mask": mem_pad.to(torch.uint8)}, y
+            y = dec(
+                x, mem, tgt_mask=causal, tgt_key_padding_mask=pad, memory_key_padding_mask=mem_pad, tgt_is_causal=True
+            )
+        return {
+            "x": x,
+            "padding_mask": pad.to(torch.uint8),
+            "encoder_out": mem,
+            "encoder_padding_mask": mem_pad.to(torch.uint8),
+        }, y
 
-    add_check(t, "decoder_layer", 1e-3, {"public": dec_case(2, 4, 5, [4, 2], [5, 3]), "autograder": dec_case(3, 5, 7, [5, 5, 1], [7, 2, 4])})
+    add_check(
+        t,
+        "decoder_layer",
+        1e-3,
+        {"public": dec_case(2, 4, 5, [4, 2], [5, 3]), "autograder": dec_case(3, 5, 7, [5, 5, 1], [7, 2, 4])},
+    )
 
     def positions_case(rows, pad=0):
         tokens = torch.tensor(rows)
         mask = tokens.ne(pad).long()
         return {"tokens": tokens}, torch.cumsum(mask, dim=1) * mask + pad  # fairseq.utils.make_positions
 
-    add_check(t, "make_positions", 1e-3, {"public": positions_case([[5, 6, 7, 0], [8, 9, 0, 0]]),
-                                           "autograder": positions_case([[0, 4, 5, 6, 0], [7, 0, 8, 0, 9], [3, 3, 3, 3, 3]])})
+    add_check(
+        t,
+        "make_positions",
+        1e-3,
+        {
+            "public": positions_case([[5, 6, 7, 0], [8, 9, 0, 0]]),
+            "autograder": positions_case([[0, 4, 5, 6, 0], [7, 0, 8, 0, 9], [3, 3, 3, 3, 3]]),
+        },
+    )
     return t
 
 
 def rouge_cases() -> list:
     """Pairs scored by Google's rouge-score (no stemming), for src/rouge.rs's tests."""
     from rouge_score import rouge_scorer
+
     scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=False)
     pairs = [
         ("The quick brown dog jumps on the log.", "The quick brown fox jumps over the lazy dog"),
@@ -450,13 +536,25 @@ def rouge_cases() -> list:
     out = []
     for pred, ref in pairs:
         s = scorer.score(ref, pred)  # rouge-score takes (target, prediction)
-        out.append({"prediction": pred, "reference": ref,
-                    **{k: {"precision": v.precision, "recall": v.recall, "fmeasure": v.fmeasure} for k, v in s.items()}})
+        out.append(
+            {
+                "prediction": pred,
+                "reference": ref,
+                **{k: {"precision": v.precision, "recall": v.recall, "fmeasure": v.fmeasure} for k, v in s.items()},
+            }
+        )
     return out
 
 
 # One fixture file per entry: a notebook's checks, or a parity set for the crate's tests.
-FIXTURES = {"00_setup_check": setup_check, "01_vit_mae": vit_mae, "02_summarization": summarization, "rouge": rouge_cases, "hf_parity": hf_parity, "transformer_parity": transformer_parity}
+FIXTURES = {
+    "00_setup_check": setup_check,
+    "01_vit_mae": vit_mae,
+    "02_summarization": summarization,
+    "rouge": rouge_cases,
+    "hf_parity": hf_parity,
+    "transformer_parity": transformer_parity,
+}
 
 
 def main():

@@ -43,11 +43,9 @@ def problems_of(nb) -> list[str]:
         # A panic's message arrives in several stderr chunks: read them as one text.
         stderr = "".join(o.text for o in outputs if o.output_type == "stream" and o.name == "stderr")
         if "panicked at" in stderr:
-            panic = stderr[stderr.index("panicked at"):].strip()
+            panic = stderr[stderr.index("panicked at") :].strip()
             found.append(f"cell {i}: panicked: {' '.join(panic.split())[:2000]}")
-        if "plot" in cell.metadata.get("tags", []) and not any(
-            "image/png" in o.get("data", {}) for o in outputs
-        ):
+        if "plot" in cell.metadata.get("tags", []) and not any("image/png" in o.get("data", {}) for o in outputs):
             found.append(f"cell {i}: tagged 'plot' but produced no image/png output")
     return found
 

@@ -1,4 +1,7 @@
-//! The hw9 command line: `hw9 doctor`, `hw9 release`, `hw9 grade`.
+//! The hw9 command line: `doctor` (check the installation), `release` (student notebooks from
+//! the solution sources), `grade` (a submission), `vit-mae`, `summarize` and `train-gpt` (each
+//! notebook's training with the crate's models), `bench` and `bench-summarizer` (step times),
+//! `tokenizer` and `corpus` (rebuild the committed summarization data). `hw9 --help` lists them.
 
 use std::path::PathBuf;
 
@@ -10,6 +13,17 @@ use hw9::doctor::{self, Check};
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
+}
+
+/// The model sizes a step benchmark times.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Sizes {
+    /// The `cpu` profile's sizes.
+    Cpu,
+    /// The original homework's sizes.
+    Full,
+    /// Both.
+    Both,
 }
 
 #[derive(Subcommand)]
@@ -65,9 +79,9 @@ enum Cmd {
     },
     /// Time one training step of notebook 2's summarizer (batch 16) in the cpu and full sizes.
     BenchSummarizer {
-        /// Which sizes: cpu, full or both.
-        #[arg(long, default_value = "both", value_parser = ["cpu", "full", "both"])]
-        size: String,
+        /// Which sizes.
+        #[arg(long, value_enum, default_value_t = Sizes::Both)]
+        size: Sizes,
         #[arg(long, default_value_t = 16)]
         batch: i64,
         #[arg(long, default_value_t = 2)]
@@ -83,7 +97,7 @@ enum Cmd {
         /// The decompressed Translation-en file.
         #[arg(long)]
         from: PathBuf,
-        #[arg(long, default_value_os_t = hw9::corpus::corpus_path())]
+        #[arg(long, default_value_os_t = hw9::data::corpus::corpus_path())]
         out: PathBuf,
         /// Documents shorter than this many words are dropped.
         #[arg(long, default_value_t = 20)]
@@ -93,17 +107,15 @@ enum Cmd {
     Tokenizer {
         #[arg(long, default_value_t = 8000)]
         vocab: usize,
-        #[arg(long, default_value_os_t = hw9::seq2seq::tokenizer_path())]
+        #[arg(long, default_value_os_t = hw9::data::text::tokenizer_path())]
         out: PathBuf,
     },
     /// Train the small GPT-2 that notebook 3 looks inside (GPT-2's tokenizer, Debian descriptions).
     TrainGpt {
-        /// Wall-clock budget in minutes.
-        #[arg(long, default_value_t = 10.0)]
-        minutes: f64,
-        #[arg(long, default_value_t = 16)]
-        batch: i64,
-        #[arg(long, default_value_os_t = hw9::gpt2::default_gpt2_dir())]
+        /// Wall-clock budget in minutes (default: the profile's, 10 in cpu).
+        #[arg(long)]
+        minutes: Option<f64>,
+        #[arg(long, default_value_os_t = hw9::models::gpt2::default_gpt2_dir())]
         out: PathBuf,
     },
     /// Grade a hw9_submission.zip against the reference fixtures (the TA's side).
@@ -145,7 +157,7 @@ fn run(cmd: Cmd) -> hw9::Result<bool> {
             Ok(doctor::report(&checks))
         }
         Cmd::Release { check, solutions, out } => {
-            let done = hw9::release::release_all(&solutions, &out, check)?;
+            let done = hw9::grading::release::release_all(&solutions, &out, check)?;
             let stale: Vec<_> = done.iter().filter(|r| r.changed).collect();
             for r in &done {
                 let state = match (r.changed, check) {
@@ -163,8 +175,8 @@ fn run(cmd: Cmd) -> hw9::Result<bool> {
         }
         Cmd::VitMae { out } => {
             let profile = hw9::profile()?;
-            let r = hw9::homework::run_vit_mae(profile, hw9::device(), &out)?;
-            let (v, p, f) = hw9::homework::VitMaePlan::for_profile(profile).thresholds;
+            let r = hw9::tasks::vit_mae::run_vit_mae(profile, hw9::device(), &out)?;
+            let (v, p, f) = hw9::plan::VitMaePlan::for_profile(profile).thresholds;
             println!("ViT test accuracy     {:.4} (threshold {v}) in {:.0} s", r.vit_acc, r.seconds[0]);
             println!("MAE pretraining       {:.0} s", r.seconds[1]);
             println!("linear probe accuracy {:.4} (threshold {p}) in {:.0} s", r.probe_acc, r.seconds[2]);
@@ -179,17 +191,18 @@ fn run(cmd: Cmd) -> hw9::Result<bool> {
             let device = hw9::device();
             println!("device {device:?}, {} threads, batch {batch}, median of {steps} steps after {warmup}", tch::get_num_threads());
             for profile in [hw9::Profile::Cpu, hw9::Profile::Full] {
-                let (vit, mae) = hw9::homework::bench_steps(profile, batch, warmup, steps, device)?;
+                let (vit, mae) = hw9::bench::vit_mae_steps(profile, batch, warmup, steps, device)?;
                 println!("{profile:>4} sizes: ViT step {vit:.3} s, MAE step {mae:.3} s");
             }
             Ok(true)
         }
         Cmd::Summarize { out, logdir, resume, epochs } => {
-            use hw9::summarization::*;
+            use hw9::data::text::SummaryData;
+            use hw9::tasks::summarization::{summarize, test_rouge, train_summarizer};
             let start = std::time::Instant::now();
             let profile = hw9::profile()?;
-            let tok = hw9::seq2seq::SubwordTokenizer::load_default()?;
-            let mut plan = SummarizationPlan::for_profile(profile, tok.vocab_size());
+            let tok = hw9::data::text::SubwordTokenizer::load_default()?;
+            let mut plan = hw9::plan::SummarizationPlan::for_profile(profile, tok.vocab_size());
             if let Some(e) = epochs {
                 plan.train.epochs = e;
             }
@@ -197,23 +210,24 @@ fn run(cmd: Cmd) -> hw9::Result<bool> {
             println!("profile {profile}: {:?}\n{:?}\ntrain {} / validation {} / test {} pairs (tokenized in {:.1} s)", plan.model, plan.train, data.train.len(), data.validation.len(), data.test.len(), start.elapsed().as_secs_f64());
             let device = hw9::device();
             hw9::seed(0);
-            let mut vs = tch::nn::VarStore::new(device);
-            let model = hw9::summarizer::Summarizer::new(&vs.root(), &plan.model)?;
+            let vs = tch::nn::VarStore::new(device);
+            let model = hw9::models::summarizer::Summarizer::new(&vs.root(), &plan.model)?;
             let train_start = std::time::Instant::now();
-            let history = train_summarizer(&model, &mut vs, &data, &plan.train, &out, &logdir, resume)?;
+            let history = train_summarizer(&model, &vs, &data, &plan.train, &out, &logdir, resume)?;
             let train_secs = train_start.elapsed().as_secs_f64();
             for e in &history.epochs {
-                println!("epoch {}: train loss {:.4}, validation loss {:.4}, validation accuracy {:.4} ({:.0} s)", e.epoch, e.train_loss, e.val_loss, e.val_acc, e.seconds);
+                let (loss, acc) = (e.val_loss.unwrap_or(f64::NAN), e.val_acc.unwrap_or(f64::NAN));
+                println!("epoch {}: train loss {:.4}, validation loss {loss:.4}, validation accuracy {acc:.4} ({:.0} s)", e.epoch, e.train_loss, e.seconds);
             }
             println!("training {train_secs:.0} s for {} steps", history.step_losses.len());
             let docs: Vec<&str> = data.validation_pairs.iter().take(5).map(|p| p.document.as_str()).collect();
-            let samples = summarize(&model, &data.tokenizer, &docs, plan.train.max_src, plan.beam)?;
+            let samples = summarize(&model, &data.tokenizer, &docs, plan.max_src, plan.beam)?;
             for (p, s) in data.validation_pairs.iter().zip(&samples) {
                 println!("- {}\n  reference: {}\n  generated: {s}", p.package, p.summary);
             }
-            for decode in [hw9::decoding::DecodeConfig::greedy(plan.beam.max_len), plan.beam] {
+            for decode in [hw9::models::decoding::DecodeConfig::greedy(plan.beam.max_len), plan.beam] {
                 let t = std::time::Instant::now();
-                let (r1, r2, rl) = test_rouge(&model, &data, plan.train.max_src, plan.rouge_docs, decode)?;
+                let (r1, r2, rl) = test_rouge(&model, &data, plan.max_src, plan.rouge_docs, decode)?;
                 println!("test ROUGE ({} beam(s), {} docs): R1 {:.4} R2 {:.4} RL {:.4} in {:.0} s", decode.beams, plan.rouge_docs.min(data.test.len()), r1, r2, rl, t.elapsed().as_secs_f64());
             }
             println!("total {:.0} s", start.elapsed().as_secs_f64());
@@ -224,24 +238,25 @@ fn run(cmd: Cmd) -> hw9::Result<bool> {
                 tch::set_num_threads(t);
             }
             let device = hw9::device();
-            let vocab = hw9::seq2seq::SubwordTokenizer::load_default()?.vocab_size();
+            let vocab = hw9::data::text::SubwordTokenizer::load_default()?.vocab_size();
             println!("device {device:?}, {} threads, batch {batch}, vocab {vocab}, median of {steps} steps after {warmup}", tch::get_num_threads());
-            for (name, cfg, src, tgt) in [("cpu", hw9::summarizer::SummarizerConfig::cpu(vocab), 96, 16), ("full", hw9::summarizer::SummarizerConfig::full(vocab), 512, 64)] {
-                if size != "both" && size != name {
+            use hw9::models::summarizer::SummarizerConfig;
+            for (which, name, cfg, src, tgt) in [(Sizes::Cpu, "cpu", SummarizerConfig::cpu(vocab), 96, 16), (Sizes::Full, "full", SummarizerConfig::full(vocab), 512, 64)] {
+                if size != Sizes::Both && size != which {
                     continue;
                 }
-                let secs = hw9::summarization::bench_step(&cfg, batch, src, tgt, warmup, steps, device)?;
+                let secs = hw9::bench::summarizer_step(&cfg, batch, src, tgt, warmup, steps, device)?;
                 println!("{name:>4} size (source {src}, summary {tgt} tokens): step {secs:.3} s");
             }
             Ok(true)
         }
         Cmd::Corpus { from, out, min_words } => {
             let text = std::fs::read_to_string(&from).map_err(|e| hw9::Error::io(&from, e))?;
-            let raw = hw9::corpus::parse_translation(&text);
+            let raw = hw9::data::corpus::parse_translation(&text);
             let n_raw = raw.len();
-            let pairs = hw9::corpus::clean(raw, min_words);
-            hw9::corpus::write_pairs(&pairs, &out)?;
-            let count = |s: &str| hw9::corpus::split(&pairs, s).len();
+            let pairs = hw9::data::corpus::clean(raw, min_words);
+            hw9::data::corpus::write_pairs(&pairs, &out)?;
+            let count = |s: &str| hw9::data::corpus::split(&pairs, s).len();
             println!(
                 "{n_raw} descriptions -> {} pairs (train {}, validation {}, test {}) in {}",
                 pairs.len(),
@@ -253,13 +268,13 @@ fn run(cmd: Cmd) -> hw9::Result<bool> {
             Ok(true)
         }
         Cmd::Tokenizer { vocab, out } => {
-            let pairs = hw9::corpus::read_pairs(&hw9::corpus::corpus_path())?;
-            let train = hw9::corpus::split(&pairs, "train");
+            let pairs = hw9::data::corpus::read_pairs(&hw9::data::corpus::corpus_path())?;
+            let train = hw9::data::corpus::split(&pairs, "train");
             let texts = train.iter().flat_map(|p| [p.document.as_str(), p.summary.as_str()]);
             let start = std::time::Instant::now();
-            let tok = hw9::seq2seq::SubwordTokenizer::train(texts, vocab)?;
+            let tok = hw9::data::text::SubwordTokenizer::train(texts, vocab)?;
             tok.save(&out)?;
-            let lens = |f: fn(&hw9::corpus::Pair) -> &str| -> hw9::Result<Vec<usize>> {
+            let lens = |f: fn(&hw9::data::corpus::Pair) -> &str| -> hw9::Result<Vec<usize>> {
                 let mut v = train.iter().map(|p| tok.encode(f(p), usize::MAX).map(|t| t.len())).collect::<hw9::Result<Vec<_>>>()?;
                 v.sort_unstable();
                 Ok(v)
@@ -271,8 +286,12 @@ fn run(cmd: Cmd) -> hw9::Result<bool> {
             println!("summary tokens:  median {}, p90 {}, p99 {}, max {}", q(&sums, 0.5), q(&sums, 0.9), q(&sums, 0.99), q(&sums, 1.0));
             Ok(true)
         }
-        Cmd::TrainGpt { minutes, batch, out } => {
-            let r = hw9::gpt2::train_small_gpt2(&hw9::gpt2::Gpt2Config::small(), minutes * 60.0, batch, None, &out, hw9::device())?;
+        Cmd::TrainGpt { minutes, out } => {
+            let mut plan = hw9::plan::GptPlan::for_profile(hw9::profile()?);
+            if let Some(m) = minutes {
+                plan.seconds = m * 60.0;
+            }
+            let r = hw9::tasks::language_model::train_small_gpt2(&plan, &out, hw9::device())?;
             println!(
                 "{} steps, {} tokens in {:.0} s; loss {:.3} -> {:.3}; saved to {}",
                 r.steps, r.tokens_seen, r.seconds, r.first_loss, r.final_loss, out.display()
@@ -281,10 +300,10 @@ fn run(cmd: Cmd) -> hw9::Result<bool> {
         }
         Cmd::Grade { zip, fixtures } => {
             let fixtures = match fixtures {
-                Some(p) => Some(hw9::check::Fixtures::load_from("given", &p)?),
+                Some(p) => Some(hw9::grading::check::Fixtures::load_from("given", &p)?),
                 None => None,
             };
-            let report = hw9::submission::grade(&zip, fixtures.as_ref())?;
+            let report = hw9::grading::submission::grade(&zip, fixtures.as_ref())?;
             for r in &report.results {
                 println!("{r}");
             }

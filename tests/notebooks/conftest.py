@@ -15,7 +15,7 @@ os.environ["HW9_PROFILE"] = "quick"  # kernels inherit it
 OUT = ROOT / "build" / "notebooks"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def executed(path: pathlib.Path):
     """Executes the notebook at `path` in its own folder; returns (notebook, problems).
     The executed copy is kept under build/notebooks/ (solutions/ for solution sources)."""

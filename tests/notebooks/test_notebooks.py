@@ -39,7 +39,9 @@ def test_setup_check_notebook_runs_clean_and_plots():
 
 
 def test_harness_fails_on_a_panic_that_evcxr_reports_as_ok():
-    nb = nbrun.code_notebook('let x: i32 = 1;', 'fn unpatchify() -> i32 { todo!("write unpatchify") }\nunpatchify()', 'x + 1')
+    nb = nbrun.code_notebook(
+        "let x: i32 = 1;", 'fn unpatchify() -> i32 { todo!("write unpatchify") }\nunpatchify()', "x + 1"
+    )
     problems = run(nb)
     assert len(problems) == 1, problems
     assert problems[0].startswith("cell 1: panicked:") and "write unpatchify" in problems[0]
@@ -56,7 +58,7 @@ def test_harness_fails_on_a_compile_error_and_a_missing_plot():
 
 
 def test_harness_enforces_the_per_cell_timeout():
-    nb = nbrun.code_notebook('std::thread::sleep(std::time::Duration::from_secs(30));')
+    nb = nbrun.code_notebook("std::thread::sleep(std::time::Duration::from_secs(30));")
     problems = run(nb, timeout=5)
     assert any("timed out (per-cell limit 5 s)" in p for p in problems), problems
 

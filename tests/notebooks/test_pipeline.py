@@ -16,8 +16,13 @@ SOLUTIONS = sorted((ROOT / "notebooks" / "solutions").glob("*.ipynb"))
 
 
 def grade(zip_path: pathlib.Path) -> str:
-    r = subprocess.run(["cargo", "run", "-q", "--bin", "hw9", "--", "grade", str(zip_path)],
-                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        ["cargo", "run", "-q", "--bin", "hw9", "--", "grade", str(zip_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr
     return r.stdout
 

@@ -25,7 +25,7 @@ def test_tensorboard_reads_the_runs_and_checkpoints_exist():
     recorded = log["values"]["val_loss_per_epoch"]
     val = acc.Scalars("loss/validation")
     assert len(val) == len(recorded) == 2
-    for event, value in zip(val, recorded):
+    for event, value in zip(val, recorded, strict=True):
         assert abs(event.value - value) <= 1e-5 * abs(value), (event, value)
     assert val[0].step < val[1].step
     accuracy = [e.value for e in acc.Scalars("accuracy/validation")]
@@ -34,4 +34,6 @@ def test_tensorboard_reads_the_runs_and_checkpoints_exist():
     assert len(train) >= 2 and all(e.value > 0 for e in train)
     for epoch in (1, 2):
         ckpt = folder / "output" / "summarizer" / f"epoch-{epoch}"
-        assert (ckpt / "model.safetensors").stat().st_size > 0 and json.loads((ckpt / "config.json").read_text())["d_model"] > 0
+        assert (ckpt / "model.safetensors").stat().st_size > 0 and json.loads((ckpt / "config.json").read_text())[
+            "d_model"
+        ] > 0

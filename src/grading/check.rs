@@ -3,7 +3,7 @@
 //! A check runs the student's code on a fixture's **public** inputs and compares the result with
 //! the expected output using the original homework's relative error,
 //! `max |x − y| / max(1e-8, |x| + |y|)`, printing one pass/fail line. The same code then runs on
-//! the **autograder** inputs; those outputs go into the submission (see [`crate::submission`])
+//! the **autograder** inputs; those outputs go into the submission (see [`crate::grading::submission`])
 //! and `hw9 grade` compares them with the reference.
 //!
 //! A `todo!()` left in a TODO cell panics; inside evcxr a panic does not fail the cell, so the
@@ -16,11 +16,12 @@
 
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
-use std::path::{Path, PathBuf};
+
 
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
+pub use super::fixtures::{Case, Fixtures, FIXTURES_FIX};
 use crate::error::{fmt_shape, Error, Result};
 
 /// The original homework's relative error: `max |x − y| / max(1e-8, |x| + |y|)` over elements.
@@ -175,152 +176,6 @@ fn run_outputs<O: Outputs>(f: impl FnOnce() -> O) -> std::result::Result<Vec<Ten
     catch(f).and_then(Outputs::into_outputs)
 }
 
-/// The reference fixtures of one notebook.
-pub struct Fixtures {
-    name: String,
-    path: PathBuf,
-    tensors: BTreeMap<String, Tensor>,
-}
-
-impl std::fmt::Debug for Fixtures {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Fixtures({:?}, {} tensors)", self.name, self.tensors.len())
-    }
-}
-
-/// The command that regenerates the fixtures, named in errors.
-pub const FIXTURES_FIX: &str =
-    "make fixtures (runs tools/gen_fixtures.py in the tool venv with the full torch==2.13.0; see environment.md)";
-
-impl Fixtures {
-    /// Where a notebook's fixture file lives.
-    pub fn path_of(notebook: &str) -> PathBuf {
-        crate::paths::assets().join("fixtures").join(format!("{notebook}.safetensors"))
-    }
-
-    /// Loads `assets/fixtures/<notebook>.safetensors`.
-    pub fn load(notebook: &str) -> Result<Self> {
-        Fixtures::load_from(notebook, &Fixtures::path_of(notebook))
-    }
-
-    /// Loads a fixture file from a given path.
-    pub fn load_from(notebook: &str, path: &Path) -> Result<Self> {
-        if !path.exists() {
-            return Err(Error::Missing {
-                what: format!("fixtures for {notebook}"),
-                path: path.to_path_buf(),
-                fix: FIXTURES_FIX.to_string(),
-            });
-        }
-        let tensors = Tensor::read_safetensors(path).map_err(|e| Error::Corrupt {
-            what: "fixture file".into(),
-            path: path.to_path_buf(),
-            detail: format!("not a readable safetensors file ({e}); regenerate it: {FIXTURES_FIX}"),
-        })?;
-        Ok(Fixtures { name: notebook.to_string(), path: path.to_path_buf(), tensors: tensors.into_iter().collect() })
-    }
-
-    /// The names of the checks this file has fixtures for.
-    pub fn checks(&self) -> Vec<String> {
-        let mut names: Vec<String> =
-            self.tensors.keys().filter_map(|k| k.strip_suffix("/tolerance").map(str::to_string)).collect();
-        names.dedup();
-        names
-    }
-
-    /// The tolerance of `check`.
-    pub fn tolerance(&self, check: &str) -> Result<f64> {
-        Ok(self.tensor(&format!("{check}/tolerance"))?.double_value(&[]))
-    }
-
-    /// One tensor by its full key.
-    pub fn tensor(&self, key: &str) -> Result<&Tensor> {
-        self.tensors.get(key).ok_or_else(|| {
-            Error::Input(format!(
-                "fixture file {} has no tensor {key:?}; regenerate it: {FIXTURES_FIX}",
-                self.path.display()
-            ))
-        })
-    }
-
-    /// The weights stored for `model` (keys `<model>/weights/<parameter name>`).
-    pub fn weights(&self, model: &str) -> Result<std::collections::HashMap<String, Tensor>> {
-        let prefix = format!("{model}/weights/");
-        let w: std::collections::HashMap<String, Tensor> = self
-            .tensors
-            .iter()
-            .filter_map(|(k, t)| k.strip_prefix(&prefix).map(|n| (n.to_string(), t.shallow_clone())))
-            .collect();
-        if w.is_empty() {
-            return Err(Error::Input(format!("fixture file {} has no weights for {model:?}. Regenerate it: {FIXTURES_FIX}", self.path.display())));
-        }
-        Ok(w)
-    }
-
-    /// Loads the fixture weights of `model` into `vs` (every variable of `vs` must be there, by
-    /// name, with its shape: the given constructor fixes the names).
-    pub fn load_weights(&self, model: &str, vs: &mut tch::nn::VarStore) -> Result<()> {
-        crate::train::copy_weights(vs, &self.weights(model)?, &format!("the fixture weights of {model:?}"))
-    }
-
-    /// The inputs and expected outputs of one case (`"public"` or `"autograder"`) of a check.
-    pub fn case(&self, check: &str, case: &str) -> Result<Case> {
-        let prefix = format!("{check}/{case}/");
-        let tensors: BTreeMap<String, Tensor> = self
-            .tensors
-            .iter()
-            .filter_map(|(k, t)| k.strip_prefix(&prefix).map(|n| (n.to_string(), t.shallow_clone())))
-            .collect();
-        if tensors.is_empty() {
-            return Err(Error::Input(format!(
-                "fixture file {} has no case {check}/{case}; it has checks {:?}. Regenerate it: {FIXTURES_FIX}",
-                self.path.display(),
-                self.checks()
-            )));
-        }
-        Ok(Case { label: format!("{check}/{case}"), tolerance: self.tolerance(check)?, tensors })
-    }
-}
-
-/// One fixture case: named inputs (index it: `case["x"]`) and the expected outputs.
-pub struct Case {
-    label: String,
-    tolerance: f64,
-    tensors: BTreeMap<String, Tensor>,
-}
-
-impl Case {
-    /// The expected outputs, in order (`expected`, or `expected.0`, `expected.1`, ...).
-    pub fn expected(&self) -> Vec<&Tensor> {
-        if let Some(t) = self.tensors.get("expected") {
-            return vec![t];
-        }
-        (0..).map_while(|i| self.tensors.get(&format!("expected.{i}"))).collect()
-    }
-
-    /// The tolerance of this case's check.
-    pub fn tolerance(&self) -> f64 {
-        self.tolerance
-    }
-
-    /// The names of the inputs.
-    pub fn inputs(&self) -> Vec<&str> {
-        self.tensors.keys().map(String::as_str).filter(|k| !k.starts_with("expected")).collect()
-    }
-}
-
-impl std::ops::Index<&str> for Case {
-    type Output = Tensor;
-
-    /// The input `name`; a missing name panics with the names that exist (caught by checks).
-    fn index(&self, name: &str) -> &Tensor {
-        match self.tensors.get(name) {
-            Some(t) => t,
-            None => panic!("fixture case {} has no input {name:?}; it has {:?}", self.label, self.inputs()),
-        }
-    }
-}
-
 /// Runs `f` on a case and compares each output with the case's expected ones.
 pub fn check_case<O: Outputs>(name: &str, case: &Case, f: impl FnOnce(&Case) -> O) -> CheckResult {
     let tol = case.tolerance;
@@ -449,6 +304,7 @@ pub fn check_at_least(name: &str, value: f64, threshold: f64) -> CheckResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::{Path, PathBuf};
     use tch::Device;
 
     fn t(v: &[f32], shape: &[i64]) -> Tensor {

@@ -185,7 +185,7 @@ pub fn release_all(solutions: &Path, out: &Path, check: bool) -> Result<Vec<Rele
         let target = out.join(&name);
         let changed = std::fs::read_to_string(&target).map_or(true, |old| old != rendered);
         if changed && !check {
-            crate::plot::write_atomic(&target, rendered.as_bytes())?;
+            crate::io::write_atomic(&target, rendered.as_bytes())?;
         }
         done.push(Released { solution: path, student: target, changed, regions: regions.len() });
     }

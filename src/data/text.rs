@@ -15,7 +15,8 @@ use tokenizers::models::TrainerWrapper;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::{AddedToken, Tokenizer};
 
-use crate::corpus::Pair;
+use crate::data::corpus::{corpus_path, read_pairs, split, Pair};
+use crate::plan::SummarizationPlan;
 use crate::error::{Error, Result};
 
 /// Padding id.
@@ -90,7 +91,7 @@ impl SubwordTokenizer {
     /// Writes `tokenizer.json`.
     pub fn save(&self, path: &Path) -> Result<()> {
         let json = self.inner.to_string(true).map_err(|e| Error::Input(format!("serialising the tokenizer: {e}")))?;
-        crate::plot::write_atomic(path, json.as_bytes())
+        crate::io::write_atomic(path, json.as_bytes())
     }
 
     pub fn vocab_size(&self) -> i64 {
@@ -222,6 +223,59 @@ pub fn read_hf_jsonl(path: &Path, split: &str) -> Result<Vec<Pair>> {
         pairs.push(Pair { package, document, summary, split: split.to_string() });
     }
     Ok(pairs)
+}
+
+/// The tokenized splits and their texts.
+#[derive(Debug)]
+pub struct SummaryData {
+    /// The tokenizer the examples were made with.
+    pub tokenizer: SubwordTokenizer,
+    /// Tokenized training pairs.
+    pub train: Vec<Example>,
+    /// Tokenized validation pairs.
+    pub validation: Vec<Example>,
+    /// Tokenized test pairs.
+    pub test: Vec<Example>,
+    /// The validation pairs' texts, in the order of `validation`.
+    pub validation_pairs: Vec<Pair>,
+    /// The test pairs' texts, in the order of `test`.
+    pub test_pairs: Vec<Pair>,
+}
+
+/// Where a user's own XSum / CNN-DailyMail JSON lines are (`train.jsonl`, `validation.jsonl`,
+/// `test.jsonl`); unset, the committed Debian corpus is used.
+pub const DATA_VAR: &str = "HW9_SUMMARIZATION_DATA";
+
+impl SummaryData {
+    /// The committed Debian corpus with the committed tokenizer, or the JSON lines in
+    /// `$HW9_SUMMARIZATION_DATA`; cut to the plan's subset and truncation lengths.
+    pub fn load(plan: &SummarizationPlan) -> Result<Self> {
+        let tokenizer = SubwordTokenizer::load_default()?;
+        let pairs = match std::env::var_os(DATA_VAR) {
+            Some(dir) => ["train", "validation", "test"].iter().map(|s| read_hf_jsonl(&PathBuf::from(&dir).join(format!("{s}.jsonl")), s)).collect::<Result<Vec<_>>>()?.concat(),
+            None => read_pairs(&corpus_path())?,
+        };
+        Self::from_pairs(tokenizer, &pairs, plan)
+    }
+
+    /// Tokenizes `pairs` (with their `split`) with `tokenizer`, cut as `plan` says.
+    pub fn from_pairs(tokenizer: SubwordTokenizer, pairs: &[Pair], plan: &SummarizationPlan) -> Result<Self> {
+        let (n_train, n_val, n_test) = plan.subset.unwrap_or((usize::MAX, usize::MAX, usize::MAX));
+        let take = |name: &str, n: usize| split(pairs, name).into_iter().take(n).collect::<Vec<_>>();
+        let (train, val, test) = (take("train", n_train), take("validation", n_val), take("test", n_test));
+        if train.is_empty() || val.is_empty() {
+            return Err(Error::Input(format!("expected training and validation pairs, got {} and {}", train.len(), val.len())));
+        }
+        let tok = |p: &[&Pair]| tokenize(&tokenizer, p, plan.max_src, plan.max_tgt);
+        Ok(SummaryData {
+            train: tok(&train)?,
+            validation: tok(&val)?,
+            test: tok(&test)?,
+            validation_pairs: val.into_iter().cloned().collect(),
+            test_pairs: test.into_iter().cloned().collect(),
+            tokenizer,
+        })
+    }
 }
 
 #[cfg(test)]

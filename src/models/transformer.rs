@@ -1,5 +1,5 @@
-//! Transformer building blocks for the summarizer (notebook 2): scaled dot-product attention,
-//! multi-head attention, a post-LayerNorm Transformer layer that is an encoder layer or (with
+//! Transformer building blocks for the summarizer (notebook 2): multi-head attention (over the
+//! crate's one [`attention`] function), a post-LayerNorm Transformer layer that is an encoder layer or (with
 //! cross-attention) a decoder layer, position ids that skip padding, dropout, and the
 //! [`SeqLayer`] trait with its [`LayerCache`] for incremental decoding (so the summarizer can
 //! stack the crate's layer or a student's).
@@ -8,30 +8,11 @@
 //! `nn.TransformerDecoderLayer` (`batch_first`, ReLU, post-norm), whose outputs the parity
 //! fixtures record.
 
+use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module, ModuleT};
 use tch::{Kind, Tensor};
 
-/// Attention of queries over keys, vectorised, with no layers.
-///
-/// # Shapes
-/// `q: (B, H, T, Dh)`, `k, v: (B, H, S, Dh)`; `key_padding_mask: (B, S)` with **true/1 =
-/// padding (ignored)**; `causal` hides keys after each query (`T == S`). Returns
-/// `(output (B, H, T, Dh), weights (B, H, T, S))`; each weight row sums to 1.
-pub fn scaled_dot_product_attention(q: &Tensor, k: &Tensor, v: &Tensor, key_padding_mask: Option<&Tensor>, causal: bool) -> (Tensor, Tensor) {
-    let dh = *q.size().last().unwrap_or(&1) as f64;
-    let mut scores = q.matmul(&k.transpose(-2, -1)) / dh.sqrt(); // (B, H, T, Dh) x (B, H, Dh, S) -> (B, H, T, S)
-    if let Some(mask) = key_padding_mask {
-        let s = mask.size()[1];
-        scores = scores.masked_fill(&mask.to_kind(Kind::Bool).reshape([-1, 1, 1, s]), f64::NEG_INFINITY);
-    }
-    if causal {
-        let (t, s) = (scores.size()[2], scores.size()[3]);
-        let future = Tensor::ones([t, s], (Kind::Bool, q.device())).triu(1);
-        scores = scores.masked_fill(&future, f64::NEG_INFINITY);
-    }
-    let weights = scores.softmax(-1, Kind::Float);
-    (weights.matmul(v), weights) // (B, H, T, S) x (B, H, S, Dh) -> (B, H, T, Dh)
-}
+use super::attention::{attention, merge_heads, split_heads, Mask};
 
 /// Dropout: zeroes each value with probability `p` while training and scales the rest by
 /// `1 / (1 - p)`, like libtorch's `dropout`, with a cheaper mask.
@@ -70,95 +51,121 @@ pub struct MultiheadAttention {
 }
 
 impl MultiheadAttention {
+    /// `d`-wide projections for `n_heads` heads under `vs` (`q_proj`, `k_proj`, `v_proj`, `out_proj`).
     pub fn new(vs: &nn::Path, d: i64, n_heads: i64) -> Self {
         let lin = |name: &str| nn::linear(vs / name, d, d, Default::default());
-        MultiheadAttention { q_proj: lin("q_proj"), k_proj: lin("k_proj"), v_proj: lin("v_proj"), out_proj: lin("out_proj"), n_heads }
-    }
-
-    /// # Shapes
-    /// `query: (B, T, D)`, `key, value: (B, S, D)`, `key_padding_mask: (B, S)` (1 = padding) →
-    /// `(output (B, T, D), weights (B, H, T, S))`.
-    pub fn forward(&self, query: &Tensor, key: &Tensor, value: &Tensor, key_padding_mask: Option<&Tensor>, causal: bool) -> (Tensor, Tensor) {
-        let q = self.heads(&self.q_proj, query);
-        let k = self.heads(&self.k_proj, key);
-        let v = self.heads(&self.v_proj, value);
-        self.attend(&q, &k, &v, key_padding_mask, causal)
-    }
-
-    /// The same output as [`MultiheadAttention::forward`] without the weights, through
-    /// libtorch's fused `scaled_dot_product_attention` (what PyTorch's own layers call): faster,
-    /// and it never materialises the `(B, H, T, S)` weights. The layers train with it.
-    pub fn forward_fused(&self, query: &Tensor, key: &Tensor, value: &Tensor, key_padding_mask: Option<&Tensor>, causal: bool) -> Tensor {
-        let (b, t, d) = query.size3().unwrap_or((0, 0, 0));
-        let q = self.heads(&self.q_proj, query);
-        let k = self.heads(&self.k_proj, key);
-        let v = self.heads(&self.v_proj, value);
-        let s = k.size()[2];
-        // PyTorch's boolean attn_mask means "may attend": (B, 1, T|1, S).
-        let mut allowed = key_padding_mask.map(|m| m.to_kind(Kind::Bool).logical_not().reshape([-1, 1, 1, s]));
-        if causal {
-            let past = Tensor::ones([t, s], (Kind::Bool, query.device())).tril(0);
-            allowed = Some(match allowed {
-                Some(a) => a.logical_and(&past),
-                None => past,
-            });
+        MultiheadAttention {
+            q_proj: lin("q_proj"),
+            k_proj: lin("k_proj"),
+            v_proj: lin("v_proj"),
+            out_proj: lin("out_proj"),
+            n_heads,
         }
-        let out = Tensor::scaled_dot_product_attention(&q, &k, &v, allowed.as_ref(), 0.0, false, None, false); // (B, H, T, Dh)
-        self.out_proj.forward(&out.transpose(1, 2).reshape([b, t, d])) // (B, T, D)
+    }
+
+    /// Projects, attends in every head at once, merges the heads and projects the output. With
+    /// `need_weights` the weights come back too (the explicit path); without, the layer trains
+    /// through libtorch's fused kernel.
+    ///
+    /// # Shapes
+    /// `query: (B, T, D)`, `key, value: (B, S, D)`, `mask` over the `S` keys →
+    /// `(output (B, T, D), weights (B, H, T, S) when asked for)`.
+    pub fn forward(&self, query: &Tensor, key: &Tensor, value: &Tensor, mask: Mask, need_weights: bool) -> (Tensor, Option<Tensor>) {
+        let q = self.heads(&self.q_proj, query);
+        let k = self.heads(&self.k_proj, key);
+        let v = self.heads(&self.v_proj, value);
+        self.attend(&q, &k, &v, mask, need_weights)
     }
 
     /// Projects `x: (B, n, D)` with `proj` and splits the heads: `(B, H, n, Dh)`.
     pub fn heads(&self, proj: &nn::Linear, x: &Tensor) -> Tensor {
-        let (b, n, d) = x.size3().unwrap_or((0, 0, 0));
-        proj.forward(x).reshape([b, n, self.n_heads, d / self.n_heads]).transpose(1, 2) // (B, n, D) -> (B, H, n, Dh)
+        split_heads(&proj.forward(x), self.n_heads)
     }
 
     /// Attention over already projected heads, then the heads merged and the output projection:
     /// `q: (B, H, T, Dh)`, `k, v: (B, H, S, Dh)` → `(output (B, T, D), weights (B, H, T, S))`.
-    pub fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor, key_padding_mask: Option<&Tensor>, causal: bool) -> (Tensor, Tensor) {
-        let (b, h, t, dh) = q.size4().unwrap_or((0, 0, 0, 0));
-        let (out, weights) = scaled_dot_product_attention(q, k, v, key_padding_mask, causal);
-        (self.out_proj.forward(&out.transpose(1, 2).reshape([b, t, h * dh])), weights) // (B, H, T, Dh) -> (B, T, D)
+    pub fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor, mask: Mask, need_weights: bool) -> (Tensor, Option<Tensor>) {
+        let out = attention(q, k, v, mask, need_weights);
+        (self.out_proj.forward(&merge_heads(&out.context)), out.weights) // (B, H, T, Dh) -> (B, T, D)
     }
+}
+
+/// The sizes of one Transformer layer.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LayerConfig {
+    /// Model width `D`.
+    pub d_model: i64,
+    /// Attention heads `H` (`D % H == 0`).
+    pub n_heads: i64,
+    /// Width of the feed-forward block.
+    pub d_ffn: i64,
+    /// Dropout on the residual branches and inside the feed-forward block while training.
+    pub dropout: f64,
+}
+
+/// Which stack a layer belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Stack {
+    /// Self-attention over the whole (padded) sequence, then the feed-forward block.
+    Encoder,
+    /// Causal self-attention, cross-attention over the encoder's output, then the feed-forward block.
+    Decoder,
 }
 
 /// A post-LayerNorm Transformer layer. Without `encoder_attn` it is an encoder layer; with it, a
 /// decoder layer (causal self-attention, then cross-attention over the encoder's output).
 #[derive(Debug)]
 pub struct TransformerLayer {
+    /// Self-attention (causal in a decoder layer).
     pub self_attn: MultiheadAttention,
+    /// The LayerNorm after self-attention's residual.
     pub self_attn_layer_norm: nn::LayerNorm,
+    /// A decoder layer's cross-attention and the LayerNorm after its residual.
     pub encoder_attn: Option<(MultiheadAttention, nn::LayerNorm)>,
+    /// The feed-forward block's first projection (`D → d_ffn`).
     pub fc1: nn::Linear,
+    /// The feed-forward block's second projection (`d_ffn → D`).
     pub fc2: nn::Linear,
+    /// The LayerNorm after the feed-forward residual.
     pub final_layer_norm: nn::LayerNorm,
+    /// Dropout probability while training.
     pub dropout: f64,
 }
 
 impl TransformerLayer {
-    pub fn new(vs: &nn::Path, d: i64, n_heads: i64, d_ffn: i64, dropout: f64, decoder: bool) -> Self {
+    /// A layer of `cfg`'s sizes under `vs`, with fairseq's parameter names.
+    pub fn new(vs: &nn::Path, cfg: &LayerConfig, stack: Stack) -> Self {
+        let d = cfg.d_model;
         let ln = |name: &str| nn::layer_norm(vs / name, vec![d], Default::default());
         TransformerLayer {
-            self_attn: MultiheadAttention::new(&(vs / "self_attn"), d, n_heads),
+            self_attn: MultiheadAttention::new(&(vs / "self_attn"), d, cfg.n_heads),
             self_attn_layer_norm: ln("self_attn_layer_norm"),
-            encoder_attn: decoder.then(|| (MultiheadAttention::new(&(vs / "encoder_attn"), d, n_heads), ln("encoder_attn_layer_norm"))),
-            fc1: nn::linear(vs / "fc1", d, d_ffn, Default::default()),
-            fc2: nn::linear(vs / "fc2", d_ffn, d, Default::default()),
+            encoder_attn: (stack == Stack::Decoder)
+                .then(|| (MultiheadAttention::new(&(vs / "encoder_attn"), d, cfg.n_heads), ln("encoder_attn_layer_norm"))),
+            fc1: nn::linear(vs / "fc1", d, cfg.d_ffn, Default::default()),
+            fc2: nn::linear(vs / "fc2", cfg.d_ffn, d, Default::default()),
             final_layer_norm: ln("final_layer_norm"),
-            dropout,
+            dropout: cfg.dropout,
         }
     }
 
     /// # Shapes
     /// `x: (B, T, D)`, `padding_mask: (B, T)` (1 = padding); for a decoder `encoder_out: (B, S, D)`
     /// and `encoder_padding_mask: (B, S)` → `(B, T, D)`.
-    pub fn forward(&self, x: &Tensor, padding_mask: Option<&Tensor>, encoder_out: Option<&Tensor>, encoder_padding_mask: Option<&Tensor>, train: bool) -> Tensor {
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        padding_mask: Option<&Tensor>,
+        encoder_out: Option<&Tensor>,
+        encoder_padding_mask: Option<&Tensor>,
+        train: bool,
+    ) -> Tensor {
         let drop = |y: Tensor| dropout(&y, self.dropout, train);
-        let decoder = self.encoder_attn.is_some();
-        let a = self.self_attn.forward_fused(x, x, x, padding_mask, decoder);
+        let causal = self.encoder_attn.is_some();
+        let (a, _) = self.self_attn.forward(x, x, x, Mask::padding(padding_mask).causal(causal), false);
         let mut x = self.self_attn_layer_norm.forward(&(x + drop(a)));
         if let (Some((attn, norm)), Some(enc)) = (&self.encoder_attn, encoder_out) {
-            let a = attn.forward_fused(&x, enc, enc, encoder_padding_mask, false);
+            let (a, _) = attn.forward(&x, enc, enc, Mask::padding(encoder_padding_mask), false);
             x = norm.forward(&(&x + drop(a)));
         }
         let ffn = self.fc2.forward(&drop(self.fc1.forward(&x).relu()));
@@ -241,11 +248,11 @@ impl SeqLayer for TransformerLayer {
         let k = append(&mut cache.keys, sa.heads(&sa.k_proj, x), 2); // (B, H, t, Dh)
         let v = append(&mut cache.values, sa.heads(&sa.v_proj, x), 2);
         // The newest query may look at every cached position: no causal mask needed.
-        let (a, _) = sa.attend(&sa.heads(&sa.q_proj, x), &k, &v, None, false);
+        let (a, _) = sa.attend(&sa.heads(&sa.q_proj, x), &k, &v, Mask::default(), false);
         let mut x = self.self_attn_layer_norm.forward(&(x + a));
         if let Some((attn, norm)) = &self.encoder_attn {
             let (ck, cv) = cache.cross.get_or_insert_with(|| (attn.heads(&attn.k_proj, encoder_out), attn.heads(&attn.v_proj, encoder_out)));
-            let (a, _) = attn.attend(&attn.heads(&attn.q_proj, &x), ck, cv, encoder_padding_mask, false);
+            let (a, _) = attn.attend(&attn.heads(&attn.q_proj, &x), ck, cv, Mask::padding(encoder_padding_mask), false);
             x = norm.forward(&(&x + a));
         }
         let ffn = self.fc2.forward(&self.fc1.forward(&x).relu());

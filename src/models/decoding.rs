@@ -4,8 +4,8 @@
 use tch::{Kind, Tensor};
 
 use crate::error::{Error, Result};
-use crate::seq2seq::EOS;
-use crate::summarizer::Summarizer;
+use crate::data::text::EOS;
+use crate::models::summarizer::Summarizer;
 
 /// How to decode.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -150,7 +150,7 @@ fn beam_search(model: &Summarizer, src: &Tensor, k: usize, max_len: i64, alpha: 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::summarizer::SummarizerConfig;
+    use crate::models::summarizer::SummarizerConfig;
     use tch::nn::{self, OptimizerConfig};
     use tch::Device;
 
@@ -163,8 +163,8 @@ mod tests {
         let m = Summarizer::new(&vs.root(), &cfg).unwrap();
         let mut opt = nn::Adam::default().build(&vs, 1e-2).unwrap();
         let seqs: Vec<Vec<i64>> = vec![vec![3, 4, 5], vec![6, 7], vec![8, 9, 10, 11], vec![4, 4, 9]];
-        let examples: Vec<crate::seq2seq::Example> = seqs.iter().map(|s| crate::seq2seq::Example { src: [s.clone(), vec![EOS]].concat(), tgt: [s.clone(), vec![EOS]].concat() }).collect();
-        let batch = crate::seq2seq::Batch::new(&examples.iter().collect::<Vec<_>>(), Device::Cpu);
+        let examples: Vec<crate::data::text::Example> = seqs.iter().map(|s| crate::data::text::Example { src: [s.clone(), vec![EOS]].concat(), tgt: [s.clone(), vec![EOS]].concat() }).collect();
+        let batch = crate::data::text::Batch::new(&examples.iter().collect::<Vec<_>>(), Device::Cpu);
         for _ in 0..300 {
             let (loss, _, _) = m.loss(&batch, true).unwrap();
             opt.backward_step(&loss);

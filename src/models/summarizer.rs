@@ -9,8 +9,8 @@ use tch::nn::{self, Module};
 use tch::{Kind, Reduction, Tensor};
 
 use crate::error::{Error, Result};
-use crate::seq2seq::{Batch, IGNORE, PAD};
-use crate::transformer::{make_positions, LayerCache, SeqLayer, TransformerLayer};
+use crate::data::text::{Batch, IGNORE, PAD};
+use super::transformer::{dropout, make_positions, LayerCache, LayerConfig, SeqLayer, Stack, TransformerLayer};
 
 /// The summarizer's sizes. Saved as `config.json` beside a checkpoint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -50,6 +50,11 @@ impl SummarizerConfig {
         SummarizerConfig { vocab_size, d_model: 16, n_heads: 2, encoder_layers: 2, decoder_layers: 2, d_ffn: 32, dropout: 0.0, max_positions: 64 }
     }
 
+    /// The sizes of each of its layers.
+    pub fn layer(&self) -> LayerConfig {
+        LayerConfig { d_model: self.d_model, n_heads: self.n_heads, d_ffn: self.d_ffn, dropout: self.dropout }
+    }
+
     /// Refuses sizes that cannot work, saying why.
     pub fn validate(&self) -> Result<()> {
         let positive = [("vocab_size", self.vocab_size), ("d_model", self.d_model), ("n_heads", self.n_heads), ("d_ffn", self.d_ffn), ("max_positions", self.max_positions)];
@@ -70,24 +75,32 @@ impl SummarizerConfig {
 /// `layernorm_embedding.*`, `encoder.layers.{i}.*`, `decoder.layers.{i}.*`.
 #[derive(Debug)]
 pub struct Summarizer {
+    /// Its sizes.
     pub cfg: SummarizerConfig,
     /// `(V, D)` token embeddings, also the output projection (tied).
     pub embed_tokens: Tensor,
     /// `(1 + max_positions, D)` learned positions, shared by encoder and decoder; row 0 is padding's.
     pub embed_positions: Tensor,
+    /// LayerNorm over token + position embeddings.
     pub layernorm_embedding: nn::LayerNorm,
+    /// The encoder's layers.
     pub encoder: Vec<Box<dyn SeqLayer>>,
+    /// The decoder's layers.
     pub decoder: Vec<Box<dyn SeqLayer>>,
 }
 
 impl Summarizer {
     /// The summarizer with the crate's [`TransformerLayer`]s.
     pub fn new(vs: &nn::Path, cfg: &SummarizerConfig) -> Result<Self> {
-        Self::with_layers(vs, cfg, |p, c, decoder| Box::new(TransformerLayer::new(p, c.d_model, c.n_heads, c.d_ffn, c.dropout, decoder)))
+        Self::with_layers(vs, cfg, |p, c, stack| Box::new(TransformerLayer::new(p, c, stack)))
     }
 
-    /// The summarizer with layers built by `layer(path, cfg, is_decoder)`, e.g. a student's.
-    pub fn with_layers(vs: &nn::Path, cfg: &SummarizerConfig, mut layer: impl FnMut(&nn::Path, &SummarizerConfig, bool) -> Box<dyn SeqLayer>) -> Result<Self> {
+    /// The summarizer with layers built by `layer(path, sizes, stack)`, e.g. a student's.
+    pub fn with_layers(
+        vs: &nn::Path,
+        cfg: &SummarizerConfig,
+        mut layer: impl FnMut(&nn::Path, &LayerConfig, Stack) -> Box<dyn SeqLayer>,
+    ) -> Result<Self> {
         cfg.validate()?;
         let init = nn::Init::Randn { mean: 0.0, stdev: (cfg.d_model as f64).powf(-0.5) };
         let embed_tokens = (vs / "embed_tokens").var("weight", &[cfg.vocab_size, cfg.d_model], init);
@@ -97,12 +110,13 @@ impl Summarizer {
             let _ = embed_tokens.get(PAD).zero_();
             let _ = embed_positions.get(PAD).zero_();
         });
-        let stack = |name: &str, n: i64, decoder: bool, layer: &mut dyn FnMut(&nn::Path, &SummarizerConfig, bool) -> Box<dyn SeqLayer>| {
+        let sizes = cfg.layer();
+        let mut stack = |name: &str, n: i64, stack: Stack| {
             let p = vs / name / "layers";
-            (0..n).map(|i| layer(&(&p / i), cfg, decoder)).collect::<Vec<_>>()
+            (0..n).map(|i| layer(&(&p / i), &sizes, stack)).collect::<Vec<_>>()
         };
-        let encoder = stack("encoder", cfg.encoder_layers, false, &mut layer);
-        let decoder = stack("decoder", cfg.decoder_layers, true, &mut layer);
+        let encoder = stack("encoder", cfg.encoder_layers, Stack::Encoder);
+        let decoder = stack("decoder", cfg.decoder_layers, Stack::Decoder);
         Ok(Summarizer {
             cfg: cfg.clone(),
             embed_tokens,
@@ -136,7 +150,7 @@ impl Summarizer {
     /// `tokens, positions: (B, T)` int64 → `(B, T, D)`.
     pub fn embed(&self, tokens: &Tensor, positions: &Tensor, train: bool) -> Tensor {
         let x = Tensor::embedding(&self.embed_tokens, tokens, PAD, false, false) + Tensor::embedding(&self.embed_positions, positions, PAD, false, false);
-        crate::transformer::dropout(&self.layernorm_embedding.forward(&x), self.cfg.dropout, train)
+        dropout(&self.layernorm_embedding.forward(&x), self.cfg.dropout, train)
     }
 
     /// # Shapes
@@ -222,7 +236,7 @@ fn checked(out: Tensor, input: &Tensor, stack: &str, i: usize) -> Result<Tensor>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::seq2seq::{Example, EOS};
+    use crate::data::text::{Example, EOS};
     use tch::Device;
 
     fn model(dropout: f64) -> (nn::VarStore, Summarizer) {

@@ -19,9 +19,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tch::Tensor;
 
-use crate::check::{compare, CheckResult, Fixtures, Recorder};
+use crate::grading::check::{compare, CheckResult, Fixtures, Recorder};
 use crate::error::{Error, Result};
-use crate::plot::write_atomic;
+use crate::io::write_atomic;
 
 /// One graded output as the log records it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -7,8 +7,9 @@
 
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module, ModuleT};
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
+use super::attention::{attention, merge_heads, split_heads, Mask};
 use crate::error::{Error, Result};
 
 /// Splits images into flattened square patches.
@@ -110,13 +111,13 @@ impl SelfAttention {
     /// # Shapes
     /// `x: (B, N, D)` → `(B, N, D)`.
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        let (b, n, d) = x.size3().expect("(B, N, D)");
+        let d = x.size().last().copied().unwrap_or(0);
         let h = self.n_heads;
         // One packed projection, split into views: split's backward is one concatenation, where
         // indexing a (3, …) tensor would build three zero-padded gradients and add them.
         let qkv = x.linear(&self.in_proj_weight, Some(&self.in_proj_bias)).split(d, -1); // 3 × (B, N, D)
-        let out = Tensor::scaled_dot_product_attention::<Tensor>(&split_heads(&qkv[0], h), &split_heads(&qkv[1], h), &split_heads(&qkv[2], h), None, 0.0, false, None, false); // (B, H, N, Dh)
-        self.out_proj.forward(&out.transpose(1, 2).reshape([b, n, d])) // (B, N, D)
+        let out = attention(&split_heads(&qkv[0], h), &split_heads(&qkv[1], h), &split_heads(&qkv[2], h), Mask::default(), false);
+        self.out_proj.forward(&merge_heads(&out.context)) // (B, H, N, Dh) -> (B, N, D)
     }
 
     /// [`SelfAttention::forward`] for the query rows `xq` only, attending over all of `x`: when
@@ -126,19 +127,13 @@ impl SelfAttention {
     /// # Shapes
     /// `xq: (B, Q, D)`, `x: (B, N, D)` → `(B, Q, D)`.
     pub fn forward_queries(&self, xq: &Tensor, x: &Tensor) -> Tensor {
-        let (b, nq, d) = xq.size3().expect("(B, Q, D)");
+        let d = xq.size().last().copied().unwrap_or(0);
         let (h, w, bias) = (self.n_heads, &self.in_proj_weight, &self.in_proj_bias);
         let q = xq.linear(&w.narrow(0, 0, d), Some(&bias.narrow(0, 0, d))); // (B, Q, D)
         let kv = x.linear(&w.narrow(0, d, 2 * d), Some(&bias.narrow(0, d, 2 * d))).split(d, -1); // 2 × (B, N, D)
-        let out = Tensor::scaled_dot_product_attention::<Tensor>(&split_heads(&q, h), &split_heads(&kv[0], h), &split_heads(&kv[1], h), None, 0.0, false, None, false); // (B, H, Q, Dh)
-        self.out_proj.forward(&out.transpose(1, 2).reshape([b, nq, d])) // (B, Q, D)
+        let out = attention(&split_heads(&q, h), &split_heads(&kv[0], h), &split_heads(&kv[1], h), Mask::default(), false);
+        self.out_proj.forward(&merge_heads(&out.context)) // (B, H, Q, Dh) -> (B, Q, D)
     }
-}
-
-/// `(B, N, D)` → `(B, H, N, Dh)`: the heads as a batch dimension (a view).
-fn split_heads(t: &Tensor, h: i64) -> Tensor {
-    let (b, n, d) = t.size3().expect("(B, N, D)");
-    t.reshape([b, n, h, d / h]).transpose(1, 2)
 }
 
 /// One post-norm encoder layer, as `nn.TransformerEncoderLayer(d, h, ffn, dropout=0,
@@ -358,9 +353,4 @@ impl ModuleT for Vit {
     fn forward_t(&self, images: &Tensor, _train: bool) -> Tensor {
         self.logits(images).unwrap_or_else(|e| panic!("{e}"))
     }
-}
-
-/// The fraction of `logits.argmax(-1) == labels`.
-pub fn accuracy(logits: &Tensor, labels: &Tensor) -> f64 {
-    logits.argmax(-1, false).eq_tensor(labels).to_kind(Kind::Double).mean(Kind::Double).double_value(&[])
 }

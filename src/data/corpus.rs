@@ -89,7 +89,7 @@ pub fn write_pairs(pairs: &[Pair], path: &Path) -> Result<()> {
         gz.write_all(b"\n").map_err(|e| Error::io(path, e))?;
     }
     let bytes = gz.finish().map_err(|e| Error::io(path, e))?;
-    crate::plot::write_atomic(path, &bytes)
+    crate::io::write_atomic(path, &bytes)
 }
 
 /// Reads gzipped JSON lines of pairs; a broken line is an error naming it.

@@ -7,7 +7,7 @@ use tch::nn::{self, Module, ModuleT};
 use tch::{Kind, Tensor};
 
 use crate::error::{Error, Result};
-use crate::vit::{check_images, index_sequence, patchify, unpatchify, EncoderConfig, TransformerEncoder};
+use super::vit::{check_images, index_sequence, patchify, unpatchify, EncoderConfig, TransformerEncoder};
 
 /// Keeps the first `keep_length` patches of each shuffled sequence.
 ///
@@ -170,6 +170,16 @@ impl Mae {
         self.decoder_pred.forward(&x.narrow(1, 1, n)) // (B, N, C·P·P)
     }
 
+    /// The whole MAE, as the original's `forward`: encode the visible patches of a random (or
+    /// given) masking, decode every patch.
+    ///
+    /// # Shapes
+    /// `images: (B, C, H, W)`, `ids_shuffle: (B, N)` → `(pred (B, N, C·P·P), mask (B, N), 1 = masked)`.
+    pub fn forward(&self, images: &Tensor, ids_shuffle: Option<&Tensor>) -> Result<(Tensor, Tensor)> {
+        let (encoded, mask, ids_restore) = self.forward_encoder(images, ids_shuffle)?;
+        Ok((self.forward_decoder(&encoded, &ids_restore), mask))
+    }
+
     /// The pretraining loss of [`forward_loss`] on a random (or given) masking, computed for the
     /// masked patches only: the decoder's last layer, `decoder_norm` and `decoder_pred` skip the
     /// visible patches and the CLS token, whose predictions the loss never reads. Equal, up to
@@ -177,7 +187,7 @@ impl Mae {
     ///
     /// # Shapes
     /// `images: (B, C, H, W)`, `ids_shuffle: (B, N)` → a scalar.
-    pub fn pretraining_loss(&self, images: &Tensor, ids_shuffle: Option<&Tensor>) -> Result<Tensor> {
+    pub fn loss(&self, images: &Tensor, ids_shuffle: Option<&Tensor>) -> Result<Tensor> {
         check_images("MAE input", images, self.cfg.channels, self.cfg.image_size)?;
         let (b, n) = (images.size()[0], self.cfg.n_patches());
         let ids_shuffle = ids_shuffle.map_or_else(|| random_shuffle(b, n, images.device()), Tensor::shallow_clone);
@@ -239,7 +249,7 @@ pub fn forward_loss(images: &Tensor, pred: &Tensor, mask: &Tensor, patch_size: i
 ///
 /// # Shapes
 /// `images: (B, C, H, W)` normalised; `mean`, `std`: per channel.
-pub fn reconstruction_grid<M: MaskedAutoencoder>(model: &M, images: &Tensor, mean: &[f64], std: &[f64], channels: i64) -> Result<crate::plot::Figure> {
+pub fn reconstruction_grid<M: MaskedAutoencoder>(model: &M, images: &Tensor, mean: &[f64], std: &[f64], channels: i64) -> Result<crate::visuals::Figure> {
     let p = model.patch_size();
     let (pred, mask) = tch::no_grad(|| model.reconstruct(images))?;
     let patches = patchify(images, p)?; // (B, N, C·P·P)
@@ -258,7 +268,7 @@ pub fn reconstruction_grid<M: MaskedAutoencoder>(model: &M, images: &Tensor, mea
     let b = images.size()[0];
     let rows: Vec<Tensor> = (0..b).flat_map(|i| [orig.get(i), masked_in.get(i), recon.get(i), pasted.get(i)]).collect();
     let labels: Vec<String> = (0..b).flat_map(|_| ["original", "masked input", "reconstruction", "+ visible"].map(String::from)).collect();
-    crate::plot::image_grid(&Tensor::stack(&rows, 0), 4, &labels, 3)
+    crate::visuals::image_grid(&Tensor::stack(&rows, 0), 4, &labels, 3)
 }
 
 /// What MAE pretraining needs of a model: predictions and the mask for a batch.
@@ -286,12 +296,11 @@ pub trait MaskedAutoencoder {
 
 impl MaskedAutoencoder for Mae {
     fn reconstruct(&self, images: &Tensor) -> Result<(Tensor, Tensor)> {
-        let (encoded, mask, ids_restore) = self.forward_encoder(images, None)?;
-        Ok((self.forward_decoder(&encoded, &ids_restore), mask))
+        self.forward(images, None)
     }
 
     fn pretraining_loss(&self, images: &Tensor) -> Result<Tensor> {
-        Mae::pretraining_loss(self, images, None)
+        self.loss(images, None)
     }
 
     fn patch_size(&self) -> i64 {

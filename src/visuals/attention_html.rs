@@ -8,7 +8,7 @@ use std::path::Path;
 use serde::Serialize;
 use tch::Kind;
 
-use crate::attention::LayerAttention;
+use crate::models::attention::LayerAttention;
 use crate::error::{Error, Result};
 
 #[derive(Serialize)]
@@ -56,7 +56,7 @@ impl AttentionHtml {
 
     /// Writes the page to `path` (atomically).
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
-        crate::plot::write_atomic(path.as_ref(), self.html.as_bytes())
+        crate::io::write_atomic(path.as_ref(), self.html.as_bytes())
     }
 
     /// Shows the page inline in a notebook (evcxr's `text/html`).

@@ -7,9 +7,10 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use tch::{Kind, Tensor};
 
-use crate::attention::LayerAttention;
+use crate::models::attention::LayerAttention;
 use crate::error::{Error, Result};
-use crate::plot::{plot_err, Figure, Heatmap, PALETTE};
+use crate::visuals::figure::plot_err;
+use crate::visuals::{Figure, Heatmap, PALETTE};
 
 /// The `(T, T)` attention of sequence `b`, head `h` of a layer, on the CPU.
 fn head_probs(layer: &LayerAttention, b: i64, h: i64) -> Result<Tensor> {

@@ -1,0 +1,88 @@
+//! The pretrained models' tokenizers: a Hugging Face `tokenizer.json` (BERT's WordPiece, with
+//! sentence pairs) through the `tokenizers` crate, and GPT-2's byte-level BPE (`tiktoken-rs`'s
+//! `r50k_base`, GPT-2's own encoding, embedded in that crate: nothing is downloaded). The
+//! summarizer's own tokenizer, trained here, is [`crate::data::text::SubwordTokenizer`].
+
+use std::path::Path;
+
+use tch::{Device, Tensor};
+
+use crate::error::{Error, Result};
+
+/// A tokenized sentence or sentence pair, ready for [`Bert::forward`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tokenized {
+    pub tokens: Vec<String>,
+    pub ids: Vec<i64>,
+    pub type_ids: Vec<i64>,
+    /// The index of sentence B's first token (`None` for a single sentence).
+    pub sentence_b_start: Option<usize>,
+}
+
+impl Tokenized {
+    /// `(input_ids, token_type_ids)`, each `(1, T)` on `device`.
+    pub fn tensors(&self, device: Device) -> (Tensor, Tensor) {
+        (
+            Tensor::from_slice(&self.ids).unsqueeze(0).to_device(device),
+            Tensor::from_slice(&self.type_ids).unsqueeze(0).to_device(device),
+        )
+    }
+}
+
+/// A Hugging Face `tokenizer.json` (WordPiece for BERT, byte-level BPE for GPT-2).
+pub struct Tokenizer(tokenizers::Tokenizer);
+
+impl Tokenizer {
+    /// Loads `tokenizer.json`.
+    pub fn load(path: &Path) -> Result<Self> {
+        if !path.exists() {
+            return Err(Error::Missing { what: "tokenizer".into(), path: path.to_path_buf(), fix: "make setup (installs MiniLM's tokenizer.json)".into() });
+        }
+        let mut tok = tokenizers::Tokenizer::from_file(path)
+            .map_err(|e| Error::Corrupt { what: "tokenizer".into(), path: path.to_path_buf(), detail: e.to_string() })?;
+        // Some tokenizer.json files (MiniLM's) pad every input to a fixed length: we look at
+        // real tokens only, one sentence (pair) at a time.
+        tok.with_padding(None);
+        Ok(Tokenizer(tok))
+    }
+
+    /// Encodes one sentence, or a pair (`[CLS] a [SEP] b [SEP]` for BERT), with special tokens.
+    pub fn encode(&self, a: &str, b: Option<&str>) -> Result<Tokenized> {
+        let enc = match b {
+            Some(b) => self.0.encode((a, b), true),
+            None => self.0.encode(a, true),
+        }
+        .map_err(|e| Error::Input(format!("could not tokenize {a:?}: {e}")))?;
+        let type_ids: Vec<i64> = enc.get_type_ids().iter().map(|&t| t as i64).collect();
+        let sentence_b_start = b.and_then(|_| type_ids.iter().position(|&t| t == 1));
+        Ok(Tokenized {
+            tokens: enc.get_tokens().to_vec(),
+            ids: enc.get_ids().iter().map(|&i| i as i64).collect(),
+            type_ids,
+            sentence_b_start,
+        })
+    }
+}
+
+/// GPT-2's byte-level BPE tokenizer (`r50k_base`).
+pub struct Gpt2Tokenizer(tiktoken_rs::CoreBPE);
+
+impl Gpt2Tokenizer {
+    pub fn new() -> Result<Self> {
+        tiktoken_rs::r50k_base().map(Gpt2Tokenizer).map_err(|e| Error::Input(format!("GPT-2 tokenizer: {e}")))
+    }
+
+    /// Token ids and their text pieces (a leading space belongs to its token, as in GPT-2).
+    pub fn encode(&self, text: &str) -> (Vec<i64>, Vec<String>) {
+        let ids = self.0.encode_ordinary(text);
+        // A piece may be part of a multi-byte character: shown lossily.
+        let pieces = ids.iter().map(|&i| String::from_utf8_lossy(&self.0.decode_bytes(&[i]).unwrap_or_default()).into_owned()).collect();
+        (ids.into_iter().map(|i| i as i64).collect(), pieces)
+    }
+
+    pub fn decode(&self, ids: &[i64]) -> Result<String> {
+        let ids: Vec<u32> = ids.iter().map(|&i| i as u32).collect();
+        let bytes = self.0.decode_bytes(&ids).map_err(|e| Error::Input(format!("GPT-2 decode: {e}")))?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+}

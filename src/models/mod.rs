@@ -1,0 +1,21 @@
+//! The models, each in its own file, leaf layers first; all attend through [`attention`].
+//!
+//! | module | what | notebook |
+//! |---|---|---|
+//! | [`attention`] | the one attention function (fused, or with the weights), heads split/merged | all |
+//! | [`vit`] | patches, a Transformer encoder equal to `nn.TransformerEncoder`, the ViT classifier | 1 |
+//! | [`mae`] | the Masked Autoencoder, its loss, the classifier on its representation | 1 |
+//! | [`transformer`] | multi-head attention, the encoder/decoder layer, position ids, dropout | 2 |
+//! | [`summarizer`] | the encoder-decoder summarizer (shared positions, tied embeddings) | 2 |
+//! | [`decoding`] | greedy and beam-search decoding with cached layers | 2 |
+//! | [`bert`] | BERT (`BertModel` names) returning every layer's attention | 3 |
+//! | [`gpt2`] | GPT-2 (`GPT2Model` names) returning every layer's attention | 3 |
+
+pub mod attention;
+pub mod bert;
+pub mod decoding;
+pub mod gpt2;
+pub mod mae;
+pub mod summarizer;
+pub mod transformer;
+pub mod vit;

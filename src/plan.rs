@@ -1,0 +1,181 @@
+//! Every notebook's sizes and budgets per compute profile (`HW9_PROFILE=quick|cpu|full`), in one
+//! place: [`VitMaePlan`] (notebook 1), [`SummarizationPlan`] (notebook 2) and [`GptPlan`] (the
+//! small GPT-2 notebook 3 looks inside). `quick` proves the wiring in seconds, `cpu` reaches real
+//! quality on 2 cores, `full` is the original homework's sizes (for a GPU).
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::images::{fashion_mnist_dir, load_fashion_mnist, Splits};
+use crate::error::Result;
+use crate::models::decoding::DecodeConfig;
+use crate::models::gpt2::Gpt2Config;
+use crate::models::mae::MaeConfig;
+use crate::models::summarizer::SummarizerConfig;
+use crate::models::vit::{EncoderConfig, VitConfig};
+use crate::profile::Profile;
+use crate::train::{OptimConfig, Schedule, TrainConfig};
+
+/// Notebook 1's models, training stages and data subset for one profile.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VitMaePlan {
+    pub vit: VitConfig,
+    pub mae: MaeConfig,
+    pub vit_train: TrainConfig,
+    pub mae_train: TrainConfig,
+    pub probe_train: TrainConfig,
+    pub finetune_train: TrainConfig,
+    /// `(train, test)` images kept, or `None` for all of them.
+    pub subset: Option<(i64, i64)>,
+    /// The accuracy thresholds checked in the notebook: ViT, linear probe, finetune.
+    pub thresholds: (f64, f64, f64),
+}
+
+impl VitMaePlan {
+    /// The plan for `profile`.
+    pub fn for_profile(profile: Profile) -> Self {
+        let enc = |d, l, f| EncoderConfig { d_model: d, n_heads: 4, n_layers: l, d_ffn: f };
+        let fmnist = |e: EncoderConfig| VitConfig { image_size: 28, channels: 1, patch_size: 4, encoder: e, n_classes: 10 };
+        let mae = |e: EncoderConfig, d: EncoderConfig| MaeConfig { image_size: 28, channels: 1, patch_size: 4, encoder: e, decoder: d, mask_ratio: 0.75 };
+        let adamw = |epochs, lr, wd| TrainConfig::adamw(epochs, 128, lr, wd);
+        let cosine = |t: TrainConfig| TrainConfig { optim: t.optim.schedule(Schedule::WarmupCosine { warmup: 0.05 }), ..t };
+        match profile {
+            Profile::Quick => VitMaePlan {
+                vit: fmnist(enc(32, 2, 64)),
+                mae: mae(enc(32, 2, 64), enc(16, 1, 32)),
+                vit_train: adamw(1, 1e-3, 0.01),
+                mae_train: adamw(1, 1e-3, 0.05),
+                probe_train: adamw(1, 1e-3, 0.01),
+                finetune_train: adamw(1, 1e-3, 0.01),
+                subset: Some((1024, 512)),
+                thresholds: (0.0, 0.0, 0.0),
+            },
+            // Sized for about 20 minutes on 2 cores; warmup + cosine decay gets more out of few epochs.
+            Profile::Cpu => VitMaePlan {
+                vit: fmnist(enc(128, 4, 256)),
+                mae: mae(enc(128, 4, 256), enc(64, 2, 128)),
+                vit_train: cosine(adamw(5, 1e-3, 0.01)),
+                mae_train: cosine(adamw(5, 1e-3, 0.05)),
+                probe_train: cosine(adamw(3, 1e-3, 0.01)),
+                finetune_train: cosine(adamw(3, 3e-4, 0.01)),
+                subset: None,
+                thresholds: (0.85, 0.70, 0.86),
+            },
+            Profile::Full => VitMaePlan {
+                vit: VitConfig::fashion_mnist_full(),
+                mae: MaeConfig::fashion_mnist_full(),
+                vit_train: adamw(10, 1e-3, 0.01),
+                mae_train: adamw(20, 1e-4, 0.05),
+                probe_train: adamw(20, 1e-4, 0.01),
+                finetune_train: adamw(20, 1e-4, 0.01),
+                subset: None,
+                thresholds: (0.85, 0.70, 0.86),
+            },
+        }
+    }
+
+    /// Fashion-MNIST as installed by setup, cut to this plan's subset.
+    pub fn data(&self) -> Result<Splits> {
+        let data = load_fashion_mnist(&fashion_mnist_dir())?;
+        Ok(match self.subset {
+            Some((train, test)) => data.truncate(train, test),
+            None => data,
+        })
+    }
+}
+
+/// Notebook 2's model, training and data sizes for one profile.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SummarizationPlan {
+    /// The model's sizes.
+    pub model: SummarizerConfig,
+    /// Epochs, batches and the optimizer (original: AdamW at 1e-4, 2 epochs).
+    pub train: TrainConfig,
+    /// Documents are truncated to this many tokens, EOS included (original: 1024).
+    pub max_src: usize,
+    /// Summaries are truncated to this many tokens, EOS included (original: 128).
+    pub max_tgt: usize,
+    /// `(train, validation, test)` pairs kept, or `None` for all of them.
+    pub subset: Option<(usize, usize, usize)>,
+    /// Test documents summarized for ROUGE.
+    pub rouge_docs: usize,
+    /// Beam search for the samples and ROUGE.
+    pub beam: DecodeConfig,
+}
+
+impl SummarizationPlan {
+    /// The plan for `profile`, for a tokenizer of `vocab_size` ids.
+    pub fn for_profile(profile: Profile, vocab_size: i64) -> Self {
+        // AdamW (0.9, 0.999), weight decay 0.01, linear warmup over 10 % of the steps then linear
+        // decay (the Hugging Face trainer's schedule), gradients clipped to norm 1.
+        let train = |epochs, lr| TrainConfig {
+            epochs,
+            batch_size: 16,
+            optim: OptimConfig::adamw(lr, (0.9, 0.999), 0.01).schedule(Schedule::WarmupLinear { warmup: 0.1 }).clip(1.0),
+            augment: false,
+        };
+        match profile {
+            Profile::Quick => SummarizationPlan {
+                model: SummarizerConfig { d_model: 64, n_heads: 2, encoder_layers: 1, decoder_layers: 1, d_ffn: 128, ..SummarizerConfig::cpu(vocab_size) },
+                train: train(2, 1e-3),
+                max_src: 64,
+                max_tgt: 24,
+                subset: Some((512, 64, 16)),
+                rouge_docs: 16,
+                beam: DecodeConfig::beam(2, 16, 1.0),
+            },
+            // The small model learns faster with a larger peak rate than the original's 1e-4.
+            Profile::Cpu => SummarizationPlan {
+                model: SummarizerConfig::cpu(vocab_size),
+                train: train(2, 5e-4),
+                max_src: 96,
+                max_tgt: 32,
+                subset: None,
+                rouge_docs: 1000,
+                beam: DecodeConfig::beam(4, 32, 1.0),
+            },
+            Profile::Full => SummarizationPlan {
+                model: SummarizerConfig::full(vocab_size),
+                train: train(2, 1e-4),
+                max_src: 1024,
+                max_tgt: 128,
+                subset: None,
+                rouge_docs: usize::MAX,
+                beam: DecodeConfig::beam(4, 64, 1.0),
+            },
+        }
+    }
+}
+
+/// The small GPT-2 of notebook 3 (`hw9 train-gpt`): its size, budget and optimizer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GptPlan {
+    /// The model: GPT-2's vocabulary, 4 layers × 4 heads, d 128, 128 positions.
+    pub model: Gpt2Config,
+    /// Wall-clock training budget in seconds.
+    pub seconds: f64,
+    /// Windows of `n_positions + 1` tokens per batch.
+    pub batch_size: i64,
+    /// Only the first this many training documents (all when `None`).
+    pub max_docs: Option<usize>,
+    /// AdamW (0.9, 0.95), weight decay 0.1, peak 1e-3, warmup over 5 % of the time then cosine
+    /// decay to 1e-5.
+    pub optim: OptimConfig,
+}
+
+impl GptPlan {
+    /// The plan for `profile`: 8 seconds on 300 documents in `quick` (the wiring only), 10
+    /// minutes on the whole training split otherwise.
+    pub fn for_profile(profile: Profile) -> Self {
+        let (seconds, max_docs) = profile.pick((8.0, Some(300)), (600.0, None), (600.0, None));
+        GptPlan {
+            model: Gpt2Config::small(),
+            seconds,
+            batch_size: 16,
+            max_docs,
+            optim: OptimConfig {
+                min_lr: 1e-5,
+                ..OptimConfig::adamw(1e-3, (0.9, 0.95), 0.1).schedule(Schedule::WarmupCosine { warmup: 0.05 })
+            },
+        }
+    }
+}

@@ -1,0 +1,451 @@
+//! Training: one loop for every model in the crate, and what it records.
+//!
+//! [`Fit`] is the core. It is generic over the batch: a caller gives it the batches of an epoch,
+//! a function from a batch to its loss ([`Step`]), and an evaluation run after each epoch; the
+//! core owns everything else — AdamW and its schedule from one [`OptimConfig`], gradient
+//! clipping, a check that the loss stays finite, the progress bar, TensorBoard scalars, a
+//! checkpoint after each epoch and resuming from the newest one. The image classifier and the
+//! MAE ([`train_classifier`], [`train_mae`]), the summarizer
+//! ([`crate::tasks::summarization::train_summarizer`]) and the small GPT-2
+//! ([`crate::tasks::language_model::train_small_gpt2`]) all train through it.
+
+pub mod checkpoint;
+pub mod optim;
+pub mod progress;
+pub mod tensorboard;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use tch::nn::{self, ModuleT};
+use tch::{Device, Kind, Tensor};
+
+pub use checkpoint::{latest_checkpoint, load_checkpoint, load_checkpoint_into, load_weights, save_checkpoint};
+pub use optim::{OptimConfig, Schedule};
+pub use progress::Progress;
+
+use crate::data::images::{augment, batches, n_batches, ImageSet, Splits};
+use crate::error::{Error, Result};
+use crate::io::write_atomic;
+use crate::models::mae::MaskedAutoencoder;
+use crate::visuals::LineChart;
+use tensorboard::SummaryWriter;
+
+/// How a model trains: epochs of batches and the optimizer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Passes over the training set.
+    pub epochs: i64,
+    /// Examples per batch.
+    pub batch_size: i64,
+    /// AdamW, its schedule and clipping.
+    pub optim: OptimConfig,
+    /// Random crops (padding 2) and horizontal flips on training images (image classifiers only).
+    #[serde(default)]
+    pub augment: bool,
+}
+
+impl TrainConfig {
+    /// `epochs` of `batch_size` with AdamW at `lr`, the original homework's betas (0.9, 0.95) and
+    /// `weight_decay`, constant rate.
+    pub fn adamw(epochs: i64, batch_size: i64, lr: f64, weight_decay: f64) -> Self {
+        TrainConfig { epochs, batch_size, optim: OptimConfig::adamw(lr, (0.9, 0.95), weight_decay), augment: false }
+    }
+}
+
+/// What one training step gives the core.
+#[derive(Debug)]
+pub struct Step {
+    /// The scalar loss to minimise.
+    pub loss: Tensor,
+    /// Its weight in the epoch's mean training loss (a classifier: the batch size; 1.0 for a mean
+    /// over steps).
+    pub weight: f64,
+    /// `(correct, counted)` predictions, for a training accuracy; `None` when there is none.
+    pub correct: Option<(i64, i64)>,
+}
+
+/// What the evaluation after an epoch measured.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Evaluation {
+    /// Validation loss.
+    pub loss: Option<f64>,
+    /// Validation accuracy.
+    pub accuracy: Option<f64>,
+}
+
+/// One epoch's numbers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochStats {
+    /// 1 for the first epoch.
+    pub epoch: i64,
+    /// Optimizer steps done when the epoch ended.
+    #[serde(default)]
+    pub step: usize,
+    /// Mean training loss over the epoch (weighted by each step's [`Step::weight`]).
+    pub train_loss: f64,
+    /// Training accuracy, when the steps count correct predictions.
+    #[serde(default)]
+    pub train_acc: Option<f64>,
+    /// Validation loss, when the evaluation measures one.
+    #[serde(default)]
+    pub val_loss: Option<f64>,
+    /// Validation accuracy, when the evaluation measures one.
+    #[serde(default)]
+    pub val_acc: Option<f64>,
+    /// Wall time of the epoch, evaluation included.
+    pub seconds: f64,
+}
+
+/// What a training run did, step by step and epoch by epoch. Saved with each checkpoint
+/// (`history.json`), so a resumed run continues it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct History {
+    /// The loss of every optimizer step.
+    pub step_losses: Vec<f64>,
+    /// One entry per finished epoch.
+    pub epochs: Vec<EpochStats>,
+}
+
+impl History {
+    /// The last epoch's validation accuracy.
+    pub fn final_val_acc(&self) -> Option<f64> {
+        self.epochs.last().and_then(|e| e.val_acc)
+    }
+
+    /// The last epoch's validation loss.
+    pub fn final_val_loss(&self) -> Option<f64> {
+        self.epochs.last().and_then(|e| e.val_loss)
+    }
+
+    /// Training loss per step, its per-epoch means at epoch ends, and the validation loss per
+    /// epoch when there is one.
+    pub fn loss_chart(&self, title: &str) -> LineChart {
+        let ends: Vec<f64> = self.epochs.iter().map(|e| e.step as f64).collect();
+        let means: Vec<f64> = self.epochs.iter().map(|e| e.train_loss).collect();
+        let chart = LineChart::new(format!("{title}: loss"))
+            .x_label("step")
+            .y_label("loss")
+            .series("train (step)", &self.step_losses)
+            .series_xy("train (epoch mean)", &ends, &means);
+        if self.epochs.iter().any(|e| e.val_loss.is_some()) {
+            let val: Vec<f64> = self.epochs.iter().map(|e| e.val_loss.unwrap_or(f64::NAN)).collect();
+            return chart.series_xy("validation (epoch)", &ends, &val);
+        }
+        chart
+    }
+
+    /// Training and validation accuracy per epoch.
+    pub fn accuracy_chart(&self, title: &str) -> LineChart {
+        let x: Vec<f64> = self.epochs.iter().map(|e| e.epoch as f64).collect();
+        let train: Vec<f64> = self.epochs.iter().map(|e| e.train_acc.unwrap_or(f64::NAN)).collect();
+        let val: Vec<f64> = self.epochs.iter().map(|e| e.val_acc.unwrap_or(f64::NAN)).collect();
+        LineChart::new(format!("{title}: accuracy"))
+            .x_label("epoch")
+            .y_label("accuracy")
+            .series_xy("train", &x, &train)
+            .series_xy("validation", &x, &val)
+    }
+
+    /// Shows the loss chart and, when there are accuracies, the accuracy chart, inline.
+    pub fn show(&self, title: &str) {
+        self.loss_chart(title).show();
+        if self.epochs.iter().any(|e| e.val_acc.is_some()) {
+            self.accuracy_chart(title).show();
+        }
+    }
+}
+
+/// How long a run lasts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Length {
+    /// Whole epochs of `steps_per_epoch` batches each (the schedule runs over all their steps).
+    Epochs {
+        /// Passes over the training set.
+        epochs: i64,
+        /// Batches per epoch.
+        steps_per_epoch: usize,
+    },
+    /// One pass over endless batches until the wall-clock budget is spent (the schedule runs
+    /// over the time).
+    Seconds(f64),
+}
+
+/// Where a run's checkpoints go, and whether it resumes from them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checkpoints {
+    /// A checkpoint per epoch goes to `<dir>/epoch-N`.
+    pub dir: PathBuf,
+    /// The model's config, saved as `config.json` and compared on resume.
+    pub config: serde_json::Value,
+    /// Start after the newest checkpoint in `dir`.
+    pub resume: bool,
+}
+
+/// One training run of the core loop; build it with [`Fit::epochs`] or [`Fit::seconds`], add
+/// options, then [`Fit::run`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fit {
+    /// Shown on the progress bar and in errors.
+    pub title: String,
+    /// How long it runs.
+    pub length: Length,
+    /// AdamW, schedule and clipping.
+    pub optim: OptimConfig,
+    /// TensorBoard event files go to this folder.
+    pub tensorboard: Option<PathBuf>,
+    /// TensorBoard gets the mean training loss and the learning rate every this many steps.
+    pub log_every: usize,
+    /// Checkpoints after each epoch, and resuming.
+    pub checkpoints: Option<Checkpoints>,
+}
+
+impl Fit {
+    /// A run of `epochs` epochs of `steps_per_epoch` batches.
+    pub fn epochs(title: impl Into<String>, epochs: i64, steps_per_epoch: usize, optim: &OptimConfig) -> Self {
+        Self::new(title, Length::Epochs { epochs, steps_per_epoch }, optim)
+    }
+
+    /// A run that stops after `seconds` of wall time.
+    pub fn seconds(title: impl Into<String>, seconds: f64, optim: &OptimConfig) -> Self {
+        Self::new(title, Length::Seconds(seconds), optim)
+    }
+
+    fn new(title: impl Into<String>, length: Length, optim: &OptimConfig) -> Self {
+        Fit { title: title.into(), length, optim: optim.clone(), tensorboard: None, log_every: 20, checkpoints: None }
+    }
+
+    /// Writes TensorBoard scalars to `logdir`.
+    pub fn tensorboard(mut self, logdir: impl Into<PathBuf>) -> Self {
+        self.tensorboard = Some(logdir.into());
+        self
+    }
+
+    /// Saves a checkpoint of `config`'s model in `<dir>/epoch-N` after each epoch; with `resume`,
+    /// starts after the newest one there (its config must equal `config`).
+    pub fn checkpoints(mut self, dir: impl Into<PathBuf>, config: &impl Serialize, resume: bool) -> Result<Self> {
+        self.checkpoints = Some(Checkpoints { dir: dir.into(), config: serde_json::to_value(config)?, resume });
+        Ok(self)
+    }
+
+    /// Trains the variables of `vs`. `batches(epoch)` gives an epoch's training batches (endless
+    /// for a time budget), `step` turns one into its loss, `evaluate` runs after each epoch.
+    ///
+    /// Resuming loads the weights and the history of the newest checkpoint; AdamW's moment
+    /// estimates start again and the schedule continues from the step reached.
+    pub fn run<B, I>(
+        &self,
+        vs: &nn::VarStore,
+        mut batches: impl FnMut(i64) -> I,
+        mut step: impl FnMut(B) -> Result<Step>,
+        mut evaluate: impl FnMut() -> Result<Evaluation>,
+    ) -> Result<History>
+    where
+        I: Iterator<Item = B>,
+    {
+        let mut history = self.resume(vs)?;
+        let (epochs, per_epoch) = match self.length {
+            Length::Epochs { epochs, steps_per_epoch } => (epochs, steps_per_epoch),
+            Length::Seconds(_) => (1, 0),
+        };
+        if history.epochs.len() as i64 >= epochs {
+            println!("{}: already trained for {} epoch(s)", self.title, history.epochs.len());
+            return Ok(history);
+        }
+        let mut opt = self.optim.build(vs)?;
+        let mut tb = self.tensorboard.as_deref().map(SummaryWriter::new).transpose()?;
+        let total = per_epoch * epochs.max(0) as usize;
+        let run_start = Instant::now();
+        for epoch in history.epochs.len() as i64 + 1..=epochs {
+            let start = Instant::now();
+            let label = match self.length {
+                Length::Epochs { .. } => format!("{} epoch {epoch}/{epochs}", self.title),
+                Length::Seconds(s) => format!("{} ({s:.0} s)", self.title),
+            };
+            let mut bar = Progress::new(label, per_epoch as u64);
+            let mut epoch_sums = Sums::default();
+            let mut window = Sums::default();
+            for batch in batches(epoch) {
+                let at = history.step_losses.len();
+                let lr = match self.length {
+                    Length::Epochs { .. } => self.optim.lr_at(at, total),
+                    Length::Seconds(s) => {
+                        let progress = run_start.elapsed().as_secs_f64() / s;
+                        if progress >= 1.0 {
+                            break;
+                        }
+                        self.optim.lr_at_progress(progress)
+                    }
+                };
+                opt.set_lr(lr);
+                let out = step(batch)?;
+                self.optim.step(&mut opt, &out.loss);
+                let loss = finite_loss(&out.loss, &self.title, epoch, at, lr)?;
+                history.step_losses.push(loss);
+                epoch_sums.add(loss, &out);
+                window.add(loss, &out);
+                if let Some(tb) = tb.as_mut().filter(|_| window.steps == self.log_every) {
+                    tb.add_scalar("loss/train", window.mean_loss(), at as i64 + 1)?;
+                    tb.add_scalar("learning_rate", lr, at as i64 + 1)?;
+                    window = Sums::default();
+                }
+                bar.tick(&format!("loss {:.4}{} lr {lr:.1e}", epoch_sums.mean_loss(), epoch_sums.acc_text()));
+            }
+            let eval = evaluate()?;
+            let at = history.step_losses.len();
+            if let Some(tb) = tb.as_mut() {
+                for (tag, value) in [("loss/validation", eval.loss), ("accuracy/validation", eval.accuracy)] {
+                    if let Some(v) = value {
+                        tb.add_scalar(tag, v, at as i64)?;
+                    }
+                }
+            }
+            let stats = EpochStats {
+                epoch,
+                step: at,
+                train_loss: epoch_sums.mean_loss(),
+                train_acc: epoch_sums.accuracy(),
+                val_loss: eval.loss,
+                val_acc: eval.accuracy,
+                seconds: start.elapsed().as_secs_f64(),
+            };
+            let val_loss = eval.loss.map_or(String::new(), |v| format!(" | validation loss {v:.4}"));
+            let val_acc = eval.accuracy.map_or(String::new(), |v| format!(" | validation acc {v:.4}"));
+            bar.finish(&format!("loss {:.4}{}{val_loss}{val_acc}", stats.train_loss, epoch_sums.acc_text()));
+            history.epochs.push(stats);
+            if let Some(ck) = &self.checkpoints {
+                let dir = ck.dir.join(format!("epoch-{epoch}"));
+                save_checkpoint(vs, &ck.config, &dir)?;
+                write_atomic(&dir.join("history.json"), &serde_json::to_vec(&history)?)?;
+            }
+        }
+        Ok(history)
+    }
+
+    /// The history of the newest checkpoint, its weights loaded into `vs`, when resuming; else
+    /// an empty history.
+    fn resume(&self, vs: &nn::VarStore) -> Result<History> {
+        let Some(ck) = self.checkpoints.as_ref().filter(|ck| ck.resume) else { return Ok(History::default()) };
+        let Some((epoch, dir)) = latest_checkpoint(&ck.dir) else { return Ok(History::default()) };
+        load_checkpoint(vs, &ck.config, &dir)?;
+        let path = dir.join("history.json");
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let history: History = serde_json::from_str(&text)
+            .map_err(|e| Error::Corrupt { what: "training history".into(), path, detail: e.to_string() })?;
+        println!("resumed from {} (epoch {epoch}, step {})", dir.display(), history.step_losses.len());
+        Ok(history)
+    }
+}
+
+/// Running sums of a span of steps.
+#[derive(Debug, Default)]
+struct Sums {
+    steps: usize,
+    loss: f64,
+    weight: f64,
+    correct: Option<(i64, i64)>,
+}
+
+impl Sums {
+    fn add(&mut self, loss: f64, step: &Step) {
+        self.steps += 1;
+        self.loss += loss * step.weight;
+        self.weight += step.weight;
+        if let Some((c, n)) = step.correct {
+            let (c0, n0) = self.correct.unwrap_or((0, 0));
+            self.correct = Some((c0 + c, n0 + n));
+        }
+    }
+
+    fn mean_loss(&self) -> f64 {
+        self.loss / self.weight.max(f64::MIN_POSITIVE)
+    }
+
+    fn accuracy(&self) -> Option<f64> {
+        self.correct.map(|(c, n)| c as f64 / n.max(1) as f64)
+    }
+
+    fn acc_text(&self) -> String {
+        self.accuracy().map_or(String::new(), |a| format!(" acc {a:.3}"))
+    }
+}
+
+/// The loss's value, or an error saying where it stopped being finite and what to look at.
+fn finite_loss(loss: &Tensor, what: &str, epoch: i64, step: usize, lr: f64) -> Result<f64> {
+    let v = loss.double_value(&[]);
+    if v.is_finite() {
+        Ok(v)
+    } else {
+        Err(Error::Input(format!(
+            "{what}: the loss became {v} at epoch {epoch}, step {step} (learning rate {lr:.3e}). \
+             Check your forward for a division by zero or a log of 0, or lower the learning rate."
+        )))
+    }
+}
+
+/// Accuracy of `model` on `set` (normalised as `data` does), without gradients.
+pub fn evaluate<M: ModuleT>(model: &M, data: &Splits, set: &ImageSet, device: Device) -> f64 {
+    tch::no_grad(|| {
+        let (mut correct, mut total) = (0i64, 0i64);
+        for (x, y) in batches(set, 500, false, device) {
+            let logits = model.forward_t(&data.normalize(&x), false);
+            correct += logits.argmax(-1, false).eq_tensor(&y).sum(Kind::Int64).int64_value(&[]);
+            total += y.size()[0];
+        }
+        correct as f64 / total.max(1) as f64
+    })
+}
+
+/// The core over an image set: shuffled batches, normalised (and augmented when `cfg` says so).
+fn fit_images(
+    vs: &nn::VarStore,
+    data: &Splits,
+    cfg: &TrainConfig,
+    title: &str,
+    mut batch_loss: impl FnMut(&Tensor, &Tensor) -> Result<Step>,
+    evaluate: impl FnMut() -> Result<Evaluation>,
+) -> Result<History> {
+    let device = vs.device();
+    let fit = Fit::epochs(title, cfg.epochs, n_batches(&data.train, cfg.batch_size) as usize, &cfg.optim);
+    let step = |(x, y): (Tensor, Tensor)| {
+        let x = data.normalize(&x);
+        let x = if cfg.augment { augment(&x, true, 2) } else { x };
+        batch_loss(&x, &y)
+    };
+    fit.run(vs, |_| batches(&data.train, cfg.batch_size, true, device), step, evaluate)
+}
+
+/// Trains a classifier with cross-entropy and AdamW, evaluating on the test split each epoch.
+pub fn train_classifier<M: ModuleT>(
+    model: &M,
+    vs: &nn::VarStore,
+    data: &Splits,
+    cfg: &TrainConfig,
+    title: &str,
+) -> Result<History> {
+    let batch_loss = |x: &Tensor, y: &Tensor| {
+        let logits = model.forward_t(x, true);
+        let b = y.size()[0];
+        if logits.dim() != 2 || logits.size()[0] != b {
+            return Err(Error::Shape { what: format!("{title}: logits"), expected: vec![b, -1], got: logits.size() });
+        }
+        let correct = logits.argmax(-1, false).eq_tensor(y).sum(Kind::Int64).int64_value(&[]);
+        Ok(Step { loss: logits.cross_entropy_for_logits(y), weight: b as f64, correct: Some((correct, b)) })
+    };
+    let eval = || Ok(Evaluation { loss: None, accuracy: Some(evaluate(model, data, &data.test, vs.device())) });
+    fit_images(vs, data, cfg, title, batch_loss, eval)
+}
+
+/// Pretrains a masked autoencoder: MSE on the masked patches, AdamW.
+pub fn train_mae<M: MaskedAutoencoder>(
+    model: &M,
+    vs: &nn::VarStore,
+    data: &Splits,
+    cfg: &TrainConfig,
+    title: &str,
+) -> Result<History> {
+    let batch_loss =
+        |x: &Tensor, y: &Tensor| Ok(Step { loss: model.pretraining_loss(x)?, weight: y.size()[0] as f64, correct: None });
+    fit_images(vs, data, cfg, title, batch_loss, || Ok(Evaluation::default()))
+}

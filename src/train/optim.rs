@@ -1,0 +1,163 @@
+//! The optimizer and its learning-rate schedule, from one config: AdamW (decoupled weight decay,
+//! as PyTorch's `torch.optim.AdamW`), warmup and decay, gradient clipping.
+
+use serde::{Deserialize, Serialize};
+use tch::nn::{self, OptimizerConfig};
+
+use crate::error::Result;
+
+/// A learning-rate schedule over a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub enum Schedule {
+    /// The same rate throughout (the original homework's notebook 1).
+    #[default]
+    Constant,
+    /// Linear warmup over the first `warmup` fraction of the run, then cosine decay to 0.
+    WarmupCosine {
+        /// The fraction of the run spent warming up.
+        warmup: f64,
+    },
+    /// Linear warmup over the first `warmup` fraction of the run, then linear decay to 0 (the
+    /// Hugging Face trainer's default).
+    WarmupLinear {
+        /// The fraction of the run spent warming up.
+        warmup: f64,
+    },
+}
+
+impl Schedule {
+    /// The factor on the base rate at optimizer step `step` of `total`: warmup rises as
+    /// `(step + 1) / warmup_steps`, then the decay runs over the remaining steps.
+    pub fn factor(self, step: usize, total: usize) -> f64 {
+        let Some((warmup, decay)) = self.parts() else { return 1.0 };
+        let warm = (warmup * total as f64).max(1.0);
+        let s = step as f64;
+        if s < warm {
+            (s + 1.0) / warm
+        } else {
+            decay(((s - warm) / (total as f64 - warm).max(1.0)).min(1.0)).max(0.0)
+        }
+    }
+
+    /// The factor at `progress` (0 = start, 1 = end) of a run whose length is a time budget, not a
+    /// step count.
+    pub fn factor_at(self, progress: f64) -> f64 {
+        let Some((warmup, decay)) = self.parts() else { return 1.0 };
+        if progress < warmup {
+            progress / warmup
+        } else {
+            decay(((progress - warmup) / (1.0 - warmup).max(1e-12)).min(1.0)).max(0.0)
+        }
+    }
+
+    /// The warmup fraction and the decay from 1 to 0 over `t` in `[0, 1]`; `None` when constant.
+    fn parts(self) -> Option<(f64, fn(f64) -> f64)> {
+        match self {
+            Schedule::Constant => None,
+            Schedule::WarmupCosine { warmup } => Some((warmup, |t| 0.5 * (1.0 + (std::f64::consts::PI * t).cos()))),
+            Schedule::WarmupLinear { warmup } => Some((warmup, |t| 1.0 - t)),
+        }
+    }
+}
+
+/// AdamW's settings, its schedule and gradient clipping: how every training run in the crate
+/// optimises.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OptimConfig {
+    /// The base (peak) learning rate.
+    pub lr: f64,
+    /// AdamW's `(beta1, beta2)`: the moment estimates' decay rates.
+    pub betas: (f64, f64),
+    /// Decoupled weight decay.
+    pub weight_decay: f64,
+    /// AdamW's epsilon.
+    #[serde(default = "default_eps")]
+    pub eps: f64,
+    /// How the learning rate moves over the run.
+    #[serde(default)]
+    pub schedule: Schedule,
+    /// Gradients are clipped to this global L2 norm (none when `None`).
+    #[serde(default)]
+    pub clip_norm: Option<f64>,
+    /// The learning rate never goes below this.
+    #[serde(default)]
+    pub min_lr: f64,
+}
+
+fn default_eps() -> f64 {
+    1e-8
+}
+
+impl OptimConfig {
+    /// AdamW with `lr`, `betas` and `weight_decay`, constant rate, no clipping.
+    pub fn adamw(lr: f64, betas: (f64, f64), weight_decay: f64) -> Self {
+        OptimConfig { lr, betas, weight_decay, eps: 1e-8, schedule: Schedule::Constant, clip_norm: None, min_lr: 0.0 }
+    }
+
+    /// The same settings with `schedule`.
+    pub fn schedule(self, schedule: Schedule) -> Self {
+        OptimConfig { schedule, ..self }
+    }
+
+    /// The same settings with gradients clipped to `max_norm`.
+    pub fn clip(self, max_norm: f64) -> Self {
+        OptimConfig { clip_norm: Some(max_norm), ..self }
+    }
+
+    /// The learning rate at `step` of `total` steps.
+    pub fn lr_at(&self, step: usize, total: usize) -> f64 {
+        (self.lr * self.schedule.factor(step, total)).max(self.min_lr)
+    }
+
+    /// The learning rate at `progress` in `[0, 1]` of a time-budgeted run.
+    pub fn lr_at_progress(&self, progress: f64) -> f64 {
+        (self.lr * self.schedule.factor_at(progress)).max(self.min_lr)
+    }
+
+    /// AdamW over `vs`'s trainable variables.
+    pub fn build(&self, vs: &nn::VarStore) -> Result<nn::Optimizer> {
+        let (beta1, beta2) = self.betas;
+        let opt = nn::AdamW { beta1, beta2, wd: self.weight_decay, eps: self.eps, amsgrad: false };
+        Ok(opt.build(vs, self.lr)?)
+    }
+
+    /// One optimizer step on `loss`: gradients, clipping when configured, update.
+    pub fn step(&self, opt: &mut nn::Optimizer, loss: &tch::Tensor) {
+        match self.clip_norm {
+            Some(max_norm) => opt.backward_step_clip_norm(loss, max_norm),
+            None => opt.backward_step(loss),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warmup_schedules_rise_then_decay_to_zero() {
+        let s = Schedule::WarmupCosine { warmup: 0.1 };
+        assert!((s.factor(0, 100) - 0.1).abs() < 1e-12);
+        assert!((s.factor(9, 100) - 1.0).abs() < 1e-12);
+        assert!((s.factor(10, 100) - 1.0).abs() < 1e-12);
+        assert!(s.factor(55, 100) < 0.6 && s.factor(55, 100) > 0.4);
+        assert!(s.factor(99, 100) < 0.01);
+        assert_eq!(Schedule::Constant.factor(50, 100), 1.0);
+        let l = Schedule::WarmupLinear { warmup: 0.1 };
+        assert!((l.factor(4, 100) - 0.5).abs() < 1e-12);
+        assert!((l.factor(10, 100) - 1.0).abs() < 1e-12);
+        assert!((l.factor(55, 100) - 0.5).abs() < 1e-12);
+        assert!(l.factor(99, 100) < 0.02);
+    }
+
+    #[test]
+    fn a_time_budget_follows_the_same_shape() {
+        let s = Schedule::WarmupCosine { warmup: 0.05 };
+        assert!((s.factor_at(0.025) - 0.5).abs() < 1e-12);
+        assert!((s.factor_at(0.05) - 1.0).abs() < 1e-12);
+        assert!((s.factor_at(0.525) - 0.5).abs() < 1e-12);
+        assert!(s.factor_at(1.0).abs() < 1e-12);
+        let cfg = OptimConfig { min_lr: 1e-5, ..OptimConfig::adamw(1e-3, (0.9, 0.95), 0.1).schedule(s) };
+        assert_eq!(cfg.lr_at_progress(1.0), 1e-5);
+    }
+}
