@@ -69,7 +69,15 @@ pub fn vit_mae_steps(profile: Profile, batch: i64, warmup: usize, steps: usize, 
 
 /// One training step's seconds (median of `steps` after `warmup`) for `cfg` on random batches of
 /// `batch` documents of `src_len` tokens and summaries of `tgt_len`.
-pub fn summarizer_step(cfg: &SummarizerConfig, batch: i64, src_len: i64, tgt_len: i64, warmup: usize, steps: usize, device: Device) -> Result<f64> {
+pub fn summarizer_step(
+    cfg: &SummarizerConfig,
+    batch: i64,
+    src_len: i64,
+    tgt_len: i64,
+    warmup: usize,
+    steps: usize,
+    device: Device,
+) -> Result<f64> {
     crate::seed(0);
     let vs = nn::VarStore::new(device);
     let model = Summarizer::new(&vs.root(), cfg)?;

@@ -7,19 +7,47 @@ use std::path::PathBuf;
 pub enum Error {
     /// A tensor of the wrong shape, e.g. `expected (2, 49, 48), got (2, 48, 49)`.
     #[error("{what}: expected shape {}, got {}", fmt_shape(.expected), fmt_shape(.got))]
-    Shape { what: String, expected: Vec<i64>, got: Vec<i64> },
+    Shape {
+        /// What had the wrong shape.
+        what: String,
+        /// The shape it should have had.
+        expected: Vec<i64>,
+        /// The shape it had.
+        got: Vec<i64>,
+    },
 
     /// A tensor of the wrong dtype.
     #[error("{what}: expected dtype {expected:?}, got {got:?}")]
-    Kind { what: String, expected: tch::Kind, got: tch::Kind },
+    Kind {
+        /// What had the wrong dtype.
+        what: String,
+        /// The dtype it should have had.
+        expected: tch::Kind,
+        /// The dtype it had.
+        got: tch::Kind,
+    },
 
     /// A required file is not there; `fix` says how to get it.
     #[error("missing {what}: {} does not exist. Fix: {fix}", .path.display())]
-    Missing { what: String, path: PathBuf, fix: String },
+    Missing {
+        /// What is missing.
+        what: String,
+        /// Where it was looked for.
+        path: PathBuf,
+        /// How to get it.
+        fix: String,
+    },
 
     /// A file is there but its content is not what it should be.
     #[error("corrupt {what} {}: {detail}", .path.display())]
-    Corrupt { what: String, path: PathBuf, detail: String },
+    Corrupt {
+        /// What the file should be.
+        what: String,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        detail: String,
+    },
 
     /// A configuration that cannot work (for example `d_model % n_heads != 0`).
     #[error("invalid config: {0}")]
@@ -35,7 +63,12 @@ pub enum Error {
 
     /// An I/O error on a named path.
     #[error("{}: {source}", .path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        /// The path the operation was on.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
 
     /// An error raised by libtorch.
     #[error(transparent)]

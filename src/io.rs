@@ -100,10 +100,8 @@ pub fn copy_weights(vs: &nn::VarStore, tensors: &HashMap<String, Tensor>, source
 pub fn load_hf_weights(vs: &nn::VarStore, dir: &Path, strip_prefix: &str) -> Result<()> {
     let path = dir.join("model.safetensors");
     let tensors = read_weights(&path, "a Hugging Face folder has model.safetensors beside config.json")?;
-    let named = tensors
-        .into_iter()
-        .map(|(k, v)| (k.strip_prefix(strip_prefix).map(str::to_string).unwrap_or(k), v))
-        .collect();
+    let named =
+        tensors.into_iter().map(|(k, v)| (k.strip_prefix(strip_prefix).map(str::to_string).unwrap_or(k), v)).collect();
     copy_weights(vs, &named, &path.display().to_string())
 }
 
@@ -118,7 +116,8 @@ mod tests {
         write_atomic(&path, b"first").unwrap();
         write_atomic(&path, b"second").unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"second");
-        let names: Vec<_> = std::fs::read_dir(dir.path().join("sub")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> =
+            std::fs::read_dir(dir.path().join("sub")).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, vec![std::ffi::OsString::from("out.json")]);
     }
 

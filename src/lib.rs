@@ -42,6 +42,8 @@
 //!
 //! ARCHITECTURE.md in the repository draws how a notebook cell reaches libtorch and back.
 
+#![warn(missing_docs)]
+
 pub mod bench;
 pub mod data;
 pub mod error;
@@ -64,8 +66,8 @@ use tch::Device;
 /// What a notebook or a program needs in scope: `use hw9::prelude::*;`.
 pub mod prelude {
     pub use crate::grading::check::{check_at_least, Fixtures, Recorder};
-    pub use crate::visuals::{Figure, Heatmap, LineChart};
     pub use crate::grading::submission::write_submission;
+    pub use crate::visuals::{Figure, Heatmap, LineChart};
     pub use crate::{device, profile, seed, Error, Profile, Result};
     pub use tch;
     pub use tch::nn::{self, Module, ModuleT, OptimizerConfig};
@@ -138,10 +140,7 @@ pub fn report_panics_whole() {
                 .or_else(|| info.payload().downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "Box<dyn Any>".to_string());
             let location = info.location().map(|l| format!(" at {l}")).unwrap_or_default();
-            let report = format!(
-                "thread '{}' panicked{location}:\n{message}\n",
-                thread.name().unwrap_or("<unnamed>")
-            );
+            let report = format!("thread '{}' panicked{location}:\n{message}\n", thread.name().unwrap_or("<unnamed>"));
             let mut err = std::io::stderr().lock();
             let _ = err.write_all(report.as_bytes());
             let _ = err.flush();

@@ -18,11 +18,17 @@ use crate::train::{OptimConfig, Schedule, TrainConfig};
 /// Notebook 1's models, training stages and data subset for one profile.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VitMaePlan {
+    /// The ViT.
     pub vit: VitConfig,
+    /// The MAE.
     pub mae: MaeConfig,
+    /// Training the ViT.
     pub vit_train: TrainConfig,
+    /// Pretraining the MAE.
     pub mae_train: TrainConfig,
+    /// The linear probe on the frozen MAE.
     pub probe_train: TrainConfig,
+    /// Finetuning the MAE with a head.
     pub finetune_train: TrainConfig,
     /// `(train, test)` images kept, or `None` for all of them.
     pub subset: Option<(i64, i64)>,
@@ -34,10 +40,19 @@ impl VitMaePlan {
     /// The plan for `profile`.
     pub fn for_profile(profile: Profile) -> Self {
         let enc = |d, l, f| EncoderConfig { d_model: d, n_heads: 4, n_layers: l, d_ffn: f };
-        let fmnist = |e: EncoderConfig| VitConfig { image_size: 28, channels: 1, patch_size: 4, encoder: e, n_classes: 10 };
-        let mae = |e: EncoderConfig, d: EncoderConfig| MaeConfig { image_size: 28, channels: 1, patch_size: 4, encoder: e, decoder: d, mask_ratio: 0.75 };
+        let fmnist =
+            |e: EncoderConfig| VitConfig { image_size: 28, channels: 1, patch_size: 4, encoder: e, n_classes: 10 };
+        let mae = |e: EncoderConfig, d: EncoderConfig| MaeConfig {
+            image_size: 28,
+            channels: 1,
+            patch_size: 4,
+            encoder: e,
+            decoder: d,
+            mask_ratio: 0.75,
+        };
         let adamw = |epochs, lr, wd| TrainConfig::adamw(epochs, 128, lr, wd);
-        let cosine = |t: TrainConfig| TrainConfig { optim: t.optim.schedule(Schedule::WarmupCosine { warmup: 0.05 }), ..t };
+        let cosine =
+            |t: TrainConfig| TrainConfig { optim: t.optim.schedule(Schedule::WarmupCosine { warmup: 0.05 }), ..t };
         match profile {
             Profile::Quick => VitMaePlan {
                 vit: fmnist(enc(32, 2, 64)),
@@ -110,12 +125,21 @@ impl SummarizationPlan {
         let train = |epochs, lr| TrainConfig {
             epochs,
             batch_size: 16,
-            optim: OptimConfig::adamw(lr, (0.9, 0.999), 0.01).schedule(Schedule::WarmupLinear { warmup: 0.1 }).clip(1.0),
+            optim: OptimConfig::adamw(lr, (0.9, 0.999), 0.01)
+                .schedule(Schedule::WarmupLinear { warmup: 0.1 })
+                .clip(1.0),
             augment: false,
         };
         match profile {
             Profile::Quick => SummarizationPlan {
-                model: SummarizerConfig { d_model: 64, n_heads: 2, encoder_layers: 1, decoder_layers: 1, d_ffn: 128, ..SummarizerConfig::cpu(vocab_size) },
+                model: SummarizerConfig {
+                    d_model: 64,
+                    n_heads: 2,
+                    encoder_layers: 1,
+                    decoder_layers: 1,
+                    d_ffn: 128,
+                    ..SummarizerConfig::cpu(vocab_size)
+                },
                 train: train(2, 1e-3),
                 max_src: 64,
                 max_tgt: 24,

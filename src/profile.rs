@@ -31,9 +31,7 @@ impl Profile {
             "quick" => Ok(Profile::Quick),
             "cpu" => Ok(Profile::Cpu),
             "full" => Ok(Profile::Full),
-            other => Err(Error::Config(format!(
-                "{PROFILE_VAR} must be one of quick, cpu, full; got {other:?}"
-            ))),
+            other => Err(Error::Config(format!("{PROFILE_VAR} must be one of quick, cpu, full; got {other:?}"))),
         }
     }
 

@@ -20,7 +20,9 @@ fn max_abs(a: &Tensor, b: &Tensor) -> f64 {
 
 fn assert_parity(bert: &Bert, fx: &HashMap<String, Tensor>, prefix: &str) {
     let mask = &fx[&format!("{prefix}/attention_mask")];
-    let out = bert.forward(&fx[&format!("{prefix}/input_ids")], &fx[&format!("{prefix}/token_type_ids")], Some(mask)).unwrap();
+    let out = bert
+        .forward(&fx[&format!("{prefix}/input_ids")], &fx[&format!("{prefix}/token_type_ids")], Some(mask))
+        .unwrap();
     for (i, layer) in out.layers.iter().enumerate() {
         let want = &fx[&format!("{prefix}/attentions.{i}")];
         let d = max_abs(&layer.probs, want);
@@ -85,7 +87,9 @@ fn corrupt_weights_and_another_shape_are_refused_with_a_clear_message() {
     std::fs::create_dir_all(&dir).unwrap();
     let tiny = hw9::paths::assets().join("fixtures/tiny-bert");
     // A config of another shape than the weights.
-    let cfg = std::fs::read_to_string(tiny.join("config.json")).unwrap().replace("\"hidden_size\": 32", "\"hidden_size\": 64");
+    let cfg = std::fs::read_to_string(tiny.join("config.json"))
+        .unwrap()
+        .replace("\"hidden_size\": 32", "\"hidden_size\": 64");
     std::fs::write(dir.join("config.json"), cfg).unwrap();
     std::fs::copy(tiny.join("model.safetensors"), dir.join("model.safetensors")).unwrap();
     let err = Bert::load(&dir, Device::Cpu).unwrap_err().to_string();
@@ -103,7 +107,8 @@ fn corrupt_weights_and_another_shape_are_refused_with_a_clear_message() {
 #[test]
 fn a_tiny_random_gpt2_matches_hugging_face_and_is_causal() {
     let fx = fixtures();
-    let (_vs, gpt) = hw9::models::gpt2::Gpt2::load(&hw9::paths::assets().join("fixtures/tiny-gpt2"), Device::Cpu).unwrap();
+    let (_vs, gpt) =
+        hw9::models::gpt2::Gpt2::load(&hw9::paths::assets().join("fixtures/tiny-gpt2"), Device::Cpu).unwrap();
     let mask = &fx["tiny_gpt2/attention_mask"];
     let out = gpt.forward(&fx["tiny_gpt2/input_ids"], Some(mask)).unwrap();
     for (i, layer) in out.layers.iter().enumerate() {
@@ -140,11 +145,18 @@ fn the_local_gpt2_trains_and_saves_in_gpt2s_layout() {
         layer_norm_epsilon: 1e-5,
         activation_function: "gelu_new".into(),
     };
-    let plan = hw9::plan::GptPlan { model: cfg, seconds: 3.0, batch_size: 4, max_docs: Some(500), ..hw9::plan::GptPlan::for_profile(hw9::Profile::Quick) };
+    let plan = hw9::plan::GptPlan {
+        model: cfg,
+        seconds: 3.0,
+        batch_size: 4,
+        max_docs: Some(500),
+        ..hw9::plan::GptPlan::for_profile(hw9::Profile::Quick)
+    };
     let r = hw9::tasks::language_model::train_small_gpt2(&plan, &out, Device::Cpu).unwrap();
     assert!(r.steps > 5 && r.first_loss > 10.0, "{r:?}"); // ln(50257) = 10.8 at the start
     assert!(r.final_loss < r.first_loss - 0.5, "the loss falls: {r:?}");
-    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
     assert_eq!(json["model_type"], "gpt2");
     let (_vs, gpt) = hw9::models::gpt2::Gpt2::load(&out, Device::Cpu).unwrap();
     let tok = hw9::data::tokenize::Gpt2Tokenizer::new().unwrap();

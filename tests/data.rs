@@ -12,9 +12,18 @@ fn fashion_mnist_loads_60k_and_10k_images_with_balanced_labels() {
     assert_eq!(data.test.images.size(), [10000, 1, 28, 28]);
     assert_eq!(data.train.images.kind(), Kind::Uint8);
     // Each of the 10 classes has 6000 training images.
-    assert!(data.train.labels.bincount::<Tensor>(None, 10).equal(&Tensor::full([10], 6000, (Kind::Int64, Device::Cpu))));
+    assert!(data.train.labels.bincount::<Tensor>(None, 10).equal(&Tensor::full(
+        [10],
+        6000,
+        (Kind::Int64, Device::Cpu)
+    )));
     // The published statistics of Fashion-MNIST: mean 0.2860, std 0.3530.
-    assert!((data.mean[0] - 0.2860).abs() < 1e-3 && (data.std[0] - 0.3530).abs() < 1e-3, "{:?} {:?}", data.mean, data.std);
+    assert!(
+        (data.mean[0] - 0.2860).abs() < 1e-3 && (data.std[0] - 0.3530).abs() < 1e-3,
+        "{:?} {:?}",
+        data.mean,
+        data.std
+    );
     let x = data.normalize(&data.train.images.narrow(0, 0, 1000));
     assert!(x.mean(Kind::Float).double_value(&[]).abs() < 0.05);
 }
@@ -102,7 +111,9 @@ fn augmentation_flips_and_shifts_within_the_padding() {
 fn the_committed_corpus_is_clean_and_split_by_package() {
     let pairs = hw9::data::corpus::read_pairs(&hw9::data::corpus::corpus_path()).unwrap();
     assert!(pairs.len() > 50_000, "{} pairs", pairs.len());
-    assert!(pairs.iter().all(|p| !p.document.contains("packaged by debcargo") && p.document.split_whitespace().count() >= 20));
+    assert!(pairs
+        .iter()
+        .all(|p| !p.document.contains("packaged by debcargo") && p.document.split_whitespace().count() >= 20));
     assert!(pairs.iter().all(|p| p.split == hw9::data::corpus::split_of(&p.package)));
     let docs: std::collections::HashSet<&str> = pairs.iter().map(|p| p.document.as_str()).collect();
     assert_eq!(docs.len(), pairs.len(), "documents repeat");

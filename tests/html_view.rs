@@ -20,14 +20,26 @@ fn page() -> (AttentionHtml, Vec<String>) {
 
 fn chromium() -> &'static str {
     let path = "/usr/bin/chromium";
-    assert!(std::path::Path::new(path).exists(), "{path} is missing: `make test` installs it (Debian package chromium)");
+    assert!(
+        std::path::Path::new(path).exists(),
+        "{path} is missing: `make test` installs it (Debian package chromium)"
+    );
     path
 }
 
 fn headless(args: &[&str]) -> std::process::Output {
     let profile = std::env::temp_dir().join(format!("hw9-chromium-{}", std::process::id()));
     Command::new(chromium())
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ])
         .arg(format!("--user-data-dir={}", profile.display()))
         .args(args)
         .output()
@@ -40,7 +52,10 @@ fn the_page_is_self_contained() {
     let html = page.html();
     // The only URL is the SVG namespace name, which is never fetched.
     let outside = html.replace("http://www.w3.org/2000/svg", "");
-    assert!(!outside.contains("http://") && !outside.contains("https://") && !html.contains("<link"), "the page loads something from outside");
+    assert!(
+        !outside.contains("http://") && !outside.contains("https://") && !html.contains("<link"),
+        "the page loads something from outside"
+    );
     assert!(!html.contains("<script src"), "scripts must be inline");
     assert!(html.contains("\"tokens\":[\"[CLS]\",\"i\",\"wanted\""));
     assert!(!html.contains("</script> test"), "a title with </script> must not close the script");

@@ -5,11 +5,11 @@
 use std::path::Path;
 
 use hw9::data::corpus::{corpus_path, read_pairs};
-use hw9::data::text::{Batch, SubwordTokenizer};
 use hw9::data::text::SummaryData;
+use hw9::data::text::{Batch, SubwordTokenizer};
+use hw9::models::summarizer::{Summarizer, SummarizerConfig};
 use hw9::plan::SummarizationPlan;
 use hw9::tasks::summarization::{evaluate, train_summarizer};
-use hw9::models::summarizer::{Summarizer, SummarizerConfig};
 use hw9::train::{latest_checkpoint, load_checkpoint};
 use hw9::Profile;
 use tch::{nn, Device};
@@ -17,7 +17,8 @@ use tch::{nn, Device};
 fn plan_and_data() -> (SummarizationPlan, SummaryData) {
     let tok = SubwordTokenizer::load_default().unwrap();
     let mut plan = SummarizationPlan::for_profile(Profile::Quick, tok.vocab_size());
-    plan.model = SummarizerConfig { d_model: 32, n_heads: 2, encoder_layers: 1, decoder_layers: 1, d_ffn: 64, ..plan.model };
+    plan.model =
+        SummarizerConfig { d_model: 32, n_heads: 2, encoder_layers: 1, decoder_layers: 1, d_ffn: 64, ..plan.model };
     plan.subset = Some((96, 32, 8));
     plan.train.epochs = 1;
     let pairs = read_pairs(&corpus_path()).unwrap();
@@ -26,7 +27,10 @@ fn plan_and_data() -> (SummarizationPlan, SummaryData) {
 }
 
 fn event_files(dir: &Path) -> usize {
-    std::fs::read_dir(dir).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("events.out.tfevents.")).count()
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("events.out.tfevents."))
+        .count()
 }
 
 #[test]

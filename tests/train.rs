@@ -2,8 +2,8 @@
 //! another config.
 
 use hw9::data::images::{ImageSet, Splits};
-use hw9::train::{load_checkpoint, save_checkpoint, train_classifier, TrainConfig};
 use hw9::models::vit::{Vit, VitConfig};
+use hw9::train::{load_checkpoint, save_checkpoint, train_classifier, TrainConfig};
 use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Tensor};
 
@@ -27,7 +27,8 @@ fn a_classifier_learns_a_separable_task() {
     tch::manual_seed(0);
     let vs = nn::VarStore::new(Device::Cpu);
     // The loop is under test, not the model: a linear classifier on the pixels.
-    let model = nn::seq_t().add_fn(|x| x.flatten(1, -1)).add(nn::linear(vs.root() / "linear", 64, 3, Default::default()));
+    let model =
+        nn::seq_t().add_fn(|x| x.flatten(1, -1)).add(nn::linear(vs.root() / "linear", 64, 3, Default::default()));
     let history = train_classifier(&model, &vs, &splits(), &TrainConfig::adamw(4, 32, 1e-2, 0.0), "test").unwrap();
     assert_eq!(history.epochs.len(), 4);
     assert_eq!(history.step_losses.len(), 4 * 8);
@@ -46,7 +47,9 @@ impl ModuleT for NanModel {
 #[test]
 fn a_nan_loss_stops_training_with_where_and_what_to_do() {
     let vs = nn::VarStore::new(Device::Cpu);
-    let err = train_classifier(&NanModel, &vs, &splits(), &TrainConfig::adamw(1, 32, 1e-3, 0.0), "nan").unwrap_err().to_string();
+    let err = train_classifier(&NanModel, &vs, &splits(), &TrainConfig::adamw(1, 32, 1e-3, 0.0), "nan")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("the loss became NaN at epoch 1, step 0") && err.contains("lower the learning rate"), "{err}");
 }
 
@@ -60,19 +63,22 @@ fn a_checkpoint_reloads_to_identical_outputs_and_refuses_another_config() {
     save_checkpoint(&vs, &cfg, &dir).unwrap();
     let x = Tensor::randn([2, 1, 8, 8], (Kind::Float, Device::Cpu));
 
-    let mut vs2 = nn::VarStore::new(Device::Cpu);
+    let vs2 = nn::VarStore::new(Device::Cpu);
     let vit2 = Vit::new(&vs2.root(), &cfg).unwrap();
     assert!(!vit2.forward_t(&x, false).equal(&vit.forward_t(&x, false)));
-    load_checkpoint(&mut vs2, &cfg, &dir).unwrap();
+    load_checkpoint(&vs2, &cfg, &dir).unwrap();
     assert!(vit2.forward_t(&x, false).equal(&vit.forward_t(&x, false)));
 
     let other = VitConfig { n_classes: 5, ..cfg };
-    let mut vs3 = nn::VarStore::new(Device::Cpu);
+    let vs3 = nn::VarStore::new(Device::Cpu);
     let _vit3 = Vit::new(&vs3.root(), &other).unwrap();
-    let err = load_checkpoint(&mut vs3, &other, &dir).unwrap_err().to_string();
-    assert!(err.contains("was saved with another config") && err.contains("n_classes: 3") && err.contains("n_classes: 5"), "{err}");
+    let err = load_checkpoint(&vs3, &other, &dir).unwrap_err().to_string();
+    assert!(
+        err.contains("was saved with another config") && err.contains("n_classes: 3") && err.contains("n_classes: 5"),
+        "{err}"
+    );
     std::fs::write(dir.join("model.safetensors"), b"garbage").unwrap();
-    let err = hw9::train::load_weights(&mut vs3, &dir.join("model.safetensors")).unwrap_err().to_string();
+    let err = hw9::train::load_weights(&vs3, &dir.join("model.safetensors")).unwrap_err().to_string();
     assert!(err.contains("not a readable safetensors file"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -9,12 +9,17 @@ use tch::nn;
 use tch::{Device, Kind, Tensor};
 
 fn fixtures() -> HashMap<String, Tensor> {
-    Tensor::read_safetensors(hw9::paths::assets().join("fixtures/transformer_parity.safetensors")).unwrap().into_iter().collect()
+    Tensor::read_safetensors(hw9::paths::assets().join("fixtures/transformer_parity.safetensors"))
+        .unwrap()
+        .into_iter()
+        .collect()
 }
 
 /// The fixture tensors under `prefix.` as a VarStore's names.
 fn weights(fx: &HashMap<String, Tensor>, prefix: &str) -> HashMap<String, Tensor> {
-    fx.iter().filter_map(|(k, v)| k.strip_prefix(&format!("{prefix}.")).map(|n| (n.to_string(), v.shallow_clone()))).collect()
+    fx.iter()
+        .filter_map(|(k, v)| k.strip_prefix(&format!("{prefix}.")).map(|n| (n.to_string(), v.shallow_clone())))
+        .collect()
 }
 
 fn max_abs(a: &Tensor, b: &Tensor) -> f64 {
@@ -39,7 +44,11 @@ fn attention_rows_sum_to_one_hide_the_future_and_padded_keys() {
 fn padding_does_not_change_the_unpadded_outputs() {
     tch::manual_seed(0);
     let vs = nn::VarStore::new(Device::Cpu);
-    let layer = TransformerLayer::new(&vs.root(), &LayerConfig { d_model: 8, n_heads: 2, d_ffn: 16, dropout: 0.0 }, Stack::Encoder);
+    let layer = TransformerLayer::new(
+        &vs.root(),
+        &LayerConfig { d_model: 8, n_heads: 2, d_ffn: 16, dropout: 0.0 },
+        Stack::Encoder,
+    );
     let x = Tensor::randn([1, 4, 8], (Kind::Float, Device::Cpu));
     let alone = layer.forward(&x, None, None, None, false);
     let padded = Tensor::cat(&[&x, &Tensor::randn([1, 3, 8], (Kind::Float, Device::Cpu))], 1);
@@ -53,25 +62,33 @@ fn multihead_attention_and_both_layers_match_pytorch() {
     let fx = fixtures();
     let (x, mem) = (&fx["x"], &fx["memory"]);
     let (x_pad, mem_pad) = (&fx["x_padding"], &fx["memory_padding"]);
-    let mut vs = nn::VarStore::new(Device::Cpu);
+    let vs = nn::VarStore::new(Device::Cpu);
     let mha = MultiheadAttention::new(&vs.root(), 16, 4);
-    hw9::io::copy_weights(&mut vs, &weights(&fx, "mha"), "fixture").unwrap();
+    hw9::io::copy_weights(&vs, &weights(&fx, "mha"), "fixture").unwrap();
     let (out, w) = mha.forward(x, mem, mem, Mask::padding(Some(mem_pad)), true);
     assert!(max_abs(&out, &fx["mha/output"]) < 1e-5);
     assert!(max_abs(&w.unwrap(), &fx["mha/weights"]) < 1e-6);
     let (fused, none) = mha.forward(x, mem, mem, Mask::padding(Some(mem_pad)), false);
     assert!(none.is_none() && max_abs(&fused, &fx["mha/output"]) < 1e-5);
 
-    let mut vs = nn::VarStore::new(Device::Cpu);
-    let enc = TransformerLayer::new(&vs.root(), &LayerConfig { d_model: 16, n_heads: 4, d_ffn: 24, dropout: 0.0 }, Stack::Encoder);
-    hw9::io::copy_weights(&mut vs, &weights(&fx, "encoder"), "fixture").unwrap();
+    let vs = nn::VarStore::new(Device::Cpu);
+    let enc = TransformerLayer::new(
+        &vs.root(),
+        &LayerConfig { d_model: 16, n_heads: 4, d_ffn: 24, dropout: 0.0 },
+        Stack::Encoder,
+    );
+    hw9::io::copy_weights(&vs, &weights(&fx, "encoder"), "fixture").unwrap();
     let keep = x_pad.eq(0).unsqueeze(-1).to_kind(Kind::Float); // PyTorch leaves padded rows undefined
     let y = enc.forward(x, Some(x_pad), None, None, false);
     assert!(max_abs(&(&y * &keep), &(&fx["encoder/output"] * &keep)) < 1e-5);
 
-    let mut vs = nn::VarStore::new(Device::Cpu);
-    let dec = TransformerLayer::new(&vs.root(), &LayerConfig { d_model: 16, n_heads: 4, d_ffn: 24, dropout: 0.0 }, Stack::Decoder);
-    hw9::io::copy_weights(&mut vs, &weights(&fx, "decoder"), "fixture").unwrap();
+    let vs = nn::VarStore::new(Device::Cpu);
+    let dec = TransformerLayer::new(
+        &vs.root(),
+        &LayerConfig { d_model: 16, n_heads: 4, d_ffn: 24, dropout: 0.0 },
+        Stack::Decoder,
+    );
+    hw9::io::copy_weights(&vs, &weights(&fx, "decoder"), "fixture").unwrap();
     let y = dec.forward(x, Some(x_pad), Some(mem), Some(mem_pad), false);
     assert!(max_abs(&(&y * &keep), &(&fx["decoder/output"] * &keep)) < 1e-5);
 }

@@ -4,8 +4,8 @@
 use hw9::data::tokenize::Tokenizer;
 use hw9::models::attention::ModelOutput;
 use hw9::models::bert::{default_bert_dir, Bert};
-use hw9::visuals::PALETTE;
 use hw9::visuals::attention_views::{attention_heatmap, head_view, model_view, neuron_view};
+use hw9::visuals::PALETTE;
 use tch::Device;
 
 fn minilm() -> (Vec<String>, ModelOutput) {
@@ -29,7 +29,8 @@ fn every_view_draws_the_real_models_attention() {
     // Lines of head 0 and head 3 in their colours (blended with white where faint).
     for h in [0usize, 3] {
         let c = PALETTE[h];
-        let near = img.pixels().filter(|p| (0..3).all(|i| (p.0[i] as i32 - [c.0, c.1, c.2][i] as i32).abs() < 40)).count();
+        let near =
+            img.pixels().filter(|p| (0..3).all(|i| (p.0[i] as i32 - [c.0, c.1, c.2][i] as i32).abs() < 40)).count();
         assert!(near > 100, "head {h}: {near} pixels in its colour");
     }
     fig.save(dir.join("head_view.png")).unwrap();
@@ -63,7 +64,12 @@ fn bad_requests_say_what_exists() {
 fn one_layer(p: tch::Tensor) -> Vec<hw9::models::attention::LayerAttention> {
     let t = p.size()[0];
     let z = tch::Tensor::zeros([1, 1, t, 4], (tch::Kind::Float, Device::Cpu));
-    vec![hw9::models::attention::LayerAttention { probs: p.reshape([1, 1, t, t]), queries: z.shallow_clone(), keys: z.shallow_clone(), values: z }]
+    vec![hw9::models::attention::LayerAttention {
+        probs: p.reshape([1, 1, t, t]),
+        queries: z.shallow_clone(),
+        keys: z.shallow_clone(),
+        values: z,
+    }]
 }
 
 #[test]
@@ -79,7 +85,12 @@ fn head_statistics_describe_known_patterns() {
     // Uniform attention: entropy ln T, a fifth on [CLS] and on [SEP].
     let uniform = tch::Tensor::full([t, t], 1.0 / t as f64, (tch::Kind::Float, Device::Cpu));
     let s = &hw9::visuals::attention_views::head_stats(&one_layer(uniform), &tokens).unwrap()[0];
-    assert!((s.entropy - (t as f64).ln()).abs() < 1e-6 && (s.cls_share - 0.2).abs() < 1e-6 && (s.sep_share - 0.2).abs() < 1e-6, "{s:?}");
+    assert!(
+        (s.entropy - (t as f64).ln()).abs() < 1e-6
+            && (s.cls_share - 0.2).abs() < 1e-6
+            && (s.sep_share - 0.2).abs() < 1e-6,
+        "{s:?}"
+    );
 }
 
 #[test]
@@ -104,6 +115,8 @@ fn attention_differences_of_a_sentence_with_itself_vanish_and_lengths_must_match
     let mid = img.pixels().filter(|p| p.0 == [zero.0, zero.1, zero.2]).count();
     assert!(mid > 16 * 16 * 100, "{mid}");
     let shorter = one_layer(tch::Tensor::eye(3, (tch::Kind::Float, Device::Cpu)));
-    let err = hw9::visuals::attention_views::attention_difference(&out.layers, &shorter, 0, 0, &tokens).unwrap_err().to_string();
+    let err = hw9::visuals::attention_views::attention_difference(&out.layers, &shorter, 0, 0, &tokens)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("the sentences need as many tokens"), "{err}");
 }

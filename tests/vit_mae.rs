@@ -1,7 +1,9 @@
 //! ViT and MAE: invariants, parity with PyTorch fixtures, gradients, and loss on one batch.
 
 use hw9::grading::check::{check_case, Fixtures};
-use hw9::models::mae::{forward_loss, random_masking, restore_masked, Mae, MaeClassifier, MaeConfig, MaskedAutoencoder};
+use hw9::models::mae::{
+    forward_loss, random_masking, restore_masked, Mae, MaeClassifier, MaeConfig, MaskedAutoencoder,
+};
 use hw9::models::vit::{index_sequence, patchify, unpatchify, EncoderConfig, TransformerEncoder, Vit, VitConfig};
 use tch::nn::{self, Module, ModuleT, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
@@ -12,7 +14,13 @@ fn fixtures() -> Fixtures {
 
 /// The sizes of the models in the fixtures (tools/gen_fixtures.py).
 fn check_vit_config() -> VitConfig {
-    VitConfig { image_size: 28, channels: 1, patch_size: 4, encoder: EncoderConfig { d_model: 32, n_heads: 2, n_layers: 2, d_ffn: 64 }, n_classes: 10 }
+    VitConfig {
+        image_size: 28,
+        channels: 1,
+        patch_size: 4,
+        encoder: EncoderConfig { d_model: 32, n_heads: 2, n_layers: 2, d_ffn: 64 },
+        n_classes: 10,
+    }
 }
 
 fn check_mae_config() -> MaeConfig {
@@ -44,7 +52,9 @@ fn masking_keeps_k_patches_and_restore_inverts_the_shuffle() {
     assert_eq!(kept.size(), [b, k, d]);
     assert_eq!(mask.sum(Kind::Float).double_value(&[]), (b * (n - k)) as f64);
     // ids_restore inverts the shuffle.
-    assert!(ids.gather(1, &ids_restore, false).equal(&Tensor::arange(n, (Kind::Int64, Device::Cpu)).expand([b, n], false)));
+    assert!(ids
+        .gather(1, &ids_restore, false)
+        .equal(&Tensor::arange(n, (Kind::Int64, Device::Cpu)).expand([b, n], false)));
     // The kept tokens are the unmasked ones, and restoring with the masked ones gives x back.
     let masked = hw9::models::vit::index_sequence(&x, &ids.narrow(1, k, n - k));
     assert!(restore_masked(&kept, &masked, &ids_restore).equal(&x));
@@ -59,9 +69,13 @@ fn every_fixture_check_passes_with_the_reference_models() {
     assert!(r.passed, "{r}");
     for case in ["public", "autograder"] {
         let c = fx.case("random_masking", case).unwrap();
-        let r = check_case("random_masking", &c, |c| random_masking(&c["x"], c["keep_length"].int64_value(&[]), &c["ids_shuffle"]));
+        let r = check_case("random_masking", &c, |c| {
+            random_masking(&c["x"], c["keep_length"].int64_value(&[]), &c["ids_shuffle"])
+        });
         assert!(r.passed, "{r}");
-        let r = check_case("restore_masked", &fx.case("restore_masked", case).unwrap(), |c| restore_masked(&c["kept"], &c["masked"], &c["ids_restore"]));
+        let r = check_case("restore_masked", &fx.case("restore_masked", case).unwrap(), |c| {
+            restore_masked(&c["kept"], &c["masked"], &c["ids_restore"])
+        });
         assert!(r.passed, "{r}");
     }
 
@@ -77,11 +91,17 @@ fn every_fixture_check_passes_with_the_reference_models() {
     let mae = Mae::new(&vs.root(), &check_mae_config()).unwrap();
     fx.load_weights("mae", &mut vs).unwrap();
     for case in ["public", "autograder"] {
-        let r = check_case("forward_encoder", &fx.case("forward_encoder", case).unwrap(), |c| mae.forward_encoder(&c["images"], Some(&c["ids_shuffle"])));
+        let r = check_case("forward_encoder", &fx.case("forward_encoder", case).unwrap(), |c| {
+            mae.forward_encoder(&c["images"], Some(&c["ids_shuffle"]))
+        });
         assert!(r.passed, "{r}");
-        let r = check_case("forward_decoder", &fx.case("forward_decoder", case).unwrap(), |c| mae.forward_decoder(&c["encoded"], &c["ids_restore"]));
+        let r = check_case("forward_decoder", &fx.case("forward_decoder", case).unwrap(), |c| {
+            mae.forward_decoder(&c["encoded"], &c["ids_restore"])
+        });
         assert!(r.passed, "{r}");
-        let r = check_case("representation", &fx.case("forward_encoder_representation", case).unwrap(), |c| mae.forward_encoder_representation(&c["images"]));
+        let r = check_case("representation", &fx.case("forward_encoder_representation", case).unwrap(), |c| {
+            mae.forward_encoder_representation(&c["images"])
+        });
         assert!(r.passed, "{r}");
     }
     let mut head_vs = nn::VarStore::new(Device::Cpu);
@@ -95,10 +115,14 @@ fn every_fixture_check_passes_with_the_reference_models() {
 fn fixture_weights_of_another_config_are_refused_with_the_difference() {
     let fx = fixtures();
     let mut vs = nn::VarStore::new(Device::Cpu);
-    let cfg = VitConfig { encoder: EncoderConfig { d_model: 64, n_heads: 2, n_layers: 2, d_ffn: 64 }, ..check_vit_config() };
+    let cfg =
+        VitConfig { encoder: EncoderConfig { d_model: 64, n_heads: 2, n_layers: 2, d_ffn: 64 }, ..check_vit_config() };
     let _vit = Vit::new(&vs.root(), &cfg).unwrap();
     let err = fx.load_weights("vit", &mut vs).unwrap_err().to_string();
-    assert!(err.contains("\"cls_token\" (saved from another config?): expected shape (1, 1, 64), got (1, 1, 32)"), "{err}");
+    assert!(
+        err.contains("\"cls_token\" (saved from another config?): expected shape (1, 1, 64), got (1, 1, 32)"),
+        "{err}"
+    );
 }
 
 fn grads_ok(vs: &nn::VarStore, what: &str) {
@@ -134,7 +158,10 @@ fn every_parameter_gets_a_finite_nonzero_gradient_and_none_reaches_a_detached_ma
     probe.forward_t(&x, true).cross_entropy_for_logits(&y).backward();
     grads_ok(&head_vs, "probe head");
     for v in mae_vs.trainable_variables() {
-        assert!(!v.grad().defined() || v.grad().abs().sum(Kind::Double).double_value(&[]) == 0.0, "a detached MAE got a gradient");
+        assert!(
+            !v.grad().defined() || v.grad().abs().sum(Kind::Double).double_value(&[]) == 0.0,
+            "a detached MAE got a gradient"
+        );
     }
     // Finetuning: the MAE's encoder learns too (the decoder is not used by the classifier).
     let finetune = MaeClassifier { detach: false, ..probe };
@@ -191,7 +218,10 @@ fn the_pruned_last_layers_equal_the_full_computation() {
     let vs = nn::VarStore::new(Device::Cpu);
     let vit = Vit::new(&vs.root(), &VitConfig::tiny()).unwrap();
     let images = Tensor::randn([4, 1, 8, 8], (Kind::Float, Device::Cpu));
-    let tokens = Tensor::cat(&[vit.cls_token.expand([4, -1, -1], false), vit.patch_embed.forward(&patchify(&images, 4).unwrap())], 1) + &vit.pos_embed;
+    let tokens = Tensor::cat(
+        &[vit.cls_token.expand([4, -1, -1], false), vit.patch_embed.forward(&patchify(&images, 4).unwrap())],
+        1,
+    ) + &vit.pos_embed;
     let reference = vit.head.forward(&vit.norm.forward(&vit.encoder.forward(&tokens).select(1, 0)));
     assert!(close(&vit.logits(&images).unwrap(), &reference) < 1e-5);
 
@@ -208,7 +238,10 @@ fn the_pruned_last_layers_equal_the_full_computation() {
     grads_ok(&vs, "MAE, pruned loss");
     assert!(mae.loss(&images.narrow(2, 0, 4), None).unwrap_err().to_string().contains("MAE input"));
     let err = mae.loss(&images, Some(&ids_shuffle.narrow(1, 0, 3))).unwrap_err().to_string();
-    assert!(err.contains("MAE ids_shuffle (a permutation of the patches per image): expected shape (4, 4), got (4, 3)"), "{err}");
+    assert!(
+        err.contains("MAE ids_shuffle (a permutation of the patches per image): expected shape (4, 4), got (4, 3)"),
+        "{err}"
+    );
 }
 
 #[test]

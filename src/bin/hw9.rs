@@ -142,9 +142,16 @@ fn check_compute() -> Check {
             } else {
                 "no CUDA device: running on the CPU".to_string()
             };
-            Check::ok("compute", format!("a matmul on {device:?} gives the right sum; {cuda}; {} threads", tch::get_num_threads()))
+            Check::ok(
+                "compute",
+                format!("a matmul on {device:?} gives the right sum; {cuda}; {} threads", tch::get_num_threads()),
+            )
         }
-        Ok(v) => Check::fail("compute", format!("a 64x64 ones matmul summed to {v}, expected 262144"), "rm -rf .venv && make setup"),
+        Ok(v) => Check::fail(
+            "compute",
+            format!("a 64x64 ones matmul summed to {v}, expected 262144"),
+            "rm -rf .venv && make setup",
+        ),
         Err(e) => Check::fail("compute", format!("libtorch failed: {e}"), "rm -rf .venv && make setup"),
     }
 }
@@ -165,7 +172,12 @@ fn run(cmd: Cmd) -> hw9::Result<bool> {
                     (true, true) => "OUT OF DATE",
                     (true, false) => "written",
                 };
-                println!("{state:11} {} ({} solution regions) from {}", r.student.display(), r.regions, r.solution.display());
+                println!(
+                    "{state:11} {} ({} solution regions) from {}",
+                    r.student.display(),
+                    r.regions,
+                    r.solution.display()
+                );
             }
             if check && !stale.is_empty() {
                 println!("{} student notebook(s) differ from their sources: run `make release`", stale.len());
@@ -189,7 +201,10 @@ fn run(cmd: Cmd) -> hw9::Result<bool> {
                 tch::set_num_threads(t);
             }
             let device = hw9::device();
-            println!("device {device:?}, {} threads, batch {batch}, median of {steps} steps after {warmup}", tch::get_num_threads());
+            println!(
+                "device {device:?}, {} threads, batch {batch}, median of {steps} steps after {warmup}",
+                tch::get_num_threads()
+            );
             for profile in [hw9::Profile::Cpu, hw9::Profile::Full] {
                 let (vit, mae) = hw9::bench::vit_mae_steps(profile, batch, warmup, steps, device)?;
                 println!("{profile:>4} sizes: ViT step {vit:.3} s, MAE step {mae:.3} s");
@@ -207,7 +222,15 @@ fn run(cmd: Cmd) -> hw9::Result<bool> {
                 plan.train.epochs = e;
             }
             let data = SummaryData::load(&plan)?;
-            println!("profile {profile}: {:?}\n{:?}\ntrain {} / validation {} / test {} pairs (tokenized in {:.1} s)", plan.model, plan.train, data.train.len(), data.validation.len(), data.test.len(), start.elapsed().as_secs_f64());
+            println!(
+                "profile {profile}: {:?}\n{:?}\ntrain {} / validation {} / test {} pairs (tokenized in {:.1} s)",
+                plan.model,
+                plan.train,
+                data.train.len(),
+                data.validation.len(),
+                data.test.len(),
+                start.elapsed().as_secs_f64()
+            );
             let device = hw9::device();
             hw9::seed(0);
             let vs = tch::nn::VarStore::new(device);
@@ -217,7 +240,10 @@ fn run(cmd: Cmd) -> hw9::Result<bool> {
             let train_secs = train_start.elapsed().as_secs_f64();
             for e in &history.epochs {
                 let (loss, acc) = (e.val_loss.unwrap_or(f64::NAN), e.val_acc.unwrap_or(f64::NAN));
-                println!("epoch {}: train loss {:.4}, validation loss {loss:.4}, validation accuracy {acc:.4} ({:.0} s)", e.epoch, e.train_loss, e.seconds);
+                println!(
+                    "epoch {}: train loss {:.4}, validation loss {loss:.4}, validation accuracy {acc:.4} ({:.0} s)",
+                    e.epoch, e.train_loss, e.seconds
+                );
             }
             println!("training {train_secs:.0} s for {} steps", history.step_losses.len());
             let docs: Vec<&str> = data.validation_pairs.iter().take(5).map(|p| p.document.as_str()).collect();
@@ -228,7 +254,15 @@ fn run(cmd: Cmd) -> hw9::Result<bool> {
             for decode in [hw9::models::decoding::DecodeConfig::greedy(plan.beam.max_len), plan.beam] {
                 let t = std::time::Instant::now();
                 let (r1, r2, rl) = test_rouge(&model, &data, plan.max_src, plan.rouge_docs, decode)?;
-                println!("test ROUGE ({} beam(s), {} docs): R1 {:.4} R2 {:.4} RL {:.4} in {:.0} s", decode.beams, plan.rouge_docs.min(data.test.len()), r1, r2, rl, t.elapsed().as_secs_f64());
+                println!(
+                    "test ROUGE ({} beam(s), {} docs): R1 {:.4} R2 {:.4} RL {:.4} in {:.0} s",
+                    decode.beams,
+                    plan.rouge_docs.min(data.test.len()),
+                    r1,
+                    r2,
+                    rl,
+                    t.elapsed().as_secs_f64()
+                );
             }
             println!("total {:.0} s", start.elapsed().as_secs_f64());
             Ok(true)
@@ -239,9 +273,15 @@ fn run(cmd: Cmd) -> hw9::Result<bool> {
             }
             let device = hw9::device();
             let vocab = hw9::data::text::SubwordTokenizer::load_default()?.vocab_size();
-            println!("device {device:?}, {} threads, batch {batch}, vocab {vocab}, median of {steps} steps after {warmup}", tch::get_num_threads());
+            println!(
+                "device {device:?}, {} threads, batch {batch}, vocab {vocab}, median of {steps} steps after {warmup}",
+                tch::get_num_threads()
+            );
             use hw9::models::summarizer::SummarizerConfig;
-            for (which, name, cfg, src, tgt) in [(Sizes::Cpu, "cpu", SummarizerConfig::cpu(vocab), 96, 16), (Sizes::Full, "full", SummarizerConfig::full(vocab), 512, 64)] {
+            for (which, name, cfg, src, tgt) in [
+                (Sizes::Cpu, "cpu", SummarizerConfig::cpu(vocab), 96, 16),
+                (Sizes::Full, "full", SummarizerConfig::full(vocab), 512, 64),
+            ] {
                 if size != Sizes::Both && size != which {
                     continue;
                 }
@@ -275,15 +315,36 @@ fn run(cmd: Cmd) -> hw9::Result<bool> {
             let tok = hw9::data::text::SubwordTokenizer::train(texts, vocab)?;
             tok.save(&out)?;
             let lens = |f: fn(&hw9::data::corpus::Pair) -> &str| -> hw9::Result<Vec<usize>> {
-                let mut v = train.iter().map(|p| tok.encode(f(p), usize::MAX).map(|t| t.len())).collect::<hw9::Result<Vec<_>>>()?;
+                let mut v = train
+                    .iter()
+                    .map(|p| tok.encode(f(p), usize::MAX).map(|t| t.len()))
+                    .collect::<hw9::Result<Vec<_>>>()?;
                 v.sort_unstable();
                 Ok(v)
             };
             let (docs, sums) = (lens(|p| &p.document)?, lens(|p| &p.summary)?);
             let q = |v: &[usize], f: f64| v[((v.len() - 1) as f64 * f) as usize];
-            println!("{} ids trained on {} pairs in {:.1} s; saved to {}", tok.vocab_size(), train.len(), start.elapsed().as_secs_f64(), out.display());
-            println!("document tokens: median {}, p90 {}, p99 {}, max {}", q(&docs, 0.5), q(&docs, 0.9), q(&docs, 0.99), q(&docs, 1.0));
-            println!("summary tokens:  median {}, p90 {}, p99 {}, max {}", q(&sums, 0.5), q(&sums, 0.9), q(&sums, 0.99), q(&sums, 1.0));
+            println!(
+                "{} ids trained on {} pairs in {:.1} s; saved to {}",
+                tok.vocab_size(),
+                train.len(),
+                start.elapsed().as_secs_f64(),
+                out.display()
+            );
+            println!(
+                "document tokens: median {}, p90 {}, p99 {}, max {}",
+                q(&docs, 0.5),
+                q(&docs, 0.9),
+                q(&docs, 0.99),
+                q(&docs, 1.0)
+            );
+            println!(
+                "summary tokens:  median {}, p90 {}, p99 {}, max {}",
+                q(&sums, 0.5),
+                q(&sums, 0.9),
+                q(&sums, 0.99),
+                q(&sums, 1.0)
+            );
             Ok(true)
         }
         Cmd::TrainGpt { minutes, out } => {
@@ -294,7 +355,12 @@ fn run(cmd: Cmd) -> hw9::Result<bool> {
             let r = hw9::tasks::language_model::train_small_gpt2(&plan, &out, hw9::device())?;
             println!(
                 "{} steps, {} tokens in {:.0} s; loss {:.3} -> {:.3}; saved to {}",
-                r.steps, r.tokens_seen, r.seconds, r.first_loss, r.final_loss, out.display()
+                r.steps,
+                r.tokens_seen,
+                r.seconds,
+                r.first_loss,
+                r.final_loss,
+                out.display()
             );
             Ok(true)
         }

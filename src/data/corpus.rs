@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 /// One document and its summary.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pair {
+    /// The Debian package the description belongs to.
     pub package: String,
     /// The long description: paragraphs joined by blank lines.
     pub document: String,
@@ -42,7 +43,8 @@ pub fn parse_translation(text: &str) -> Vec<(String, String, String)> {
             }
         }
         if let (Some(p), Some(s)) = (package, summary) {
-            let document = lines.join("\n").split("\n\n").map(|para| para.replace('\n', " ")).collect::<Vec<_>>().join("\n\n");
+            let document =
+                lines.join("\n").split("\n\n").map(|para| para.replace('\n', " ")).collect::<Vec<_>>().join("\n\n");
             out.push((p, document.trim().to_string(), s));
         }
     }
@@ -70,7 +72,9 @@ pub fn clean(raw: Vec<(String, String, String)>, min_words: usize) -> Vec<Pair> 
     raw.sort();
     let mut seen = HashSet::new();
     raw.into_iter()
-        .filter(|(_, doc, sum)| !doc.contains("packaged by debcargo") && doc.split_whitespace().count() >= min_words && !sum.is_empty())
+        .filter(|(_, doc, sum)| {
+            !doc.contains("packaged by debcargo") && doc.split_whitespace().count() >= min_words && !sum.is_empty()
+        })
         .filter(|(_, doc, _)| seen.insert(doc.clone()))
         .map(|(package, document, summary)| Pair { split: split_of(&package).to_string(), package, document, summary })
         .collect()
@@ -100,15 +104,21 @@ pub fn read_pairs(path: &Path) -> Result<Vec<Pair>> {
         fix: "git checkout -- assets/corpus (it is committed), or rebuild it with make corpus".into(),
     })?;
     let mut text = String::new();
-    flate2::read::GzDecoder::new(&raw[..])
-        .read_to_string(&mut text)
-        .map_err(|e| Error::Corrupt { what: "corpus".into(), path: path.to_path_buf(), detail: format!("not gzip-compressed JSON lines ({e})") })?;
+    flate2::read::GzDecoder::new(&raw[..]).read_to_string(&mut text).map_err(|e| Error::Corrupt {
+        what: "corpus".into(),
+        path: path.to_path_buf(),
+        detail: format!("not gzip-compressed JSON lines ({e})"),
+    })?;
     text.as_bytes()
         .lines()
         .enumerate()
         .map(|(i, line)| {
             let line = line.map_err(|e| Error::io(path, e))?;
-            serde_json::from_str(&line).map_err(|e| Error::Corrupt { what: "corpus".into(), path: path.to_path_buf(), detail: format!("line {}: {e}", i + 1) })
+            serde_json::from_str(&line).map_err(|e| Error::Corrupt {
+                what: "corpus".into(),
+                path: path.to_path_buf(),
+                detail: format!("line {}: {e}", i + 1),
+            })
         })
         .collect()
 }
@@ -128,7 +138,10 @@ mod tests {
     fn parses_paragraphs_and_cleans_boilerplate_and_duplicates() {
         let raw = parse_translation(SAMPLE);
         assert_eq!(raw.len(), 3);
-        assert_eq!(raw[0], ("zzz".into(), "First line of the long text.\n\nSecond paragraph here.".into(), "A tool".into()));
+        assert_eq!(
+            raw[0],
+            ("zzz".into(), "First line of the long text.\n\nSecond paragraph here.".into(), "A tool".into())
+        );
         let pairs = clean(raw, 3);
         // debcargo's text is dropped; of the two identical documents, "aaa" (first by name) stays.
         assert_eq!(pairs.len(), 1);

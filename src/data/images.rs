@@ -11,7 +11,9 @@ use crate::error::{Error, Result};
 /// A labelled image set in memory: `images: (N, C, H, W)` uint8, `labels: (N,)` int64.
 #[derive(Debug)]
 pub struct ImageSet {
+    /// `(N, C, H, W)` uint8 pixels, as stored.
     pub images: Tensor,
+    /// `(N,)` int64 class indices.
     pub labels: Tensor,
     /// Class names, index = label.
     pub classes: Vec<String>,
@@ -20,15 +22,20 @@ pub struct ImageSet {
 /// Train and test splits.
 #[derive(Debug)]
 pub struct Splits {
+    /// The training images.
     pub train: ImageSet,
+    /// The test images (the homework evaluates on them).
     pub test: ImageSet,
     /// Per-channel mean and standard deviation of the training pixels (in [0, 1]).
     pub mean: Vec<f64>,
+    /// Per-channel standard deviation of the training pixels in [0, 1].
     pub std: Vec<f64>,
 }
 
+/// Fashion-MNIST's class names, by label.
 pub const FASHION_MNIST_CLASSES: [&str; 10] =
     ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
+/// CIFAR-10's class names, by label.
 pub const CIFAR10_CLASSES: [&str; 10] =
     ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
 
@@ -55,18 +62,25 @@ fn read_maybe_gz(path: &Path, what: &str) -> Result<Vec<u8>> {
 pub fn parse_idx(bytes: &[u8], path: &Path) -> Result<Tensor> {
     let corrupt = |detail: String| Error::Corrupt { what: "IDX file".into(), path: path.to_path_buf(), detail };
     if bytes.len() < 4 || bytes[0] != 0 || bytes[1] != 0 || bytes[2] != 0x08 {
-        return Err(corrupt(format!("expected the IDX magic 00 00 08 <ndim>, got {:02x?}", &bytes[..bytes.len().min(4)])));
+        return Err(corrupt(format!(
+            "expected the IDX magic 00 00 08 <ndim>, got {:02x?}",
+            &bytes[..bytes.len().min(4)]
+        )));
     }
     let ndim = bytes[3] as usize;
     let header = 4 + 4 * ndim;
     if bytes.len() < header {
         return Err(corrupt(format!("the header needs {header} bytes, the file has {}", bytes.len())));
     }
-    let dims: Vec<i64> =
-        (0..ndim).map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().unwrap_or([0; 4])) as i64).collect();
+    let dims: Vec<i64> = (0..ndim)
+        .map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().unwrap_or([0; 4])) as i64)
+        .collect();
     let expected = dims.iter().product::<i64>() as usize;
     if bytes.len() - header != expected {
-        return Err(corrupt(format!("dims {dims:?} need {expected} data bytes, the file has {}", bytes.len() - header)));
+        return Err(corrupt(format!(
+            "dims {dims:?} need {expected} data bytes, the file has {}",
+            bytes.len() - header
+        )));
     }
     Ok(Tensor::from_slice(&bytes[header..]).reshape(&dims))
 }
@@ -116,7 +130,11 @@ pub fn parse_cifar10(bytes: &[u8], path: &Path) -> Result<ImageSet> {
     let all = Tensor::from_slice(bytes).reshape([n, RECORD as i64]);
     let labels = all.select(1, 0).to_kind(Kind::Int64);
     if labels.max().int64_value(&[]) > 9 {
-        return Err(Error::Corrupt { what: "CIFAR-10 batch".into(), path: path.to_path_buf(), detail: "a label above 9".into() });
+        return Err(Error::Corrupt {
+            what: "CIFAR-10 batch".into(),
+            path: path.to_path_buf(),
+            detail: "a label above 9".into(),
+        });
     }
     let images = all.narrow(1, 1, RECORD as i64 - 1).reshape([n, 3, 32, 32]);
     Ok(ImageSet { images, labels, classes: CIFAR10_CLASSES.iter().map(|s| s.to_string()).collect() })
@@ -134,8 +152,11 @@ pub fn load_cifar10(dir: &Path) -> Result<Splits> {
         })?;
         parse_cifar10(&bytes, &path)
     };
-    let batches: Vec<ImageSet> =
-        (1..=5).map(|i| format!("data_batch_{i}.bin")).filter(|n| dir.join(n).exists()).map(|n| read(&n)).collect::<Result<_>>()?;
+    let batches: Vec<ImageSet> = (1..=5)
+        .map(|i| format!("data_batch_{i}.bin"))
+        .filter(|n| dir.join(n).exists())
+        .map(|n| read(&n))
+        .collect::<Result<_>>()?;
     if batches.is_empty() {
         read("data_batch_1.bin")?; // reports the missing file
     }
@@ -197,9 +218,12 @@ pub fn augment(images: &Tensor, flip: bool, pad: i64) -> Tensor {
         let padded = x.constant_pad_nd([pad, pad, pad, pad]); // (B, C, H+2p, W+2p)
         let dy = Tensor::randint(2 * pad + 1, [b, 1], (Kind::Int64, dev));
         let dx = Tensor::randint(2 * pad + 1, [b, 1], (Kind::Int64, dev));
-        let rows = (dy + Tensor::arange(h, (Kind::Int64, dev)).unsqueeze(0)).reshape([b, 1, h, 1]).expand([b, c, h, w + 2 * pad], false);
+        let rows = (dy + Tensor::arange(h, (Kind::Int64, dev)).unsqueeze(0))
+            .reshape([b, 1, h, 1])
+            .expand([b, c, h, w + 2 * pad], false);
         let x_rows = padded.gather(2, &rows, false); // (B, C, H, W+2p)
-        let cols = (dx + Tensor::arange(w, (Kind::Int64, dev)).unsqueeze(0)).reshape([b, 1, 1, w]).expand([b, c, h, w], false);
+        let cols =
+            (dx + Tensor::arange(w, (Kind::Int64, dev)).unsqueeze(0)).reshape([b, 1, 1, w]).expand([b, c, h, w], false);
         x = x_rows.gather(3, &cols, false); // (B, C, H, W)
     }
     x
@@ -207,9 +231,18 @@ pub fn augment(images: &Tensor, flip: bool, pad: i64) -> Tensor {
 
 /// Batches over a set: shuffled with libtorch's seeded generator when `shuffle`, the last partial
 /// batch kept. Yields `(images, labels)` as stored (uint8 images), on `device`.
-pub fn batches(set: &ImageSet, batch_size: i64, shuffle: bool, device: Device) -> impl Iterator<Item = (Tensor, Tensor)> + '_ {
+pub fn batches(
+    set: &ImageSet,
+    batch_size: i64,
+    shuffle: bool,
+    device: Device,
+) -> impl Iterator<Item = (Tensor, Tensor)> + '_ {
     let n = set.images.size()[0];
-    let order = if shuffle { Tensor::randperm(n, (Kind::Int64, Device::Cpu)) } else { Tensor::arange(n, (Kind::Int64, Device::Cpu)) };
+    let order = if shuffle {
+        Tensor::randperm(n, (Kind::Int64, Device::Cpu))
+    } else {
+        Tensor::arange(n, (Kind::Int64, Device::Cpu))
+    };
     (0..n).step_by(batch_size.max(1) as usize).map(move |start| {
         let idx = order.narrow(0, start, batch_size.min(n - start));
         (set.images.index_select(0, &idx).to_device(device), set.labels.index_select(0, &idx).to_device(device))

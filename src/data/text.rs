@@ -16,8 +16,8 @@ use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::{AddedToken, Tokenizer};
 
 use crate::data::corpus::{corpus_path, read_pairs, split, Pair};
-use crate::plan::SummarizationPlan;
 use crate::error::{Error, Result};
+use crate::plan::SummarizationPlan;
 
 /// Padding id.
 pub const PAD: i64 = 0;
@@ -67,7 +67,11 @@ impl SubwordTokenizer {
         if !path.exists() {
             return Err(Error::Missing { what: "summarizer tokenizer".into(), path: path.into(), fix: "git checkout -- assets/corpus (it is committed), or rebuild it with `cargo run --bin hw9 -- tokenizer`".into() });
         }
-        let inner = Tokenizer::from_file(path).map_err(|e| Error::Corrupt { what: "tokenizer".into(), path: path.into(), detail: e.to_string() })?;
+        let inner = Tokenizer::from_file(path).map_err(|e| Error::Corrupt {
+            what: "tokenizer".into(),
+            path: path.into(),
+            detail: e.to_string(),
+        })?;
         let tok = SubwordTokenizer { inner };
         tok.check_specials(path)?;
         Ok(tok)
@@ -94,6 +98,7 @@ impl SubwordTokenizer {
         crate::io::write_atomic(path, json.as_bytes())
     }
 
+    /// Token ids, special ones included.
     pub fn vocab_size(&self) -> i64 {
         self.inner.get_vocab_size(true) as i64
     }
@@ -106,7 +111,10 @@ impl SubwordTokenizer {
 
     /// Token ids of each text (no EOS), at most `max_len` each; spread over the CPU cores.
     pub fn encode_batch(&self, texts: &[&str], max_len: usize) -> Result<Vec<Vec<i64>>> {
-        let encs = self.inner.encode_batch(texts.to_vec(), false).map_err(|e| Error::Input(format!("tokenizing {} texts: {e}", texts.len())))?;
+        let encs = self
+            .inner
+            .encode_batch(texts.to_vec(), false)
+            .map_err(|e| Error::Input(format!("tokenizing {} texts: {e}", texts.len())))?;
         Ok(encs.iter().map(|e| e.get_ids().iter().take(max_len).map(|&i| i as i64).collect()).collect())
     }
 
@@ -127,7 +135,9 @@ impl SubwordTokenizer {
 /// One tokenized pair: `src` = document tokens + EOS, `tgt` = summary tokens + EOS.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Example {
+    /// Document tokens, then EOS.
     pub src: Vec<i64>,
+    /// Summary tokens, then EOS.
     pub tgt: Vec<i64>,
 }
 
@@ -135,7 +145,9 @@ pub struct Example {
 /// included; the original homework used 1024 / 128).
 pub fn tokenize(tok: &SubwordTokenizer, pairs: &[&Pair], max_src: usize, max_tgt: usize) -> Result<Vec<Example>> {
     if max_src < 2 || max_tgt < 2 {
-        return Err(Error::Config(format!("truncation lengths must leave room for a token and EOS; got max_src {max_src}, max_tgt {max_tgt}")));
+        return Err(Error::Config(format!(
+            "truncation lengths must leave room for a token and EOS; got max_src {max_src}, max_tgt {max_tgt}"
+        )));
     }
     let docs = tok.encode_batch(&pairs.iter().map(|p| p.document.as_str()).collect::<Vec<_>>(), max_src - 1)?;
     let sums = tok.encode_batch(&pairs.iter().map(|p| p.summary.as_str()).collect::<Vec<_>>(), max_tgt - 1)?;
@@ -169,7 +181,12 @@ impl Batch {
         let (mut src, mut dec_in, mut labels) = (Vec::new(), Vec::new(), Vec::new());
         for e in examples {
             src.extend(e.src.iter().copied().chain(std::iter::repeat(PAD)).take(s));
-            dec_in.extend(std::iter::once(EOS).chain(e.tgt[..e.tgt.len() - 1].iter().copied()).chain(std::iter::repeat(PAD)).take(t));
+            dec_in.extend(
+                std::iter::once(EOS)
+                    .chain(e.tgt[..e.tgt.len() - 1].iter().copied())
+                    .chain(std::iter::repeat(PAD))
+                    .take(t),
+            );
             labels.extend(e.tgt.iter().copied().chain(std::iter::repeat(IGNORE)).take(t));
         }
         let b = examples.len() as i64;
@@ -177,6 +194,7 @@ impl Batch {
         Batch { src: to(src, s), dec_in: to(dec_in, t), labels: to(labels, t) }
     }
 
+    /// Examples in the batch `B`.
     pub fn size(&self) -> i64 {
         self.src.size()[0]
     }
@@ -189,7 +207,13 @@ impl Batch {
 pub fn batch_indices(examples: &[Example], batch_size: usize, shuffle: bool) -> Vec<Vec<usize>> {
     let n = examples.len();
     let batch_size = batch_size.max(1);
-    let perm = |n: usize| -> Vec<usize> { Vec::<i64>::try_from(Tensor::randperm(n as i64, (Kind::Int64, Device::Cpu))).unwrap_or_default().into_iter().map(|i| i as usize).collect() };
+    let perm = |n: usize| -> Vec<usize> {
+        Vec::<i64>::try_from(Tensor::randperm(n as i64, (Kind::Int64, Device::Cpu)))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|i| i as usize)
+            .collect()
+    };
     let mut order: Vec<usize> = if shuffle { perm(n) } else { (0..n).collect() };
     let pool = if shuffle { batch_size * 50 } else { n.max(1) };
     for chunk in order.chunks_mut(pool) {
@@ -214,12 +238,24 @@ pub fn read_hf_jsonl(path: &Path, split: &str) -> Result<Vec<Pair>> {
         if line.trim().is_empty() {
             continue;
         }
-        let corrupt = |detail: String| Error::Corrupt { what: "summarization JSON lines".into(), path: path.into(), detail: format!("line {}: {detail}", i + 1) };
+        let corrupt = |detail: String| Error::Corrupt {
+            what: "summarization JSON lines".into(),
+            path: path.into(),
+            detail: format!("line {}: {detail}", i + 1),
+        };
         let v: serde_json::Value = serde_json::from_str(&line).map_err(|e| corrupt(e.to_string()))?;
-        let field = |names: [&str; 2]| names.iter().find_map(|n| v.get(*n).and_then(|x| x.as_str()).map(str::to_string));
-        let document = field(["document", "article"]).ok_or_else(|| corrupt("expected a string field \"document\" (XSum) or \"article\" (CNN-DailyMail)".into()))?;
-        let summary = field(["summary", "highlights"]).ok_or_else(|| corrupt("expected a string field \"summary\" (XSum) or \"highlights\" (CNN-DailyMail)".into()))?;
-        let package = v.get("id").map(|x| x.as_str().map_or(x.to_string(), str::to_string)).unwrap_or_else(|| format!("line-{}", i + 1));
+        let field =
+            |names: [&str; 2]| names.iter().find_map(|n| v.get(*n).and_then(|x| x.as_str()).map(str::to_string));
+        let document = field(["document", "article"]).ok_or_else(|| {
+            corrupt("expected a string field \"document\" (XSum) or \"article\" (CNN-DailyMail)".into())
+        })?;
+        let summary = field(["summary", "highlights"]).ok_or_else(|| {
+            corrupt("expected a string field \"summary\" (XSum) or \"highlights\" (CNN-DailyMail)".into())
+        })?;
+        let package = v
+            .get("id")
+            .map(|x| x.as_str().map_or(x.to_string(), str::to_string))
+            .unwrap_or_else(|| format!("line-{}", i + 1));
         pairs.push(Pair { package, document, summary, split: split.to_string() });
     }
     Ok(pairs)
@@ -252,7 +288,11 @@ impl SummaryData {
     pub fn load(plan: &SummarizationPlan) -> Result<Self> {
         let tokenizer = SubwordTokenizer::load_default()?;
         let pairs = match std::env::var_os(DATA_VAR) {
-            Some(dir) => ["train", "validation", "test"].iter().map(|s| read_hf_jsonl(&PathBuf::from(&dir).join(format!("{s}.jsonl")), s)).collect::<Result<Vec<_>>>()?.concat(),
+            Some(dir) => ["train", "validation", "test"]
+                .iter()
+                .map(|s| read_hf_jsonl(&PathBuf::from(&dir).join(format!("{s}.jsonl")), s))
+                .collect::<Result<Vec<_>>>()?
+                .concat(),
             None => read_pairs(&corpus_path())?,
         };
         Self::from_pairs(tokenizer, &pairs, plan)
@@ -264,7 +304,11 @@ impl SummaryData {
         let take = |name: &str, n: usize| split(pairs, name).into_iter().take(n).collect::<Vec<_>>();
         let (train, val, test) = (take("train", n_train), take("validation", n_val), take("test", n_test));
         if train.is_empty() || val.is_empty() {
-            return Err(Error::Input(format!("expected training and validation pairs, got {} and {}", train.len(), val.len())));
+            return Err(Error::Input(format!(
+                "expected training and validation pairs, got {} and {}",
+                train.len(),
+                val.len()
+            )));
         }
         let tok = |p: &[&Pair]| tokenize(&tokenizer, p, plan.max_src, plan.max_tgt);
         Ok(SummaryData {
@@ -288,7 +332,8 @@ mod tests {
 
     #[test]
     fn a_batch_pads_shifts_and_ignores_padding() {
-        let (a, b) = (Example { src: vec![5, 6, EOS], tgt: vec![7, 8, EOS] }, Example { src: vec![9, EOS], tgt: vec![3, EOS] });
+        let (a, b) =
+            (Example { src: vec![5, 6, EOS], tgt: vec![7, 8, EOS] }, Example { src: vec![9, EOS], tgt: vec![3, EOS] });
         let batch = Batch::new(&[&a, &b], Device::Cpu);
         assert_eq!(Vec::<i64>::try_from(batch.src.flatten(0, 1)).unwrap(), vec![5, 6, EOS, 9, EOS, PAD]);
         assert_eq!(Vec::<i64>::try_from(batch.dec_in.flatten(0, 1)).unwrap(), vec![EOS, 7, 8, EOS, 3, PAD]);
@@ -304,7 +349,13 @@ mod tests {
         seen.sort();
         assert_eq!(seen, (0..1000).collect::<Vec<_>>());
         // Sorting within pools keeps padding low: far less than random batches would have.
-        let pad: usize = batches.iter().map(|b| b.iter().map(|&i| examples[i].src.len()).max().unwrap() * b.len() - b.iter().map(|&i| examples[i].src.len()).sum::<usize>()).sum();
+        let pad: usize = batches
+            .iter()
+            .map(|b| {
+                b.iter().map(|&i| examples[i].src.len()).max().unwrap() * b.len()
+                    - b.iter().map(|&i| examples[i].src.len()).sum::<usize>()
+            })
+            .sum();
         let real: usize = examples.iter().map(|e| e.src.len()).sum();
         assert!(pad * 10 < real, "padding {pad} vs real tokens {real}");
     }
@@ -316,7 +367,10 @@ mod tests {
         std::fs::write(&path, "{\"document\": \"A long text.\", \"summary\": \"Short.\", \"id\": \"3\"}\n\n{\"article\": \"Another.\", \"highlights\": \"H.\", \"id\": 4}\n").unwrap();
         let pairs = read_hf_jsonl(&path, "train").unwrap();
         assert_eq!(pairs.len(), 2);
-        assert_eq!((pairs[0].document.as_str(), pairs[0].summary.as_str(), pairs[0].package.as_str()), ("A long text.", "Short.", "3"));
+        assert_eq!(
+            (pairs[0].document.as_str(), pairs[0].summary.as_str(), pairs[0].package.as_str()),
+            ("A long text.", "Short.", "3")
+        );
         assert_eq!((pairs[1].document.as_str(), pairs[1].package.as_str()), ("Another.", "4"));
         std::fs::write(&path, "{\"document\": \"x\"}\n").unwrap();
         let msg = read_hf_jsonl(&path, "train").unwrap_err().to_string();
@@ -344,6 +398,9 @@ mod tests {
         let path = dir.path().join("tokenizer.json");
         std::fs::write(&path, "{").unwrap();
         assert!(SubwordTokenizer::load(&path).unwrap_err().to_string().contains("corrupt tokenizer"));
-        assert!(SubwordTokenizer::load(&dir.path().join("none.json")).unwrap_err().to_string().contains("hw9 -- tokenizer"));
+        assert!(SubwordTokenizer::load(&dir.path().join("none.json"))
+            .unwrap_err()
+            .to_string()
+            .contains("hw9 -- tokenizer"));
     }
 }

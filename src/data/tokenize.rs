@@ -12,8 +12,11 @@ use crate::error::{Error, Result};
 /// A tokenized sentence or sentence pair, ready for [`Bert::forward`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tokenized {
+    /// The token pieces, special tokens included (`[CLS]`, `[SEP]`).
     pub tokens: Vec<String>,
+    /// Their ids.
     pub ids: Vec<i64>,
+    /// Segment ids: 0 for sentence A, 1 for sentence B.
     pub type_ids: Vec<i64>,
     /// The index of sentence B's first token (`None` for a single sentence).
     pub sentence_b_start: Option<usize>,
@@ -36,10 +39,17 @@ impl Tokenizer {
     /// Loads `tokenizer.json`.
     pub fn load(path: &Path) -> Result<Self> {
         if !path.exists() {
-            return Err(Error::Missing { what: "tokenizer".into(), path: path.to_path_buf(), fix: "make setup (installs MiniLM's tokenizer.json)".into() });
+            return Err(Error::Missing {
+                what: "tokenizer".into(),
+                path: path.to_path_buf(),
+                fix: "make setup (installs MiniLM's tokenizer.json)".into(),
+            });
         }
-        let mut tok = tokenizers::Tokenizer::from_file(path)
-            .map_err(|e| Error::Corrupt { what: "tokenizer".into(), path: path.to_path_buf(), detail: e.to_string() })?;
+        let mut tok = tokenizers::Tokenizer::from_file(path).map_err(|e| Error::Corrupt {
+            what: "tokenizer".into(),
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        })?;
         // Some tokenizer.json files (MiniLM's) pad every input to a fixed length: we look at
         // real tokens only, one sentence (pair) at a time.
         tok.with_padding(None);
@@ -68,6 +78,7 @@ impl Tokenizer {
 pub struct Gpt2Tokenizer(tiktoken_rs::CoreBPE);
 
 impl Gpt2Tokenizer {
+    /// GPT-2's encoding (embedded in `tiktoken-rs`).
     pub fn new() -> Result<Self> {
         tiktoken_rs::r50k_base().map(Gpt2Tokenizer).map_err(|e| Error::Input(format!("GPT-2 tokenizer: {e}")))
     }
@@ -76,10 +87,14 @@ impl Gpt2Tokenizer {
     pub fn encode(&self, text: &str) -> (Vec<i64>, Vec<String>) {
         let ids = self.0.encode_ordinary(text);
         // A piece may be part of a multi-byte character: shown lossily.
-        let pieces = ids.iter().map(|&i| String::from_utf8_lossy(&self.0.decode_bytes(&[i]).unwrap_or_default()).into_owned()).collect();
+        let pieces = ids
+            .iter()
+            .map(|&i| String::from_utf8_lossy(&self.0.decode_bytes(&[i]).unwrap_or_default()).into_owned())
+            .collect();
         (ids.into_iter().map(|i| i as i64).collect(), pieces)
     }
 
+    /// The text of `ids` (bytes that are not UTF-8 shown lossily).
     pub fn decode(&self, ids: &[i64]) -> Result<String> {
         let ids: Vec<u32> = ids.iter().map(|&i| i as u32).collect();
         let bytes = self.0.decode_bytes(&ids).map_err(|e| Error::Input(format!("GPT-2 decode: {e}")))?;

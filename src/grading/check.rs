@@ -17,7 +17,6 @@
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
 
-
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
@@ -45,10 +44,13 @@ fn cpu_double(t: &Tensor) -> Tensor {
 /// How one check came out.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckResult {
+    /// The check's name, e.g. `unpatchify` or `unpatchify/autograder`.
     pub name: String,
+    /// Whether every output was within the tolerance.
     pub passed: bool,
     /// The largest relative error, when the outputs could be compared.
     pub rel_error: Option<f64>,
+    /// The largest relative error a pass allows.
     pub tolerance: f64,
     /// The line shown to the student (without the ✓/✗ mark).
     pub message: String,
@@ -85,10 +87,9 @@ pub fn compare(name: &str, got: &Tensor, expected: &Tensor, tolerance: f64) -> C
             message: format!("relative error {e:.2e} <= tolerance {tolerance:.0e}"),
         },
         Ok(e) if e.is_nan() => fail("the output contains NaN".to_string()),
-        Ok(e) => CheckResult {
-            rel_error: Some(e),
-            ..fail(format!("relative error {e:.2e} > tolerance {tolerance:.0e}"))
-        },
+        Ok(e) => {
+            CheckResult { rel_error: Some(e), ..fail(format!("relative error {e:.2e} > tolerance {tolerance:.0e}")) }
+        }
         Err(e) => fail(e.to_string()),
     }
 }
@@ -164,7 +165,11 @@ pub fn catch<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
         match msg.strip_prefix("not yet implemented") {
             Some(rest) => {
                 let hint = rest.trim_start_matches(':').trim();
-                if hint.is_empty() { "not implemented yet".to_string() } else { format!("not implemented yet ({hint})") }
+                if hint.is_empty() {
+                    "not implemented yet".to_string()
+                } else {
+                    format!("not implemented yet ({hint})")
+                }
             }
             None => format!("your code panicked: {msg}"),
         }
@@ -181,7 +186,11 @@ pub fn check_case<O: Outputs>(name: &str, case: &Case, f: impl FnOnce(&Case) -> 
     let tol = case.tolerance;
     let expected = case.expected();
     if expected.is_empty() {
-        return CheckResult::failed(name, tol, format!("fixture case {} has no expected output; regenerate it: {FIXTURES_FIX}", case.label));
+        return CheckResult::failed(
+            name,
+            tol,
+            format!("fixture case {} has no expected output; regenerate it: {FIXTURES_FIX}", case.label),
+        );
     }
     let got = match run_outputs(|| f(case)) {
         Ok(got) => got,
@@ -340,7 +349,9 @@ mod tests {
     fn catch_turns_todo_into_not_implemented_and_keeps_the_hint() {
         let r: std::result::Result<Tensor, String> = catch(|| todo!("TODO: patchify, then transpose"));
         assert_eq!(r.unwrap_err(), "not implemented yet (TODO: patchify, then transpose)");
-        let r = catch(|| Tensor::zeros([2], (Kind::Float, Device::Cpu)).matmul(&Tensor::zeros([3], (Kind::Float, Device::Cpu))));
+        let r = catch(|| {
+            Tensor::zeros([2], (Kind::Float, Device::Cpu)).matmul(&Tensor::zeros([3], (Kind::Float, Device::Cpu)))
+        });
         assert!(r.unwrap_err().starts_with("your code panicked: "));
     }
 

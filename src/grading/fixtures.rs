@@ -88,7 +88,10 @@ impl Fixtures {
             .filter_map(|(k, t)| k.strip_prefix(&prefix).map(|n| (n.to_string(), t.shallow_clone())))
             .collect();
         if w.is_empty() {
-            return Err(Error::Input(format!("fixture file {} has no weights for {model:?}. Regenerate it: {FIXTURES_FIX}", self.path.display())));
+            return Err(Error::Input(format!(
+                "fixture file {} has no weights for {model:?}. Regenerate it: {FIXTURES_FIX}",
+                self.path.display()
+            )));
         }
         Ok(w)
     }

@@ -40,6 +40,7 @@ fn source_lines(text: &str) -> Value {
 /// One solution region found in a cell.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Region {
+    /// The hint after `BEGIN SOLUTION:` (empty when none), shown in the `todo!`.
     pub hint: String,
     /// The lines between the markers.
     pub lines: Vec<String>,
@@ -146,11 +147,14 @@ pub fn secret_lines(regions: &[Region]) -> Vec<String> {
 /// What [`release_all`] did for one notebook.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Released {
+    /// The solution source.
     pub solution: PathBuf,
+    /// The student notebook written from it.
     pub student: PathBuf,
     /// Whether the student file differed from the generated one (and was rewritten, unless
     /// checking).
     pub changed: bool,
+    /// How many solution regions became TODOs.
     pub regions: usize,
 }
 
@@ -169,8 +173,11 @@ pub fn release_all(solutions: &Path, out: &Path, check: bool) -> Result<Vec<Rele
     for path in entries {
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-        let solution: Value = serde_json::from_str(&text)
-            .map_err(|e| Error::Corrupt { what: "notebook".into(), path: path.clone(), detail: e.to_string() })?;
+        let solution: Value = serde_json::from_str(&text).map_err(|e| Error::Corrupt {
+            what: "notebook".into(),
+            path: path.clone(),
+            detail: e.to_string(),
+        })?;
         let (student, regions) = release_notebook(&solution, &name)?;
         let rendered = to_nbformat_string(&student);
         for secret in secret_lines(&regions) {
@@ -204,7 +211,9 @@ mod tests {
     #[test]
     fn code_regions_become_todo_with_the_hint_at_the_same_indent() {
         let src = ":dep hw9 = { path = \"../..\" }\nfn mse(a: &Tensor, b: &Tensor) -> Tensor {\n    // BEGIN SOLUTION: the mean of squared differences\n    let d = a - b;\n    (&d * &d).mean(Kind::Float)\n    // END SOLUTION\n}\n";
-        let solution = nb(json!([{"cell_type": "code", "source": src, "outputs": [{"output_type": "stream"}], "execution_count": 3, "metadata": {"execution": {}, "tags": ["t"]}}]));
+        let solution = nb(
+            json!([{"cell_type": "code", "source": src, "outputs": [{"output_type": "stream"}], "execution_count": 3, "metadata": {"execution": {}, "tags": ["t"]}}]),
+        );
         let (student, regions) = release_notebook(&solution, "x").unwrap();
         let cell = &student["cells"][0];
         assert_eq!(
@@ -220,7 +229,9 @@ mod tests {
 
     #[test]
     fn markdown_answers_become_a_placeholder_and_bad_markers_are_errors() {
-        let solution = nb(json!([{"cell_type": "markdown", "source": ["Q1?\n", "// BEGIN SOLUTION\n", "Heads attend to the previous token.\n", "// END SOLUTION\n"], "metadata": {}}]));
+        let solution = nb(
+            json!([{"cell_type": "markdown", "source": ["Q1?\n", "// BEGIN SOLUTION\n", "Heads attend to the previous token.\n", "// END SOLUTION\n"], "metadata": {}}]),
+        );
         let (student, _) = release_notebook(&solution, "x").unwrap();
         assert_eq!(source_of(&student["cells"][0]), format!("Q1?\n{ANSWER_PLACEHOLDER}\n"));
         let open = nb(json!([{"cell_type": "code", "source": "a\n// BEGIN SOLUTION\nb\n", "metadata": {}}]));

@@ -19,14 +19,16 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tch::Tensor;
 
-use crate::grading::check::{compare, CheckResult, Fixtures, Recorder};
 use crate::error::{Error, Result};
+use crate::grading::check::{compare, CheckResult, Fixtures, Recorder};
 use crate::io::write_atomic;
 
 /// One graded output as the log records it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OutputRecord {
+    /// The output tensor's shape.
     pub shape: Vec<i64>,
+    /// Its dtype, as libtorch names it.
     pub dtype: String,
     /// The values, flattened in row-major order.
     pub values: Vec<f64>,
@@ -35,23 +37,32 @@ pub struct OutputRecord {
 /// `submission_log.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SubmissionLog {
+    /// The notebook, e.g. `01_vit_mae`.
     pub notebook: String,
+    /// The hw9 version that wrote it.
     pub crate_version: String,
     /// UTC, RFC 3339.
     pub timestamp: String,
+    /// The compute profile the notebook ran in (`quick`, `cpu`, `full`).
     pub profile: String,
+    /// What the notebook's checks printed.
     pub checks: Vec<CheckResult>,
+    /// Each recorded output's shape and dtype (the tensors are in the zip).
     pub outputs: BTreeMap<String, OutputRecord>,
     /// Checks whose autograder outputs could not be computed, and why.
     pub not_submitted: BTreeMap<String, String>,
+    /// Recorded numbers: accuracies, losses, ROUGE.
     pub values: BTreeMap<String, serde_json::Value>,
 }
 
 /// `manifest.json` inside the zip.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
+    /// The notebook, e.g. `01_vit_mae`.
     pub notebook: String,
+    /// The hw9 version that wrote it.
     pub crate_version: String,
+    /// When it was written (RFC 3339, UTC).
     pub timestamp: String,
     /// Member name → SHA-256 (hex) of its bytes.
     pub files: BTreeMap<String, String>,
@@ -60,7 +71,9 @@ pub struct Manifest {
 /// Where [`write_submission`] wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubmissionPaths {
+    /// `submission_log.json`.
     pub log: PathBuf,
+    /// `hw9_submission.zip`.
     pub zip: PathBuf,
 }
 
@@ -137,7 +150,9 @@ pub fn write_submission_to(rec: &Recorder, notebook_file: &Path, dir: &Path) -> 
         let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
         let zerr = |e: zip::result::ZipError| Error::Input(format!("could not write the zip: {e}"));
         let manifest_bytes = serde_json::to_vec_pretty(&manifest)?;
-        for (name, bytes) in members.iter().map(|(n, b)| (n.as_str(), *b)).chain([("manifest.json", manifest_bytes.as_slice())]) {
+        for (name, bytes) in
+            members.iter().map(|(n, b)| (n.as_str(), *b)).chain([("manifest.json", manifest_bytes.as_slice())])
+        {
             zip.start_file(name, opts).map_err(zerr)?;
             zip.write_all(bytes).map_err(|e| Error::io(name, e))?;
         }
@@ -166,7 +181,9 @@ pub fn write_submission(rec: &Recorder) -> Result<SubmissionPaths> {
 /// The TA's report on one submission.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GradeReport {
+    /// The notebook the submission is from.
     pub notebook: String,
+    /// One result per graded check, recomputed from the submitted outputs.
     pub results: Vec<CheckResult>,
 }
 
@@ -198,7 +215,10 @@ pub fn grade(zip_path: &Path, fixtures: Option<&Fixtures>) -> Result<GradeReport
         .map_err(|e| rejected(zip_path, format!("manifest.json is malformed ({e})")))?;
     for (name, want) in &manifest.files {
         if &sha256_hex(member(name)?) != want {
-            return Err(rejected(zip_path, format!("{name} does not match the manifest's SHA-256 (modified after submission, or corrupt)")));
+            return Err(rejected(
+                zip_path,
+                format!("{name} does not match the manifest's SHA-256 (modified after submission, or corrupt)"),
+            ));
         }
     }
     if let Some(extra) = members.keys().find(|n| *n != "manifest.json" && !manifest.files.contains_key(*n)) {
@@ -218,7 +238,9 @@ pub fn grade(zip_path: &Path, fixtures: Option<&Fixtures>) -> Result<GradeReport
                 &own
             }
             // A notebook without graded code (written answers only) has no fixtures.
-            Err(Error::Missing { .. }) if outputs.is_empty() => return Ok(GradeReport { notebook: manifest.notebook, results: Vec::new() }),
+            Err(Error::Missing { .. }) if outputs.is_empty() => {
+                return Ok(GradeReport { notebook: manifest.notebook, results: Vec::new() })
+            }
             Err(e) => return Err(e),
         },
     };
@@ -235,14 +257,24 @@ pub fn grade(zip_path: &Path, fixtures: Option<&Fixtures>) -> Result<GradeReport
             (0..expected.len()).map(|i| outputs.get(&format!("{check}.{i}"))).collect()
         };
         let result = if got.iter().any(Option::is_none) {
-            CheckResult { name: check.clone(), passed: false, rel_error: None, tolerance: case.tolerance(), message: "not submitted".into() }
+            CheckResult {
+                name: check.clone(),
+                passed: false,
+                rel_error: None,
+                tolerance: case.tolerance(),
+                message: "not submitted".into(),
+            }
         } else {
             let each: Vec<CheckResult> =
                 got.iter().flatten().zip(&expected).map(|(g, e)| compare(&check, g, e, case.tolerance())).collect();
             // The first failing output, or (all passed) the one with the largest error.
             match each.iter().find(|r| !r.passed) {
                 Some(bad) => bad.clone(),
-                None => each.iter().max_by(|a, b| a.rel_error.partial_cmp(&b.rel_error).unwrap_or(std::cmp::Ordering::Equal)).cloned().unwrap_or_else(|| each[0].clone()),
+                None => each
+                    .iter()
+                    .max_by(|a, b| a.rel_error.partial_cmp(&b.rel_error).unwrap_or(std::cmp::Ordering::Equal))
+                    .cloned()
+                    .unwrap_or_else(|| each[0].clone()),
             }
         };
         results.push(result);

@@ -36,7 +36,8 @@ impl<'a> Mask<'a> {
     /// PyTorch's boolean `attn_mask` (**true = may attend**), `(B|1, 1, T|1, S)`, or `None` when
     /// every query sees every key.
     pub fn allowed(&self, t: i64, s: i64, device: tch::Device) -> Option<Tensor> {
-        let padding = self.key_padding.map(|m| m.to_kind(Kind::Bool).logical_not().reshape([-1, 1, 1, s])); // (B, 1, 1, S)
+        // (B, 1, 1, S): true = a real key
+        let padding = self.key_padding.map(|m| m.to_kind(Kind::Bool).logical_not().reshape([-1, 1, 1, s]));
         let past = self.causal.then(|| Tensor::ones([t, s], (Kind::Bool, device)).tril(0)); // (T, S)
         match (padding, past) {
             (Some(p), Some(c)) => Some(p.logical_and(&c)),
@@ -119,7 +120,13 @@ pub struct ModelOutput {
 /// Projects `x` into queries, keys and values, attends with the weights kept, and returns the
 /// merged context `(B, T, D)` with the layer's [`LayerAttention`]: the self-attention of BERT and
 /// GPT-2. `q, k, v: (B, T, D)` already projected.
-pub fn self_attention_with_weights(q: &Tensor, k: &Tensor, v: &Tensor, n_heads: i64, mask: Mask) -> (Tensor, LayerAttention) {
+pub fn self_attention_with_weights(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    n_heads: i64,
+    mask: Mask,
+) -> (Tensor, LayerAttention) {
     let (q, k, v) = (split_heads(q, n_heads), split_heads(k, n_heads), split_heads(v, n_heads)); // (B, H, T, Dh)
     let out = attention(&q, &k, &v, mask, true);
     let probs = out.weights.unwrap_or_else(|| Tensor::zeros([0], (Kind::Float, q.device())));
@@ -141,7 +148,12 @@ mod tests {
     fn the_fused_and_the_explicit_paths_agree_under_every_mask() {
         let (q, k, v) = qkv();
         let pad = Tensor::from_slice(&[0i64, 0, 0, 1, 1, 0, 0, 0, 0, 1]).reshape([2, 5]);
-        for mask in [Mask::default(), Mask::padding(Some(&pad)), Mask::default().causal(true), Mask::padding(Some(&pad)).causal(true)] {
+        for mask in [
+            Mask::default(),
+            Mask::padding(Some(&pad)),
+            Mask::default().causal(true),
+            Mask::padding(Some(&pad)).causal(true),
+        ] {
             let fused = attention(&q, &k, &v, mask, false);
             let explicit = attention(&q, &k, &v, mask, true);
             assert!(fused.weights.is_none());

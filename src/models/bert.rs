@@ -19,15 +19,24 @@ use crate::io::{load_hf_weights, read_config};
 /// The fields of a Hugging Face BERT `config.json` that the model needs (others are ignored).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BertConfig {
+    /// Token ids.
     pub vocab_size: i64,
+    /// Model width `D`.
     pub hidden_size: i64,
+    /// Encoder layers.
     pub num_hidden_layers: i64,
+    /// Attention heads `H`.
     pub num_attention_heads: i64,
+    /// Feed-forward width.
     pub intermediate_size: i64,
+    /// Longest input in tokens.
     pub max_position_embeddings: i64,
+    /// Segment ids (2: sentence A and B).
     pub type_vocab_size: i64,
+    /// LayerNorm epsilon.
     #[serde(default = "default_eps")]
     pub layer_norm_eps: f64,
+    /// The feed-forward activation (only `gelu`).
     #[serde(default = "default_act")]
     pub hidden_act: String,
 }
@@ -77,7 +86,10 @@ struct BertOutput {
 
 impl BertOutput {
     fn new(vs: &nn::Path, d_in: i64, d: i64, eps: f64) -> Self {
-        BertOutput { dense: nn::linear(vs / "dense", d_in, d, Default::default()), layer_norm: ln(vs / "LayerNorm", d, eps) }
+        BertOutput {
+            dense: nn::linear(vs / "dense", d_in, d, Default::default()),
+            layer_norm: ln(vs / "LayerNorm", d, eps),
+        }
     }
 
     /// `layer_norm(dense(x) + residual)`.
@@ -136,6 +148,7 @@ impl BertLayer {
 /// A BERT encoder (Hugging Face `BertModel` without the pooler) that exposes its attention.
 #[derive(Debug)]
 pub struct Bert {
+    /// The model's config (`config.json`).
     pub cfg: BertConfig,
     word_embeddings: nn::Embedding,
     position_embeddings: nn::Embedding,
@@ -145,6 +158,7 @@ pub struct Bert {
 }
 
 impl Bert {
+    /// A BERT of `cfg`'s sizes under `vs`, randomly initialised (load weights with [`Bert::load`]).
     pub fn new(vs: &nn::Path, cfg: &BertConfig) -> Result<Self> {
         cfg.validate()?;
         let d = cfg.hidden_size;
@@ -152,8 +166,18 @@ impl Bert {
         Ok(Bert {
             cfg: cfg.clone(),
             word_embeddings: nn::embedding(&e / "word_embeddings", cfg.vocab_size, d, Default::default()),
-            position_embeddings: nn::embedding(&e / "position_embeddings", cfg.max_position_embeddings, d, Default::default()),
-            token_type_embeddings: nn::embedding(&e / "token_type_embeddings", cfg.type_vocab_size, d, Default::default()),
+            position_embeddings: nn::embedding(
+                &e / "position_embeddings",
+                cfg.max_position_embeddings,
+                d,
+                Default::default(),
+            ),
+            token_type_embeddings: nn::embedding(
+                &e / "token_type_embeddings",
+                cfg.type_vocab_size,
+                d,
+                Default::default(),
+            ),
             emb_norm: ln(&e / "LayerNorm", d, cfg.layer_norm_eps),
             layers: (0..cfg.num_hidden_layers).map(|i| BertLayer::new(&(vs / "encoder" / "layer" / i), cfg)).collect(),
         })
@@ -162,25 +186,40 @@ impl Bert {
     /// Loads `config.json` and `model.safetensors` from a Hugging Face folder onto `device`.
     pub fn load(dir: &Path, device: Device) -> Result<(nn::VarStore, Bert)> {
         let cfg: BertConfig = read_config(dir)?;
-        let mut vs = nn::VarStore::new(device);
+        let vs = nn::VarStore::new(device);
         let bert = Bert::new(&vs.root(), &cfg)?;
-        load_hf_weights(&mut vs, dir, "bert.")?;
+        load_hf_weights(&vs, dir, "bert.")?;
         Ok((vs, bert))
     }
 
     /// # Shapes
     /// `input_ids`, `token_type_ids`: `(B, T)` int64; `attention_mask`: `(B, T)`, **1 = real
     /// token, 0 = padding** (all ones when `None`) → hidden `(B, T, D)` and per-layer attention.
-    pub fn forward(&self, input_ids: &Tensor, token_type_ids: &Tensor, attention_mask: Option<&Tensor>) -> Result<ModelOutput> {
+    pub fn forward(
+        &self,
+        input_ids: &Tensor,
+        token_type_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+    ) -> Result<ModelOutput> {
         let size = input_ids.size();
         let [b, t] = size[..] else {
-            return Err(Error::Input(format!("BERT input_ids: expected (B, T), got shape {}", crate::error::fmt_shape(&size))));
+            return Err(Error::Input(format!(
+                "BERT input_ids: expected (B, T), got shape {}",
+                crate::error::fmt_shape(&size)
+            )));
         };
         if token_type_ids.size() != size {
-            return Err(Error::Shape { what: "BERT token_type_ids".into(), expected: size, got: token_type_ids.size() });
+            return Err(Error::Shape {
+                what: "BERT token_type_ids".into(),
+                expected: size,
+                got: token_type_ids.size(),
+            });
         }
         if t > self.cfg.max_position_embeddings {
-            return Err(Error::Input(format!("BERT takes at most {} tokens, got {t}", self.cfg.max_position_embeddings)));
+            return Err(Error::Input(format!(
+                "BERT takes at most {} tokens, got {t}",
+                self.cfg.max_position_embeddings
+            )));
         }
         let dev = input_ids.device();
         let positions = Tensor::arange(t, (Kind::Int64, dev)).unsqueeze(0).expand([b, t], false);
@@ -221,4 +260,3 @@ pub fn default_bert_dir() -> PathBuf {
         _ => crate::paths::assets().join("models/all-MiniLM-L6-v2"),
     }
 }
-

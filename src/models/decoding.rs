@@ -3,8 +3,8 @@
 
 use tch::{Kind, Tensor};
 
-use crate::error::{Error, Result};
 use crate::data::text::EOS;
+use crate::error::{Error, Result};
 use crate::models::summarizer::Summarizer;
 
 /// How to decode.
@@ -20,10 +20,12 @@ pub struct DecodeConfig {
 }
 
 impl DecodeConfig {
+    /// Greedy decoding of at most `max_len` tokens.
     pub fn greedy(max_len: i64) -> Self {
         DecodeConfig { beams: 1, max_len, length_penalty: 1.0 }
     }
 
+    /// Beam search with `beams` hypotheses, at most `max_len` tokens, length penalty `length_penalty` (α).
     pub fn beam(beams: usize, max_len: i64, length_penalty: f64) -> Self {
         DecodeConfig { beams, max_len, length_penalty }
     }
@@ -32,10 +34,19 @@ impl DecodeConfig {
 /// Summaries of `src: (B, S)` as token ids (without EOS), one per document.
 pub fn generate(model: &Summarizer, src: &Tensor, cfg: DecodeConfig) -> Result<Vec<Vec<i64>>> {
     if cfg.beams == 0 || cfg.max_len < 1 {
-        return Err(Error::Config(format!("decoding needs at least 1 beam and max_len >= 1, got {} beams and max_len {}", cfg.beams, cfg.max_len)));
+        return Err(Error::Config(format!(
+            "decoding needs at least 1 beam and max_len >= 1, got {} beams and max_len {}",
+            cfg.beams, cfg.max_len
+        )));
     }
     let max_len = cfg.max_len.min(model.cfg.max_positions);
-    tch::no_grad(|| if cfg.beams == 1 { greedy(model, src, max_len) } else { beam_search(model, src, cfg.beams, max_len, cfg.length_penalty) })
+    tch::no_grad(|| {
+        if cfg.beams == 1 {
+            greedy(model, src, max_len)
+        } else {
+            beam_search(model, src, cfg.beams, max_len, cfg.length_penalty)
+        }
+    })
 }
 
 fn greedy(model: &Summarizer, src: &Tensor, max_len: i64) -> Result<Vec<Vec<i64>>> {
@@ -78,14 +89,17 @@ fn beam_search(model: &Summarizer, src: &Tensor, k: usize, max_len: i64, alpha: 
     let mut caches = model.new_caches();
     let score = |h: &Hyp| h.logp / (h.tokens.len().max(1) as f64).powf(alpha);
     // At the first step all beams hold the same prefix: only beam 0 may expand.
-    let mut live: Vec<Vec<Hyp>> = (0..b).map(|_| (0..k).map(|j| Hyp { tokens: vec![], logp: if j == 0 { 0.0 } else { f64::NEG_INFINITY } }).collect()).collect();
+    let mut live: Vec<Vec<Hyp>> = (0..b)
+        .map(|_| (0..k).map(|j| Hyp { tokens: vec![], logp: if j == 0 { 0.0 } else { f64::NEG_INFINITY } }).collect())
+        .collect();
     let mut finished: Vec<Vec<Hyp>> = vec![Vec::new(); b];
     let mut done = vec![false; b];
     let mut tokens = Tensor::full([(b * k) as i64], EOS, (Kind::Int64, device));
     for t in 0..max_len {
         let logp = model.step(&tokens, t, &mut caches, &enc, &mask)?.log_softmax(-1, Kind::Float); // (B*k, V)
         let v = logp.size()[1];
-        let prev = Tensor::from_slice(&live.iter().flatten().map(|h| h.logp as f32).collect::<Vec<_>>()).to_device(device);
+        let prev =
+            Tensor::from_slice(&live.iter().flatten().map(|h| h.logp as f32).collect::<Vec<_>>()).to_device(device);
         let cand = (logp + prev.unsqueeze(1)).view([b as i64, -1]); // (B, k*V)
         let (top, idx) = cand.topk(2 * k as i64, -1, true, true);
         let (top, idx) = (Vec::<f32>::try_from(top.flatten(0, 1))?, Vec::<i64>::try_from(idx.flatten(0, 1))?);
@@ -163,7 +177,13 @@ mod tests {
         let m = Summarizer::new(&vs.root(), &cfg).unwrap();
         let mut opt = nn::Adam::default().build(&vs, 1e-2).unwrap();
         let seqs: Vec<Vec<i64>> = vec![vec![3, 4, 5], vec![6, 7], vec![8, 9, 10, 11], vec![4, 4, 9]];
-        let examples: Vec<crate::data::text::Example> = seqs.iter().map(|s| crate::data::text::Example { src: [s.clone(), vec![EOS]].concat(), tgt: [s.clone(), vec![EOS]].concat() }).collect();
+        let examples: Vec<crate::data::text::Example> = seqs
+            .iter()
+            .map(|s| crate::data::text::Example {
+                src: [s.clone(), vec![EOS]].concat(),
+                tgt: [s.clone(), vec![EOS]].concat(),
+            })
+            .collect();
         let batch = crate::data::text::Batch::new(&examples.iter().collect::<Vec<_>>(), Device::Cpu);
         for _ in 0..300 {
             let (loss, _, _) = m.loss(&batch, true).unwrap();

@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
 
-use super::attention::{attention, merge_heads, self_attention_with_weights, split_heads, LayerAttention, Mask, ModelOutput};
+use super::attention::{
+    attention, merge_heads, self_attention_with_weights, split_heads, LayerAttention, Mask, ModelOutput,
+};
 use crate::data::tokenize::Gpt2Tokenizer;
 use crate::error::{Error, Result};
 use crate::io::{load_hf_weights, read_config};
@@ -19,16 +21,23 @@ use crate::io::{load_hf_weights, read_config};
 /// The fields of a Hugging Face GPT-2 `config.json` that the model needs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Gpt2Config {
+    /// Token ids.
     pub vocab_size: i64,
+    /// Longest input in tokens.
     pub n_positions: i64,
+    /// Model width `D`.
     pub n_embd: i64,
+    /// Blocks.
     pub n_layer: i64,
+    /// Attention heads `H`.
     pub n_head: i64,
     /// Feed-forward size; `None` means `4 · n_embd`.
     #[serde(default)]
     pub n_inner: Option<i64>,
+    /// LayerNorm epsilon.
     #[serde(default = "default_eps")]
     pub layer_norm_epsilon: f64,
+    /// The feed-forward activation: `gelu_new` (tanh approximation) or `gelu`.
     #[serde(default = "default_act")]
     pub activation_function: String,
 }
@@ -42,12 +51,16 @@ fn default_act() -> String {
 }
 
 impl Gpt2Config {
+    /// Checks the sizes and the activation.
     pub fn validate(&self) -> Result<()> {
         if self.n_embd % self.n_head != 0 {
             return Err(Error::Config(format!("n_embd {} must be divisible by n_head {}", self.n_embd, self.n_head)));
         }
         if !matches!(self.activation_function.as_str(), "gelu_new" | "gelu") {
-            return Err(Error::Config(format!("activation_function: expected gelu_new or gelu, got {:?}", self.activation_function)));
+            return Err(Error::Config(format!(
+                "activation_function: expected gelu_new or gelu, got {:?}",
+                self.activation_function
+            )));
         }
         Ok(())
     }
@@ -62,7 +75,10 @@ struct Conv1D {
 
 impl Conv1D {
     fn new(vs: nn::Path, d_in: i64, d_out: i64) -> Self {
-        Conv1D { weight: vs.var("weight", &[d_in, d_out], nn::Init::Randn { mean: 0.0, stdev: 0.02 }), bias: vs.zeros("bias", &[d_out]) }
+        Conv1D {
+            weight: vs.var("weight", &[d_in, d_out], nn::Init::Randn { mean: 0.0, stdev: 0.02 }),
+            bias: vs.zeros("bias", &[d_out]),
+        }
     }
 
     fn forward(&self, x: &Tensor) -> Tensor {
@@ -102,9 +118,15 @@ impl Block {
         let ln = |p: nn::Path| nn::layer_norm(p, vec![d], nn::LayerNormConfig { eps, ..Default::default() });
         Block {
             ln_1: ln(vs / "ln_1"),
-            attn: Gpt2Attention { c_attn: Conv1D::new(vs / "attn" / "c_attn", d, 3 * d), c_proj: Conv1D::new(vs / "attn" / "c_proj", d, d) },
+            attn: Gpt2Attention {
+                c_attn: Conv1D::new(vs / "attn" / "c_attn", d, 3 * d),
+                c_proj: Conv1D::new(vs / "attn" / "c_proj", d, d),
+            },
             ln_2: ln(vs / "ln_2"),
-            mlp: Gpt2Mlp { c_fc: Conv1D::new(vs / "mlp" / "c_fc", d, inner), c_proj: Conv1D::new(vs / "mlp" / "c_proj", inner, d) },
+            mlp: Gpt2Mlp {
+                c_fc: Conv1D::new(vs / "mlp" / "c_fc", d, inner),
+                c_proj: Conv1D::new(vs / "mlp" / "c_proj", inner, d),
+            },
             n_head: cfg.n_head,
             approximate: if cfg.activation_function == "gelu_new" { "tanh" } else { "none" },
         }
@@ -132,6 +154,7 @@ impl Block {
 /// GPT-2 (`GPT2Model`, pre-norm, causal) with the LM head tied to the token embeddings.
 #[derive(Debug)]
 pub struct Gpt2 {
+    /// The model's config (`config.json`).
     pub cfg: Gpt2Config,
     wte: nn::Embedding,
     wpe: nn::Embedding,
@@ -140,6 +163,7 @@ pub struct Gpt2 {
 }
 
 impl Gpt2 {
+    /// A GPT-2 of `cfg`'s sizes under `vs`, initialised as GPT-2 is (N(0, 0.02)).
     pub fn new(vs: &nn::Path, cfg: &Gpt2Config) -> Result<Self> {
         cfg.validate()?;
         let init = nn::EmbeddingConfig { ws_init: nn::Init::Randn { mean: 0.0, stdev: 0.02 }, ..Default::default() };
@@ -148,7 +172,11 @@ impl Gpt2 {
             wte: nn::embedding(vs / "wte", cfg.vocab_size, cfg.n_embd, init),
             wpe: nn::embedding(vs / "wpe", cfg.n_positions, cfg.n_embd, init),
             blocks: (0..cfg.n_layer).map(|i| Block::new(&(vs / "h" / i), cfg)).collect(),
-            ln_f: nn::layer_norm(vs / "ln_f", vec![cfg.n_embd], nn::LayerNormConfig { eps: cfg.layer_norm_epsilon, ..Default::default() }),
+            ln_f: nn::layer_norm(
+                vs / "ln_f",
+                vec![cfg.n_embd],
+                nn::LayerNormConfig { eps: cfg.layer_norm_epsilon, ..Default::default() },
+            ),
         })
     }
 
@@ -156,9 +184,9 @@ impl Gpt2 {
     /// `GPT2LMHeadModel`'s `transformer.` prefix is stripped).
     pub fn load(dir: &Path, device: Device) -> Result<(nn::VarStore, Gpt2)> {
         let cfg: Gpt2Config = read_config(dir)?;
-        let mut vs = nn::VarStore::new(device);
+        let vs = nn::VarStore::new(device);
         let model = Gpt2::new(&vs.root(), &cfg)?;
-        load_hf_weights(&mut vs, dir, "transformer.")?;
+        load_hf_weights(&vs, dir, "transformer.")?;
         Ok((vs, model))
     }
 
@@ -174,13 +202,20 @@ impl Gpt2 {
     fn run(&self, input_ids: &Tensor, attention_mask: Option<&Tensor>, need_weights: bool) -> Result<ModelOutput> {
         let size = input_ids.size();
         let [_, t] = size[..] else {
-            return Err(Error::Input(format!("GPT-2 input_ids: expected (B, T), got shape {}", crate::error::fmt_shape(&size))));
+            return Err(Error::Input(format!(
+                "GPT-2 input_ids: expected (B, T), got shape {}",
+                crate::error::fmt_shape(&size)
+            )));
         };
         if t > self.cfg.n_positions {
             return Err(Error::Input(format!("GPT-2 takes at most {} tokens, got {t}", self.cfg.n_positions)));
         }
         if let Some(m) = attention_mask.filter(|m| m.size() != size) {
-            return Err(Error::Shape { what: "GPT-2 attention_mask (1 = real token)".into(), expected: size, got: m.size() });
+            return Err(Error::Shape {
+                what: "GPT-2 attention_mask (1 = real token)".into(),
+                expected: size,
+                got: m.size(),
+            });
         }
         let positions = Tensor::arange(t, (Kind::Int64, input_ids.device())).unsqueeze(0);
         let mut x = self.wte.forward(input_ids) + self.wpe.forward(&positions); // (B, T, D)
@@ -198,7 +233,8 @@ impl Gpt2 {
     /// Next-token logits, the LM head tied to `wte`: `(B, T)` → `(B, T, V)`. No attention is
     /// kept: the layers run libtorch's fused kernel (what training wants).
     pub fn logits(&self, input_ids: &Tensor) -> Result<Tensor> {
-        Ok(self.run(input_ids, None, false)?.hidden.matmul(&self.wte.ws.transpose(0, 1))) // (B, T, D) x (D, V)
+        Ok(self.run(input_ids, None, false)?.hidden.matmul(&self.wte.ws.transpose(0, 1)))
+        // (B, T, D) x (D, V)
     }
 }
 
@@ -257,7 +293,15 @@ impl Gpt2Config {
     /// The local model `hw9 train-gpt` trains: GPT-2's vocabulary, 4 layers × 4 heads, d 128,
     /// 128 positions.
     pub fn small() -> Self {
-        Gpt2Config { vocab_size: 50257, n_positions: 128, n_embd: 128, n_layer: 4, n_head: 4, n_inner: None, layer_norm_epsilon: 1e-5, activation_function: "gelu_new".into() }
+        Gpt2Config {
+            vocab_size: 50257,
+            n_positions: 128,
+            n_embd: 128,
+            n_layer: 4,
+            n_head: 4,
+            n_inner: None,
+            layer_norm_epsilon: 1e-5,
+            activation_function: "gelu_new".into(),
+        }
     }
 }
-

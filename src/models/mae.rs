@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module, ModuleT};
 use tch::{Kind, Tensor};
 
-use crate::error::{Error, Result};
 use super::vit::{check_images, index_sequence, patchify, unpatchify, EncoderConfig, TransformerEncoder};
+use crate::error::{Error, Result};
 
 /// Keeps the first `keep_length` patches of each shuffled sequence.
 ///
@@ -91,7 +91,10 @@ impl MaeConfig {
         self.encoder.validate()?;
         self.decoder.validate()?;
         if self.patch_size <= 0 || self.image_size % self.patch_size != 0 {
-            return Err(Error::Config(format!("patch_size {} must divide image_size {}", self.patch_size, self.image_size)));
+            return Err(Error::Config(format!(
+                "patch_size {} must divide image_size {}",
+                self.patch_size, self.image_size
+            )));
         }
         if !(0.0..1.0).contains(&self.mask_ratio) || self.keep_length() < 1 || self.keep_length() >= self.n_patches() {
             return Err(Error::Config(format!(
@@ -108,24 +111,38 @@ impl MaeConfig {
 /// predicts every patch's pixels.
 #[derive(Debug)]
 pub struct Mae {
+    /// Its sizes.
     pub cfg: MaeConfig,
+    /// Patch pixels → encoder width.
     pub patch_embed: nn::Linear,
+    /// `(1, 1, D)` the CLS token.
     pub cls_token: Tensor,
+    /// `(1, 1+N, D)` learned encoder positions, CLS first.
     pub pos_embed: Tensor,
+    /// The encoder (visible patches only while pretraining).
     pub encoder: TransformerEncoder,
+    /// The encoder's final LayerNorm.
     pub norm: nn::LayerNorm,
+    /// Encoder width → decoder width.
     pub decoder_embed: nn::Linear,
+    /// `(1, 1, Dd)` what the decoder sees in a hidden patch's place.
     pub mask_token: Tensor,
+    /// `(1, 1+N, Dd)` learned decoder positions, CLS first.
     pub decoder_pos_embed: Tensor,
+    /// The light decoder.
     pub decoder: TransformerEncoder,
+    /// The decoder's final LayerNorm.
     pub decoder_norm: nn::LayerNorm,
+    /// Decoder width → patch pixels.
     pub decoder_pred: nn::Linear,
 }
 
 impl Mae {
+    /// An MAE of `cfg`'s sizes under `vs` (the original's parameter names).
     pub fn new(vs: &nn::Path, cfg: &MaeConfig) -> Result<Self> {
         cfg.validate()?;
-        let (d, dd, p, c, n) = (cfg.encoder.d_model, cfg.decoder.d_model, cfg.patch_size, cfg.channels, cfg.n_patches());
+        let (d, dd, p, c, n) =
+            (cfg.encoder.d_model, cfg.decoder.d_model, cfg.patch_size, cfg.channels, cfg.n_patches());
         let init = nn::Init::Randn { mean: 0.0, stdev: 0.02 };
         Ok(Mae {
             cfg: cfg.clone(),
@@ -151,7 +168,8 @@ impl Mae {
     /// 1 = masked, ids_restore (B, N))`; token 0 of `encoded` is the CLS token.
     pub fn forward_encoder(&self, images: &Tensor, ids_shuffle: Option<&Tensor>) -> Result<(Tensor, Tensor, Tensor)> {
         check_images("MAE input", images, self.cfg.channels, self.cfg.image_size)?;
-        let x = self.patch_embed.forward(&patchify(images, self.cfg.patch_size)?) + self.pos_embed.narrow(1, 1, self.cfg.n_patches()); // (B, N, D)
+        let x = self.patch_embed.forward(&patchify(images, self.cfg.patch_size)?)
+            + self.pos_embed.narrow(1, 1, self.cfg.n_patches()); // (B, N, D)
         let (b, n) = (x.size()[0], x.size()[1]);
         let ids_shuffle = ids_shuffle.map_or_else(|| random_shuffle(b, n, x.device()), Tensor::shallow_clone);
         let (kept, mask, ids_restore) = random_masking(&x, self.cfg.keep_length(), &ids_shuffle); // (B, K, D)
@@ -166,7 +184,8 @@ impl Mae {
     /// `encoded: (B, 1+K, D)`, `ids_restore: (B, N)` → `(B, N, C·P·P)`.
     pub fn forward_decoder(&self, encoded: &Tensor, ids_restore: &Tensor) -> Tensor {
         let n = ids_restore.size()[1];
-        let x = self.decoder_norm.forward(&self.decoder.forward(&self.decoder_input(encoded, ids_restore))); // (B, 1+N, Dd)
+        let x = self.decoder.forward(&self.decoder_input(encoded, ids_restore)); // (B, 1+N, Dd)
+        let x = self.decoder_norm.forward(&x);
         self.decoder_pred.forward(&x.narrow(1, 1, n)) // (B, N, C·P·P)
     }
 
@@ -196,7 +215,8 @@ impl Mae {
         let k = self.cfg.keep_length();
         let masked_ids = ids_shuffle.narrow(1, k, n - k); // (B, N−K) patch indices
         let x = self.decoder_input(&encoded, &ids_restore); // (B, 1+N, Dd)
-        let x = self.decoder_norm.forward(&self.decoder.forward_at(&x, &(&masked_ids + 1))); // (B, N−K, Dd); +1 skips CLS
+                                                            // (B, N−K, Dd); +1 skips CLS
+        let x = self.decoder_norm.forward(&self.decoder.forward_at(&x, &(&masked_ids + 1)));
         let pred = self.decoder_pred.forward(&x); // (B, N−K, C·P·P)
         let target = index_sequence(&patchify(images, self.cfg.patch_size)?, &masked_ids);
         Ok((pred - target).square().mean(Kind::Float))
@@ -222,7 +242,8 @@ impl Mae {
     /// `images: (B, C, H, W)` → `(B, 1+N, D)`, token 0 the CLS token.
     pub fn forward_encoder_representation(&self, images: &Tensor) -> Result<Tensor> {
         check_images("MAE input", images, self.cfg.channels, self.cfg.image_size)?;
-        let x = self.patch_embed.forward(&patchify(images, self.cfg.patch_size)?) + self.pos_embed.narrow(1, 1, self.cfg.n_patches());
+        let x = self.patch_embed.forward(&patchify(images, self.cfg.patch_size)?)
+            + self.pos_embed.narrow(1, 1, self.cfg.n_patches());
         let b = x.size()[0];
         let cls = (&self.cls_token + self.pos_embed.narrow(1, 0, 1)).expand([b, -1, -1], false);
         Ok(self.norm.forward(&self.encoder.forward(&Tensor::cat(&[cls, x], 1))))
@@ -249,7 +270,13 @@ pub fn forward_loss(images: &Tensor, pred: &Tensor, mask: &Tensor, patch_size: i
 ///
 /// # Shapes
 /// `images: (B, C, H, W)` normalised; `mean`, `std`: per channel.
-pub fn reconstruction_grid<M: MaskedAutoencoder>(model: &M, images: &Tensor, mean: &[f64], std: &[f64], channels: i64) -> Result<crate::visuals::Figure> {
+pub fn reconstruction_grid<M: MaskedAutoencoder>(
+    model: &M,
+    images: &Tensor,
+    mean: &[f64],
+    std: &[f64],
+    channels: i64,
+) -> Result<crate::visuals::Figure> {
     let p = model.patch_size();
     let (pred, mask) = tch::no_grad(|| model.reconstruct(images))?;
     let patches = patchify(images, p)?; // (B, N, C·P·P)
@@ -263,11 +290,13 @@ pub fn reconstruction_grid<M: MaskedAutoencoder>(model: &M, images: &Tensor, mea
     let pix = |x: &Tensor| x * &s + &m;
     // Masked patches show as mid-grey in the input column.
     let grey = (&mask.unsqueeze(-1) * 0.5).expand_as(&patches);
-    let masked_in = pix(&masked_in) * unpatchify(&keep.expand_as(&patches), p, channels)? + unpatchify(&grey, p, channels)?;
+    let masked_in =
+        pix(&masked_in) * unpatchify(&keep.expand_as(&patches), p, channels)? + unpatchify(&grey, p, channels)?;
     let (orig, recon, pasted) = (pix(images), pix(&recon), pix(&pasted)); // (B, C, H, W) each
     let b = images.size()[0];
     let rows: Vec<Tensor> = (0..b).flat_map(|i| [orig.get(i), masked_in.get(i), recon.get(i), pasted.get(i)]).collect();
-    let labels: Vec<String> = (0..b).flat_map(|_| ["original", "masked input", "reconstruction", "+ visible"].map(String::from)).collect();
+    let labels: Vec<String> =
+        (0..b).flat_map(|_| ["original", "masked input", "reconstruction", "+ visible"].map(String::from)).collect();
     crate::visuals::image_grid(&Tensor::stack(&rows, 0), 4, &labels, 3)
 }
 
@@ -285,10 +314,18 @@ pub trait MaskedAutoencoder {
         let (pred, mask) = self.reconstruct(images)?;
         let target_shape = patchify(images, self.patch_size())?.size();
         if pred.size() != target_shape {
-            return Err(Error::Shape { what: "MAE predicted patches".into(), expected: target_shape, got: pred.size() });
+            return Err(Error::Shape {
+                what: "MAE predicted patches".into(),
+                expected: target_shape,
+                got: pred.size(),
+            });
         }
         if mask.size() != target_shape[..2] {
-            return Err(Error::Shape { what: "MAE mask (1 = masked)".into(), expected: target_shape[..2].to_vec(), got: mask.size() });
+            return Err(Error::Shape {
+                what: "MAE mask (1 = masked)".into(),
+                expected: target_shape[..2].to_vec(),
+                got: mask.size(),
+            });
         }
         forward_loss(images, &pred, &mask, self.patch_size())
     }
@@ -312,9 +349,13 @@ impl MaskedAutoencoder for Mae {
 /// With `detach`, no gradient reaches the MAE (linear probing); without, the MAE is finetuned.
 #[derive(Debug)]
 pub struct MaeClassifier {
+    /// The MAE whose encoder gives the representation.
     pub mae: Mae,
+    /// LayerNorm over the mean token.
     pub norm: nn::LayerNorm,
+    /// The linear classifier.
     pub head: nn::Linear,
+    /// Linear probing (no gradient reaches the MAE) when true, finetuning when false.
     pub detach: bool,
 }
 
@@ -339,7 +380,8 @@ impl MaeClassifier {
         } else {
             self.mae.forward_encoder_representation(images)?
         }; // (B, 1+N, D)
-        Ok(self.head.forward(&self.norm.forward(&rep.mean_dim(1, false, Kind::Float)))) // (B, n_classes)
+        Ok(self.head.forward(&self.norm.forward(&rep.mean_dim(1, false, Kind::Float))))
+        // (B, n_classes)
     }
 }
 

@@ -8,9 +8,9 @@ use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module};
 use tch::{Kind, Reduction, Tensor};
 
-use crate::error::{Error, Result};
-use crate::data::text::{Batch, IGNORE, PAD};
 use super::transformer::{dropout, make_positions, LayerCache, LayerConfig, SeqLayer, Stack, TransformerLayer};
+use crate::data::text::{Batch, IGNORE, PAD};
+use crate::error::{Error, Result};
 
 /// The summarizer's sizes. Saved as `config.json` beside a checkpoint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -36,18 +36,45 @@ pub struct SummarizerConfig {
 impl SummarizerConfig {
     /// The original homework's model: 4 + 4 layers, d_model 512, 8 heads, d_ffn 2048, dropout 0.1.
     pub fn full(vocab_size: i64) -> Self {
-        SummarizerConfig { vocab_size, d_model: 512, n_heads: 8, encoder_layers: 4, decoder_layers: 4, d_ffn: 2048, dropout: 0.1, max_positions: 1024 }
+        SummarizerConfig {
+            vocab_size,
+            d_model: 512,
+            n_heads: 8,
+            encoder_layers: 4,
+            decoder_layers: 4,
+            d_ffn: 2048,
+            dropout: 0.1,
+            max_positions: 1024,
+        }
     }
 
     /// Sized so that 2 epochs on the Debian corpus take at most 20 minutes on 2 CPU cores, in
     /// the notebook (see BENCHMARKS.md).
     pub fn cpu(vocab_size: i64) -> Self {
-        SummarizerConfig { vocab_size, d_model: 192, n_heads: 4, encoder_layers: 2, decoder_layers: 2, d_ffn: 512, dropout: 0.1, max_positions: 256 }
+        SummarizerConfig {
+            vocab_size,
+            d_model: 192,
+            n_heads: 4,
+            encoder_layers: 2,
+            decoder_layers: 2,
+            d_ffn: 512,
+            dropout: 0.1,
+            max_positions: 256,
+        }
     }
 
     /// A tiny model for tests.
     pub fn tiny(vocab_size: i64) -> Self {
-        SummarizerConfig { vocab_size, d_model: 16, n_heads: 2, encoder_layers: 2, decoder_layers: 2, d_ffn: 32, dropout: 0.0, max_positions: 64 }
+        SummarizerConfig {
+            vocab_size,
+            d_model: 16,
+            n_heads: 2,
+            encoder_layers: 2,
+            decoder_layers: 2,
+            d_ffn: 32,
+            dropout: 0.0,
+            max_positions: 64,
+        }
     }
 
     /// The sizes of each of its layers.
@@ -57,12 +84,21 @@ impl SummarizerConfig {
 
     /// Refuses sizes that cannot work, saying why.
     pub fn validate(&self) -> Result<()> {
-        let positive = [("vocab_size", self.vocab_size), ("d_model", self.d_model), ("n_heads", self.n_heads), ("d_ffn", self.d_ffn), ("max_positions", self.max_positions)];
+        let positive = [
+            ("vocab_size", self.vocab_size),
+            ("d_model", self.d_model),
+            ("n_heads", self.n_heads),
+            ("d_ffn", self.d_ffn),
+            ("max_positions", self.max_positions),
+        ];
         if let Some((name, v)) = positive.iter().find(|(_, v)| *v <= 0) {
             return Err(Error::Config(format!("{name} must be positive, got {v}")));
         }
         if self.d_model % self.n_heads != 0 {
-            return Err(Error::Config(format!("d_model ({}) must be divisible by n_heads ({})", self.d_model, self.n_heads)));
+            return Err(Error::Config(format!(
+                "d_model ({}) must be divisible by n_heads ({})",
+                self.d_model, self.n_heads
+            )));
         }
         if !(0.0..1.0).contains(&self.dropout) {
             return Err(Error::Config(format!("dropout must be in [0, 1), got {}", self.dropout)));
@@ -129,7 +165,11 @@ impl Summarizer {
 
     fn check_tokens(&self, what: &str, tokens: &Tensor) -> Result<()> {
         if tokens.dim() != 2 || tokens.kind() != Kind::Int64 {
-            return Err(Error::Input(format!("{what}: expected int64 token ids (B, T), got {:?} of shape {:?}", tokens.kind(), tokens.size())));
+            return Err(Error::Input(format!(
+                "{what}: expected int64 token ids (B, T), got {:?} of shape {:?}",
+                tokens.kind(),
+                tokens.size()
+            )));
         }
         let t = tokens.size()[1];
         if t > self.cfg.max_positions {
@@ -138,7 +178,10 @@ impl Summarizer {
         if tokens.numel() > 0 {
             let (lo, hi) = (tokens.min().int64_value(&[]), tokens.max().int64_value(&[]));
             if lo < 0 || hi >= self.cfg.vocab_size {
-                return Err(Error::Input(format!("{what}: token ids must be in 0..{}, got {lo}..={hi}", self.cfg.vocab_size)));
+                return Err(Error::Input(format!(
+                    "{what}: token ids must be in 0..{}, got {lo}..={hi}",
+                    self.cfg.vocab_size
+                )));
             }
         }
         Ok(())
@@ -149,7 +192,8 @@ impl Summarizer {
     /// # Shapes
     /// `tokens, positions: (B, T)` int64 → `(B, T, D)`.
     pub fn embed(&self, tokens: &Tensor, positions: &Tensor, train: bool) -> Tensor {
-        let x = Tensor::embedding(&self.embed_tokens, tokens, PAD, false, false) + Tensor::embedding(&self.embed_positions, positions, PAD, false, false);
+        let x = Tensor::embedding(&self.embed_tokens, tokens, PAD, false, false)
+            + Tensor::embedding(&self.embed_positions, positions, PAD, false, false);
         dropout(&self.layernorm_embedding.forward(&x), self.cfg.dropout, train)
     }
 
@@ -168,12 +212,23 @@ impl Summarizer {
     /// # Shapes
     /// `dec_in: (B, T)` ids (EOS first), `encoder_out: (B, S, D)`, `src_padding_mask: (B, S)` →
     /// decoder states `(B, T, D)`.
-    pub fn decode(&self, dec_in: &Tensor, encoder_out: &Tensor, src_padding_mask: &Tensor, train: bool) -> Result<Tensor> {
+    pub fn decode(
+        &self,
+        dec_in: &Tensor,
+        encoder_out: &Tensor,
+        src_padding_mask: &Tensor,
+        train: bool,
+    ) -> Result<Tensor> {
         self.check_tokens("decoder input", dec_in)?;
         let mask = dec_in.eq(PAD);
         let mut x = self.embed(dec_in, &make_positions(dec_in, PAD), train);
         for (i, layer) in self.decoder.iter().enumerate() {
-            x = checked(layer.forward(&x, Some(&mask), Some(encoder_out), Some(src_padding_mask), train), &x, "decoder", i)?;
+            x = checked(
+                layer.forward(&x, Some(&mask), Some(encoder_out), Some(src_padding_mask), train),
+                &x,
+                "decoder",
+                i,
+            )?;
         }
         Ok(x)
     }
@@ -195,9 +250,16 @@ impl Summarizer {
     pub fn loss(&self, batch: &Batch, train: bool) -> Result<(Tensor, i64, i64)> {
         let logits = self.forward_t(&batch.src, &batch.dec_in, train)?;
         let v = self.cfg.vocab_size;
-        let loss = logits.view([-1, v]).cross_entropy_loss::<Tensor>(&batch.labels.view([-1]), None, Reduction::Mean, IGNORE, 0.0);
+        let loss = logits.view([-1, v]).cross_entropy_loss::<Tensor>(
+            &batch.labels.view([-1]),
+            None,
+            Reduction::Mean,
+            IGNORE,
+            0.0,
+        );
         let counted = batch.labels.ne(IGNORE);
-        let correct = logits.argmax(-1, false).eq_tensor(&batch.labels).logical_and(&counted).sum(Kind::Int64).int64_value(&[]);
+        let correct =
+            logits.argmax(-1, false).eq_tensor(&batch.labels).logical_and(&counted).sum(Kind::Int64).int64_value(&[]);
         Ok((loss, correct, counted.sum(Kind::Int64).int64_value(&[])))
     }
 
@@ -211,7 +273,14 @@ impl Summarizer {
     ///
     /// # Shapes
     /// `tokens: (B,)` ids, `encoder_out: (B, S, D)`, `src_padding_mask: (B, S)` → logits `(B, V)`.
-    pub fn step(&self, tokens: &Tensor, t: i64, caches: &mut [LayerCache], encoder_out: &Tensor, src_padding_mask: &Tensor) -> Result<Tensor> {
+    pub fn step(
+        &self,
+        tokens: &Tensor,
+        t: i64,
+        caches: &mut [LayerCache],
+        encoder_out: &Tensor,
+        src_padding_mask: &Tensor,
+    ) -> Result<Tensor> {
         if t >= self.cfg.max_positions {
             return Err(Error::Input(format!("decoding step {t}: the model has {} positions", self.cfg.max_positions)));
         }
@@ -228,7 +297,11 @@ impl Summarizer {
 /// A layer must keep its input's shape `(B, T, D)`; a student's layer that does not is named.
 fn checked(out: Tensor, input: &Tensor, stack: &str, i: usize) -> Result<Tensor> {
     if out.size() != input.size() {
-        return Err(Error::Shape { what: format!("{stack} layer {i}'s output (a layer keeps its input's shape (B, T, D))"), expected: input.size(), got: out.size() });
+        return Err(Error::Shape {
+            what: format!("{stack} layer {i}'s output (a layer keeps its input's shape (B, T, D))"),
+            expected: input.size(),
+            got: out.size(),
+        });
     }
     Ok(out)
 }
@@ -326,14 +399,24 @@ mod tests {
         #[derive(Debug)]
         struct Halves;
         impl SeqLayer for Halves {
-            fn forward(&self, x: &Tensor, _: Option<&Tensor>, _: Option<&Tensor>, _: Option<&Tensor>, _: bool) -> Tensor {
+            fn forward(
+                &self,
+                x: &Tensor,
+                _: Option<&Tensor>,
+                _: Option<&Tensor>,
+                _: Option<&Tensor>,
+                _: bool,
+            ) -> Tensor {
                 x.narrow(2, 0, 8)
             }
         }
         let vs = nn::VarStore::new(Device::Cpu);
         let bad = Summarizer::with_layers(&vs.root(), &SummarizerConfig::tiny(50), |_, _, _| Box::new(Halves)).unwrap();
         let msg = bad.encode(&bad_id.clamp(0, 49), false).unwrap_err().to_string();
-        assert!(msg.contains("encoder layer 0's output") && msg.contains("expected shape (1, 2, 16), got (1, 2, 8)"), "{msg}");
+        assert!(
+            msg.contains("encoder layer 0's output") && msg.contains("expected shape (1, 2, 16), got (1, 2, 8)"),
+            "{msg}"
+        );
         let cfg = SummarizerConfig { n_heads: 3, ..SummarizerConfig::tiny(50) };
         assert!(cfg.validate().unwrap_err().to_string().contains("divisible"));
     }

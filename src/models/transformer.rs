@@ -43,10 +43,15 @@ pub fn dropout(x: &Tensor, p: f64, train: bool) -> Tensor {
 /// Multi-head attention with separate q, k, v and output projections (with bias).
 #[derive(Debug)]
 pub struct MultiheadAttention {
+    /// Query projection.
     pub q_proj: nn::Linear,
+    /// Key projection.
     pub k_proj: nn::Linear,
+    /// Value projection.
     pub v_proj: nn::Linear,
+    /// Output projection after the heads are merged.
     pub out_proj: nn::Linear,
+    /// Heads `H`.
     pub n_heads: i64,
 }
 
@@ -70,7 +75,14 @@ impl MultiheadAttention {
     /// # Shapes
     /// `query: (B, T, D)`, `key, value: (B, S, D)`, `mask` over the `S` keys →
     /// `(output (B, T, D), weights (B, H, T, S) when asked for)`.
-    pub fn forward(&self, query: &Tensor, key: &Tensor, value: &Tensor, mask: Mask, need_weights: bool) -> (Tensor, Option<Tensor>) {
+    pub fn forward(
+        &self,
+        query: &Tensor,
+        key: &Tensor,
+        value: &Tensor,
+        mask: Mask,
+        need_weights: bool,
+    ) -> (Tensor, Option<Tensor>) {
         let q = self.heads(&self.q_proj, query);
         let k = self.heads(&self.k_proj, key);
         let v = self.heads(&self.v_proj, value);
@@ -84,7 +96,14 @@ impl MultiheadAttention {
 
     /// Attention over already projected heads, then the heads merged and the output projection:
     /// `q: (B, H, T, Dh)`, `k, v: (B, H, S, Dh)` → `(output (B, T, D), weights (B, H, T, S))`.
-    pub fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor, mask: Mask, need_weights: bool) -> (Tensor, Option<Tensor>) {
+    pub fn attend(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        mask: Mask,
+        need_weights: bool,
+    ) -> (Tensor, Option<Tensor>) {
         let out = attention(q, k, v, mask, need_weights);
         (self.out_proj.forward(&merge_heads(&out.context)), out.weights) // (B, H, T, Dh) -> (B, T, D)
     }
@@ -140,8 +159,9 @@ impl TransformerLayer {
         TransformerLayer {
             self_attn: MultiheadAttention::new(&(vs / "self_attn"), d, cfg.n_heads),
             self_attn_layer_norm: ln("self_attn_layer_norm"),
-            encoder_attn: (stack == Stack::Decoder)
-                .then(|| (MultiheadAttention::new(&(vs / "encoder_attn"), d, cfg.n_heads), ln("encoder_attn_layer_norm"))),
+            encoder_attn: (stack == Stack::Decoder).then(|| {
+                (MultiheadAttention::new(&(vs / "encoder_attn"), d, cfg.n_heads), ln("encoder_attn_layer_norm"))
+            }),
             fc1: nn::linear(vs / "fc1", d, cfg.d_ffn, Default::default()),
             fc2: nn::linear(vs / "fc2", cfg.d_ffn, d, Default::default()),
             final_layer_norm: ln("final_layer_norm"),
@@ -189,6 +209,7 @@ pub struct LayerCache {
     pub inputs: Option<Tensor>,
     /// `(B, H, t, Dh)` self-attention keys and values so far.
     pub keys: Option<Tensor>,
+    /// `(B, H, t, Dh)` self-attention values so far.
     pub values: Option<Tensor>,
     /// `(B, H, S, Dh)` cross-attention keys and values (computed at the first step).
     pub cross: Option<(Tensor, Tensor)>,
@@ -226,12 +247,25 @@ pub trait SeqLayer: std::fmt::Debug + Send {
     /// # Shapes
     /// `x: (B, T, D)`, `padding_mask: (B, T)` (1 = padding); for a decoder layer `encoder_out:
     /// (B, S, D)` and `encoder_padding_mask: (B, S)` (1 = padding) → `(B, T, D)`.
-    fn forward(&self, x: &Tensor, padding_mask: Option<&Tensor>, encoder_out: Option<&Tensor>, encoder_padding_mask: Option<&Tensor>, train: bool) -> Tensor;
+    fn forward(
+        &self,
+        x: &Tensor,
+        padding_mask: Option<&Tensor>,
+        encoder_out: Option<&Tensor>,
+        encoder_padding_mask: Option<&Tensor>,
+        train: bool,
+    ) -> Tensor;
 
     /// One decoding step of a decoder layer: `x: (B, 1, D)` is the newest position, `cache` holds
     /// the earlier ones → `(B, 1, D)`, equal to the last row of [`SeqLayer::forward`] over the
     /// whole prefix. The default recomputes that prefix; [`TransformerLayer`] caches keys and values.
-    fn step(&self, x: &Tensor, cache: &mut LayerCache, encoder_out: &Tensor, encoder_padding_mask: Option<&Tensor>) -> Tensor {
+    fn step(
+        &self,
+        x: &Tensor,
+        cache: &mut LayerCache,
+        encoder_out: &Tensor,
+        encoder_padding_mask: Option<&Tensor>,
+    ) -> Tensor {
         let all = append(&mut cache.inputs, x.shallow_clone(), 1);
         let t = all.size()[1];
         self.forward(&all, None, Some(encoder_out), encoder_padding_mask, false).narrow(1, t - 1, 1)
@@ -239,11 +273,24 @@ pub trait SeqLayer: std::fmt::Debug + Send {
 }
 
 impl SeqLayer for TransformerLayer {
-    fn forward(&self, x: &Tensor, padding_mask: Option<&Tensor>, encoder_out: Option<&Tensor>, encoder_padding_mask: Option<&Tensor>, train: bool) -> Tensor {
+    fn forward(
+        &self,
+        x: &Tensor,
+        padding_mask: Option<&Tensor>,
+        encoder_out: Option<&Tensor>,
+        encoder_padding_mask: Option<&Tensor>,
+        train: bool,
+    ) -> Tensor {
         TransformerLayer::forward(self, x, padding_mask, encoder_out, encoder_padding_mask, train)
     }
 
-    fn step(&self, x: &Tensor, cache: &mut LayerCache, encoder_out: &Tensor, encoder_padding_mask: Option<&Tensor>) -> Tensor {
+    fn step(
+        &self,
+        x: &Tensor,
+        cache: &mut LayerCache,
+        encoder_out: &Tensor,
+        encoder_padding_mask: Option<&Tensor>,
+    ) -> Tensor {
         let sa = &self.self_attn;
         let k = append(&mut cache.keys, sa.heads(&sa.k_proj, x), 2); // (B, H, t, Dh)
         let v = append(&mut cache.values, sa.heads(&sa.v_proj, x), 2);
@@ -251,7 +298,9 @@ impl SeqLayer for TransformerLayer {
         let (a, _) = sa.attend(&sa.heads(&sa.q_proj, x), &k, &v, Mask::default(), false);
         let mut x = self.self_attn_layer_norm.forward(&(x + a));
         if let Some((attn, norm)) = &self.encoder_attn {
-            let (ck, cv) = cache.cross.get_or_insert_with(|| (attn.heads(&attn.k_proj, encoder_out), attn.heads(&attn.v_proj, encoder_out)));
+            let (ck, cv) = cache
+                .cross
+                .get_or_insert_with(|| (attn.heads(&attn.k_proj, encoder_out), attn.heads(&attn.v_proj, encoder_out)));
             let (a, _) = attn.attend(&attn.heads(&attn.q_proj, &x), ck, cv, Mask::padding(encoder_padding_mask), false);
             x = norm.forward(&(&x + a));
         }

@@ -20,7 +20,10 @@ use crate::error::{Error, Result};
 pub fn patchify(images: &Tensor, p: i64) -> Result<Tensor> {
     let size = images.size();
     let [b, c, h, w] = size[..] else {
-        return Err(Error::Input(format!("patchify: expected images (B, C, H, W), got shape {}", crate::error::fmt_shape(&size))));
+        return Err(Error::Input(format!(
+            "patchify: expected images (B, C, H, W), got shape {}",
+            crate::error::fmt_shape(&size)
+        )));
     };
     if p <= 0 || h % p != 0 || w % p != 0 {
         return Err(Error::Input(format!("patchify: patch size {p} must divide the image size {h}x{w}")));
@@ -38,7 +41,10 @@ pub fn patchify(images: &Tensor, p: i64) -> Result<Tensor> {
 pub fn unpatchify(patches: &Tensor, p: i64, channels: i64) -> Result<Tensor> {
     let size = patches.size();
     let [b, n, d] = size[..] else {
-        return Err(Error::Input(format!("unpatchify: expected patches (B, N, C*P*P), got shape {}", crate::error::fmt_shape(&size))));
+        return Err(Error::Input(format!(
+            "unpatchify: expected patches (B, N, C*P*P), got shape {}",
+            crate::error::fmt_shape(&size)
+        )));
     };
     let side = (n as f64).sqrt().round() as i64;
     if side * side != n || d != channels * p * p {
@@ -91,13 +97,18 @@ impl EncoderConfig {
 /// Multi-head self-attention with PyTorch's `nn.MultiheadAttention` parameters.
 #[derive(Debug)]
 pub struct SelfAttention {
+    /// `(3D, D)`: the query, key and value projections, packed.
     pub in_proj_weight: Tensor,
+    /// `(3D,)`: their biases.
     pub in_proj_bias: Tensor,
+    /// Output projection after the heads are merged.
     pub out_proj: nn::Linear,
+    /// Heads `H`.
     pub n_heads: i64,
 }
 
 impl SelfAttention {
+    /// Self-attention of width `d` with `n_heads` heads under `vs`, initialised as PyTorch does.
     pub fn new(vs: &nn::Path, d: i64, n_heads: i64) -> Self {
         let bound = (6.0 / (d + 3 * d) as f64).sqrt(); // xavier_uniform_, as PyTorch initialises it
         SelfAttention {
@@ -116,7 +127,13 @@ impl SelfAttention {
         // One packed projection, split into views: split's backward is one concatenation, where
         // indexing a (3, …) tensor would build three zero-padded gradients and add them.
         let qkv = x.linear(&self.in_proj_weight, Some(&self.in_proj_bias)).split(d, -1); // 3 × (B, N, D)
-        let out = attention(&split_heads(&qkv[0], h), &split_heads(&qkv[1], h), &split_heads(&qkv[2], h), Mask::default(), false);
+        let out = attention(
+            &split_heads(&qkv[0], h),
+            &split_heads(&qkv[1], h),
+            &split_heads(&qkv[2], h),
+            Mask::default(),
+            false,
+        );
         self.out_proj.forward(&merge_heads(&out.context)) // (B, H, N, Dh) -> (B, N, D)
     }
 
@@ -131,7 +148,8 @@ impl SelfAttention {
         let (h, w, bias) = (self.n_heads, &self.in_proj_weight, &self.in_proj_bias);
         let q = xq.linear(&w.narrow(0, 0, d), Some(&bias.narrow(0, 0, d))); // (B, Q, D)
         let kv = x.linear(&w.narrow(0, d, 2 * d), Some(&bias.narrow(0, d, 2 * d))).split(d, -1); // 2 × (B, N, D)
-        let out = attention(&split_heads(&q, h), &split_heads(&kv[0], h), &split_heads(&kv[1], h), Mask::default(), false);
+        let out =
+            attention(&split_heads(&q, h), &split_heads(&kv[0], h), &split_heads(&kv[1], h), Mask::default(), false);
         self.out_proj.forward(&merge_heads(&out.context)) // (B, H, Q, Dh) -> (B, Q, D)
     }
 }
@@ -140,14 +158,20 @@ impl SelfAttention {
 /// activation="gelu", batch_first=True)`: `x = norm1(x + attn(x)); x = norm2(x + ffn(x))`.
 #[derive(Debug)]
 pub struct EncoderLayer {
+    /// Self-attention.
     pub self_attn: SelfAttention,
+    /// Feed-forward: `D → d_ffn`.
     pub linear1: nn::Linear,
+    /// Feed-forward: `d_ffn → D`.
     pub linear2: nn::Linear,
+    /// LayerNorm after the attention residual.
     pub norm1: nn::LayerNorm,
+    /// LayerNorm after the feed-forward residual.
     pub norm2: nn::LayerNorm,
 }
 
 impl EncoderLayer {
+    /// A layer of `cfg`'s sizes under `vs`.
     pub fn new(vs: &nn::Path, cfg: &EncoderConfig) -> Self {
         let (d, f) = (cfg.d_model, cfg.d_ffn);
         EncoderLayer {
@@ -194,10 +218,12 @@ impl Module for EncoderLayer {
 /// A stack of [`EncoderLayer`]s, named like `nn.TransformerEncoder` (`layers.{i}.…`).
 #[derive(Debug)]
 pub struct TransformerEncoder {
+    /// The layers, first first.
     pub layers: Vec<EncoderLayer>,
 }
 
 impl TransformerEncoder {
+    /// `cfg.n_layers` layers under `vs / "layers"`.
     pub fn new(vs: &nn::Path, cfg: &EncoderConfig) -> Self {
         let layers = (0..cfg.n_layers).map(|i| EncoderLayer::new(&(vs / "layers" / i), cfg)).collect();
         TransformerEncoder { layers }
@@ -261,7 +287,13 @@ pub struct VitConfig {
 impl VitConfig {
     /// The original homework's ViT on CIFAR-10: 32×32×3, patch 4, d 256, 4 heads, 4 layers, ffn 1024.
     pub fn original_cifar10() -> Self {
-        VitConfig { image_size: 32, channels: 3, patch_size: 4, encoder: EncoderConfig { d_model: 256, n_heads: 4, n_layers: 4, d_ffn: 1024 }, n_classes: 10 }
+        VitConfig {
+            image_size: 32,
+            channels: 3,
+            patch_size: 4,
+            encoder: EncoderConfig { d_model: 256, n_heads: 4, n_layers: 4, d_ffn: 1024 },
+            n_classes: 10,
+        }
     }
 
     /// The original sizes on Fashion-MNIST (28×28×1, patch 4: 49 patches).
@@ -271,7 +303,13 @@ impl VitConfig {
 
     /// A tiny model for tests.
     pub fn tiny() -> Self {
-        VitConfig { image_size: 8, channels: 1, patch_size: 4, encoder: EncoderConfig { d_model: 16, n_heads: 2, n_layers: 2, d_ffn: 32 }, n_classes: 3 }
+        VitConfig {
+            image_size: 8,
+            channels: 1,
+            patch_size: 4,
+            encoder: EncoderConfig { d_model: 16, n_heads: 2, n_layers: 2, d_ffn: 32 },
+            n_classes: 3,
+        }
     }
 
     /// Patches per image `N`.
@@ -283,7 +321,10 @@ impl VitConfig {
     pub fn validate(&self) -> Result<()> {
         self.encoder.validate()?;
         if self.patch_size <= 0 || self.image_size % self.patch_size != 0 {
-            return Err(Error::Config(format!("patch_size {} must divide image_size {}", self.patch_size, self.image_size)));
+            return Err(Error::Config(format!(
+                "patch_size {} must divide image_size {}",
+                self.patch_size, self.image_size
+            )));
         }
         if self.channels <= 0 || self.n_classes <= 0 {
             return Err(Error::Config(format!("channels and n_classes must be positive, got {self:?}")));
@@ -296,16 +337,24 @@ impl VitConfig {
 /// position embedding → Transformer encoder → LayerNorm + Linear on the CLS output.
 #[derive(Debug)]
 pub struct Vit {
+    /// Its sizes.
     pub cfg: VitConfig,
+    /// Patch pixels → `D`.
     pub patch_embed: nn::Linear,
+    /// `(1, 1, D)` the CLS token.
     pub cls_token: Tensor,
+    /// `(1, 1+N, D)` learned positions, CLS first.
     pub pos_embed: Tensor,
+    /// The encoder.
     pub encoder: TransformerEncoder,
+    /// LayerNorm on the CLS output.
     pub norm: nn::LayerNorm,
+    /// `D → n_classes`.
     pub head: nn::Linear,
 }
 
 impl Vit {
+    /// A ViT of `cfg`'s sizes under `vs` (checked first).
     pub fn new(vs: &nn::Path, cfg: &VitConfig) -> Result<Self> {
         cfg.validate()?;
         let (d, p, c) = (cfg.encoder.d_model, cfg.patch_size, cfg.channels);
@@ -326,7 +375,11 @@ impl Vit {
 pub fn check_images(what: &str, images: &Tensor, channels: i64, side: i64) -> Result<()> {
     let size = images.size();
     if size.len() != 4 || size[1..] != [channels, side, side] {
-        return Err(Error::Shape { what: what.to_string(), expected: vec![size.first().copied().unwrap_or(-1), channels, side, side], got: size });
+        return Err(Error::Shape {
+            what: what.to_string(),
+            expected: vec![size.first().copied().unwrap_or(-1), channels, side, side],
+            got: size,
+        });
     }
     Ok(())
 }

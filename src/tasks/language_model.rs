@@ -65,7 +65,8 @@ pub fn train_small_gpt2(plan: &GptPlan, out: &Path, device: Device) -> Result<Gp
         Ok(Step { loss, weight: 1.0, correct: None })
     };
     let start = std::time::Instant::now();
-    let history = Fit::seconds("GPT-2", plan.seconds, &plan.optim).run(&vs, |_| windows(), step, || Ok(Evaluation::default()))?;
+    let history =
+        Fit::seconds("GPT-2", plan.seconds, &plan.optim).run(&vs, |_| windows(), step, || Ok(Evaluation::default()))?;
     let losses = &history.step_losses;
     let tail = &losses[losses.len().saturating_sub(20)..];
     let report = GptTrainReport {

@@ -10,8 +10,11 @@ use serde::{Deserialize, Serialize};
 /// Precision, recall and F1 of one score.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Score {
+    /// Shared n-grams (or LCS length) over the prediction's.
     pub precision: f64,
+    /// Shared n-grams (or LCS length) over the reference's.
     pub recall: f64,
+    /// Their harmonic mean (F1).
     pub fmeasure: f64,
 }
 
@@ -27,8 +30,11 @@ impl Score {
 /// ROUGE-1, ROUGE-2 and ROUGE-L of one prediction against one reference.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Rouge {
+    /// Unigram overlap.
     pub rouge1: Score,
+    /// Bigram overlap.
     pub rouge2: Score,
+    /// Longest common subsequence.
     pub rouge_l: Score,
 }
 
@@ -71,7 +77,8 @@ fn lcs(a: &[String], b: &[String]) -> usize {
 /// Scores `prediction` against `reference`.
 pub fn score(prediction: &str, reference: &str) -> Rouge {
     let (p, r) = (tokenize(prediction), tokenize(reference));
-    let rouge_l = if p.is_empty() || r.is_empty() { Score::default() } else { Score::new(lcs(&p, &r), p.len(), r.len()) };
+    let rouge_l =
+        if p.is_empty() || r.is_empty() { Score::default() } else { Score::new(lcs(&p, &r), p.len(), r.len()) };
     Rouge { rouge1: rouge_n(&p, &r, 1), rouge2: rouge_n(&p, &r, 2), rouge_l }
 }
 
@@ -97,8 +104,14 @@ mod tests {
     fn matches_the_published_example() {
         let s = score("The quick brown dog jumps on the log.", "The quick brown fox jumps over the lazy dog");
         let close = |a: f64, b: f64| (a - b).abs() < 1e-4;
-        assert!(close(s.rouge1.precision, 0.75) && close(s.rouge1.recall, 0.66667) && close(s.rouge1.fmeasure, 0.70588), "{s:?}");
-        assert!(close(s.rouge_l.precision, 0.625) && close(s.rouge_l.recall, 0.55556) && close(s.rouge_l.fmeasure, 0.58824), "{s:?}");
+        assert!(
+            close(s.rouge1.precision, 0.75) && close(s.rouge1.recall, 0.66667) && close(s.rouge1.fmeasure, 0.70588),
+            "{s:?}"
+        );
+        assert!(
+            close(s.rouge_l.precision, 0.625) && close(s.rouge_l.recall, 0.55556) && close(s.rouge_l.fmeasure, 0.58824),
+            "{s:?}"
+        );
     }
 
     #[test]

@@ -62,7 +62,13 @@ pub fn train_summarizer(
 }
 
 /// Summaries of `documents` (truncated to `max_src` tokens), in order.
-pub fn summarize(model: &Summarizer, tok: &SubwordTokenizer, documents: &[&str], max_src: usize, decode: DecodeConfig) -> Result<Vec<String>> {
+pub fn summarize(
+    model: &Summarizer,
+    tok: &SubwordTokenizer,
+    documents: &[&str],
+    max_src: usize,
+    decode: DecodeConfig,
+) -> Result<Vec<String>> {
     let device = model.embed_tokens.device();
     let examples = documents
         .iter()
@@ -83,16 +89,29 @@ pub fn summarize(model: &Summarizer, tok: &SubwordTokenizer, documents: &[&str],
 }
 
 /// Mean ROUGE-1/2/L F1 of `decode`'s summaries of the first `n` test documents, with a progress bar.
-pub fn test_rouge(model: &Summarizer, data: &SummaryData, max_src: usize, n: usize, decode: DecodeConfig) -> Result<(f64, f64, f64)> {
+pub fn test_rouge(
+    model: &Summarizer,
+    data: &SummaryData,
+    max_src: usize,
+    n: usize,
+    decode: DecodeConfig,
+) -> Result<(f64, f64, f64)> {
     let pairs: Vec<&Pair> = data.test_pairs.iter().take(n).collect();
     let mut bar = Progress::new(format!("ROUGE ({} beam(s))", decode.beams), pairs.len().div_ceil(64) as u64);
     let mut predictions = Vec::with_capacity(pairs.len());
     for chunk in pairs.chunks(64) {
-        predictions.extend(summarize(model, &data.tokenizer, &chunk.iter().map(|p| p.document.as_str()).collect::<Vec<_>>(), max_src, decode)?);
+        predictions.extend(summarize(
+            model,
+            &data.tokenizer,
+            &chunk.iter().map(|p| p.document.as_str()).collect::<Vec<_>>(),
+            max_src,
+            decode,
+        )?);
         bar.tick("");
     }
-    let r = crate::tasks::rouge::corpus_f1(predictions.iter().map(String::as_str).zip(pairs.iter().map(|p| p.summary.as_str())));
+    let r = crate::tasks::rouge::corpus_f1(
+        predictions.iter().map(String::as_str).zip(pairs.iter().map(|p| p.summary.as_str())),
+    );
     bar.finish(&format!("ROUGE-1 {:.4} ROUGE-2 {:.4} ROUGE-L {:.4}", r.0, r.1, r.2));
     Ok(r)
 }
-

@@ -54,7 +54,9 @@ pub fn run_vit_mae(profile: Profile, device: Device, out: &std::path::Path) -> R
     seconds[1] = t.elapsed().as_secs_f64();
 
     let mut accs = [0.0; 2];
-    for (i, (detach, cfg, title)) in [(true, &plan.probe_train, "linear probe"), (false, &plan.finetune_train, "finetune")].into_iter().enumerate() {
+    for (i, (detach, cfg, title)) in
+        [(true, &plan.probe_train, "linear probe"), (false, &plan.finetune_train, "finetune")].into_iter().enumerate()
+    {
         let t = Instant::now();
         let vs = nn::VarStore::new(device);
         let mae = Mae::new(&(vs.root() / "mae"), &plan.mae)?;

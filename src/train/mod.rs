@@ -331,8 +331,11 @@ impl Fit {
         load_checkpoint(vs, &ck.config, &dir)?;
         let path = dir.join("history.json");
         let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-        let history: History = serde_json::from_str(&text)
-            .map_err(|e| Error::Corrupt { what: "training history".into(), path, detail: e.to_string() })?;
+        let history: History = serde_json::from_str(&text).map_err(|e| Error::Corrupt {
+            what: "training history".into(),
+            path,
+            detail: e.to_string(),
+        })?;
         println!("resumed from {} (epoch {epoch}, step {})", dir.display(), history.step_losses.len());
         Ok(history)
     }
@@ -445,7 +448,8 @@ pub fn train_mae<M: MaskedAutoencoder>(
     cfg: &TrainConfig,
     title: &str,
 ) -> Result<History> {
-    let batch_loss =
-        |x: &Tensor, y: &Tensor| Ok(Step { loss: model.pretraining_loss(x)?, weight: y.size()[0] as f64, correct: None });
+    let batch_loss = |x: &Tensor, y: &Tensor| {
+        Ok(Step { loss: model.pretraining_loss(x)?, weight: y.size()[0] as f64, correct: None })
+    };
     fit_images(vs, data, cfg, title, batch_loss, || Ok(Evaluation::default()))
 }

@@ -25,6 +25,9 @@ pub enum Schedule {
     },
 }
 
+/// A decay from 1 (at `t = 0`) to 0 (at `t = 1`).
+type Decay = fn(f64) -> f64;
+
 impl Schedule {
     /// The factor on the base rate at optimizer step `step` of `total`: warmup rises as
     /// `(step + 1) / warmup_steps`, then the decay runs over the remaining steps.
@@ -51,7 +54,7 @@ impl Schedule {
     }
 
     /// The warmup fraction and the decay from 1 to 0 over `t` in `[0, 1]`; `None` when constant.
-    fn parts(self) -> Option<(f64, fn(f64) -> f64)> {
+    fn parts(self) -> Option<(f64, Decay)> {
         match self {
             Schedule::Constant => None,
             Schedule::WarmupCosine { warmup } => Some((warmup, |t| 0.5 * (1.0 + (std::f64::consts::PI * t).cos()))),

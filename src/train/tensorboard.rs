@@ -65,14 +65,20 @@ impl SummaryWriter {
     pub fn new(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "localhost".into());
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "localhost".into());
         // A counter keeps two writers of one process in one second apart.
         static COUNT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let path = dir.join(format!("events.out.tfevents.{now}.{host}.{}.{n}", std::process::id()));
         let file = std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
         let mut w = SummaryWriter { path, file };
-        w.write_event(Event { wall_time: wall_time(), step: 0, what: Some(What::FileVersion("brain.Event:2".into())) })?;
+        w.write_event(Event {
+            wall_time: wall_time(),
+            step: 0,
+            what: Some(What::FileVersion("brain.Event:2".into())),
+        })?;
         Ok(w)
     }
 
@@ -85,7 +91,9 @@ impl SummaryWriter {
     /// error (TensorBoard would draw nothing sensible).
     pub fn add_scalar(&mut self, tag: &str, value: f64, step: i64) -> Result<()> {
         if !value.is_finite() {
-            return Err(Error::Input(format!("TensorBoard scalar {tag:?} at step {step}: expected a finite value, got {value}")));
+            return Err(Error::Input(format!(
+                "TensorBoard scalar {tag:?} at step {step}: expected a finite value, got {value}"
+            )));
         }
         let summary = Summary { value: vec![SummaryValue { tag: tag.to_string(), simple_value: Some(value as f32) }] };
         self.write_event(Event { wall_time: wall_time(), step, what: Some(What::Summary(summary)) })
@@ -106,7 +114,11 @@ impl SummaryWriter {
 /// A new run folder `<root>/<name>-<UTC time>` (e.g. `runs/summarizer-2026-11-26T11-30-05`), so
 /// every training run is its own curve in TensorBoard.
 pub fn run_dir(root: &Path, name: &str) -> PathBuf {
-    let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string().replace(':', "-").trim_end_matches('Z').to_string();
+    let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+        .to_string()
+        .replace(':', "-")
+        .trim_end_matches('Z')
+        .to_string();
     root.join(format!("{name}-{stamp}"))
 }
 
@@ -144,7 +156,10 @@ mod tests {
             let event: Event = prost::Message::decode(data).unwrap();
             if events == 1 {
                 let Some(What::Summary(s)) = event.what else { panic!("{event:?}") };
-                assert_eq!((s.value[0].tag.as_str(), s.value[0].simple_value, event.step), ("loss/train", Some(0.0), 1));
+                assert_eq!(
+                    (s.value[0].tag.as_str(), s.value[0].simple_value, event.step),
+                    ("loss/train", Some(0.0), 1)
+                );
             }
             at += 16 + len;
             events += 1;

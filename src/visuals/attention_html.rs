@@ -8,8 +8,8 @@ use std::path::Path;
 use serde::Serialize;
 use tch::Kind;
 
-use crate::models::attention::LayerAttention;
 use crate::error::{Error, Result};
+use crate::models::attention::LayerAttention;
 
 #[derive(Serialize)]
 struct ViewData<'a> {
@@ -35,11 +35,16 @@ impl AttentionHtml {
         let attention = layers
             .iter()
             .map(|l| {
-                let p = (l.probs.get(0).detach().to_device(tch::Device::Cpu).to_kind(Kind::Float) * 1e4).round() / 1e4; // (H, T, T)
+                // (H, T, T), rounded to 4 decimals for the page
+                let p = (l.probs.get(0).detach().to_device(tch::Device::Cpu).to_kind(Kind::Float) * 1e4).round() / 1e4;
                 let (h, t) = (p.size()[0], p.size()[1]);
                 let flat = Vec::<f32>::try_from(p.reshape([-1]))?;
                 Ok((0..h as usize)
-                    .map(|hd| (0..t as usize).map(|i| flat[(hd * t as usize + i) * t as usize..][..t as usize].to_vec()).collect())
+                    .map(|hd| {
+                        (0..t as usize)
+                            .map(|i| flat[(hd * t as usize + i) * t as usize..][..t as usize].to_vec())
+                            .collect()
+                    })
                     .collect())
             })
             .collect::<Result<Vec<_>>>()?;

@@ -7,8 +7,8 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use tch::{Kind, Tensor};
 
-use crate::models::attention::LayerAttention;
 use crate::error::{Error, Result};
+use crate::models::attention::LayerAttention;
 use crate::visuals::figure::plot_err;
 use crate::visuals::{Figure, Heatmap, PALETTE};
 
@@ -30,7 +30,9 @@ fn check_tokens(tokens: &[String], t: i64) -> Result<()> {
 
 /// A labelled heatmap of one head: rows are queries, columns keys.
 pub fn attention_heatmap(layers: &[LayerAttention], layer: usize, head: i64, tokens: &[String]) -> Result<Heatmap> {
-    let l = layers.get(layer).ok_or_else(|| Error::Input(format!("layer {layer} does not exist: the model has {}", layers.len())))?;
+    let l = layers
+        .get(layer)
+        .ok_or_else(|| Error::Input(format!("layer {layer} does not exist: the model has {}", layers.len())))?;
     let probs = head_probs(l, 0, head)?;
     check_tokens(tokens, probs.size()[0])?;
     Ok(Heatmap::from_tensor(format!("layer {layer}, head {head}"), &probs)?
@@ -44,10 +46,15 @@ pub fn attention_heatmap(layers: &[LayerAttention], layer: usize, head: i64, tok
 /// The head view of one layer: each token on the left attends to the tokens on the right, one
 /// colour per head, line opacity = attention weight. `heads`: which heads (all when empty).
 pub fn head_view(layers: &[LayerAttention], layer: usize, heads: &[i64], tokens: &[String]) -> Result<Figure> {
-    let l = layers.get(layer).ok_or_else(|| Error::Input(format!("layer {layer} does not exist: the model has {}", layers.len())))?;
+    let l = layers
+        .get(layer)
+        .ok_or_else(|| Error::Input(format!("layer {layer} does not exist: the model has {}", layers.len())))?;
     let n_heads = l.probs.size()[1];
     let heads: Vec<i64> = if heads.is_empty() { (0..n_heads).collect() } else { heads.to_vec() };
-    let maps: Vec<Vec<f32>> = heads.iter().map(|&h| head_probs(l, 0, h).and_then(|p| Ok(Vec::<f32>::try_from(p.reshape([-1]))?))).collect::<Result<_>>()?;
+    let maps: Vec<Vec<f32>> = heads
+        .iter()
+        .map(|&h| head_probs(l, 0, h).and_then(|p| Ok(Vec::<f32>::try_from(p.reshape([-1]))?)))
+        .collect::<Result<_>>()?;
     let t = (maps[0].len() as f64).sqrt() as usize;
     check_tokens(tokens, t as i64)?;
     let (row_h, top) = (22u32, 60u32);
@@ -55,7 +62,12 @@ pub fn head_view(layers: &[LayerAttention], layer: usize, heads: &[i64], tokens:
     let (left_x, right_x) = (170i32, 390i32);
     Figure::render(w, h, |root| {
         let title = format!("layer {layer}: head view ({} heads)", heads.len());
-        root.draw(&Text::new(title, (w as i32 / 2, 10), TextStyle::from(("sans-serif", 18).into_font()).pos(Pos::new(HPos::Center, VPos::Top)))).map_err(plot_err)?;
+        root.draw(&Text::new(
+            title,
+            (w as i32 / 2, 10),
+            TextStyle::from(("sans-serif", 18).into_font()).pos(Pos::new(HPos::Center, VPos::Top)),
+        ))
+        .map_err(plot_err)?;
         for (k, &hd) in heads.iter().enumerate() {
             let c = PALETTE[hd as usize % PALETTE.len()];
             let x = 20 + 40 * k as i32;
@@ -70,15 +82,18 @@ pub fn head_view(layers: &[LayerAttention], layer: usize, heads: &[i64], tokens:
                     let a = maps[k][i * t + j] as f64;
                     if a > 0.01 {
                         let style = ShapeStyle { color: c.mix(a.min(1.0) * 0.9), filled: false, stroke_width: 2 };
-                        root.draw(&PathElement::new(vec![(left_x + 6, y(i)), (right_x - 6, y(j))], style)).map_err(plot_err)?;
+                        root.draw(&PathElement::new(vec![(left_x + 6, y(i)), (right_x - 6, y(j))], style))
+                            .map_err(plot_err)?;
                     }
                 }
             }
         }
         for (i, tok) in tokens.iter().enumerate() {
             let style = TextStyle::from(("sans-serif", 14).into_font());
-            root.draw(&Text::new(tok.clone(), (left_x, y(i)), style.pos(Pos::new(HPos::Right, VPos::Center)))).map_err(plot_err)?;
-            root.draw(&Text::new(tok.clone(), (right_x, y(i)), style.pos(Pos::new(HPos::Left, VPos::Center)))).map_err(plot_err)?;
+            root.draw(&Text::new(tok.clone(), (left_x, y(i)), style.pos(Pos::new(HPos::Right, VPos::Center))))
+                .map_err(plot_err)?;
+            root.draw(&Text::new(tok.clone(), (right_x, y(i)), style.pos(Pos::new(HPos::Left, VPos::Center))))
+                .map_err(plot_err)?;
         }
         Ok(())
     })
@@ -97,21 +112,37 @@ pub fn model_view(layers: &[LayerAttention]) -> Result<Figure> {
     let (gap, left, top) = (8u32, 40u32, 50u32);
     let (w, h) = (left + n_heads as u32 * (map + gap), top + layers.len() as u32 * (map + gap));
     Figure::render(w, h, |root| {
-        root.draw(&Text::new("model view: layers x heads".to_string(), (w as i32 / 2, 8), TextStyle::from(("sans-serif", 16).into_font()).pos(Pos::new(HPos::Center, VPos::Top)))).map_err(plot_err)?;
+        root.draw(&Text::new(
+            "model view: layers x heads".to_string(),
+            (w as i32 / 2, 8),
+            TextStyle::from(("sans-serif", 16).into_font()).pos(Pos::new(HPos::Center, VPos::Top)),
+        ))
+        .map_err(plot_err)?;
         for (l, layer) in layers.iter().enumerate() {
             let y0 = (top + l as u32 * (map + gap)) as i32;
-            root.draw(&Text::new(format!("L{l}"), (6, y0 + map as i32 / 2), TextStyle::from(("sans-serif", 12).into_font()).pos(Pos::new(HPos::Left, VPos::Center)))).map_err(plot_err)?;
+            root.draw(&Text::new(
+                format!("L{l}"),
+                (6, y0 + map as i32 / 2),
+                TextStyle::from(("sans-serif", 12).into_font()).pos(Pos::new(HPos::Left, VPos::Center)),
+            ))
+            .map_err(plot_err)?;
             for hd in 0..n_heads {
                 let x0 = (left + hd as u32 * (map + gap)) as i32;
                 if l == 0 {
-                    root.draw(&Text::new(format!("H{hd}"), (x0 + map as i32 / 2, top as i32 - 14), TextStyle::from(("sans-serif", 12).into_font()).pos(Pos::new(HPos::Center, VPos::Center)))).map_err(plot_err)?;
+                    root.draw(&Text::new(
+                        format!("H{hd}"),
+                        (x0 + map as i32 / 2, top as i32 - 14),
+                        TextStyle::from(("sans-serif", 12).into_font()).pos(Pos::new(HPos::Center, VPos::Center)),
+                    ))
+                    .map_err(plot_err)?;
                 }
                 let p = Vec::<f32>::try_from(head_probs(layer, 0, hd)?.reshape([-1]))?;
                 for i in 0..t as usize {
                     for j in 0..t as usize {
                         let c = ViridisRGB::get_color_normalized(p[i * t as usize + j] as f64, 0.0, 1.0);
                         let (x, y) = (x0 + (j as u32 * cell) as i32, y0 + (i as u32 * cell) as i32);
-                        root.draw(&Rectangle::new([(x, y), (x + cell as i32, y + cell as i32)], c.filled())).map_err(plot_err)?;
+                        root.draw(&Rectangle::new([(x, y), (x + cell as i32, y + cell as i32)], c.filled()))
+                            .map_err(plot_err)?;
                     }
                 }
             }
@@ -122,8 +153,16 @@ pub fn model_view(layers: &[LayerAttention]) -> Result<Figure> {
 
 /// The neuron view of one query token: its query `q (1, Dh)`, every key `k (T, Dh)`, the
 /// element-wise products `q ⊙ k (T, Dh)` and the attention `softmax(q·k/√Dh) (T, 1)`, stacked.
-pub fn neuron_view(layers: &[LayerAttention], layer: usize, head: i64, query: usize, tokens: &[String]) -> Result<Figure> {
-    let l = layers.get(layer).ok_or_else(|| Error::Input(format!("layer {layer} does not exist: the model has {}", layers.len())))?;
+pub fn neuron_view(
+    layers: &[LayerAttention],
+    layer: usize,
+    head: i64,
+    query: usize,
+    tokens: &[String],
+) -> Result<Figure> {
+    let l = layers
+        .get(layer)
+        .ok_or_else(|| Error::Input(format!("layer {layer} does not exist: the model has {}", layers.len())))?;
     let t = l.keys.size()[2];
     check_tokens(tokens, t)?;
     if query as i64 >= t {
@@ -136,10 +175,17 @@ pub fn neuron_view(layers: &[LayerAttention], layer: usize, head: i64, query: us
     let probs = head_probs(l, 0, head)?.narrow(0, query as i64, 1).transpose(0, 1); // (T, 1)
     let who = &tokens[query];
     let figs = [
-        Heatmap::from_tensor(format!("query of {who:?} (layer {layer}, head {head})"), &q)?.row_labels([who]).annotate(false).draw()?,
+        Heatmap::from_tensor(format!("query of {who:?} (layer {layer}, head {head})"), &q)?
+            .row_labels([who])
+            .annotate(false)
+            .draw()?,
         Heatmap::from_tensor("keys", &k)?.row_labels(tokens).annotate(false).draw()?,
         Heatmap::from_tensor("query ⊙ key", &qk)?.row_labels(tokens).annotate(false).draw()?,
-        Heatmap::from_tensor(format!("attention of {who:?}"), &probs)?.row_labels(tokens).col_labels(["softmax"]).range(0.0, 1.0).draw()?,
+        Heatmap::from_tensor(format!("attention of {who:?}"), &probs)?
+            .row_labels(tokens)
+            .col_labels(["softmax"])
+            .range(0.0, 1.0)
+            .draw()?,
     ];
     Figure::vstack(&figs)
 }
@@ -156,7 +202,9 @@ pub fn rollout(layers: &[LayerAttention]) -> Result<Tensor> {
     let eye = Tensor::eye(t, (Kind::Float, tch::Device::Cpu));
     let mut flow = eye.shallow_clone();
     for l in layers {
-        let a = l.probs.get(0).detach().to_device(tch::Device::Cpu).to_kind(Kind::Float).mean_dim(0, false, Kind::Float); // (T, T)
+        let a =
+            // (T, T): the mean over heads
+            l.probs.get(0).detach().to_device(tch::Device::Cpu).to_kind(Kind::Float).mean_dim(0, false, Kind::Float);
         let a = (a + &eye) * 0.5;
         let a = &a / a.sum_dim_intlist(-1, true, Kind::Float);
         flow = a.matmul(&flow);
@@ -167,7 +215,9 @@ pub fn rollout(layers: &[LayerAttention]) -> Result<Tensor> {
 /// Numbers that describe what one head does.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct HeadStats {
+    /// Layer index.
     pub layer: usize,
+    /// Head index.
     pub head: i64,
     /// Mean entropy of the attention rows, in nats (0 = each token looks at one token).
     pub entropy: f64,
@@ -175,6 +225,7 @@ pub struct HeadStats {
     pub mean_distance: f64,
     /// Mean share of attention on `[CLS]` / `[SEP]` tokens (0 when there are none).
     pub cls_share: f64,
+    /// Mean share of attention on `[SEP]` tokens.
     pub sep_share: f64,
     /// Mean share of attention on the previous token.
     pub prev_share: f64,
@@ -189,9 +240,12 @@ pub fn head_stats(layers: &[LayerAttention], tokens: &[String]) -> Result<Vec<He
         check_tokens(tokens, t)?;
         let idx = Tensor::arange(t, (Kind::Double, tch::Device::Cpu));
         let dist = (idx.unsqueeze(1) - idx.unsqueeze(0)).abs(); // (T, T)
-        let mark = |name: &str| Tensor::from_slice(&tokens.iter().map(|s| if s == name { 1.0 } else { 0.0 }).collect::<Vec<f64>>());
+        let mark = |name: &str| {
+            Tensor::from_slice(&tokens.iter().map(|s| if s == name { 1.0 } else { 0.0 }).collect::<Vec<f64>>())
+        };
         let (cls, sep) = (mark("[CLS]"), mark("[SEP]"));
-        let prev = Tensor::eye(t, (Kind::Double, tch::Device::Cpu)).roll([-1], [1]).triu(-1).tril(-1); // (T, T): 1 at (i, i−1)
+        // (T, T): 1 at (i, i−1)
+        let prev = Tensor::eye(t, (Kind::Double, tch::Device::Cpu)).roll([-1], [1]).triu(-1).tril(-1);
         for hd in 0..h {
             let a = p.get(hd); // (T, T)
             let mean = |x: Tensor| x.mean(Kind::Double).double_value(&[]);
@@ -226,14 +280,24 @@ pub fn stats_heatmap(stats: &[HeadStats], title: &str, pick: impl Fn(&HeadStats)
 
 /// The difference of two sentences' attention (`a − b`) for one layer and head; both must have
 /// the same number of tokens.
-pub fn attention_difference(a: &[LayerAttention], b: &[LayerAttention], layer: usize, head: i64, tokens: &[String]) -> Result<Heatmap> {
+pub fn attention_difference(
+    a: &[LayerAttention],
+    b: &[LayerAttention],
+    layer: usize,
+    head: i64,
+    tokens: &[String],
+) -> Result<Heatmap> {
     let (la, lb) = match (a.get(layer), b.get(layer)) {
         (Some(x), Some(y)) => (x, y),
         _ => return Err(Error::Input(format!("layer {layer} does not exist in both models"))),
     };
     let (pa, pb) = (head_probs(la, 0, head)?, head_probs(lb, 0, head)?);
     if pa.size() != pb.size() {
-        return Err(Error::Shape { what: "attention difference (the sentences need as many tokens)".into(), expected: pa.size(), got: pb.size() });
+        return Err(Error::Shape {
+            what: "attention difference (the sentences need as many tokens)".into(),
+            expected: pa.size(),
+            got: pb.size(),
+        });
     }
     check_tokens(tokens, pa.size()[0])?;
     Ok(Heatmap::from_tensor(format!("difference a − b, layer {layer}, head {head}"), &(pa - pb))?

@@ -96,7 +96,11 @@ impl Figure {
     ) -> Result<Self> {
         register_font()?;
         if rgb.len() != width as usize * height as usize * 3 {
-            return Err(Error::Input(format!("a {width}x{height} canvas needs {} bytes, got {}", width * height * 3, rgb.len())));
+            return Err(Error::Input(format!(
+                "a {width}x{height} canvas needs {} bytes, got {}",
+                width * height * 3,
+                rgb.len()
+            )));
         }
         {
             let root = BitMapBackend::with_buffer(&mut rgb, (width, height)).into_drawing_area();

@@ -132,12 +132,16 @@ impl Heatmap {
         let finite = self.values.iter().copied().filter(|v| v.is_finite());
         let (lo, hi) = match self.range {
             Some((lo, hi)) if lo < hi => (lo, hi),
-            Some((lo, hi)) => {
-                return Err(Error::Input(format!("heatmap range: expected min < max, got [{lo}, {hi}]")))
-            }
+            Some((lo, hi)) => return Err(Error::Input(format!("heatmap range: expected min < max, got [{lo}, {hi}]"))),
             None => finite.fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(v), b.max(v))),
         };
-        let (lo, hi) = if lo > hi { (0.0, 1.0) } else if hi - lo < 1e-12 { (lo - 0.5, hi + 0.5) } else { (lo, hi) };
+        let (lo, hi) = if lo > hi {
+            (0.0, 1.0)
+        } else if hi - lo < 1e-12 {
+            (lo - 0.5, hi + 0.5)
+        } else {
+            (lo, hi)
+        };
         let annotate = self.annotate.unwrap_or(self.rows <= 16 && self.cols <= 16);
         let longest = |l: &[String]| l.iter().map(|s| s.chars().count()).max().unwrap_or(1) as u32;
         let (y_area, x_area) = (longest(&row_labels) * 9 + 24, 50);
@@ -162,9 +166,7 @@ impl Heatmap {
                 SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => Some(*i),
                 SegmentValue::Last => None,
             };
-            let x_fmt = |v: &SegmentValue<usize>| {
-                index(v).and_then(|i| col_labels.get(i).cloned()).unwrap_or_default()
-            };
+            let x_fmt = |v: &SegmentValue<usize>| index(v).and_then(|i| col_labels.get(i).cloned()).unwrap_or_default();
             // Row 0 is drawn at the top: plotters' y grows upwards, so row r sits at y = rows-1-r.
             let y_fmt = |v: &SegmentValue<usize>| {
                 index(v).and_then(|i| row_labels.get(rows - 1 - i).cloned()).unwrap_or_default()

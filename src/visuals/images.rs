@@ -15,10 +15,16 @@ use crate::error::{Error, Result};
 pub fn image_grid(images: &tch::Tensor, cols: usize, labels: &[String], scale: u32) -> Result<Figure> {
     let size = images.size();
     let [n, c, h, w] = size[..] else {
-        return Err(Error::Input(format!("image_grid: expected images (N, C, H, W), got shape {}", crate::error::fmt_shape(&size))));
+        return Err(Error::Input(format!(
+            "image_grid: expected images (N, C, H, W), got shape {}",
+            crate::error::fmt_shape(&size)
+        )));
     };
     if !(c == 1 || c == 3) || n == 0 {
-        return Err(Error::Input(format!("image_grid: expected 1 or 3 channels and at least one image, got shape {}", crate::error::fmt_shape(&size))));
+        return Err(Error::Input(format!(
+            "image_grid: expected 1 or 3 channels and at least one image, got shape {}",
+            crate::error::fmt_shape(&size)
+        )));
     }
     if !labels.is_empty() && labels.len() != n as usize {
         return Err(Error::Input(format!("image_grid: expected {n} labels (one per image), got {}", labels.len())));
@@ -39,7 +45,8 @@ pub fn image_grid(images: &tch::Tensor, cols: usize, labels: &[String], scale: u
     let pixels = Vec::<u8>::try_from(pixels.reshape([-1]))?;
     let mut rgb = vec![255u8; width as usize * height as usize * 3];
     for i in 0..n as usize {
-        let (x0, y0) = (pad + (i % cols) as u32 * (cell_w + pad), pad + (i / cols) as u32 * (cell_h + label_h + pad) + label_h);
+        let (x0, y0) =
+            (pad + (i % cols) as u32 * (cell_w + pad), pad + (i / cols) as u32 * (cell_h + label_h + pad) + label_h);
         for y in 0..cell_h {
             for x in 0..cell_w {
                 let src = ((i * h as usize + (y / scale) as usize) * w as usize + (x / scale) as usize) * 3;
@@ -50,8 +57,10 @@ pub fn image_grid(images: &tch::Tensor, cols: usize, labels: &[String], scale: u
     }
     Figure::render_over(width, height, rgb, |root| {
         for (i, label) in labels.iter().enumerate() {
-            let (x0, y0) = (pad + (i % cols) as u32 * (cell_w + pad), pad + (i / cols) as u32 * (cell_h + label_h + pad));
-            let style = TextStyle::from((FONT_NAME, 13).into_font()).color(&BLACK).pos(Pos::new(HPos::Center, VPos::Top));
+            let (x0, y0) =
+                (pad + (i % cols) as u32 * (cell_w + pad), pad + (i / cols) as u32 * (cell_h + label_h + pad));
+            let style =
+                TextStyle::from((FONT_NAME, 13).into_font()).color(&BLACK).pos(Pos::new(HPos::Center, VPos::Top));
             root.draw(&Text::new(label.clone(), ((x0 + cell_w / 2) as i32, y0 as i32 + 1), style)).map_err(plot_err)?;
         }
         Ok(())

@@ -111,10 +111,7 @@ impl LineChart {
             y1 = y1.max(y);
         }
         if x0 > x1 {
-            return Err(Error::Input(format!(
-                "line chart {:?}: every point is NaN or infinite",
-                self.title
-            )));
+            return Err(Error::Input(format!("line chart {:?}: every point is NaN or infinite", self.title)));
         }
         if x1 - x0 < 1e-12 {
             x0 -= 0.5;
@@ -129,11 +126,7 @@ impl LineChart {
         let (w, h) = self.size;
         Figure::render(w, h, |root| {
             let mut builder = ChartBuilder::on(root);
-            builder
-                .caption(&self.title, (FONT_NAME, 22))
-                .margin(12)
-                .x_label_area_size(42)
-                .y_label_area_size(64);
+            builder.caption(&self.title, (FONT_NAME, 22)).margin(12).x_label_area_size(42).y_label_area_size(64);
             // The two axis kinds are different types; draw through one generic helper.
             if self.log_y {
                 let chart = builder.build_cartesian_2d(x0..x1, (y0..y1).log_scale()).map_err(plot_err)?;
@@ -166,20 +159,15 @@ impl LineChart {
         for (i, (s, pts)) in self.series.iter().zip(finite).enumerate() {
             let color = PALETTE[i % PALETTE.len()];
             let dropped = s.points.len() - pts.len();
-            let label = if dropped > 0 {
-                format!("{} ({dropped} non-finite left out)", s.name)
-            } else {
-                s.name.clone()
-            };
+            let label =
+                if dropped > 0 { format!("{} ({dropped} non-finite left out)", s.name) } else { s.name.clone() };
             chart
                 .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))
                 .map_err(plot_err)?
                 .label(label)
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
             if pts.len() <= 40 {
-                chart
-                    .draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
-                    .map_err(plot_err)?;
+                chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled()))).map_err(plot_err)?;
             }
         }
         chart

@@ -163,9 +163,8 @@ pub fn check_libtorch(dir: &Path) -> Check {
         );
     }
     let version = std::fs::read_to_string(dir.join("version.py")).unwrap_or_default();
-    let found = version
-        .lines()
-        .find_map(|l| l.strip_prefix("__version__ = ").map(|v| v.trim_matches(['\'', '"']).to_string()));
+    let found =
+        version.lines().find_map(|l| l.strip_prefix("__version__ = ").map(|v| v.trim_matches(['\'', '"']).to_string()));
     match found {
         Some(v) if v.split('+').next() == Some(TORCH_VERSION) => {
             Check::ok("libtorch", format!("torch {v} at {}", dir.display()))
@@ -194,8 +193,8 @@ fn check_evcxr(root: &Path) -> Check {
         return Check::fail("evcxr", format!("{} is missing", bin.display()), "make setup (builds it in ~13 min)");
     }
     // `cargo install` records what it installed in .crates.toml beside bin/.
-    let record = std::fs::read_to_string(root.join(format!(".tools/evcxr-{EVCXR_VERSION}/.crates.toml")))
-        .unwrap_or_default();
+    let record =
+        std::fs::read_to_string(root.join(format!(".tools/evcxr-{EVCXR_VERSION}/.crates.toml"))).unwrap_or_default();
     if record.contains(&format!("evcxr_jupyter {EVCXR_VERSION} ")) {
         Check::ok("evcxr", format!("evcxr_jupyter {EVCXR_VERSION} at {}", bin.display()))
     } else {
@@ -224,7 +223,8 @@ pub fn check_kernelspec(root: &Path) -> Check {
     if spec["display_name"] != KERNEL_DISPLAY_NAME {
         problems.push(format!("display_name is {}, expected {KERNEL_DISPLAY_NAME:?}", spec["display_name"]));
     }
-    let argv: Vec<&str> = spec["argv"].as_array().map(|a| a.iter().filter_map(|v| v.as_str()).collect()).unwrap_or_default();
+    let argv: Vec<&str> =
+        spec["argv"].as_array().map(|a| a.iter().filter_map(|v| v.as_str()).collect()).unwrap_or_default();
     if !argv.iter().any(|a| a.contains("{connection_file}")) {
         problems.push("argv does not pass {connection_file}".to_string());
     }
@@ -335,7 +335,11 @@ mod tests {
         std::fs::write(kdir.join("kernel.json"), "{ not json").unwrap();
         let c = check_kernelspec(&d);
         assert!(c.status == Status::Fail && c.detail.contains("not valid JSON"), "{c}");
-        std::fs::write(kdir.join("kernel.json"), r#"{"argv": ["/gone/launch", "{connection_file}"], "display_name": "Rust", "env": {}}"#).unwrap();
+        std::fs::write(
+            kdir.join("kernel.json"),
+            r#"{"argv": ["/gone/launch", "{connection_file}"], "display_name": "Rust", "env": {}}"#,
+        )
+        .unwrap();
         let c = check_kernelspec(&d);
         assert_eq!(c.status, Status::Fail);
         for needle in ["display_name", "/gone/launch does not exist", "env has no LIBTORCH", "LD_LIBRARY_PATH"] {
