@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use hw9::models::attention::{attention, Mask};
-use hw9::models::transformer::{make_positions, LayerConfig, MultiheadAttention, Stack, TransformerLayer};
+use hw9::models::transformer::{make_positions, LayerConfig, MultiheadAttention, SeqLayer, Stack, TransformerLayer};
 use tch::nn;
 use tch::{Device, Kind, Tensor};
 

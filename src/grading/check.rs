@@ -13,6 +13,8 @@
 //! with PyTorch's own modules. Keys: `<check>/tolerance`, `<check>/<case>/<input name>` and
 //! `<check>/<case>/expected` (or `expected.0`, `expected.1`, ... for several outputs), where
 //! `<case>` is `public` or `autograder`.
+//!
+//! (Over 400 lines: about 100 of them are its unit tests, kept beside the code they test.)
 
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;

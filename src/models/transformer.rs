@@ -168,35 +168,12 @@ impl TransformerLayer {
             dropout: cfg.dropout,
         }
     }
-
-    /// # Shapes
-    /// `x: (B, T, D)`, `padding_mask: (B, T)` (1 = padding); for a decoder `encoder_out: (B, S, D)`
-    /// and `encoder_padding_mask: (B, S)` → `(B, T, D)`.
-    pub fn forward(
-        &self,
-        x: &Tensor,
-        padding_mask: Option<&Tensor>,
-        encoder_out: Option<&Tensor>,
-        encoder_padding_mask: Option<&Tensor>,
-        train: bool,
-    ) -> Tensor {
-        let drop = |y: Tensor| dropout(&y, self.dropout, train);
-        let causal = self.encoder_attn.is_some();
-        let (a, _) = self.self_attn.forward(x, x, x, Mask::padding(padding_mask).causal(causal), false);
-        let mut x = self.self_attn_layer_norm.forward(&(x + drop(a)));
-        if let (Some((attn, norm)), Some(enc)) = (&self.encoder_attn, encoder_out) {
-            let (a, _) = attn.forward(&x, enc, enc, Mask::padding(encoder_padding_mask), false);
-            x = norm.forward(&(&x + drop(a)));
-        }
-        let ffn = self.fc2.forward(&drop(self.fc1.forward(&x).relu()));
-        self.final_layer_norm.forward(&(&x + drop(ffn)))
-    }
 }
 
 impl ModuleT for TransformerLayer {
     /// An encoder layer without padding.
     fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
-        TransformerLayer::forward(self, x, None, None, None, train)
+        SeqLayer::forward(self, x, None, None, None, train)
     }
 }
 
@@ -281,7 +258,16 @@ impl SeqLayer for TransformerLayer {
         encoder_padding_mask: Option<&Tensor>,
         train: bool,
     ) -> Tensor {
-        TransformerLayer::forward(self, x, padding_mask, encoder_out, encoder_padding_mask, train)
+        let drop = |y: Tensor| dropout(&y, self.dropout, train);
+        let causal = self.encoder_attn.is_some();
+        let (a, _) = self.self_attn.forward(x, x, x, Mask::padding(padding_mask).causal(causal), false);
+        let mut x = self.self_attn_layer_norm.forward(&(x + drop(a)));
+        if let (Some((attn, norm)), Some(enc)) = (&self.encoder_attn, encoder_out) {
+            let (a, _) = attn.forward(&x, enc, enc, Mask::padding(encoder_padding_mask), false);
+            x = norm.forward(&(&x + drop(a)));
+        }
+        let ffn = self.fc2.forward(&drop(self.fc1.forward(&x).relu()));
+        self.final_layer_norm.forward(&(&x + drop(ffn)))
     }
 
     fn step(

@@ -4,6 +4,9 @@
 //! Parameter names follow PyTorch's: the encoder's are those of `nn.TransformerEncoder`'s
 //! `state_dict` (`layers.0.self_attn.in_proj_weight`, `layers.0.linear1.weight`, ...), so weights
 //! written by PyTorch load unchanged (that is how the parity fixtures work).
+//!
+//! (Over 400 lines: the encoder stack — self-attention, layer, stack with its row-pruned paths —
+//! lives here because the ViT and the MAE share it, and PyTorch keeps it as one module too.)
 
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module, ModuleT};
