@@ -13,7 +13,7 @@ import time
 import torch
 from gen_fixtures import MAE, ViT
 
-# hw9::homework::VitMaePlan: (encoder, decoder) sizes per profile.
+# hw9::plan::VitMaePlan: (encoder, decoder) sizes per profile.
 SIZES = {
     "cpu": (dict(d=128, heads=4, layers=4, ffn=256), dict(d=64, heads=4, layers=2, ffn=128)),
     "full": (dict(d=256, heads=4, layers=4, ffn=1024), dict(d=128, heads=4, layers=2, ffn=512)),

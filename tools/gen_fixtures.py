@@ -515,7 +515,7 @@ def summarization() -> dict:
 
 
 def rouge_cases() -> list:
-    """Pairs scored by Google's rouge-score (no stemming), for src/rouge.rs's tests."""
+    """Pairs scored by Google's rouge-score (no stemming), for src/tasks/rouge.rs's tests."""
     from rouge_score import rouge_scorer
 
     scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=False)
