@@ -9,7 +9,7 @@ export LD_LIBRARY_PATH := $(LIBTORCH)/lib$(if $(LD_LIBRARY_PATH),:$(LD_LIBRARY_P
 PY := $(ROOT)/.venv/bin/python
 LAB_PORT ?= 8888
 
-.PHONY: setup lab tensorboard test lint fmt test-rust test-notebooks notebooks release fixtures bench-compare corpus doctor clean-cache
+.PHONY: setup lab tensorboard test lint fmt test-rust test-notebooks gradescope notebooks release fixtures bench-compare corpus doctor clean-cache
 
 setup:
 	@bash tools/setup.sh
@@ -59,6 +59,11 @@ notebooks: setup
 ## Writes the student notebooks (notebooks/*.ipynb) from the solution sources.
 release:
 	cargo run -q --bin hw9 -- release
+
+## One Gradescope autograder zip per assignment into build/gradescope/ (the grader without libtorch).
+gradescope:
+	cargo build --release --locked -p hw9-grade
+	target/release/hw9-grade bundle --out build/gradescope
 
 ## Rewrites the reference fixtures with PyTorch (needs the tool venv: see environment.md).
 TOOL_VENV ?= $(HOME)/.cache/hw9/tool-venv

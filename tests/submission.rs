@@ -4,7 +4,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use hw9::grading::check::{Fixtures, Recorder};
-use hw9::grading::submission::{grade, write_submission_to, SubmissionLog};
+use hw9::grading::grade::{grade, Assets};
+use hw9::grading::submission::{write_submission_to, SubmissionLog};
 use tch::Tensor;
 
 fn temp(name: &str) -> PathBuf {
@@ -45,7 +46,7 @@ fn submit(dir: &Path, right: bool) -> PathBuf {
 fn a_correct_submission_grades_full_and_its_log_records_shapes_and_values() {
     let dir = temp("ok");
     let zip = submit(&dir, true);
-    let report = grade(&zip, None).unwrap();
+    let report = grade(&zip, &Assets::default()).unwrap();
     assert_eq!(report.score(), (2, 2), "{:?}", report.results);
     let log: SubmissionLog =
         serde_json::from_str(&std::fs::read_to_string(dir.join("submission/submission_log.json")).unwrap()).unwrap();
@@ -62,7 +63,7 @@ fn a_correct_submission_grades_full_and_its_log_records_shapes_and_values() {
 #[test]
 fn a_wrong_answer_fails_its_check_when_graded() {
     let dir = temp("wrong");
-    let report = grade(&submit(&dir, false), None).unwrap();
+    let report = grade(&submit(&dir, false), &Assets::default()).unwrap();
     assert_eq!(report.score(), (1, 2));
     let bad = report.results.iter().find(|r| !r.passed).unwrap();
     assert_eq!(bad.name, "attention_weights");
@@ -101,13 +102,13 @@ fn tampered_and_malformed_zips_are_rejected_with_a_reason() {
     let forged = dir.join("forged.safetensors");
     Tensor::write_safetensors(&expected, &forged).unwrap();
     replace_member(&zip, "outputs.safetensors", &std::fs::read(&forged).unwrap());
-    let err = grade(&zip, None).unwrap_err().to_string();
-    assert!(err.contains("rejected: outputs.safetensors does not match the manifest's SHA-256"), "{err}");
+    let err = grade(&zip, &Assets::default()).unwrap_err().to_string();
+    assert!(err.contains("outputs.safetensors does not match the manifest's SHA-256"), "{err}");
 
     replace_member(&zip, "manifest.json", b"{ not json");
-    assert!(grade(&zip, None).unwrap_err().to_string().contains("rejected: manifest.json is malformed"));
+    assert!(grade(&zip, &Assets::default()).unwrap_err().to_string().contains("manifest.json is malformed"));
 
     std::fs::write(&zip, b"PK but not really a zip").unwrap();
-    assert!(grade(&zip, None).unwrap_err().to_string().contains("rejected: not a zip archive"));
+    assert!(grade(&zip, &Assets::default()).unwrap_err().to_string().contains("not a zip archive"));
     std::fs::remove_dir_all(dir).unwrap();
 }

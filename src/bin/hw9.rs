@@ -118,10 +118,14 @@ enum Cmd {
         #[arg(long, default_value_os_t = hw9::models::gpt2::default_gpt2_dir())]
         out: PathBuf,
     },
-    /// Grade a hw9_submission.zip against the reference fixtures (the TA's side).
+    /// Grade a hw9_submission.zip against the reference fixtures (the TA's side), or every zip
+    /// in a folder (any depth) into gradebook.csv and gradebook.json.
     Grade {
-        /// The submission zip.
+        /// The submission zip, or a folder of them.
         zip: PathBuf,
+        /// Where a folder's gradebook goes (default: the folder).
+        #[arg(long)]
+        out: Option<PathBuf>,
         /// A fixture file to grade against (default: the notebook's own in assets/fixtures).
         #[arg(long)]
         fixtures: Option<PathBuf>,
@@ -164,7 +168,8 @@ fn run(cmd: Cmd) -> hw9::Result<bool> {
             Ok(doctor::report(&checks))
         }
         Cmd::Release { check, solutions, out } => {
-            let done = hw9::grading::release::release_all(&solutions, &out, check)?;
+            let specs = hw9::paths::assets().join("grading");
+            let done = hw9::grading::release::release_all(&solutions, &out, &specs, check)?;
             let stale: Vec<_> = done.iter().filter(|r| r.changed).collect();
             for r in &done {
                 let state = match (r.changed, check) {
@@ -364,18 +369,9 @@ fn run(cmd: Cmd) -> hw9::Result<bool> {
             );
             Ok(true)
         }
-        Cmd::Grade { zip, fixtures } => {
-            let fixtures = match fixtures {
-                Some(p) => Some(hw9::grading::check::Fixtures::load_from("given", &p)?),
-                None => None,
-            };
-            let report = hw9::grading::submission::grade(&zip, fixtures.as_ref())?;
-            for r in &report.results {
-                println!("{r}");
-            }
-            let (passed, total) = report.score();
-            println!("{}: {passed}/{total} checks passed", report.notebook);
-            Ok(true)
+        Cmd::Grade { zip, fixtures, out } => {
+            let assets = hw9::grading::grade::Assets { fixtures_file: fixtures, ..Default::default() };
+            Ok(hw9_grade::grade_path(&zip, out.as_deref(), &assets)?)
         }
     }
 }

@@ -19,11 +19,13 @@
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tch::{Kind, Tensor};
 
 pub use super::fixtures::{Case, Fixtures, FIXTURES_FIX};
-use crate::error::{fmt_shape, Error, Result};
+use crate::error::{Error, Result};
+pub use hw9_grade::compare::{CheckResult, Values};
+pub use hw9_grade::log::ThresholdRecord;
 
 /// The original homework's relative error: `max |x − y| / max(1e-8, |x| + |y|)` over elements.
 /// Shapes must be equal (no broadcasting).
@@ -31,68 +33,21 @@ pub fn rel_error(x: &Tensor, y: &Tensor) -> Result<f64> {
     if x.size() != y.size() {
         return Err(Error::Shape { what: "rel_error".into(), expected: y.size(), got: x.size() });
     }
-    if x.numel() == 0 {
-        return Ok(0.0);
-    }
-    let (x, y) = (cpu_double(x), cpu_double(y));
-    let err = (&x - &y).abs() / (x.abs() + y.abs()).clamp_min(1e-8);
-    Ok(err.max().double_value(&[]))
+    Ok(hw9_grade::compare::rel_error(&values(x)?.data, &values(y)?.data))
 }
 
-fn cpu_double(t: &Tensor) -> Tensor {
-    t.detach().to_device(tch::Device::Cpu).to_kind(Kind::Double)
+/// A tensor as the grader sees it: shape, libtorch's dtype name, values as `f64`.
+pub fn values(t: &Tensor) -> Result<Values> {
+    let flat = t.detach().to_device(tch::Device::Cpu).to_kind(Kind::Double).reshape([-1]);
+    Ok(Values { shape: t.size(), dtype: format!("{:?}", t.kind()), data: Vec::<f64>::try_from(&flat)? })
 }
 
-/// How one check came out.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CheckResult {
-    /// The check's name, e.g. `unpatchify` or `unpatchify/autograder`.
-    pub name: String,
-    /// Whether every output was within the tolerance.
-    pub passed: bool,
-    /// The largest relative error, when the outputs could be compared.
-    pub rel_error: Option<f64>,
-    /// The largest relative error a pass allows.
-    pub tolerance: f64,
-    /// The line shown to the student (without the ✓/✗ mark).
-    pub message: String,
-}
-
-impl std::fmt::Display for CheckResult {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mark = if self.passed { "✓ PASS" } else { "✗ FAIL" };
-        write!(f, "{mark} {}: {}", self.name, self.message)
-    }
-}
-
-impl CheckResult {
-    fn failed(name: &str, tolerance: f64, message: String) -> Self {
-        CheckResult { name: name.to_string(), passed: false, rel_error: None, tolerance, message }
-    }
-}
-
-/// Compares one output with its expected value: shape, then dtype, then relative error.
+/// Compares one output with its expected value: shape, then dtype, then relative error (the
+/// grader's own comparison, [`hw9_grade::compare::compare`]).
 pub fn compare(name: &str, got: &Tensor, expected: &Tensor, tolerance: f64) -> CheckResult {
-    let fail = |m: String| CheckResult::failed(name, tolerance, m);
-    if got.size() != expected.size() {
-        return fail(format!("expected shape {}, got {}", fmt_shape(&expected.size()), fmt_shape(&got.size())));
-    }
-    if got.kind() != expected.kind() {
-        return fail(format!("expected dtype {:?}, got {:?}", expected.kind(), got.kind()));
-    }
-    match rel_error(got, expected) {
-        Ok(e) if e <= tolerance => CheckResult {
-            name: name.to_string(),
-            passed: true,
-            rel_error: Some(e),
-            tolerance,
-            message: format!("relative error {e:.2e} <= tolerance {tolerance:.0e}"),
-        },
-        Ok(e) if e.is_nan() => fail("the output contains NaN".to_string()),
-        Ok(e) => {
-            CheckResult { rel_error: Some(e), ..fail(format!("relative error {e:.2e} > tolerance {tolerance:.0e}")) }
-        }
-        Err(e) => fail(e.to_string()),
+    match (values(got), values(expected)) {
+        (Ok(g), Ok(e)) => hw9_grade::compare::compare(name, &g, &e, tolerance),
+        (Err(err), _) | (_, Err(err)) => CheckResult::failed(name, tolerance, err.to_string()),
     }
 }
 
@@ -233,12 +188,22 @@ pub struct Recorder {
     pub(crate) outputs: Vec<(String, Tensor)>,
     pub(crate) missing: BTreeMap<String, String>,
     pub(crate) values: BTreeMap<String, serde_json::Value>,
+    pub(crate) thresholds: BTreeMap<String, ThresholdRecord>,
+    pub(crate) profile: String,
 }
 
 impl Recorder {
     /// A recorder for the notebook `notebook` (its file stem, e.g. `"00_setup_check"`).
+    /// The profile recorded is `HW9_PROFILE`'s (what the notebook runs in).
     pub fn new(notebook: &str) -> Self {
-        Recorder { notebook: notebook.to_string(), ..Default::default() }
+        let profile = crate::profile::Profile::from_env().map(|p| p.to_string()).unwrap_or_else(|e| e.to_string());
+        Recorder { notebook: notebook.to_string(), profile, ..Default::default() }
+    }
+
+    /// The same recorder, recording `profile` as the one the notebook ran in (for tests and tools
+    /// that do not run under `HW9_PROFILE`).
+    pub fn with_profile(self, profile: crate::profile::Profile) -> Self {
+        Recorder { profile: profile.to_string(), ..self }
     }
 
     /// The notebook's name.
@@ -276,6 +241,17 @@ impl Recorder {
                 self.missing.insert(check.to_string(), e.to_string());
             }
         }
+        passed
+    }
+
+    /// A graded threshold, like the original's `check_acc`: prints `✓ PASS`/`✗ FAIL` for
+    /// `value >= threshold` and records the number under `name` for the submission, where the
+    /// grader compares it with its own threshold (and ignores runs in a non-grading profile).
+    /// Returns whether it passed.
+    pub fn at_least(&mut self, name: &str, title: &str, value: f64, threshold: f64) -> bool {
+        let passed = check_at_least(title, value, threshold).passed;
+        let record = ThresholdRecord { title: title.to_string(), value, threshold };
+        self.thresholds.insert(name.to_string(), record);
         passed
     }
 

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
+use hw9_grade::spec::GradingSpec;
 
 const BEGIN: &str = "// BEGIN SOLUTION";
 const END: &str = "// END SOLUTION";
@@ -151,17 +152,17 @@ pub struct Released {
     pub solution: PathBuf,
     /// The student notebook written from it.
     pub student: PathBuf,
-    /// Whether the student file differed from the generated one (and was rewritten, unless
-    /// checking).
+    /// Whether the student file or the grading spec differed from the generated one (and was
+    /// rewritten, unless checking).
     pub changed: bool,
     /// How many solution regions became TODOs.
     pub regions: usize,
 }
 
-/// Releases every `*.ipynb` in `solutions` into `out`. With `check`, writes nothing and only
-/// reports which student notebooks are out of date. Fails if a student notebook would contain
-/// solution text.
-pub fn release_all(solutions: &Path, out: &Path, check: bool) -> Result<Vec<Released>> {
+/// Releases every `*.ipynb` in `solutions` into `out`, and each one's grading spec (its
+/// `hw9.grading` metadata) into `specs/<notebook>.json`. With `check`, writes nothing and only
+/// reports which files are out of date. Fails if a student notebook would contain solution text.
+pub fn release_all(solutions: &Path, out: &Path, specs: &Path, check: bool) -> Result<Vec<Released>> {
     let mut entries: Vec<PathBuf> = std::fs::read_dir(solutions)
         .map_err(|e| Error::io(solutions, e))?
         .flatten()
@@ -190,9 +191,19 @@ pub fn release_all(solutions: &Path, out: &Path, check: bool) -> Result<Vec<Rele
             }
         }
         let target = out.join(&name);
-        let changed = std::fs::read_to_string(&target).map_or(true, |old| old != rendered);
-        if changed && !check {
-            crate::io::write_atomic(&target, rendered.as_bytes())?;
+        let mut files = vec![(target.clone(), rendered)];
+        if let Some(spec) = GradingSpec::from_notebook(&solution, &name)? {
+            let stem = name.trim_end_matches(".ipynb");
+            files.push((specs.join(format!("{stem}.json")), serde_json::to_string_pretty(&spec)? + "\n"));
+        }
+        let mut changed = false;
+        for (file, text) in files {
+            if std::fs::read_to_string(&file).map_or(true, |old| old != text) {
+                changed = true;
+                if !check {
+                    crate::io::write_atomic(&file, text.as_bytes())?;
+                }
+            }
         }
         done.push(Released { solution: path, student: target, changed, regions: regions.len() });
     }

@@ -12,7 +12,6 @@
 pub mod checkpoint;
 mod images;
 pub mod optim;
-pub mod progress;
 pub mod tensorboard;
 
 use std::path::PathBuf;
@@ -23,9 +22,9 @@ use tch::nn;
 use tch::Tensor;
 
 pub use checkpoint::{latest_checkpoint, load_checkpoint, load_checkpoint_into, load_weights, save_checkpoint};
+pub use hw9_env::progress::{self, Progress};
 pub use images::{evaluate, train_classifier, train_mae};
 pub use optim::{OptimConfig, Schedule};
-pub use progress::Progress;
 
 use crate::error::{Error, Result};
 use crate::io::write_atomic;

@@ -22,29 +22,37 @@ pub const KERNEL_DISPLAY_NAME: &str = "Rust (hw9)";
 /// How one check came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
+    /// Works.
     Ok,
     /// Works, but something is worth knowing (no GPU, a cold build cache).
     Note,
+    /// Broken: the check's `fix` says what to do.
     Fail,
 }
 
 /// One line of the doctor's report.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Check {
+    /// What was checked, e.g. `libtorch`.
     pub name: &'static str,
+    /// How it came out.
     pub status: Status,
+    /// What was found.
     pub detail: String,
     /// What to do about it, for a failure.
     pub fix: Option<String>,
 }
 
 impl Check {
+    /// A check that passed.
     pub fn ok(name: &'static str, detail: impl Into<String>) -> Self {
         Check { name, status: Status::Ok, detail: detail.into(), fix: None }
     }
+    /// A check that passed with something worth knowing.
     pub fn note(name: &'static str, detail: impl Into<String>) -> Self {
         Check { name, status: Status::Note, detail: detail.into(), fix: None }
     }
+    /// A check that failed, with what to do about it.
     pub fn fail(name: &'static str, detail: impl Into<String>, fix: impl Into<String>) -> Self {
         Check { name, status: Status::Fail, detail: detail.into(), fix: Some(fix.into()) }
     }

@@ -1,0 +1,297 @@
+//! Grading one submission: its manifest verified, each fixture check recomputed from the
+//! submitted autograder outputs against the reference fixtures, each threshold item compared with
+//! the grader's own threshold, and every item given its points from the notebook's
+//! [`GradingSpec`].
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::compare::{compare, CheckResult, Values};
+use crate::fixtures::{parse_safetensors, Fixtures};
+use crate::log::{sha256_hex, Manifest, SubmissionLog};
+use crate::spec::GradingSpec;
+use crate::upload::{read_upload, rejected, Limits};
+use crate::{Error, Result};
+
+/// Where the grader's files are: `<dir>/fixtures/<notebook>.safetensors` (with the autograder
+/// cases' expected outputs) and `<dir>/grading/<notebook>.json` (the points).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Assets {
+    /// The folder holding `fixtures/` and `grading/`.
+    pub dir: PathBuf,
+    /// A fixture file to use instead of the notebook's own (its checks get a point each).
+    pub fixtures_file: Option<PathBuf>,
+    /// What is read of an upload at most.
+    pub limits: Limits,
+}
+
+impl Default for Assets {
+    /// The repository's `assets/` (or `$HW9_ROOT/assets`).
+    fn default() -> Self {
+        Assets { dir: hw9_env::paths::assets(), fixtures_file: None, limits: Limits::default() }
+    }
+}
+
+impl Assets {
+    /// The grader files under `dir` (a grader bundle's root).
+    pub fn at(dir: impl Into<PathBuf>) -> Self {
+        Assets { dir: dir.into(), ..Assets::default() }
+    }
+}
+
+/// How one graded item came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Full points.
+    Passed,
+    /// No points: the output or the number was wrong.
+    Failed,
+    /// No points: the item was not in the submission.
+    NotSubmitted,
+    /// No points, and not held against the student's code: the notebook ran in a profile that
+    /// does not grade thresholds (`quick`).
+    NotGraded,
+}
+
+/// One graded item of a submission.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GradeItem {
+    /// The check's or threshold's name.
+    pub name: String,
+    /// `check` (recomputed against the fixtures) or `threshold` (a recorded number).
+    pub kind: String,
+    /// Points given.
+    pub points: f64,
+    /// Points possible.
+    pub max_points: f64,
+    /// How it came out.
+    pub status: Status,
+    /// Why, in one line.
+    pub message: String,
+}
+
+impl std::fmt::Display for GradeItem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mark = match self.status {
+            Status::Passed => "✓ PASS",
+            Status::Failed => "✗ FAIL",
+            Status::NotSubmitted => "✗ MISSING",
+            Status::NotGraded => "– NOT GRADED",
+        };
+        write!(f, "{mark} {}: {} [{}/{}]", self.name, self.message, self.points, self.max_points)
+    }
+}
+
+/// The TA's report on one submission.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GradeReport {
+    /// The notebook the submission is from.
+    pub notebook: String,
+    /// The compute profile it ran in.
+    pub profile: String,
+    /// One result per fixture check, recomputed from the submitted outputs.
+    pub results: Vec<CheckResult>,
+    /// Every graded item with its points: the fixture checks, then the thresholds.
+    pub items: Vec<GradeItem>,
+}
+
+impl GradeReport {
+    /// Fixture checks `(passed, total)`.
+    pub fn score(&self) -> (usize, usize) {
+        (self.results.iter().filter(|r| r.passed).count(), self.results.len())
+    }
+
+    /// `(points, max_points)` over every item.
+    pub fn points(&self) -> (f64, f64) {
+        let sum = |f: fn(&GradeItem) -> f64| self.items.iter().map(f).fold(0.0, |a, b| a + b);
+        (sum(|i| i.points), sum(|i| i.max_points))
+    }
+}
+
+/// Grades the upload `hw9_submission.zip` with the grader's files in `assets`: the notebook's
+/// fixtures (or `assets.fixtures_file`) and the points of its [`GradingSpec`] (a point per check
+/// when it has none, as for fixtures given by hand).
+pub fn grade(zip_path: &Path, assets: &Assets) -> Result<GradeReport> {
+    let members = read_upload(zip_path, &assets.limits)?;
+    let member = |name: &str| members.get(name).ok_or_else(|| rejected(zip_path, format!("it has no {name}")));
+    let manifest: Manifest = serde_json::from_slice(member("manifest.json")?)
+        .map_err(|e| rejected(zip_path, format!("manifest.json is malformed ({e})")))?;
+    check_notebook_name(zip_path, &manifest.notebook)?;
+    for (name, want) in &manifest.files {
+        if &sha256_hex(member(name)?) != want {
+            return Err(rejected(
+                zip_path,
+                format!("{name} does not match the manifest's SHA-256 (modified after submission, or corrupt)"),
+            ));
+        }
+    }
+    if let Some(extra) = members.keys().find(|n| *n != "manifest.json" && !manifest.files.contains_key(*n)) {
+        return Err(rejected(zip_path, format!("{extra} is not listed in the manifest")));
+    }
+    let log: SubmissionLog = serde_json::from_slice(member("submission_log.json")?)
+        .map_err(|e| rejected(zip_path, format!("submission_log.json is malformed ({e})")))?;
+    if log.notebook != manifest.notebook {
+        return Err(rejected(
+            zip_path,
+            format!("the log is of {} but the manifest of {}", log.notebook, manifest.notebook),
+        ));
+    }
+    let outputs = parse_safetensors(member("outputs.safetensors")?, "outputs.safetensors")
+        .map_err(|e| rejected(zip_path, format!("outputs.safetensors is unreadable ({e})")))?;
+    grade_parts(zip_path, &log, &outputs, assets)
+}
+
+/// Grades a lone `submission_log.json` (what the original homework's Summarization assignment
+/// asked students to upload): the outputs come from the values it records. It has no manifest,
+/// so nothing proves it unchanged; a zip is preferred.
+pub fn grade_log(path: &Path, assets: &Assets) -> Result<GradeReport> {
+    let len = std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
+    if len > assets.limits.max_entry_bytes {
+        return Err(rejected(
+            path,
+            format!("the log is {len} bytes, more than the {} allowed", assets.limits.max_entry_bytes),
+        ));
+    }
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let log: SubmissionLog =
+        serde_json::from_slice(&bytes).map_err(|e| rejected(path, format!("not a submission_log.json ({e})")))?;
+    check_notebook_name(path, &log.notebook)?;
+    let mut outputs = BTreeMap::new();
+    for (name, r) in &log.outputs {
+        let n: i64 = r.shape.iter().product();
+        if r.shape.iter().any(|&d| d < 0) || n as usize != r.values.len() {
+            return Err(rejected(
+                path,
+                format!("output {name}: shape {:?} does not hold {} values", r.shape, r.values.len()),
+            ));
+        }
+        outputs.insert(name.clone(), Values { shape: r.shape.clone(), dtype: r.dtype.clone(), data: r.values.clone() });
+    }
+    grade_parts(path, &log, &outputs, assets)
+}
+
+fn check_notebook_name(path: &Path, notebook: &str) -> Result<()> {
+    let plain = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    if notebook.is_empty() || !notebook.chars().all(plain) {
+        return Err(rejected(path, format!("the notebook name {notebook:?} is not a notebook's")));
+    }
+    Ok(())
+}
+
+/// Grades what was read from an upload: its log and its outputs.
+fn grade_parts(
+    zip_path: &Path,
+    log: &SubmissionLog,
+    outputs: &BTreeMap<String, Values>,
+    assets: &Assets,
+) -> Result<GradeReport> {
+    let notebook = &log.notebook;
+    let loaded = match &assets.fixtures_file {
+        Some(file) => Fixtures::from_file(file).map(Some)?,
+        None => match Fixtures::load(&assets.dir, notebook) {
+            Ok(f) => Some(f),
+            // A notebook without graded code (written answers only) has no fixtures.
+            Err(Error::Missing { .. }) if outputs.is_empty() => None,
+            Err(Error::Missing { .. }) => {
+                return Err(rejected(zip_path, format!("no notebook {notebook:?} is graded here")))
+            }
+            Err(e) => return Err(e),
+        },
+    };
+    let fixtures = loaded.as_ref();
+    let own_spec = if assets.fixtures_file.is_none() { GradingSpec::load(&assets.dir, notebook).ok() } else { None };
+    let spec = own_spec.unwrap_or_else(|| GradingSpec {
+        checks: fixtures.map(|f| f.checks().into_iter().map(|c| (c, 1.0)).collect()).unwrap_or_default(),
+        ..GradingSpec::default()
+    });
+    let results = match fixtures {
+        Some(f) => f.checks().iter().map(|check| grade_check(f, check, outputs)).collect::<Result<Vec<_>>>()?,
+        None => Vec::new(),
+    };
+    let mut items: Vec<GradeItem> = results
+        .iter()
+        .map(|r| {
+            let max_points = spec.checks.get(&r.name).copied().unwrap_or(1.0);
+            let status = match (r.passed, r.message.as_str()) {
+                (true, _) => Status::Passed,
+                (false, "not submitted") => Status::NotSubmitted,
+                (false, _) => Status::Failed,
+            };
+            let points = if r.passed { max_points } else { 0.0 };
+            GradeItem {
+                name: r.name.clone(),
+                kind: "check".into(),
+                points,
+                max_points,
+                status,
+                message: r.message.clone(),
+            }
+        })
+        .collect();
+    let graded_profile = spec.graded_profiles.contains(&log.profile);
+    for (name, t) in &spec.thresholds {
+        let item = |status, points, message: String| GradeItem {
+            name: name.clone(),
+            kind: "threshold".into(),
+            points,
+            max_points: t.points,
+            status,
+            message,
+        };
+        items.push(match log.thresholds.get(name) {
+            None => item(Status::NotSubmitted, 0.0, "not recorded (the cell that records it did not run)".into()),
+            Some(r) if !graded_profile => item(
+                Status::NotGraded,
+                0.0,
+                format!(
+                    "{:.4} in the {} profile, which is not graded (run it in {})",
+                    r.value,
+                    log.profile,
+                    spec.graded_profiles.join(" or ")
+                ),
+            ),
+            Some(r) if r.value >= t.at_least => {
+                item(Status::Passed, t.points, format!("{:.4} >= {}", r.value, t.at_least))
+            }
+            Some(r) => item(Status::Failed, 0.0, format!("{:.4} < {}", r.value, t.at_least)),
+        });
+    }
+    Ok(GradeReport { notebook: notebook.clone(), profile: log.profile.clone(), results, items })
+}
+
+/// One fixture check recomputed from the submitted autograder outputs.
+fn grade_check(fixtures: &Fixtures, check: &str, outputs: &BTreeMap<String, Values>) -> Result<CheckResult> {
+    let tolerance = fixtures.tolerance(check)?;
+    let expected = fixtures.expected(check, "autograder");
+    if expected.is_empty() {
+        return Err(Error::Input(format!("the fixtures have no expected output for {check}/autograder")));
+    }
+    let got: Vec<Option<&Values>> = if expected.len() == 1 {
+        vec![outputs.get(check)]
+    } else {
+        (0..expected.len()).map(|i| outputs.get(&format!("{check}.{i}"))).collect()
+    };
+    if got.iter().any(Option::is_none) {
+        return Ok(CheckResult {
+            name: check.to_string(),
+            passed: false,
+            rel_error: None,
+            tolerance,
+            message: "not submitted".into(),
+        });
+    }
+    let each: Vec<CheckResult> =
+        got.iter().flatten().zip(&expected).map(|(g, e)| compare(check, g, e, tolerance)).collect();
+    // The first failing output, or (all passed) the one with the largest error.
+    Ok(match each.iter().find(|r| !r.passed) {
+        Some(bad) => bad.clone(),
+        None => each
+            .iter()
+            .max_by(|a, b| a.rel_error.partial_cmp(&b.rel_error).unwrap_or(std::cmp::Ordering::Equal))
+            .cloned()
+            .unwrap_or_else(|| each[0].clone()),
+    })
+}

@@ -1,0 +1,286 @@
+//! Gradescope's autograder: `run_autograder` calls `hw9-grade gradescope --notebook <nb>`, which
+//! finds the student's upload in `/autograder/submission/`, grades it, and writes
+//! `/autograder/results/results.json` in Gradescope's format (a test per graded item with its
+//! score, maximum and output). Every outcome — a correct, wrong, tampered, foreign, `quick`-profile
+//! or empty upload — gives a results file that tells the student what happened.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::grade::{grade, grade_log, Assets, Status};
+use crate::spec::GradingSpec;
+use crate::{write_atomic, Result};
+
+/// One Gradescope test (a graded item).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TestResult {
+    /// The item, e.g. `unpatchify (check)`.
+    pub name: String,
+    /// Points given.
+    pub score: f64,
+    /// Points possible.
+    pub max_score: f64,
+    /// `passed` or `failed` (Gradescope colours the test with it).
+    pub status: String,
+    /// What happened, in one line.
+    pub output: String,
+    /// Always `visible`: students see every item.
+    pub visibility: String,
+}
+
+/// `results.json`, as Gradescope's autograder specification describes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Results {
+    /// The total score.
+    pub score: f64,
+    /// Shown above the tests: the upload graded, the profile, or why nothing could be graded.
+    pub output: String,
+    /// Always `visible`.
+    pub visibility: String,
+    /// Always `visible`.
+    pub stdout_visibility: String,
+    /// One per graded item.
+    pub tests: Vec<TestResult>,
+}
+
+/// Where Gradescope puts the upload and expects the results.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Layout {
+    /// The student's upload, as a folder (`/autograder/submission`).
+    pub submission: PathBuf,
+    /// The results file (`/autograder/results/results.json`).
+    pub results: PathBuf,
+}
+
+impl Layout {
+    /// Gradescope's layout under `root` (`/autograder` on Gradescope).
+    pub fn under(root: &Path) -> Self {
+        Layout { submission: root.join("submission"), results: root.join("results/results.json") }
+    }
+}
+
+/// The upload to grade: `hw9_submission.zip` if there is one, else another `.zip`, else a
+/// `submission_log.json` (at most 4 folders deep, 1,000 files looked at).
+fn find_upload(dir: &Path) -> Option<PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = vec![(dir.to_path_buf(), 0)];
+    while let Some((d, depth)) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for e in entries.flatten().take(1000) {
+            match e.file_type() {
+                Ok(t) if t.is_dir() && depth < 4 => stack.push((e.path(), depth + 1)),
+                Ok(t) if t.is_file() => files.push(e.path()),
+                _ => {}
+            }
+        }
+    }
+    files.sort();
+    let named = |n: &str| files.iter().find(|p| p.file_name().is_some_and(|f| f == n)).cloned();
+    named("hw9_submission.zip")
+        .or_else(|| files.iter().find(|p| p.extension().is_some_and(|x| x.eq_ignore_ascii_case("zip"))).cloned())
+        .or_else(|| named("submission_log.json"))
+}
+
+/// Every item of the spec at 0 points with `why`: what the student would have been graded on.
+fn nothing_graded(spec: &GradingSpec, why: &str) -> Vec<TestResult> {
+    let checks = spec.checks.iter().map(|(n, p)| (format!("{n} (check)"), *p));
+    let thresholds = spec.thresholds.iter().map(|(n, t)| (format!("{n} (threshold)"), t.points));
+    checks
+        .chain(thresholds)
+        .map(|(name, max)| TestResult {
+            name,
+            score: 0.0,
+            max_score: max,
+            status: "failed".into(),
+            output: why.to_string(),
+            visibility: "visible".into(),
+        })
+        .collect()
+}
+
+/// Grades the upload in `layout` as a submission of `notebook` and writes `results.json`.
+pub fn run(layout: &Layout, notebook: &str, assets: &Assets) -> Result<Results> {
+    let spec = GradingSpec::load(&assets.dir, notebook)?;
+    let results = |output: String, tests: Vec<TestResult>| Results {
+        score: tests.iter().map(|t| t.score).fold(0.0, |a, b| a + b),
+        output,
+        visibility: "visible".into(),
+        stdout_visibility: "visible".into(),
+        tests,
+    };
+    let expected = format!("submission/{notebook}/hw9_submission.zip");
+    let res = match find_upload(&layout.submission) {
+        None => {
+            let why = format!("No upload to grade: upload {expected}, which the notebook's last cell writes.");
+            results(why.clone(), nothing_graded(&spec, "not graded: nothing was uploaded"))
+        }
+        Some(upload) => {
+            let name = upload.strip_prefix(&layout.submission).unwrap_or(&upload).display().to_string();
+            let graded = if upload.extension().is_some_and(|x| x == "json") {
+                grade_log(&upload, assets)
+            } else {
+                grade(&upload, assets)
+            };
+            match graded {
+                Err(e) => {
+                    let why = format!("{name} could not be graded: {e}");
+                    results(why, nothing_graded(&spec, "not graded: the upload was rejected (see above)"))
+                }
+                Ok(report) if report.notebook != notebook => {
+                    let why = format!(
+                        "{name} is a submission of {}, but this assignment grades {notebook}: upload {expected}.",
+                        report.notebook
+                    );
+                    results(why, nothing_graded(&spec, "not graded: a submission of another notebook"))
+                }
+                Ok(report) => {
+                    let tests = report
+                        .items
+                        .iter()
+                        .map(|i| TestResult {
+                            name: format!("{} ({})", i.name, i.kind),
+                            score: i.points,
+                            max_score: i.max_points,
+                            status: if i.status == Status::Passed { "passed" } else { "failed" }.into(),
+                            output: i.to_string(),
+                            visibility: "visible".into(),
+                        })
+                        .collect();
+                    let (got, max) = report.points();
+                    results(format!("Graded {name} ({} profile): {got}/{max} points.", report.profile), tests)
+                }
+            }
+        }
+    };
+    write_atomic(&layout.results, &serde_json::to_vec_pretty(&res)?)?;
+    Ok(res)
+}
+
+/// A Gradescope assignment hw9 grades: its title and the notebook it grades.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Assignment {
+    /// The assignment's name on Gradescope.
+    pub title: &'static str,
+    /// The notebook whose submission it grades.
+    pub notebook: &'static str,
+    /// The bundle's file name.
+    pub bundle: &'static str,
+}
+
+/// The assignments with auto-graded points: the original homework's two, and the setup check.
+/// (Notebook 3 has written answers only, graded with the written part.)
+pub const ASSIGNMENTS: [Assignment; 3] = [
+    Assignment { title: "Homework 9 (Code) (MAE)", notebook: "01_vit_mae", bundle: "hw9-code-mae.zip" },
+    Assignment {
+        title: "Homework 9 (Code) (Summarization)",
+        notebook: "02_summarization",
+        bundle: "hw9-code-summarization.zip",
+    },
+    Assignment { title: "Homework 9 (Setup check)", notebook: "00_setup_check", bundle: "hw9-setup-check.zip" },
+];
+
+/// `setup.sh`: Gradescope runs it once when it builds the autograder image. The bundle carries a
+/// prebuilt `hw9-grade`; when the image cannot run it, the grader is built from the bundled
+/// sources (a pure-Rust crate: no libtorch, about a minute).
+const SETUP_SH: &str = r#"#!/usr/bin/env bash
+# Gradescope autograder setup for hw9 (runs once, as root, when the image is built).
+set -euo pipefail
+cd /autograder/source
+chmod +x run_autograder bin/hw9-grade
+if ./bin/hw9-grade --version >/dev/null 2>&1; then
+  echo "hw9-grade: the prebuilt binary runs here"
+  exit 0
+fi
+echo "hw9-grade: building from source (the prebuilt binary does not run on this image)"
+apt-get update -q && apt-get install -y -q curl ca-certificates build-essential
+curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
+. "$HOME/.cargo/env"
+(cd grader && cargo build --release --locked -p hw9-grade)
+cp grader/target/release/hw9-grade bin/hw9-grade
+"#;
+
+/// `run_autograder`: Gradescope runs it for every upload.
+fn run_autograder(notebook: &str) -> String {
+    format!(
+        r#"#!/usr/bin/env bash
+# Gradescope autograder for hw9's {notebook}: grades the upload in $GRADESCOPE_ROOT/submission
+# (/autograder/submission on Gradescope) and writes $GRADESCOPE_ROOT/results/results.json.
+set -uo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+export GRADESCOPE_ROOT="${{GRADESCOPE_ROOT:-/autograder}}"
+exec "$here/bin/hw9-grade" gradescope --notebook {notebook} --assets "$here/assets"
+"#
+    )
+}
+
+/// The files of the grader's sources that a bundle carries (relative to the repository root).
+const GRADER_SOURCES: [&str; 5] = [
+    "Cargo.lock",
+    "crates/hw9-env/Cargo.toml",
+    "crates/hw9-env/src",
+    "crates/hw9-grade/Cargo.toml",
+    "crates/hw9-grade/src",
+];
+
+fn add_file(zip: &mut zip::ZipWriter<std::fs::File>, name: &str, bytes: &[u8], executable: bool) -> Result<()> {
+    let mode = if executable { 0o755 } else { 0o644 };
+    let opts = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated)
+        .unix_permissions(mode);
+    let zerr = |e: zip::result::ZipError| crate::Error::Input(format!("writing the bundle: {e}"));
+    zip.start_file(name, opts).map_err(zerr)?;
+    std::io::Write::write_all(zip, bytes).map_err(|e| crate::Error::io(name, e))
+}
+
+fn add_tree(zip: &mut zip::ZipWriter<std::fs::File>, root: &Path, rel: &Path, prefix: &str) -> Result<()> {
+    let path = root.join(rel);
+    if path.is_dir() {
+        let mut entries: Vec<PathBuf> =
+            std::fs::read_dir(&path).map_err(|e| crate::Error::io(&path, e))?.flatten().map(|e| e.path()).collect();
+        entries.sort();
+        for e in entries {
+            let child = rel.join(e.file_name().unwrap_or_default());
+            add_tree(zip, root, &child, prefix)?;
+        }
+        return Ok(());
+    }
+    let bytes = std::fs::read(&path).map_err(|e| crate::Error::io(&path, e))?;
+    add_file(zip, &format!("{prefix}{}", rel.display()), &bytes, false)
+}
+
+/// Writes one autograder zip per [`ASSIGNMENTS`] entry into `out`: `setup.sh`, `run_autograder`,
+/// the `hw9-grade` binary `grader_exe`, the notebook's fixtures and grading spec from `assets`,
+/// and the grader's sources from `repo` (with a workspace manifest) to build it where the binary
+/// cannot run. Returns the zips' paths.
+pub fn write_bundles(repo: &Path, assets: &Path, grader_exe: &Path, out: &Path) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(out).map_err(|e| crate::Error::io(out, e))?;
+    let exe = std::fs::read(grader_exe).map_err(|e| crate::Error::io(grader_exe, e))?;
+    let workspace = "[workspace]\nmembers = [\"crates/hw9-env\", \"crates/hw9-grade\"]\nresolver = \"2\"\n";
+    let mut written = Vec::new();
+    for a in ASSIGNMENTS {
+        let path = out.join(a.bundle);
+        let file = std::fs::File::create(&path).map_err(|e| crate::Error::io(&path, e))?;
+        let mut zip = zip::ZipWriter::new(file);
+        add_file(&mut zip, "setup.sh", SETUP_SH.as_bytes(), true)?;
+        add_file(&mut zip, "run_autograder", run_autograder(a.notebook).as_bytes(), true)?;
+        add_file(&mut zip, "bin/hw9-grade", &exe, true)?;
+        for (dir, ext) in [("fixtures", "safetensors"), ("grading", "json")] {
+            let rel = format!("{dir}/{}.{ext}", a.notebook);
+            let bytes = std::fs::read(assets.join(&rel)).map_err(|e| crate::Error::io(assets.join(&rel), e))?;
+            add_file(&mut zip, &format!("assets/{rel}"), &bytes, false)?;
+        }
+        add_file(&mut zip, "grader/Cargo.toml", workspace.as_bytes(), false)?;
+        for src in GRADER_SOURCES {
+            add_tree(&mut zip, repo, Path::new(src), "grader/")?;
+        }
+        let readme = format!(
+            "Gradescope autograder for \"{}\" (hw9 notebook {}).\nUpload this zip as the assignment's autograder; students upload submission/{}/hw9_submission.zip.\n",
+            a.title, a.notebook, a.notebook
+        );
+        add_file(&mut zip, "README.txt", readme.as_bytes(), false)?;
+        zip.finish().map_err(|e| crate::Error::Input(format!("writing {}: {e}", path.display())))?;
+        written.push(path);
+    }
+    Ok(written)
+}

@@ -1,0 +1,122 @@
+//! Grading hw9 submissions, without libtorch.
+//!
+//! A notebook's last cell writes `hw9_submission.zip` (see `hw9::grading::submission`): the
+//! notebook, the outputs of its checks on the autograder inputs (`outputs.safetensors`), the log
+//! (`submission_log.json`: checks, thresholds, profile) and a manifest of SHA-256s. This crate
+//! reads it within fixed bounds ([`upload`]), recomputes each check against the reference outputs
+//! ([`fixtures`], [`compare`]), grades each threshold against the grader's own, gives every item its
+//! points from the notebook's [`spec`] ([`grade`]), and does so for a whole folder into a gradebook
+//! ([`batch`]) or for Gradescope's autograder ([`gradescope`]).
+//!
+//! It has no libtorch on purpose: `hw9-grade` builds in about a minute with a bare Rust toolchain
+//! (a Gradescope image), starts in milliseconds and stays within a few MB on any upload.
+
+#![warn(missing_docs)]
+
+pub mod batch;
+pub mod compare;
+pub mod fixtures;
+pub mod grade;
+pub mod gradescope;
+pub mod log;
+pub mod spec;
+pub mod upload;
+
+use std::path::PathBuf;
+
+/// Errors of the grader; each says what was expected and what came.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An upload that cannot be graded, and why (shown to the TA and the student).
+    #[error("rejected submission {}: {why}", .path.display())]
+    Rejected {
+        /// The upload.
+        path: PathBuf,
+        /// Why it was rejected.
+        why: String,
+    },
+    /// A file the grader needs is missing; `fix` says how to get it.
+    #[error("missing {what}: {} does not exist. Fix: {fix}", .path.display())]
+    Missing {
+        /// What is missing.
+        what: String,
+        /// Where it was looked for.
+        path: PathBuf,
+        /// How to get it.
+        fix: String,
+    },
+    /// A grader file (fixtures, spec) is there but unreadable.
+    #[error("corrupt {what} {}: {detail}", .path.display())]
+    Corrupt {
+        /// What the file should be.
+        what: String,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// Bad input to a function.
+    #[error("invalid input: {0}")]
+    Input(String),
+    /// An I/O error on a named path.
+    #[error("{}: {source}", .path.display())]
+    Io {
+        /// The path the operation was on.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A JSON (de)serialisation error.
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+}
+
+/// `Result` with the grader's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Wraps an I/O error with the path it happened on.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { path: path.into(), source }
+    }
+}
+
+/// Writes `bytes` to `path` atomically (see [`hw9_env::write_atomic`]).
+pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    hw9_env::write_atomic(path, bytes).map_err(|e| Error::io(path, e))
+}
+
+pub use grade::{grade, Assets, GradeReport};
+
+/// What `hw9-grade <path>` and `hw9 grade <path>` do: a folder is graded into `gradebook.csv` and
+/// `gradebook.json` (in `out`, default the folder); a zip or a log is graded and printed item by
+/// item with its points.
+pub fn grade_path(path: &std::path::Path, out: Option<&std::path::Path>, assets: &Assets) -> Result<bool> {
+    if path.is_dir() {
+        let start = std::time::Instant::now();
+        let book = batch::grade_folder(path, assets)?;
+        let (csv, json) = book.write(out.unwrap_or(path))?;
+        let rejected = book.rows.iter().filter(|r| r.error.is_some()).count();
+        println!(
+            "{} submissions graded in {:.1} s ({rejected} rejected): {} and {}",
+            book.rows.len(),
+            start.elapsed().as_secs_f64(),
+            csv.display(),
+            json.display()
+        );
+        return Ok(true);
+    }
+    let report = if path.extension().is_some_and(|x| x == "json") {
+        grade::grade_log(path, assets)?
+    } else {
+        grade::grade(path, assets)?
+    };
+    for item in &report.items {
+        println!("{item}");
+    }
+    let (passed, total) = report.score();
+    let (points, max) = report.points();
+    println!("{}: {passed}/{total} checks passed", report.notebook);
+    println!("{} ({} profile): {points}/{max} points", report.notebook, report.profile);
+    Ok(true)
+}
