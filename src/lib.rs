@@ -38,12 +38,13 @@
 //! | [`grading`] | checks under TODO cells, fixtures, submissions, student-notebook release |
 //! | [`visuals`] | inline figures (line charts, heatmaps, image grids) and the attention views |
 //! | [`io`] | atomic writes, configs, safetensors weights by name |
-//! | [`bench`] | the step-time benchmarks |
+//! | `bench` | the step-time benchmarks (with the `reference` feature) |
 //!
 //! ARCHITECTURE.md in the repository draws how a notebook cell reaches libtorch and back.
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "reference")]
 pub mod bench;
 pub mod data;
 pub mod error;

@@ -2,6 +2,8 @@
 //! checkpoint per epoch and TensorBoard scalars, resuming continues after the newest checkpoint,
 //! a checkpoint reloads to identical outputs, and one from another config is refused.
 
+#![cfg(feature = "reference")] // the reference models: not in the student handout
+
 use std::path::Path;
 
 use hw9::data::corpus::{corpus_path, read_pairs};

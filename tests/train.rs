@@ -1,6 +1,8 @@
 //! Training loops, NaN losses, and checkpoints that reload to identical outputs or refuse
 //! another config.
 
+#![cfg(feature = "reference")] // the reference models: not in the student handout
+
 use hw9::data::images::{ImageSet, Splits};
 use hw9::models::vit::{Vit, VitConfig};
 use hw9::train::{load_checkpoint, save_checkpoint, train_classifier, TrainConfig};

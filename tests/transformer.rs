@@ -1,6 +1,8 @@
 //! Transformer blocks: attention invariants, padding invariance, and parity with PyTorch's
 //! nn.MultiheadAttention / nn.TransformerEncoderLayer / nn.TransformerDecoderLayer.
 
+#![cfg(feature = "reference")] // the reference models: not in the student handout
+
 use std::collections::HashMap;
 
 use hw9::models::attention::{attention, Mask};

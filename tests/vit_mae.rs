@@ -1,5 +1,7 @@
 //! ViT and MAE: invariants, parity with PyTorch fixtures, gradients, and loss on one batch.
 
+#![cfg(feature = "reference")] // the reference models: not in the student handout
+
 use hw9::grading::check::{check_case, Fixtures};
 use hw9::models::mae::{
     forward_loss, random_masking, restore_masked, Mae, MaeClassifier, MaeConfig, MaskedAutoencoder,

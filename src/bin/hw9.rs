@@ -16,6 +16,7 @@ struct Cli {
 }
 
 /// The model sizes a step benchmark times.
+#[cfg(feature = "reference")]
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Sizes {
     /// The `cpu` profile's sizes.
@@ -42,6 +43,7 @@ enum Cmd {
         #[arg(long, default_value_os_t = hw9::paths::root().join("notebooks"))]
         out: PathBuf,
     },
+    #[cfg(feature = "reference")]
     /// Train notebook 1's four stages (ViT, MAE pretraining, linear probe, finetune) with the
     /// crate's models on Fashion-MNIST, in the profile HW9_PROFILE names; print accuracies and times.
     VitMae {
@@ -49,6 +51,7 @@ enum Cmd {
         #[arg(long, default_value = "build/vit-mae")]
         out: PathBuf,
     },
+    #[cfg(feature = "reference")]
     /// Time one training step of notebook 1's ViT and MAE (batch 128) in the cpu and full sizes.
     Bench {
         #[arg(long, default_value_t = 128)]
@@ -61,6 +64,7 @@ enum Cmd {
         #[arg(long)]
         threads: Option<i32>,
     },
+    #[cfg(feature = "reference")]
     /// Train notebook 2's summarizer (crate layers) in the profile HW9_PROFILE names; print each
     /// epoch's validation loss and accuracy, test ROUGE and sample summaries.
     Summarize {
@@ -77,6 +81,7 @@ enum Cmd {
         #[arg(long)]
         epochs: Option<i64>,
     },
+    #[cfg(feature = "reference")]
     /// Time one training step of notebook 2's summarizer (batch 16) in the cpu and full sizes.
     BenchSummarizer {
         /// Which sizes.
@@ -190,6 +195,7 @@ fn run(cmd: Cmd) -> hw9::Result<bool> {
             }
             Ok(true)
         }
+        #[cfg(feature = "reference")]
         Cmd::VitMae { out } => {
             let profile = hw9::profile()?;
             let r = hw9::tasks::vit_mae::run_vit_mae(profile, hw9::device(), &out)?;
@@ -201,6 +207,7 @@ fn run(cmd: Cmd) -> hw9::Result<bool> {
             println!("total {:.0} s", r.seconds.iter().sum::<f64>());
             Ok(r.vit_acc >= v && r.probe_acc >= p && r.finetune_acc >= f)
         }
+        #[cfg(feature = "reference")]
         Cmd::Bench { batch, warmup, steps, threads } => {
             if let Some(t) = threads {
                 tch::set_num_threads(t);
@@ -216,6 +223,7 @@ fn run(cmd: Cmd) -> hw9::Result<bool> {
             }
             Ok(true)
         }
+        #[cfg(feature = "reference")]
         Cmd::Summarize { out, logdir, resume, epochs } => {
             use hw9::data::text::SummaryData;
             use hw9::tasks::summarization::{summarize, test_rouge, train_summarizer};
@@ -272,6 +280,7 @@ fn run(cmd: Cmd) -> hw9::Result<bool> {
             println!("total {:.0} s", start.elapsed().as_secs_f64());
             Ok(true)
         }
+        #[cfg(feature = "reference")]
         Cmd::BenchSummarizer { size, batch, warmup, steps, threads } => {
             if let Some(t) = threads {
                 tch::set_num_threads(t);

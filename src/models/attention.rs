@@ -58,27 +58,49 @@ pub struct Attention {
 
 /// Scaled dot-product attention: `softmax(q·kᵀ / √Dh) · v`, with hidden keys given no weight.
 ///
-/// With `need_weights` the scores are computed explicitly and the weights returned; without, it
-/// calls libtorch's fused `scaled_dot_product_attention` (what PyTorch's own layers call: faster,
-/// and the `(B, H, T, S)` weights never exist). Hidden keys get the score `f32::MIN`, as Hugging
-/// Face does, so a query whose every key is hidden (a padded position) stays finite.
+/// With `need_weights` it runs libtorch's reference ("math") kernel, which also returns the
+/// weights; without, libtorch's fused `scaled_dot_product_attention` (what PyTorch's own layers
+/// call: faster, and the `(B, H, T, S)` weights never exist). Hidden keys get the score
+/// `f32::MIN`, as Hugging Face does, so a query whose every key is hidden (a padded position)
+/// stays finite.
+///
+/// (Public with the `reference` feature; in the student handout, where notebook 2 asks for exactly
+/// this function, the models use it inside the crate only.)
 ///
 /// # Shapes
 /// `q: (B, H, T, Dh)`, `k, v: (B, H, S, Dh)`; masks as in [`Mask`] → [`Attention`].
+#[cfg(feature = "reference")]
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Mask, need_weights: bool) -> Attention {
+    attend(q, k, v, mask, need_weights)
+}
+
+#[cfg(not(feature = "reference"))]
+pub(crate) fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Mask, need_weights: bool) -> Attention {
+    attend(q, k, v, mask, need_weights)
+}
+
+fn attend(q: &Tensor, k: &Tensor, v: &Tensor, mask: Mask, need_weights: bool) -> Attention {
     let (t, s) = (q.size()[2], k.size()[2]);
     let allowed = mask.allowed(t, s, q.device());
     if !need_weights {
         let context = Tensor::scaled_dot_product_attention(q, k, v, allowed.as_ref(), 0.0, false, None, false);
         return Attention { context, weights: None };
     }
-    let dh = *q.size().last().unwrap_or(&1) as f64;
-    let mut scores = q.matmul(&k.transpose(-2, -1)) / dh.sqrt(); // (B, H, T, Dh) x (B, H, Dh, S) -> (B, H, T, S)
-    if let Some(allowed) = &allowed {
-        scores = scores.masked_fill(&allowed.logical_not(), f64::from(f32::MIN));
-    }
-    let weights = scores.softmax(-1, Kind::Float);
-    Attention { context: weights.matmul(v), weights: Some(weights) } // (B, H, T, S) x (B, H, S, Dh) -> (B, H, T, Dh)
+    // An additive mask: 0 where a key may be seen, f32::MIN where it is hidden.
+    let additive =
+        allowed.map(|a| Tensor::zeros_like(&a.to_kind(q.kind())).masked_fill(&a.logical_not(), f64::from(f32::MIN)));
+    let (context, weights) = Tensor::internal_scaled_dot_product_attention_math(
+        q,
+        k,
+        v,
+        additive.as_ref(),
+        0.0,
+        false,
+        None::<&Tensor>,
+        None,
+        false,
+    );
+    Attention { context, weights: Some(weights) }
 }
 
 /// The heads as a batch dimension (a view): `(B, N, D)` → `(B, H, N, Dh)`.

@@ -161,7 +161,7 @@ fn beam_search(model: &Summarizer, src: &Tensor, k: usize, max_len: i64, alpha: 
         .collect())
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "reference"))]
 mod tests {
     use super::*;
     use crate::models::summarizer::SummarizerConfig;

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module};
 use tch::{Kind, Reduction, Tensor};
 
-use super::transformer::{dropout, make_positions, LayerCache, LayerConfig, SeqLayer, Stack, TransformerLayer};
+use super::transformer::{dropout, LayerCache, LayerConfig, SeqLayer, Stack};
 use crate::data::text::{Batch, IGNORE, PAD};
 use crate::error::{Error, Result};
 
@@ -126,19 +126,25 @@ pub struct Summarizer {
     pub encoder: Vec<Box<dyn SeqLayer>>,
     /// The decoder's layers.
     pub decoder: Vec<Box<dyn SeqLayer>>,
+    /// Position ids of a padded batch: `(tokens (B, T), pad) -> (B, T)`, padding keeping `pad`.
+    pub positions: fn(&Tensor, i64) -> Tensor,
 }
 
 impl Summarizer {
-    /// The summarizer with the crate's [`TransformerLayer`]s.
+    /// The summarizer with the crate's [`TransformerLayer`]s and position ids.
+    #[cfg(feature = "reference")]
     pub fn new(vs: &nn::Path, cfg: &SummarizerConfig) -> Result<Self> {
-        Self::with_layers(vs, cfg, |p, c, stack| Box::new(TransformerLayer::new(p, c, stack)))
+        use super::transformer::{make_positions, TransformerLayer};
+        Self::with_layers(vs, cfg, |p, c, stack| Box::new(TransformerLayer::new(p, c, stack)), make_positions)
     }
 
-    /// The summarizer with layers built by `layer(path, sizes, stack)`, e.g. a student's.
+    /// The summarizer with layers built by `layer(path, sizes, stack)` and position ids from
+    /// `positions(tokens, pad)` — a student's own, in notebook 2.
     pub fn with_layers(
         vs: &nn::Path,
         cfg: &SummarizerConfig,
         mut layer: impl FnMut(&nn::Path, &LayerConfig, Stack) -> Box<dyn SeqLayer>,
+        positions: fn(&Tensor, i64) -> Tensor,
     ) -> Result<Self> {
         cfg.validate()?;
         let init = nn::Init::Randn { mean: 0.0, stdev: (cfg.d_model as f64).powf(-0.5) };
@@ -163,6 +169,7 @@ impl Summarizer {
             layernorm_embedding: nn::layer_norm(vs / "layernorm_embedding", vec![cfg.d_model], Default::default()),
             encoder,
             decoder,
+            positions,
         })
     }
 
@@ -205,7 +212,7 @@ impl Summarizer {
     pub fn encode(&self, src: &Tensor, train: bool) -> Result<(Tensor, Tensor)> {
         self.check_tokens("source", src)?;
         let mask = src.eq(PAD);
-        let mut x = self.embed(src, &make_positions(src, PAD), train);
+        let mut x = self.embed(src, &(self.positions)(src, PAD), train);
         for (i, layer) in self.encoder.iter().enumerate() {
             x = checked(layer.forward(&x, Some(&mask), None, None, train), &x, "encoder", i)?;
         }
@@ -224,7 +231,7 @@ impl Summarizer {
     ) -> Result<Tensor> {
         self.check_tokens("decoder input", dec_in)?;
         let mask = dec_in.eq(PAD);
-        let mut x = self.embed(dec_in, &make_positions(dec_in, PAD), train);
+        let mut x = self.embed(dec_in, &(self.positions)(dec_in, PAD), train);
         for (i, layer) in self.decoder.iter().enumerate() {
             x = checked(
                 layer.forward(&x, Some(&mask), Some(encoder_out), Some(src_padding_mask), train),
@@ -309,7 +316,7 @@ fn checked(out: Tensor, input: &Tensor, stack: &str, i: usize) -> Result<Tensor>
     Ok(out)
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "reference"))]
 mod tests {
     use super::*;
     use crate::data::text::{Example, EOS};
@@ -414,7 +421,13 @@ mod tests {
             }
         }
         let vs = nn::VarStore::new(Device::Cpu);
-        let bad = Summarizer::with_layers(&vs.root(), &SummarizerConfig::tiny(50), |_, _, _| Box::new(Halves)).unwrap();
+        let bad = Summarizer::with_layers(
+            &vs.root(),
+            &SummarizerConfig::tiny(50),
+            |_, _, _| Box::new(Halves),
+            super::super::transformer::make_positions,
+        )
+        .unwrap();
         let msg = bad.encode(&bad_id.clamp(0, 49), false).unwrap_err().to_string();
         assert!(
             msg.contains("encoder layer 0's output") && msg.contains("expected shape (1, 2, 16), got (1, 2, 8)"),

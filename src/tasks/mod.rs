@@ -1,8 +1,9 @@
 //! What each notebook does end to end, as library functions that the notebooks and the `hw9`
-//! commands call: [`vit_mae`] (notebook 1's four stages), [`summarization`] (notebook 2's
+//! commands call: `vit_mae` (notebook 1's four stages with the crate's reference models), [`summarization`] (notebook 2's
 //! training, summaries and [`rouge`]), [`language_model`] (the small GPT-2 of notebook 3).
 
 pub mod language_model;
 pub mod rouge;
 pub mod summarization;
+#[cfg(feature = "reference")]
 pub mod vit_mae;
