@@ -2,12 +2,14 @@
 //! summarizer's layers, BERT and GPT-2 — with the weights as a real output when they are asked
 //! for, and libtorch's fused kernel when they are not.
 //!
-//! ```no_run
-//! use hw9::models::attention::{attention, split_heads, Mask};
+//! ```
+//! use hw9::models::attention::{merge_heads, split_heads, Mask};
 //! # let x = tch::Tensor::randn([2, 5, 8], (tch::Kind::Float, tch::Device::Cpu));
-//! let q = split_heads(&x, 2); // (B, T, D) -> (B, H, T, Dh)
-//! let out = attention(&q, &q, &q, Mask::default().causal(true), true);
-//! let weights = out.weights.unwrap(); // (B, H, T, T), rows sum to 1
+//! let heads = split_heads(&x, 2); // (B, T, D) -> (B, H, T, Dh)
+//! assert_eq!(heads.size(), [2, 2, 5, 4]);
+//! assert_eq!(merge_heads(&heads).size(), x.size());
+//! let causal = Mask::default().causal(true); // query t sees keys 0..=t
+//! # let _ = causal;
 //! ```
 
 use tch::{Kind, Tensor};
