@@ -9,7 +9,7 @@ export LD_LIBRARY_PATH := $(LIBTORCH)/lib$(if $(LD_LIBRARY_PATH),:$(LD_LIBRARY_P
 PY := $(ROOT)/.venv/bin/python
 LAB_PORT ?= 8888
 
-.PHONY: setup lab tensorboard test lint fmt test-rust test-notebooks gradescope notebooks release fixtures bench-compare corpus doctor clean-cache
+.PHONY: setup lab tensorboard test lint fmt test-rust test-notebooks test-handout gradescope handout notebooks release fixtures bench-compare corpus doctor clean-cache
 
 setup:
 	@bash tools/setup.sh
@@ -29,7 +29,7 @@ tensorboard: setup
 ## (Setup for tests also installs headless Chromium, which renders the HTML attention view.)
 test:
 	@HW9_SETUP_TESTS=1 bash tools/setup.sh
-	@$(MAKE) --no-print-directory lint test-rust test-notebooks
+	@$(MAKE) --no-print-directory lint test-rust test-notebooks $(if $(wildcard notebooks/solutions),test-handout,)
 
 ## The format and lint gates (part of make test): rustfmt and clippy on the Rust workspace,
 ## ruff (pinned in requirements.txt) on the Python tools and tests.
@@ -52,6 +52,11 @@ test-rust:
 test-notebooks:
 	$(PY) -m pytest -v -p no:cacheprovider tests/setup tests/notebooks
 
+## The student handout, unpacked: its own `make test` passes, and the solutions pass its public
+## checks (about 20 minutes: it sets the handout up from scratch). Repository only.
+test-handout:
+	$(PY) -m pytest -v -p no:cacheprovider tests/handout
+
 ## Executes every solution notebook headless (quick profile) into build/notebooks/solutions/.
 notebooks: setup
 	HW9_PROFILE=quick $(PY) tools/nbrun.py --out build/notebooks/solutions notebooks/solutions/*.ipynb
@@ -59,6 +64,11 @@ notebooks: setup
 ## Writes the student notebooks (notebooks/*.ipynb) from the solution sources.
 release:
 	cargo run -q --bin hw9 -- release
+
+## The student handout (no answers): build/handout/hw9/ and build/handout/hw9-handout.tar.gz, and
+## the grader's files (autograder expected outputs, points) in build/handout/grader/.
+handout:
+	cargo run -q --bin hw9 -- handout --out build/handout
 
 ## One Gradescope autograder zip per assignment into build/gradescope/ (the grader without libtorch).
 gradescope:

@@ -221,6 +221,14 @@ def vit_mae() -> dict:
             x, ids = images(b), shuffle(b)
             encoded, mask, ids_restore = mae.forward_encoder(x, ids)
             enc_cases[case] = ({"images": x, "ids_shuffle": ids}, (encoded, mask, ids_restore))
+            if case == "autograder":
+                # The decoder's autograder input must not be the encoder's autograder output (the
+                # handout ships inputs): encode other images, drawn from a generator of its own so
+                # that every other case keeps its values.
+                g2 = torch.Generator().manual_seed(2)
+                other = torch.randn(b, 1, CHECK_IMAGE, CHECK_IMAGE, generator=g2)
+                other_ids = torch.stack([torch.randperm(mae.n, generator=g2) for _ in range(b)])
+                encoded, _, ids_restore = mae.forward_encoder(other, other_ids)
             dec_cases[case] = (
                 {"encoded": encoded, "ids_restore": ids_restore},
                 mae.forward_decoder(encoded, ids_restore),

@@ -1,5 +1,5 @@
 //! The hw9 command line: `doctor` (check the installation), `release` (student notebooks from
-//! the solution sources), `grade` (a submission), `vit-mae`, `summarize` and `train-gpt` (each
+//! the solution sources), `handout` (the student handout), `grade` (a submission or a folder), `vit-mae`, `summarize` and `train-gpt` (each
 //! notebook's training with the crate's models), `bench` and `bench-summarizer` (step times),
 //! `tokenizer` and `corpus` (rebuild the committed summarization data). `hw9 --help` lists them.
 
@@ -121,6 +121,13 @@ enum Cmd {
         #[arg(long)]
         minutes: Option<f64>,
         #[arg(long, default_value_os_t = hw9::models::gpt2::default_gpt2_dir())]
+        out: PathBuf,
+    },
+    /// Write the student handout (no answers) as a folder and a .tar.gz, and the grader's files
+    /// beside it (make handout).
+    Handout {
+        /// Where <out>/hw9, <out>/hw9-handout.tar.gz and <out>/grader go.
+        #[arg(long, default_value = "build/handout")]
         out: PathBuf,
     },
     /// Grade a hw9_submission.zip against the reference fixtures (the TA's side), or every zip
@@ -375,6 +382,17 @@ fn run(cmd: Cmd) -> hw9::Result<bool> {
                 r.first_loss,
                 r.final_loss,
                 out.display()
+            );
+            Ok(true)
+        }
+        Cmd::Handout { out } => {
+            let h = hw9::grading::handout::write_handout(&hw9::paths::root(), &out)?;
+            println!(
+                "handout: {} ({} files) and {}; grader files (autograder expected outputs, points): {}",
+                h.dir.display(),
+                h.files,
+                h.archive.display(),
+                h.grader.display()
             );
             Ok(true)
         }

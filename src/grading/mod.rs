@@ -1,6 +1,6 @@
 //! Grading: the checks under each TODO cell ([`check`]) against the reference [`fixtures`], the
-//! submission a notebook writes ([`submission`]), and the student notebooks generated from the
-//! solution sources ([`release`]).
+//! submission a notebook writes ([`submission`]), the student notebooks generated from the
+//! solution sources ([`release`]), and the student handout without the answers ([`handout`]).
 //!
 //! The TA's side — what each notebook grades for how many points ([`spec`]), grading one upload
 //! ([`grade`]), a folder into a gradebook ([`batch`]), Gradescope's autograder ([`gradescope`]) —
@@ -9,6 +9,7 @@
 
 pub mod check;
 pub mod fixtures;
+pub mod handout;
 pub mod release;
 pub mod submission;
 
