@@ -171,6 +171,7 @@ mod tests {
     /// A tiny model trained to copy its source: greedy and beam search must both copy it.
     #[test]
     fn greedy_and_beam_search_decode_what_a_model_learned() {
+        let _rng = crate::test_rng_lock();
         tch::manual_seed(0);
         let vs = nn::VarStore::new(Device::Cpu);
         let cfg = SummarizerConfig { d_model: 32, d_ffn: 64, ..SummarizerConfig::tiny(12) };
@@ -202,6 +203,7 @@ mod tests {
     /// Beam search with one beam is greedy decoding.
     #[test]
     fn one_beam_is_greedy() {
+        let _rng = crate::test_rng_lock();
         tch::manual_seed(1);
         let vs = nn::VarStore::new(Device::Cpu);
         let m = Summarizer::new(&vs.root(), &SummarizerConfig::tiny(20)).unwrap();

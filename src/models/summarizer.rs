@@ -337,6 +337,7 @@ mod tests {
 
     #[test]
     fn incremental_decoding_equals_full_decoding() {
+        let _rng = crate::test_rng_lock();
         let (_vs, m) = model(0.0);
         let batch = batch();
         let (enc, mask) = m.encode(&batch.src, false).unwrap();
@@ -352,6 +353,7 @@ mod tests {
 
     #[test]
     fn padding_the_source_does_not_change_the_output() {
+        let _rng = crate::test_rng_lock();
         let (_vs, m) = model(0.0);
         let short = Tensor::from_slice(&[12i64, 13, EOS]).reshape([1, 3]);
         let padded = Tensor::from_slice(&[12i64, 13, EOS, PAD, PAD]).reshape([1, 5]);
@@ -363,6 +365,7 @@ mod tests {
 
     #[test]
     fn the_loss_ignores_padding_and_falls_on_a_repeated_batch() {
+        let _rng = crate::test_rng_lock();
         let (vs, m) = model(0.0);
         let batch = batch();
         let (loss, correct, counted) = m.loss(&batch, true).unwrap();
@@ -382,6 +385,7 @@ mod tests {
 
     #[test]
     fn every_parameter_gets_a_gradient_and_padding_positions_none() {
+        let _rng = crate::test_rng_lock();
         let (vs, m) = model(0.1);
         let (loss, _, _) = m.loss(&batch(), true).unwrap();
         loss.backward();
@@ -398,6 +402,7 @@ mod tests {
 
     #[test]
     fn bad_inputs_and_configs_say_what_was_expected() {
+        let _rng = crate::test_rng_lock();
         let (_vs, m) = model(0.0);
         let too_long = Tensor::ones([1, 65], (Kind::Int64, Device::Cpu));
         assert!(m.encode(&too_long, false).unwrap_err().to_string().contains("64 positions"));
