@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use tch::Tensor;
 
 use crate::error::{Error, Result};
-use crate::grading::release::{release_notebook, secret_lines};
+use crate::grading::release::{read_notebooks, release_notebook, secret_lines};
 use crate::io::write_atomic;
 
 /// Repository paths copied into the handout as they are (files, or folders copied whole).
@@ -210,25 +210,10 @@ fn reference_only_test(p: &Path) -> bool {
         && std::fs::read_to_string(p).is_ok_and(|t| t.contains("#![cfg(feature = \"reference\")]"))
 }
 
+/// The solution sources in `dir` as `(file name, notebook)`.
 fn solution_notebooks(dir: &Path) -> Result<Vec<(String, serde_json::Value)>> {
-    let mut out = Vec::new();
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| Error::io(dir, e))?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "ipynb"))
-        .collect();
-    paths.sort();
-    for p in paths {
-        let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
-        let nb = serde_json::from_str(&text).map_err(|e| Error::Corrupt {
-            what: "notebook".into(),
-            path: p.clone(),
-            detail: e.to_string(),
-        })?;
-        out.push((p.file_name().unwrap_or_default().to_string_lossy().into_owned(), nb));
-    }
-    Ok(out)
+    let named = read_notebooks(dir)?.into_iter();
+    Ok(named.map(|(p, nb)| (p.file_name().unwrap_or_default().to_string_lossy().into_owned(), nb)).collect())
 }
 
 fn write_tar_gz(dir: &Path, archive: &Path) -> Result<()> {

@@ -159,26 +159,36 @@ pub struct Released {
     pub regions: usize,
 }
 
-/// Releases every `*.ipynb` in `solutions` into `out`, and each one's grading spec (its
-/// `hw9.grading` metadata) into `specs/<notebook>.json`. With `check`, writes nothing and only
-/// reports which files are out of date. Fails if a student notebook would contain solution text.
-pub fn release_all(solutions: &Path, out: &Path, specs: &Path, check: bool) -> Result<Vec<Released>> {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(solutions)
-        .map_err(|e| Error::io(solutions, e))?
+/// Every `*.ipynb` in `dir`, parsed, in name order.
+pub fn read_notebooks(dir: &Path) -> Result<Vec<(PathBuf, Value)>> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
         .flatten()
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|x| x == "ipynb"))
         .collect();
-    entries.sort();
+    paths.sort();
+    paths
+        .into_iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+            let nb = serde_json::from_str(&text).map_err(|e| Error::Corrupt {
+                what: "notebook".into(),
+                path: path.clone(),
+                detail: e.to_string(),
+            })?;
+            Ok((path, nb))
+        })
+        .collect()
+}
+
+/// Releases every `*.ipynb` in `solutions` into `out`, and each one's grading spec (its
+/// `hw9.grading` metadata) into `specs/<notebook>.json`. With `check`, writes nothing and only
+/// reports which files are out of date. Fails if a student notebook would contain solution text.
+pub fn release_all(solutions: &Path, out: &Path, specs: &Path, check: bool) -> Result<Vec<Released>> {
     let mut done = Vec::new();
-    for path in entries {
+    for (path, solution) in read_notebooks(solutions)? {
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-        let solution: Value = serde_json::from_str(&text).map_err(|e| Error::Corrupt {
-            what: "notebook".into(),
-            path: path.clone(),
-            detail: e.to_string(),
-        })?;
         let (student, regions) = release_notebook(&solution, &name)?;
         let rendered = to_nbformat_string(&student);
         for secret in secret_lines(&regions) {
