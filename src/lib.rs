@@ -154,7 +154,7 @@ pub fn report_panics_whole() {
 /// Serialises the crate's unit tests that seed libtorch's global generator and then draw from it:
 /// tests run in parallel threads, and a draw from another test in between would change what a
 /// seeded test sees.
-#[cfg(test)]
+#[cfg(all(test, feature = "reference"))]
 pub(crate) fn test_rng_lock() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
