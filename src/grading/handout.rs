@@ -74,6 +74,10 @@ pub struct Handout {
     pub files: usize,
 }
 
+/// What stands in the handout for `src/models/reference/`: nothing to compile (the feature is off)
+/// and no answers, only what rustfmt needs to find the module.
+const REFERENCE_STUB: &str = "//! The reference answers to the TODO cells are not part of the student handout: the\n//! `reference` feature is off here. Your own code in the notebooks is what runs.\n";
+
 /// The README a student reads first.
 const STUDENT_README: &str = r#"# hw9 — ViT, MAE and Transformers, hands-on, in Rust notebooks
 
@@ -180,6 +184,8 @@ pub fn write_handout(repo: &Path, out: &Path) -> Result<Handout> {
         }
     }
     write_atomic(&dir.join("Cargo.toml"), student_manifest(repo)?.as_bytes())?;
+    // `mod reference;` is compiled out without the feature, but rustfmt still looks for its file.
+    write_atomic(&dir.join("src/models/reference/mod.rs"), REFERENCE_STUB.as_bytes())?;
     write_atomic(&dir.join("README.md"), STUDENT_README.as_bytes())?;
     files += 2;
     // The student notebooks, from the solution sources (the same as the committed ones).
