@@ -53,7 +53,7 @@ test-notebooks:
 	$(PY) -m pytest -v -p no:cacheprovider tests/setup tests/notebooks
 
 ## The student handout, unpacked: its own `make test` passes, and the solutions pass its public
-## checks (about 20 minutes: it sets the handout up from scratch). Repository only.
+## checks (about 15 minutes: it sets the handout up from scratch). Repository only.
 test-handout:
 	$(PY) -m pytest -v -p no:cacheprovider tests/handout
 

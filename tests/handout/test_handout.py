@@ -4,7 +4,7 @@ notebooks failing only at their TODOs), and the solution notebooks, run against 
 crate (no reference answers, public fixtures only), pass every public check.
 
 `make test-handout` runs it (part of `make test`); it sets the handout up from scratch, so it takes
-about 20 minutes on 2 cores. (`tests/handout.rs` scans the handout for answers.)
+about 15 minutes on 2 cores. (`tests/handout.rs` scans the handout for answers.)
 """
 
 import os
