@@ -49,6 +49,14 @@ pub fn train_small_gpt2(plan: &GptPlan, out: &Path, device: Device) -> Result<Gp
     let t = cfg.n_positions;
     let data = Tensor::from_slice(&ids);
     let n = ids.len() as i64 - t - 1;
+    if n <= 0 {
+        return Err(crate::error::Error::Input(format!(
+            "GPT-2 training needs more than {} tokens of text for windows of {} positions, got {}",
+            t + 1,
+            t,
+            ids.len()
+        )));
+    }
     let vs = nn::VarStore::new(device);
     let model = Gpt2::new(&vs.root(), cfg)?;
     let windows = || {
