@@ -24,9 +24,7 @@ impl std::fmt::Debug for Fixtures {
     }
 }
 
-/// The command that regenerates the fixtures, named in errors.
-pub const FIXTURES_FIX: &str =
-    "make fixtures (runs tools/gen_fixtures.py in the tool venv with the full torch==2.13.0; see environment.md)";
+pub use hw9_grade::fixtures::FIXTURES_FIX;
 
 impl Fixtures {
     /// Where a notebook's fixture file lives.
