@@ -9,7 +9,7 @@ export LD_LIBRARY_PATH := $(LIBTORCH)/lib$(if $(LD_LIBRARY_PATH),:$(LD_LIBRARY_P
 PY := $(ROOT)/.venv/bin/python
 LAB_PORT ?= 8888
 
-.PHONY: setup lab tensorboard test lint fmt test-rust test-notebooks test-handout gradescope handout notebooks release fixtures bench-compare corpus doctor clean-cache
+.PHONY: setup lab tensorboard test lint fmt test-rust test-notebooks test-handout gradescope handout written notebooks release fixtures bench-compare corpus doctor clean-cache
 
 setup:
 	@bash tools/setup.sh
@@ -64,6 +64,11 @@ notebooks: setup
 ## Writes the student notebooks (notebooks/*.ipynb) from the solution sources.
 release:
 	cargo run -q --bin hw9 -- release
+
+## Every written question with your answer, from the notebooks, into written/written.md and
+## written/written.html (open it in a browser and print to PDF); lists the unanswered ones.
+written:
+	cargo run -q --bin hw9 -- written --notebooks notebooks --out written
 
 ## The student handout (no answers): build/handout/hw9/ and build/handout/hw9-handout.tar.gz, and
 ## the grader's files (autograder expected outputs, points) in build/handout/grader/.

@@ -1,6 +1,6 @@
 //! Every notebook's sizes and budgets per compute profile (`HW9_PROFILE=quick|cpu|full`), in one
-//! place: [`VitMaePlan`] (notebook 1), [`SummarizationPlan`] (notebook 2) and [`GptPlan`] (the
-//! small GPT-2 notebook 3 looks inside). `quick` proves the wiring in seconds, `cpu` reaches real
+//! place: [`VitMaePlan`] (notebook 1), [`SummarizationPlan`] (notebook 2), [`GptPlan`] (the
+//! small GPT-2 notebook 3 looks inside) and [`FacenetPlan`] (notebook 4). `quick` proves the wiring in seconds, `cpu` reaches real
 //! quality on 2 cores, `full` is the original homework's sizes (for a GPU).
 
 use serde::{Deserialize, Serialize};
@@ -8,11 +8,14 @@ use serde::{Deserialize, Serialize};
 use crate::data::images::{fashion_mnist_dir, load_fashion_mnist, Splits};
 use crate::error::Result;
 use crate::models::decoding::DecodeConfig;
+use crate::models::facenet::{FacenetConfig, Mining};
 use crate::models::gpt2::Gpt2Config;
 use crate::models::mae::MaeConfig;
 use crate::models::summarizer::SummarizerConfig;
 use crate::models::vit::{EncoderConfig, VitConfig};
 use crate::profile::Profile;
+use crate::tasks::verification::EvalSizes;
+use crate::train::triplet::TripletTrain;
 use crate::train::{OptimConfig, Schedule, TrainConfig};
 
 /// Notebook 1's models, training stages and data subset for one profile.
@@ -201,5 +204,78 @@ impl GptPlan {
                 ..OptimConfig::adamw(1e-3, (0.9, 0.95), 0.1).schedule(Schedule::WarmupCosine { warmup: 0.05 })
             },
         }
+    }
+}
+
+/// Notebook 4's embedding network, training runs, experiments and evaluation for one profile.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FacenetPlan {
+    /// The network (a 128-d embedding, as the paper's).
+    pub model: FacenetConfig,
+    /// The main run: semi-hard triplets on the whole training set.
+    pub train: TripletTrain,
+    /// Each experiment's run (dimensionality, data size, selection): shorter, all on one budget.
+    pub experiment: TripletTrain,
+    /// Embedding sizes compared (the paper's table 5).
+    pub dims: Vec<i64>,
+    /// Shares of the training set compared (the paper's table 6 spans 100×: 2.6 M to 260 M images).
+    pub fractions: Vec<f64>,
+    /// What the evaluation uses.
+    pub eval: EvalSizes,
+    /// `(train, test)` images kept, or `None` for all of them.
+    pub subset: Option<(i64, i64)>,
+    /// The thresholds the main run must meet: VAL at FAR 1e-3, nearest-neighbour accuracy,
+    /// k-means purity.
+    pub thresholds: (f64, f64, f64),
+}
+
+impl FacenetPlan {
+    /// The plan for `profile`: `cpu` trains 2,000 batches of 10 classes × 16 images (about 3
+    /// minutes on 2 cores) and each experiment 300.
+    pub fn for_profile(profile: Profile) -> Self {
+        let optim = OptimConfig::adamw(1e-3, (0.9, 0.999), 1e-4).schedule(Schedule::WarmupCosine { warmup: 0.05 });
+        let run = |epochs, steps_per_epoch| TripletTrain {
+            epochs,
+            steps_per_epoch,
+            classes_per_batch: 10,
+            per_class: 16,
+            margin: 0.2,
+            mining: Mining::SemiHard,
+            fraction: 1.0,
+            optim: optim.clone(),
+        };
+        let eval = |test, gallery| EvalSizes { test, gallery, target_far: 1e-3, kmeans_restarts: 3 };
+        match profile {
+            Profile::Quick => FacenetPlan {
+                model: FacenetConfig { channels: 1, widths: vec![8, 16], embedding_dim: 32 },
+                train: run(1, 20),
+                experiment: run(1, 5),
+                dims: vec![8, 32],
+                fractions: vec![0.3, 1.0],
+                eval: eval(300, 600),
+                subset: Some((1200, 300)),
+                thresholds: (0.0, 0.0, 0.0),
+            },
+            Profile::Cpu | Profile::Full => FacenetPlan {
+                model: FacenetConfig::fashion_mnist(),
+                train: run(4, 500),
+                experiment: run(1, 300),
+                dims: vec![16, 32, 64, 128],
+                fractions: vec![0.01, 0.1, 1.0],
+                eval: eval(2000, 10_000),
+                subset: None,
+                // Measured 0.351 / 0.891 / 0.907 (BENCHMARKS.md); the margins absorb run-to-run noise.
+                thresholds: (0.25, 0.87, 0.80),
+            },
+        }
+    }
+
+    /// Fashion-MNIST as installed by setup, cut to this plan's subset.
+    pub fn data(&self) -> Result<Splits> {
+        let data = load_fashion_mnist(&fashion_mnist_dir())?;
+        Ok(match self.subset {
+            Some((train, test)) => data.truncate(train, test),
+            None => data,
+        })
     }
 }

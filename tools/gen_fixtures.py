@@ -251,6 +251,145 @@ def vit_mae() -> dict:
     return t
 
 
+# ---------------------------------------------------------------- 04_facenet
+# The check's network is hw9::models::facenet with FacenetConfig::tiny() (widths 4, 8; a 6-d
+# embedding); parameter names are the Rust VarStore's. Distances, the selections and the loss are
+# written the plain way (broadcasting and Python loops), the loss with PyTorch's own
+# nn.TripletMarginWithDistanceLoss on squared distances (the paper's equation 3).
+class FaceNetTrunk(torch.nn.Module):
+    def __init__(self, widths, channels=1):
+        super().__init__()
+        c = channels
+        for i, w in enumerate(widths, 1):
+            setattr(self, f"conv{i}", torch.nn.Conv2d(c, w, 3, padding=1))
+            setattr(self, f"bn{i}", torch.nn.BatchNorm2d(w))
+            c = w
+        self.n = len(widths)
+
+    def forward(self, x):
+        for i in range(1, self.n + 1):
+            x = F.relu(getattr(self, f"bn{i}")(getattr(self, f"conv{i}")(x)))
+            if i < self.n:
+                x = F.max_pool2d(x, 2)
+        return x.mean(dim=(2, 3))
+
+
+class FaceNetRef(torch.nn.Module):
+    def __init__(self, widths=(4, 8), dim=6):
+        super().__init__()
+        self.trunk = FaceNetTrunk(widths)
+        self.head = torch.nn.Linear(widths[-1], dim)
+
+    def forward(self, x):
+        return F.normalize(self.head(self.trunk(x)), dim=-1)
+
+
+def squared_distances(e):
+    return (e[:, None, :] - e[None, :, :]).pow(2).sum(-1)
+
+
+def semi_hard_ref(d, labels):
+    """Every anchor-positive pair (row-major), the closest negative farther than the positive,
+    else the farthest negative."""
+    a_, p_, n_ = [], [], []
+    b = len(labels)
+    for a in range(b):
+        negs = [n for n in range(b) if labels[n] != labels[a]]
+        for p in range(b):
+            if p == a or labels[p] != labels[a]:
+                continue
+            farther = [n for n in negs if d[a, n] > d[a, p]]
+            n = min(farther, key=lambda n: (d[a, n], n)) if farther else max(negs, key=lambda n: (d[a, n], -n))
+            a_.append(a), p_.append(p), n_.append(n)
+    return tuple(torch.tensor(v, dtype=torch.int64) for v in (a_, p_, n_))
+
+
+def batch_hard_ref(d, labels):
+    a_, p_, n_ = [], [], []
+    b = len(labels)
+    for a in range(b):
+        pos = [p for p in range(b) if p != a and labels[p] == labels[a]]
+        negs = [n for n in range(b) if labels[n] != labels[a]]
+        if not pos or not negs:
+            continue
+        a_.append(a)
+        p_.append(max(pos, key=lambda p: (d[a, p], -p)))
+        n_.append(min(negs, key=lambda n: (d[a, n], n)))
+    return tuple(torch.tensor(v, dtype=torch.int64) for v in (a_, p_, n_))
+
+
+def facenet() -> dict:
+    t = {}
+    g = torch.Generator().manual_seed(4)
+    torch.manual_seed(4)
+    net = FaceNetRef()
+    perturb_(net, g)
+    for i in (1, 2):  # running statistics that are not the identity, so evaluation mode matters
+        bn = getattr(net.trunk, f"bn{i}")
+        bn.running_mean.copy_(torch.randn(bn.running_mean.shape, generator=g) * 0.1)
+        bn.running_var.copy_(torch.rand(bn.running_var.shape, generator=g) + 0.5)
+    net.eval()
+    for k, v in net.state_dict().items():
+        if not k.endswith("num_batches_tracked"):
+            t[f"embedding/weights/{k}"] = v.detach().clone()
+    with torch.no_grad():
+        add_check(
+            t,
+            "embedding",
+            1e-4,
+            {c: ({"images": x}, net(x)) for c, x in [("public", torch.randn(3, 1, 28, 28, generator=g)), ("autograder", torch.randn(5, 1, 20, 20, generator=g))]},
+        )
+
+    def unit(b, d):
+        return F.normalize(torch.randn(b, d, generator=g), dim=-1)
+
+    add_check(
+        t,
+        "pairwise_distances",
+        1e-4,
+        {c: ({"embeddings": e}, squared_distances(e)) for c, e in [("public", unit(6, 4)), ("autograder", unit(9, 5))]},
+    )
+
+    def loss_case(m, d, margin):
+        a, p, n = unit(m, d), unit(m, d), unit(m, d)
+        loss = torch.nn.TripletMarginWithDistanceLoss(distance_function=lambda x, y: (x - y).pow(2).sum(-1), margin=margin)
+        active = ((a - p).pow(2).sum(-1) - (a - n).pow(2).sum(-1) + margin > 0).float().mean()
+        assert 0 < active < 1, "a case must have active and inactive triplets"
+        return {"anchor": a, "positive": p, "negative": n, "margin": torch.tensor(margin, dtype=torch.float64)}, loss(a, p, n)
+
+    add_check(t, "triplet_loss", 1e-5, {"public": loss_case(8, 4, 0.2), "autograder": loss_case(11, 6, 0.5)})
+
+    def selection_case(labels, d, select, fallback_needed):
+        labels = torch.tensor(labels, dtype=torch.int64)
+        dist = squared_distances(unit(len(labels), d))
+        out = select(dist, labels.tolist())
+        if fallback_needed:  # some pair has no negative farther than its positive
+            a, p, n = out
+            assert any(dist[a[i], n[i]] <= dist[a[i], p[i]] for i in range(len(a))), "no fallback case"
+        return {"distances": dist, "labels": labels}, out
+
+    add_check(
+        t,
+        "semi_hard_triplets",
+        1e-6,
+        {
+            "public": selection_case([0, 1, 0, 2, 1, 0, 2, 1], 3, semi_hard_ref, True),
+            "autograder": selection_case([2, 0, 1, 1, 0, 2, 2, 0, 1, 3, 3], 3, semi_hard_ref, True),
+        },
+    )
+    add_check(
+        t,
+        "batch_hard_triplets",
+        1e-6,
+        {
+            # Label 3 appears once: that anchor has no positive and is left out.
+            "public": selection_case([0, 1, 0, 3, 1, 0, 1], 3, batch_hard_ref, False),
+            "autograder": selection_case([1, 0, 2, 1, 0, 2, 4, 0, 1], 3, batch_hard_ref, False),
+        },
+    )
+    return t
+
+
 # ---------------------------------------------------------------- Hugging Face parity
 MINILM = ROOT / "assets" / "models" / "all-MiniLM-L6-v2"  # installed by make setup
 
@@ -559,6 +698,7 @@ FIXTURES = {
     "00_setup_check": setup_check,
     "01_vit_mae": vit_mae,
     "02_summarization": summarization,
+    "04_facenet": facenet,
     "rouge": rouge_cases,
     "hf_parity": hf_parity,
     "transformer_parity": transformer_parity,

@@ -1,5 +1,5 @@
 //! The hw9 command line: `doctor` (check the installation), `release` (student notebooks from
-//! the solution sources), `handout` (the student handout), `grade` (a submission or a folder), `vit-mae`, `summarize` and `train-gpt` (each
+//! the solution sources), `handout` (the student handout), `grade` (a submission or a folder), `written` (the written answers in one document), `vit-mae`, `summarize`, `train-gpt` and `facenet` (each
 //! notebook's training with the crate's models), `bench` and `bench-summarizer` (step times),
 //! `tokenizer` and `corpus` (rebuild the committed summarization data). `hw9 --help` lists them.
 
@@ -50,6 +50,15 @@ enum Cmd {
         /// Where the pretrained MAE is saved (as mae/model.safetensors + mae/config.json).
         #[arg(long, default_value = "build/vit-mae")]
         out: PathBuf,
+    },
+    #[cfg(feature = "reference")]
+    /// Train notebook 4's FaceNet embedding (semi-hard triplets) and run its experiments
+    /// (embedding size, data size, triplet selection) in the profile HW9_PROFILE names; print the
+    /// verification, identification and clustering results.
+    Facenet {
+        /// Also write the whole report as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
     },
     #[cfg(feature = "reference")]
     /// Time one training step of notebook 1's ViT and MAE (batch 128) in the cpu and full sizes.
@@ -121,6 +130,16 @@ enum Cmd {
         #[arg(long)]
         minutes: Option<f64>,
         #[arg(long, default_value_os_t = hw9::models::gpt2::default_gpt2_dir())]
+        out: PathBuf,
+    },
+    /// Gather every written question with your answer, in homework order, from the notebooks into
+    /// written.md and written.html (prints to PDF from a browser); list the unanswered ones.
+    Written {
+        /// The folder of notebooks to read.
+        #[arg(long, default_value_os_t = hw9::paths::root().join("notebooks"))]
+        notebooks: PathBuf,
+        /// Where written.md, written.html and figures/ go.
+        #[arg(long, default_value_os_t = hw9::paths::root().join("written"))]
         out: PathBuf,
     },
     /// Write the student handout (no answers) as a folder and a .tar.gz, and the grader's files
@@ -213,6 +232,24 @@ fn run(cmd: Cmd) -> hw9::Result<bool> {
             println!("finetune accuracy     {:.4} (threshold {f}) in {:.0} s", r.finetune_acc, r.seconds[3]);
             println!("total {:.0} s", r.seconds.iter().sum::<f64>());
             Ok(r.vit_acc >= v && r.probe_acc >= p && r.finetune_acc >= f)
+        }
+        #[cfg(feature = "reference")]
+        Cmd::Facenet { json } => {
+            let profile = hw9::profile()?;
+            let r = hw9::tasks::facenet::run_facenet(profile, hw9::device())?;
+            let (val, nn, purity) = hw9::plan::FacenetPlan::for_profile(profile).thresholds;
+            let all: Vec<_> = std::iter::once(r.main.clone()).chain(r.dims.clone()).chain(r.fractions.clone()).chain(r.minings.clone()).collect();
+            println!("{}", hw9::tasks::facenet::experiments_table(&all));
+            let m = &r.main.report;
+            println!(
+                "main run: VAL {:.4} at FAR {:.1e} (threshold {val}), NN accuracy {:.4} (threshold {nn}), purity {:.4} (threshold {purity}); total {:.0} s",
+                m.verification.val, m.verification.far, m.nn_accuracy, m.purity,
+                all.iter().map(|e| e.seconds).sum::<f64>()
+            );
+            if let Some(path) = json {
+                hw9::io::write_atomic(&path, &serde_json::to_vec_pretty(&r)?)?;
+            }
+            Ok(m.verification.val >= val && m.nn_accuracy >= nn && m.purity >= purity)
         }
         #[cfg(feature = "reference")]
         Cmd::Bench { batch, warmup, steps, threads } => {
@@ -383,6 +420,25 @@ fn run(cmd: Cmd) -> hw9::Result<bool> {
                 r.final_loss,
                 out.display()
             );
+            Ok(true)
+        }
+        Cmd::Written { notebooks, out } => {
+            let w = hw9_grade::written::write_written(&notebooks, &out)?;
+            println!(
+                "wrote {} and {} ({} questions from {})",
+                w.markdown.display(),
+                w.html.display(),
+                w.questions,
+                notebooks.display()
+            );
+            if w.unanswered.is_empty() {
+                println!("every question is answered");
+            } else {
+                println!("unanswered ({}):", w.unanswered.len());
+                for u in &w.unanswered {
+                    println!("  {u}");
+                }
+            }
             Ok(true)
         }
         Cmd::Handout { out } => {

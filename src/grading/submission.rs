@@ -3,10 +3,11 @@
 //! A notebook's last cell calls [`write_submission`]. It writes, each atomically (temporary file
 //! then rename), into `submission/<notebook>/` beside the notebook:
 //! - `submission_log.json`: the check results, the shape and values of every graded output (as
-//!   the original homework's `TO_SAVE` records them), named values, a timestamp and the crate
-//!   version;
+//!   the original homework's `TO_SAVE` records them), named values, the written answers, a
+//!   timestamp and the crate version;
 //! - `hw9_submission.zip`: the notebook file, the graded outputs as `outputs.safetensors`, the
-//!   log, and `manifest.json` with every member's SHA-256.
+//!   log, the written answers as `written_answers.md` (when the notebook has questions), and
+//!   `manifest.json` with every member's SHA-256.
 //!
 //! `hw9 grade` and `hw9-grade` (the TA's side, the `hw9_grade` crate) read them back.
 
@@ -62,6 +63,15 @@ pub fn write_submission_to(rec: &Recorder, notebook_file: &Path, dir: &Path) -> 
         path: notebook_file.to_path_buf(),
         fix: "save the notebook (Ctrl-S) in its folder, then run this cell again".into(),
     })?;
+    let written = match hw9_grade::written::answers_of_notebook(&rec.notebook, &notebook_bytes) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("the written answers could not be read from {}: {e}", notebook_file.display());
+            Vec::new()
+        }
+    };
+    let base = notebook_file.parent().unwrap_or(Path::new("."));
+    let written_md = hw9_grade::written::render(&written, base).markdown;
     let timestamp = now_rfc3339();
     let mut outputs = BTreeMap::new();
     for (name, t) in &rec.outputs {
@@ -77,6 +87,7 @@ pub fn write_submission_to(rec: &Recorder, notebook_file: &Path, dir: &Path) -> 
         not_submitted: rec.missing.clone(),
         values: rec.values.clone(),
         thresholds: rec.thresholds.clone(),
+        written: written.iter().map(|a| hw9_grade::written::Answer { attachments: Default::default(), ..a.clone() }).collect(),
     };
     let log_bytes = serde_json::to_vec_pretty(&log)?;
     let outputs_bytes = safetensors_bytes(&rec.outputs)?;
@@ -84,11 +95,14 @@ pub fn write_submission_to(rec: &Recorder, notebook_file: &Path, dir: &Path) -> 
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| format!("{}.ipynb", rec.notebook));
-    let members: Vec<(String, &[u8])> = vec![
+    let mut members: Vec<(String, &[u8])> = vec![
         (nb_name, &notebook_bytes),
         ("outputs.safetensors".to_string(), &outputs_bytes),
         ("submission_log.json".to_string(), &log_bytes),
     ];
+    if !written.is_empty() {
+        members.push(("written_answers.md".to_string(), written_md.as_bytes()));
+    }
     let manifest = Manifest {
         notebook: rec.notebook.clone(),
         crate_version: log.crate_version.clone(),
@@ -119,6 +133,15 @@ pub fn write_submission_to(rec: &Recorder, notebook_file: &Path, dir: &Path) -> 
         rec.summary(),
         rec.outputs.len()
     );
+    if !written.is_empty() {
+        let missing: Vec<&str> = written.iter().filter(|a| !a.answered()).map(|a| a.id.as_str()).collect();
+        println!(
+            "written answers: {} of {} answered{}",
+            written.len() - missing.len(),
+            written.len(),
+            if missing.is_empty() { String::new() } else { format!(" (unanswered: {})", missing.join(", ")) }
+        );
+    }
     Ok(paths)
 }
 

@@ -10,15 +10,18 @@
 //! | [`decoding`] | greedy and beam-search decoding with cached layers | 2 |
 //! | [`bert`] | BERT (`BertModel` names) returning every layer's attention | 3 |
 //! | [`gpt2`] | GPT-2 (`GPT2Model` names) returning every layer's attention | 3 |
+//! | [`facenet`] | FaceNet: a CNN embedding, triplets, semi-hard and batch-hard selection | 4 |
 //!
 //! The answers to the notebooks' TODO cells (`unpatchify`, `Vit`, `Mae`, masking,
-//! `MultiheadAttention`, `TransformerLayer`, `make_positions`) live in `reference/`, compiled with
+//! `MultiheadAttention`, `TransformerLayer`, `make_positions`, FaceNet's head, distances, loss and
+//! selections) live in `reference/`, compiled with
 //! the `reference` feature (on by default; off in the student handout, which leaves those files
 //! out) and re-exported from the modules above.
 
 pub mod attention;
 pub mod bert;
 pub mod decoding;
+pub mod facenet;
 pub mod gpt2;
 pub mod mae;
 #[cfg(feature = "reference")]

@@ -13,6 +13,7 @@ pub mod checkpoint;
 mod images;
 pub mod optim;
 pub mod tensorboard;
+pub mod triplet;
 
 use std::path::PathBuf;
 use std::time::Instant;

@@ -22,11 +22,13 @@ pub mod figure;
 pub mod heatmap;
 pub mod images;
 pub mod line_chart;
+pub mod scatter;
 
 pub use figure::{Figure, PALETTE};
 pub use heatmap::Heatmap;
 pub use images::image_grid;
 pub use line_chart::LineChart;
+pub use scatter::Scatter;
 
 #[cfg(test)]
 pub(crate) mod test_util {

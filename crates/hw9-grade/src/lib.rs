@@ -21,6 +21,7 @@ pub mod gradescope;
 pub mod log;
 pub mod spec;
 pub mod upload;
+pub mod written;
 
 use std::path::PathBuf;
 

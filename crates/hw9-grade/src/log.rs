@@ -51,6 +51,10 @@ pub struct SubmissionLog {
     /// Graded thresholds (accuracies, losses) with the number reached.
     #[serde(default)]
     pub thresholds: BTreeMap<String, ThresholdRecord>,
+    /// The notebook's written questions with the answers as saved (images left out; they are in
+    /// the notebook), graded with the written part.
+    #[serde(default)]
+    pub written: Vec<crate::written::Answer>,
 }
 
 /// `manifest.json` inside the zip.

@@ -44,6 +44,7 @@ fn members(right: bool, profile: &str) -> BTreeMap<String, Vec<u8>> {
         not_submitted: BTreeMap::new(),
         values: BTreeMap::new(),
         thresholds: BTreeMap::new(),
+        written: vec![],
     };
     let mut m = BTreeMap::new();
     m.insert("00_setup_check.ipynb".to_string(), b"{\"cells\": []}".to_vec());

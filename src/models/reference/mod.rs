@@ -4,6 +4,7 @@
 //! contain these files). Each is re-exported where it belongs (`models::vit`, `models::mae`,
 //! `models::transformer`), so the paths are the same with the feature on.
 
+pub mod facenet;
 pub mod mae;
 pub mod transformer;
 pub mod vit;
