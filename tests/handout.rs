@@ -38,6 +38,7 @@ fn the_handout_holds_no_answer_and_the_grader_files_hold_the_expected_outputs() 
         "src/models/reference/vit.rs",
         "src/models/reference/mae.rs",
         "src/models/reference/transformer.rs",
+        "src/models/reference/facenet.rs",
         "tests/vit_mae.rs",
         "tools/gen_fixtures.py",
     ] {
@@ -47,6 +48,8 @@ fn the_handout_holds_no_answer_and_the_grader_files_hold_the_expected_outputs() 
         "notebooks/01_vit_mae.ipynb",
         "src/models/vit.rs",
         "assets/fixtures/01_vit_mae.safetensors",
+        "notebooks/04_facenet.ipynb",
+        "assets/fixtures/04_facenet.safetensors",
         "Makefile",
         "tools/setup.sh",
     ] {

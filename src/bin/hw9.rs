@@ -238,7 +238,11 @@ fn run(cmd: Cmd) -> hw9::Result<bool> {
             let profile = hw9::profile()?;
             let r = hw9::tasks::facenet::run_facenet(profile, hw9::device())?;
             let (val, nn, purity) = hw9::plan::FacenetPlan::for_profile(profile).thresholds;
-            let all: Vec<_> = std::iter::once(r.main.clone()).chain(r.dims.clone()).chain(r.fractions.clone()).chain(r.minings.clone()).collect();
+            let all: Vec<_> = std::iter::once(r.main.clone())
+                .chain(r.dims.clone())
+                .chain(r.fractions.clone())
+                .chain(r.minings.clone())
+                .collect();
             println!("{}", hw9::tasks::facenet::experiments_table(&all));
             let m = &r.main.report;
             println!(

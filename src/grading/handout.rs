@@ -107,6 +107,14 @@ Each notebook's last cell writes `submission/<notebook>/hw9_submission.zip` besi
 | `01_vit_mae` | Homework 9 (Code) (MAE) | `notebooks/submission/01_vit_mae/hw9_submission.zip` |
 | `02_summarization` | Homework 9 (Code) (Summarization) | `notebooks/submission/02_summarization/hw9_submission.zip` |
 | `03_visualizing_attention` | your written answers go into the written assignment | — |
+| `04_facenet` | Homework 9 (Code) (FaceNet) | `notebooks/submission/04_facenet/hw9_submission.zip` |
+
+## The written part
+Every written question (FaceNet's reading questions, notebook 2's and 3's questions, and the
+homework-process questions at the end of notebook 4) is a markdown cell with **Your answer:** in
+it: write your answer there (paste or drag screenshots into the cell). `make written` gathers them,
+in the homework's order, into `written/written.md` and `written/written.html` (open it in a browser
+and print it to PDF for the written assignment) and lists the questions still unanswered.
 "#;
 
 fn copy_tree(src: &Path, dst: &Path, skip: &dyn Fn(&Path) -> bool, count: &mut usize) -> Result<()> {
@@ -241,12 +249,12 @@ fn write_tar_gz(dir: &Path, archive: &Path) -> Result<()> {
 pub fn secrets(repo: &Path) -> Result<BTreeMap<&'static str, Vec<Vec<u8>>>> {
     let mut out: BTreeMap<&'static str, Vec<Vec<u8>>> = BTreeMap::new();
     let mut student_code = String::new();
+    let mut solution_lines = Vec::new();
     for (name, nb) in solution_notebooks(&repo.join("notebooks/solutions"))? {
         let (student, regions) = release_notebook(&nb, &name)?;
         // Lines of 28 characters or more: shorter ones (`let h = self.n_heads;`) are boilerplate
         // that given code holds too.
-        let lines = secret_lines(&regions).into_iter().filter(|l| l.len() >= 28);
-        out.entry("solution region line").or_default().extend(lines.map(String::into_bytes));
+        solution_lines.extend(secret_lines(&regions).into_iter().filter(|l| l.len() >= 28));
         for cell in student["cells"].as_array().into_iter().flatten() {
             student_code += &crate::grading::release::source_of(cell);
         }
@@ -266,6 +274,10 @@ pub fn secrets(repo: &Path) -> Result<BTreeMap<&'static str, Vec<Vec<u8>>>> {
         }
         text
     };
+    // A solution line that the crate gives anyway (a helper such as `positive_pairs` holds the
+    // same line) is no secret.
+    let lines = solution_lines.into_iter().filter(|l| !given.contains(l.as_str()));
+    out.entry("solution region line").or_default().extend(lines.map(String::into_bytes));
     let reference = repo.join("src/models/reference");
     for e in std::fs::read_dir(&reference).map_err(|e| Error::io(&reference, e))?.flatten() {
         let text = std::fs::read_to_string(e.path()).map_err(|err| Error::io(e.path(), err))?;

@@ -87,7 +87,10 @@ pub fn write_submission_to(rec: &Recorder, notebook_file: &Path, dir: &Path) -> 
         not_submitted: rec.missing.clone(),
         values: rec.values.clone(),
         thresholds: rec.thresholds.clone(),
-        written: written.iter().map(|a| hw9_grade::written::Answer { attachments: Default::default(), ..a.clone() }).collect(),
+        written: written
+            .iter()
+            .map(|a| hw9_grade::written::Answer { attachments: Default::default(), ..a.clone() })
+            .collect(),
     };
     let log_bytes = serde_json::to_vec_pretty(&log)?;
     let outputs_bytes = safetensors_bytes(&rec.outputs)?;

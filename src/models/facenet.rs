@@ -66,8 +66,7 @@ impl FacenetConfig {
 
     /// Checks the sizes.
     pub fn validate(&self) -> Result<()> {
-        if self.channels < 1 || self.embedding_dim < 1 || self.widths.is_empty() || self.widths.iter().any(|&w| w < 1)
-        {
+        if self.channels < 1 || self.embedding_dim < 1 || self.widths.is_empty() || self.widths.iter().any(|&w| w < 1) {
             return Err(Error::Config(format!(
                 "FaceNet: expected channels ≥ 1, embedding_dim ≥ 1 and at least one block width ≥ 1, got {self:?}"
             )));
@@ -173,7 +172,11 @@ impl std::fmt::Display for Mining {
 pub fn check_distances(distances: &Tensor, labels: &Tensor) -> Result<i64> {
     let b = labels.size().first().copied().unwrap_or(0);
     if labels.dim() != 1 || distances.size() != [b, b] {
-        return Err(Error::Shape { what: "triplet selection: distances".into(), expected: vec![b, b], got: distances.size() });
+        return Err(Error::Shape {
+            what: "triplet selection: distances".into(),
+            expected: vec![b, b],
+            got: distances.size(),
+        });
     }
     Ok(b)
 }
@@ -199,7 +202,7 @@ pub fn positive_pairs(labels: &Tensor) -> (Tensor, Tensor) {
 pub fn random_triplets(_distances: &Tensor, labels: &Tensor) -> Triplets {
     let (a, p) = positive_pairs(labels);
     let negative = labels.unsqueeze(1).ne_tensor(&labels.unsqueeze(0)).index_select(0, &a); // (M, B)
-    // A uniform draw among the negatives: the largest of uniform noise where negative.
+                                                                                            // A uniform draw among the negatives: the largest of uniform noise where negative.
     let noise = Tensor::rand(negative.size(), (Kind::Float, labels.device())) + negative.to_kind(Kind::Float);
     let n = noise.argmax(1, false);
     (a, p, n)

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use tch::nn::{self, ModuleT};
 use tch::Device;
 
-use super::verification::{evaluate_embedding, nearest_neighbour_accuracy, embed, EmbeddingReport, EvalSizes};
+use super::verification::{embed, evaluate_embedding, nearest_neighbour_accuracy, EmbeddingReport, EvalSizes};
 use crate::data::images::Splits;
 use crate::error::Result;
 use crate::train::triplet::{train_triplets, TripletFns, TripletTrain};
@@ -43,13 +43,13 @@ pub fn quick_nn_accuracy<M: ModuleT>(model: &M, data: &Splits, device: Device) -
     Ok(nearest_neighbour_accuracy(&g, &gl, &q, &ql))
 }
 
-/// Builds a model with `build` on a fresh `VarStore`, trains it with `cfg` and evaluates it.
+/// Builds a model with `build` on a fresh `VarStore`, trains it with `cfg` and evaluates it
+/// (the embedding size is read from its output).
 pub fn experiment<M: ModuleT>(
     label: &str,
     data: &Splits,
     fns: &TripletFns,
     cfg: &TripletTrain,
-    embedding_dim: i64,
     sizes: &EvalSizes,
     device: Device,
     build: impl FnOnce(&nn::Path) -> Result<M>,
@@ -58,11 +58,11 @@ pub fn experiment<M: ModuleT>(
     let vs = nn::VarStore::new(device);
     let model = build(&vs.root())?;
     let history = train_triplets(&model, &vs, data, fns, cfg, label, || quick_nn_accuracy(&model, data, device))?;
-    let (report, _, _) = evaluate_embedding(&model, data, sizes, device)?;
+    let (report, emb, _) = evaluate_embedding(&model, data, sizes, device)?;
     Ok(Experiment {
         label: label.to_string(),
         train: cfg.clone(),
-        embedding_dim,
+        embedding_dim: emb.size()[1],
         report,
         history,
         seconds: start.elapsed().as_secs_f64(),
@@ -72,7 +72,9 @@ pub fn experiment<M: ModuleT>(
 /// A Markdown table of experiments: VAL at the target FAR, nearest-neighbour accuracy, purity,
 /// AUC and time.
 pub fn experiments_table(runs: &[Experiment]) -> String {
-    let mut out = String::from("| run | VAL @ FAR 1e-3 | NN accuracy | k-means purity | AUC | seconds |\n|---|---|---|---|---|---|\n");
+    let mut out = String::from(
+        "| run | VAL @ FAR 1e-3 | NN accuracy | k-means purity | AUC | seconds |\n|---|---|---|---|---|---|\n",
+    );
     for r in runs {
         let v = &r.report.verification;
         out.push_str(&format!(
@@ -119,7 +121,7 @@ pub fn run_facenet(profile: crate::Profile, device: Device) -> Result<FacenetRep
     let fns = TripletFns::reference();
     let run = |label: &str, cfg: &TripletTrain, dim: i64| {
         let model = plan.model.with_dim(dim);
-        experiment(label, &data, &fns, cfg, dim, &plan.eval, device, |p| FaceNet::new(p, &model))
+        experiment(label, &data, &fns, cfg, &plan.eval, device, |p| FaceNet::new(p, &model))
     };
     let main = run("main (semi-hard)", &plan.train, plan.model.embedding_dim)?;
     let mut dims = Vec::new();

@@ -19,7 +19,13 @@ use crate::visuals::{image_grid, Figure, LineChart};
 
 /// Embeds the first `n` images of `set` (all with `None`) in batches, without gradients, in
 /// evaluation mode: `(embeddings (N, D) float on the CPU, labels (N,))`.
-pub fn embed<M: ModuleT>(model: &M, data: &Splits, set: &ImageSet, n: Option<i64>, device: Device) -> Result<(Tensor, Tensor)> {
+pub fn embed<M: ModuleT>(
+    model: &M,
+    data: &Splits,
+    set: &ImageSet,
+    n: Option<i64>,
+    device: Device,
+) -> Result<(Tensor, Tensor)> {
     let total = set.images.size()[0];
     let n = n.unwrap_or(total).clamp(0, total);
     if n < 2 {
@@ -88,15 +94,19 @@ fn sorted_pairs(emb: &Tensor, labels: &Tensor) -> (Tensor, Tensor, Tensor, Tenso
 pub fn verification(emb: &Tensor, labels: &Tensor, target_far: f64) -> Result<Verification> {
     let n = emb.size()[0];
     if emb.dim() != 2 || labels.size() != [n] || n < 2 {
-        return Err(Error::Shape { what: "verification: embeddings and labels".into(), expected: vec![n, -1], got: emb.size() });
+        return Err(Error::Shape {
+            what: "verification: embeddings and labels".into(),
+            expected: vec![n, -1],
+            got: emb.size(),
+        });
     }
     let (_, _, d, same) = sorted_pairs(emb, labels);
     let same_f = same.to_kind(Kind::Double);
     let tp = same_f.cumsum(0, Kind::Double); // same pairs accepted when the first k+1 pairs are
     let k = Tensor::arange_start(1, d.size()[0] + 1, (Kind::Double, Device::Cpu));
     let fp = &k - &tp;
-    let (n_same, n_diff) = (same_f.sum(Kind::Double).double_value(&[]), (&k.size()[0] - 0) as f64);
-    let n_diff = n_diff - n_same;
+    let n_same = same_f.sum(Kind::Double).double_value(&[]);
+    let n_diff = d.size()[0] as f64 - n_same;
     if n_same < 1.0 || n_diff < 1.0 {
         return Err(Error::Input(format!(
             "verification needs same and different pairs; {n} images give {n_same} same and {n_diff} different"
@@ -157,7 +167,12 @@ pub fn roc_chart(title: &str, runs: &[(&str, &Verification)]) -> LineChart {
 }
 
 /// Identification: each query takes the label of its nearest gallery embedding; the share right.
-pub fn nearest_neighbour_accuracy(gallery: &Tensor, gallery_labels: &Tensor, query: &Tensor, query_labels: &Tensor) -> f64 {
+pub fn nearest_neighbour_accuracy(
+    gallery: &Tensor,
+    gallery_labels: &Tensor,
+    query: &Tensor,
+    query_labels: &Tensor,
+) -> f64 {
     let q = query.size()[0];
     let mut correct = 0i64;
     for s in (0..q).step_by(1000) {
@@ -191,7 +206,7 @@ pub fn kmeans(x: &Tensor, k: i64, restarts: usize, iterations: usize) -> Result<
             let onehot = assign.one_hot(k).to_kind(Kind::Float); // (N, k)
             let counts = onehot.sum_dim_intlist([0].as_slice(), false, Kind::Float).unsqueeze(1); // (k, 1)
             let sums = onehot.transpose(0, 1).matmul(x); // (k, N) x (N, D) -> (k, D)
-            // An empty cluster keeps its centre.
+                                                         // An empty cluster keeps its centre.
             centres = (sums / counts.clamp_min(1.0)).where_self(&counts.gt(0.0), &centres);
             let next = squared_distances(x, &centres).argmin(1, false);
             let stable = next.eq_tensor(&assign).all().int64_value(&[]) == 1;
@@ -245,8 +260,12 @@ pub struct Pair {
 /// them) and the `k` different pairs closest together (false accepts).
 pub fn hardest_pairs(emb: &Tensor, labels: &Tensor, k: usize) -> Result<(Vec<Pair>, Vec<Pair>)> {
     let (i, j, d, same) = sorted_pairs(emb, labels);
-    let (i, j, d, same) =
-        (Vec::<i64>::try_from(&i)?, Vec::<i64>::try_from(&j)?, Vec::<f64>::try_from(d.to_kind(Kind::Double))?, Vec::<bool>::try_from(&same)?);
+    let (i, j, d, same) = (
+        Vec::<i64>::try_from(&i)?,
+        Vec::<i64>::try_from(&j)?,
+        Vec::<f64>::try_from(d.to_kind(Kind::Double))?,
+        Vec::<bool>::try_from(&same)?,
+    );
     let pair = |x: usize| Pair { i: i[x], j: j[x], distance: d[x] };
     let rejects = (0..d.len()).rev().filter(|&x| same[x]).take(k).map(pair).collect();
     let accepts = (0..d.len()).filter(|&x| !same[x]).take(k).map(pair).collect();
@@ -331,7 +350,8 @@ mod tests {
         tch::manual_seed(0);
         let centres = Tensor::randn([classes, 8], (Kind::Float, Device::Cpu)) * 3.0;
         let labels = Tensor::arange(classes, (Kind::Int64, Device::Cpu)).repeat_interleave_self_int(per, 0, None);
-        let x = centres.index_select(0, &labels) + Tensor::randn([classes * per, 8], (Kind::Float, Device::Cpu)) * spread;
+        let x =
+            centres.index_select(0, &labels) + Tensor::randn([classes * per, 8], (Kind::Float, Device::Cpu)) * spread;
         (x, labels)
     }
 

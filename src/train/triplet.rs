@@ -107,10 +107,8 @@ impl PkSampler {
         let kept = order.narrow(0, 0, keep);
         let labels = set.labels.index_select(0, &kept);
         let n_classes = set.classes.len().max(1) as i64;
-        let by_class: Vec<Tensor> = (0..n_classes)
-            .map(|c| kept.masked_select(&labels.eq(c)))
-            .filter(|ids| ids.numel() >= 2)
-            .collect();
+        let by_class: Vec<Tensor> =
+            (0..n_classes).map(|c| kept.masked_select(&labels.eq(c))).filter(|ids| ids.numel() >= 2).collect();
         if by_class.len() < 2 {
             return Err(Error::Input(format!(
                 "triplet batches need at least 2 classes with 2 images each; {keep} training images have {}",
@@ -177,13 +175,18 @@ fn check_triplets(triplets: &Triplets, b: i64, mining: Mining) -> Result<i64> {
             return Err(Error::Shape { what: format!("{mining} triplets: {what}"), expected: vec![m], got: t.size() });
         }
         if t.kind() != Kind::Int64 {
-            return Err(Error::Kind { what: format!("{mining} triplets: {what}"), expected: Kind::Int64, got: t.kind() });
+            return Err(Error::Kind {
+                what: format!("{mining} triplets: {what}"),
+                expected: Kind::Int64,
+                got: t.kind(),
+            });
         }
     }
     if m == 0 {
         return Err(Error::Input(format!("{mining} selection chose no triplet in a batch of {b}")));
     }
-    let (lo, hi) = (Tensor::cat(&[a, p, n], 0).min().int64_value(&[]), Tensor::cat(&[a, p, n], 0).max().int64_value(&[]));
+    let (lo, hi) =
+        (Tensor::cat(&[a, p, n], 0).min().int64_value(&[]), Tensor::cat(&[a, p, n], 0).max().int64_value(&[]));
     if lo < 0 || hi >= b {
         return Err(Error::Input(format!(
             "{mining} triplets: expected indices into the batch (0 to {}), got {lo} to {hi}",
@@ -237,7 +240,10 @@ pub fn train_triplets<M: ModuleT>(
     let batches = |_epoch| {
         (0..cfg.steps_per_epoch).map(|_| {
             let ids = sampler.draw(cfg.classes_per_batch, cfg.per_class);
-            (data.train.images.index_select(0, &ids).to_device(device), data.train.labels.index_select(0, &ids).to_device(device))
+            (
+                data.train.images.index_select(0, &ids).to_device(device),
+                data.train.labels.index_select(0, &ids).to_device(device),
+            )
         })
     };
     let step = |(x, y): (Tensor, Tensor)| triplet_step(model, fns, cfg, &data.normalize(&x), &y);

@@ -19,7 +19,13 @@ pub struct Scatter {
 impl Scatter {
     /// An empty plot titled `title` (720x560 pixels).
     pub fn new(title: impl Into<String>) -> Self {
-        Scatter { title: title.into(), x_label: String::new(), y_label: String::new(), groups: Vec::new(), size: (720, 560) }
+        Scatter {
+            title: title.into(),
+            x_label: String::new(),
+            y_label: String::new(),
+            groups: Vec::new(),
+            size: (720, 560),
+        }
     }
 
     /// The axes' labels.
@@ -42,7 +48,12 @@ impl Scatter {
     }
 
     /// One group per class: `points (N, 2)` coloured by `labels (N,)`, named by `classes`.
-    pub fn by_class(title: impl Into<String>, points: &tch::Tensor, labels: &tch::Tensor, classes: &[String]) -> Result<Self> {
+    pub fn by_class(
+        title: impl Into<String>,
+        points: &tch::Tensor,
+        labels: &tch::Tensor,
+        classes: &[String],
+    ) -> Result<Self> {
         let n = labels.size().first().copied().unwrap_or(0);
         if points.size() != [n, 2] {
             return Err(Error::Shape { what: "scatter points".into(), expected: vec![n, 2], got: points.size() });
@@ -51,8 +62,12 @@ impl Scatter {
         let labels = Vec::<i64>::try_from(labels)?;
         let mut plot = Scatter::new(title);
         for (c, name) in classes.iter().enumerate() {
-            let (xs, ys): (Vec<f64>, Vec<f64>) =
-                labels.iter().enumerate().filter(|(_, &l)| l == c as i64).map(|(i, _)| (xy[2 * i], xy[2 * i + 1])).unzip();
+            let (xs, ys): (Vec<f64>, Vec<f64>) = labels
+                .iter()
+                .enumerate()
+                .filter(|(_, &l)| l == c as i64)
+                .map(|(i, _)| (xy[2 * i], xy[2 * i + 1]))
+                .unzip();
             plot = plot.group(name.clone(), &xs, &ys);
         }
         Ok(plot)
@@ -60,10 +75,17 @@ impl Scatter {
 
     /// Draws the plot; non-finite points are left out.
     pub fn draw(&self) -> Result<Figure> {
-        let pts: Vec<(f64, f64)> =
-            self.groups.iter().flat_map(|(_, p)| p.iter().copied()).filter(|(x, y)| x.is_finite() && y.is_finite()).collect();
+        let pts: Vec<(f64, f64)> = self
+            .groups
+            .iter()
+            .flat_map(|(_, p)| p.iter().copied())
+            .filter(|(x, y)| x.is_finite() && y.is_finite())
+            .collect();
         if pts.is_empty() {
-            return Err(Error::Input(format!("scatter {:?}: expected at least one finite point, got none", self.title)));
+            return Err(Error::Input(format!(
+                "scatter {:?}: expected at least one finite point, got none",
+                self.title
+            )));
         }
         let bounds = |f: fn(&(f64, f64)) -> f64| {
             let (lo, hi) = pts.iter().map(f).fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(v), b.max(v)));

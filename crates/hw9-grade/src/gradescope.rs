@@ -168,15 +168,16 @@ pub struct Assignment {
     pub bundle: &'static str,
 }
 
-/// The assignments with auto-graded points: the original homework's two, and the setup check.
-/// (Notebook 3 has written answers only, graded with the written part.)
-pub const ASSIGNMENTS: [Assignment; 3] = [
+/// The assignments with auto-graded points: the original homework's two, FaceNet (notebook 4, new
+/// here) and the setup check. (Notebook 3 has written answers only, graded with the written part.)
+pub const ASSIGNMENTS: [Assignment; 4] = [
     Assignment { title: "Homework 9 (Code) (MAE)", notebook: "01_vit_mae", bundle: "hw9-code-mae.zip" },
     Assignment {
         title: "Homework 9 (Code) (Summarization)",
         notebook: "02_summarization",
         bundle: "hw9-code-summarization.zip",
     },
+    Assignment { title: "Homework 9 (Code) (FaceNet)", notebook: "04_facenet", bundle: "hw9-code-facenet.zip" },
     Assignment { title: "Homework 9 (Setup check)", notebook: "00_setup_check", bundle: "hw9-setup-check.zip" },
 ];
 

@@ -154,8 +154,10 @@ pub fn answers_of_notebook(notebook: &str, bytes: &[u8]) -> Result<Vec<Answer>> 
 /// Every written question of the notebooks `*.ipynb` directly in `dir`, in homework order.
 pub fn gather(dir: &Path) -> Result<Vec<Answer>> {
     let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
-    let mut paths: Vec<PathBuf> =
-        entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "ipynb")).collect();
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "ipynb"))
+        .collect();
     paths.sort();
     let mut all = Vec::new();
     for path in paths {
@@ -163,7 +165,7 @@ pub fn gather(dir: &Path) -> Result<Vec<Answer>> {
         let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         all.extend(answers_of_notebook(&name, &bytes)?);
     }
-    all.sort_by(|a, b| order_key(&a.id).cmp(&order_key(&b.id)));
+    all.sort_by_key(|a| order_key(&a.id));
     Ok(all)
 }
 
@@ -280,7 +282,10 @@ pub fn render(answers: &[Answer], base: &Path) -> Written {
         }
     }
     if !unanswered.is_empty() {
-        md.push_str(&format!("\n## Unanswered\n\n{}\n", unanswered.iter().map(|u| format!("- {u}")).collect::<Vec<_>>().join("\n")));
+        md.push_str(&format!(
+            "\n## Unanswered\n\n{}\n",
+            unanswered.iter().map(|u| format!("- {u}")).collect::<Vec<_>>().join("\n")
+        ));
         body.push_str(&format!(
             "<h2>Unanswered</h2><ul>{}</ul>\n",
             unanswered.iter().map(|u| format!("<li>{}</li>", escape(u))).collect::<String>()
@@ -299,7 +304,11 @@ pub fn render(answers: &[Answer], base: &Path) -> Written {
 }
 
 fn sanitize(id: &str) -> String {
-    id.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect::<String>().trim_matches('_').to_string()
+    id.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect::<String>()
+        .trim_matches('_')
+        .to_string()
 }
 
 /// Where [`write_written`] wrote.

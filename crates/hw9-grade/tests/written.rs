@@ -20,7 +20,9 @@ fn question(id: &str, text: &str, answer: Option<&str>) -> serde_json::Value {
 fn notebook(dir: &Path, name: &str, cells: Vec<serde_json::Value>) {
     let mut all = vec![json!({"cell_type": "markdown", "metadata": {}, "source": "# A notebook"})];
     all.extend(cells);
-    all.push(json!({"cell_type": "code", "metadata": {}, "source": "let x = 1;", "outputs": [], "execution_count": null}));
+    all.push(
+        json!({"cell_type": "code", "metadata": {}, "source": "let x = 1;", "outputs": [], "execution_count": null}),
+    );
     let nb = json!({"cells": all, "metadata": {}, "nbformat": 4, "nbformat_minor": 5});
     std::fs::write(dir.join(format!("{name}.ipynb")), serde_json::to_vec_pretty(&nb).unwrap()).unwrap();
 }
@@ -55,16 +57,23 @@ fn a_filled_set_gives_every_answer_in_homework_order_with_its_figure() {
     let w = write_written(notebooks.path(), out.path()).unwrap();
     assert_eq!((w.questions, w.unanswered.len()), (6, 0));
     let md = std::fs::read_to_string(&w.markdown).unwrap();
-    let order: Vec<usize> =
-        ["### 1(a)", "### 1(b)", "### 3(a)", "### 4(a.2)", "### 4(a.10)", "### 5(a)"].iter().map(|h| md.find(h).unwrap()).collect();
+    let order: Vec<usize> = ["### 1(a)", "### 1(b)", "### 3(a)", "### 4(a.2)", "### 4(a.10)", "### 5(a)"]
+        .iter()
+        .map(|h| md.find(h).unwrap())
+        .collect();
     assert!(order.windows(2).all(|w| w[0] < w[1]), "{md}");
-    for heading in ["## 1. Read a Research Paper: FaceNet", "## 3. Coding Question: Summarization (Part I)", "## 5. Homework Process"] {
+    for heading in [
+        "## 1. Read a Research Paper: FaceNet",
+        "## 3. Coding Question: Summarization (Part I)",
+        "## 5. Homework Process",
+    ] {
         assert!(md.contains(heading), "{heading} missing from {md}");
     }
     assert!(md.contains("### 1(a) — Which architectures?") && md.contains("NN1 and NN2."), "{md}");
     assert!(!md.contains("Unanswered") && !md.contains("write it here"), "{md}");
     // The pasted screenshot: a file beside the Markdown, inline in the HTML.
-    let figure: Vec<PathBuf> = std::fs::read_dir(out.path().join("figures")).unwrap().map(|e| e.unwrap().path()).collect();
+    let figure: Vec<PathBuf> =
+        std::fs::read_dir(out.path().join("figures")).unwrap().map(|e| e.unwrap().path()).collect();
     assert_eq!(figure.len(), 1);
     assert_eq!(&std::fs::read(&figure[0]).unwrap()[..4], b"\x89PNG");
     let name = figure[0].file_name().unwrap().to_string_lossy().into_owned();
