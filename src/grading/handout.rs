@@ -241,7 +241,7 @@ fn write_tar_gz(dir: &Path, archive: &Path) -> Result<()> {
 }
 
 /// What must not appear anywhere in a handout, by kind: every line of a solution region (28
-/// characters or more), every
+/// characters or more) that the crate does not give anyway, every
 /// line of the reference answers' sources that the handout does not give anyway (elsewhere in the
 /// crate, or in a student notebook's given code such as a constructor), and the bytes of
 /// every autograder case's floating-point expected output of 16 bytes or more (smaller ones would

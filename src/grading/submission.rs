@@ -64,7 +64,10 @@ pub fn write_submission_to(rec: &Recorder, notebook_file: &Path, dir: &Path) -> 
         fix: "save the notebook (Ctrl-S) in its folder, then run this cell again".into(),
     })?;
     let written = match hw9_grade::written::answers_of_notebook(&rec.notebook, &notebook_bytes) {
-        Ok(w) => w,
+        Ok(mut w) => {
+            w.sort_by_key(|a| hw9_grade::written::order_key(&a.id));
+            w
+        }
         Err(e) => {
             eprintln!("the written answers could not be read from {}: {e}", notebook_file.display());
             Vec::new()

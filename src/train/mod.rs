@@ -7,7 +7,8 @@
 //! checkpoint after each epoch and resuming from the newest one. The image classifier and the
 //! MAE ([`train_classifier`], [`train_mae`]), the summarizer
 //! ([`crate::tasks::summarization::train_summarizer`]) and the small GPT-2
-//! ([`crate::tasks::language_model::train_small_gpt2`]) all train through it.
+//! ([`crate::tasks::language_model::train_small_gpt2`]) and the FaceNet embedding
+//! ([`triplet::train_triplets`]) all train through it.
 
 pub mod checkpoint;
 mod images;
