@@ -4,7 +4,7 @@
 use hw9::data::tokenize::Tokenizer;
 use hw9::models::attention::ModelOutput;
 use hw9::models::bert::{default_bert_dir, Bert};
-use hw9::visuals::attention_views::{attention_heatmap, head_view, model_view, neuron_view};
+use hw9::visuals::attention_views::{attention_heatmap, head_view, model_view, neuron_view, qkv_view};
 use hw9::visuals::PALETTE;
 use tch::Device;
 
@@ -45,6 +45,19 @@ fn every_view_draws_the_real_models_attention() {
     fig.save(dir.join("neuron_view.png")).unwrap();
 
     attention_heatmap(&out.layers, 0, 0, &tokens).unwrap().draw().unwrap().save(dir.join("heatmap.png")).unwrap();
+
+    // Queries, keys and values of "party" in layer 3, head 5: the output row is the attention-
+    // weighted mean of the values.
+    let party = tokens.iter().position(|t| t == "party").unwrap();
+    let fig = qkv_view(&out.layers, 3, 5, party, &tokens).unwrap();
+    let (w, h) = fig.size();
+    assert!(w > 3 * 200 && h > 3 * 150, "keys, values and attention side by side, query above, output below: {w}x{h}");
+    fig.save(dir.join("qkv_view.png")).unwrap();
+    let l = &out.layers[3];
+    let p = l.probs.get(0).get(5).get(party as i64); // (T,)
+    let manual = p.unsqueeze(0).matmul(&l.values.get(0).get(5)); // the output row the view draws
+    assert_eq!(manual.size(), vec![1, l.values.size()[3]]);
+    assert!((p.sum(tch::Kind::Float).double_value(&[]) - 1.0).abs() < 1e-5);
 }
 
 #[test]
@@ -56,6 +69,10 @@ fn bad_requests_say_what_exists() {
     assert!(err.contains(&format!("expected {} tokens", tokens.len())), "{err}");
     let err = neuron_view(&out.layers, 0, 0, 99, &tokens).unwrap_err().to_string();
     assert!(err.contains("query token 99 does not exist"), "{err}");
+    let err = qkv_view(&out.layers, 0, 12, 1, &tokens).unwrap_err().to_string();
+    assert!(err.contains("head 12 does not exist: the layer has 12"), "{err}");
+    let err = qkv_view(&out.layers, 6, 0, 1, &tokens).unwrap_err().to_string();
+    assert!(err.contains("layer 6 does not exist: the model has 6"), "{err}");
     let err = head_view(&out.layers, 0, &[12], &tokens).unwrap_err().to_string();
     assert!(err.contains("no sequence 0, head 12"), "{err}");
 }

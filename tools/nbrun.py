@@ -2,7 +2,8 @@
 
 A cell fails on any `error` output AND on `panicked at` in its stderr: evcxr reports a panic
 (`todo!()`) with status "ok", so nbconvert alone would pass it. A cell tagged `plot` must produce
-an `image/png` output. Every cell has a timeout.
+an `image/png` output. Every cell has a timeout. With `--rerun`, every cell is then run once more
+in the same kernel and must run clean again (a cell tagged `no-rerun` is skipped, and says why).
 
     python tools/nbrun.py notebooks/00_setup_check.ipynb [--out build/notebooks] [--timeout 600]
     python tools/nbrun.py --warm-up      # compile hw9 in the kernel's build folder (setup's last step)
@@ -14,6 +15,7 @@ folder when it is unset (the Makefile sets it too).
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import pathlib
 import sys
@@ -29,33 +31,58 @@ DEFAULT_TIMEOUT = 600
 os.environ.setdefault("JUPYTER_PATH", str(ROOT / "jupyter"))
 
 
-def problems_of(nb) -> list[str]:
-    """What went wrong in an executed notebook, one line per problem (empty: all good)."""
+def cell_problems(cell, i: int) -> list[str]:
+    """What went wrong in one executed code cell (empty: all good)."""
     found = []
-    for i, cell in enumerate(nb.cells):
-        if cell.cell_type != "code":
-            continue
-        outputs = cell.get("outputs", [])
-        for o in outputs:
-            if o.output_type == "error":
-                msg = (o.get("evalue") or "").strip() or "\n".join(o.get("traceback", []))
-                found.append(f"cell {i}: error {o.get('ename', '')}: {msg[:2000]}")
-        # A panic's message arrives in several stderr chunks: read them as one text.
-        stderr = "".join(o.text for o in outputs if o.output_type == "stream" and o.name == "stderr")
-        if "panicked at" in stderr:
-            panic = stderr[stderr.index("panicked at") :].strip()
-            found.append(f"cell {i}: panicked: {' '.join(panic.split())[:2000]}")
-        if "plot" in cell.metadata.get("tags", []) and not any("image/png" in o.get("data", {}) for o in outputs):
-            found.append(f"cell {i}: tagged 'plot' but produced no image/png output")
+    outputs = cell.get("outputs", [])
+    for o in outputs:
+        if o.output_type == "error":
+            msg = (o.get("evalue") or "").strip() or "\n".join(o.get("traceback", []))
+            found.append(f"cell {i}: error {o.get('ename', '')}: {msg[:2000]}")
+    # A panic's message arrives in several stderr chunks: read them as one text.
+    stderr = "".join(o.text for o in outputs if o.output_type == "stream" and o.name == "stderr")
+    if "panicked at" in stderr:
+        panic = stderr[stderr.index("panicked at") :].strip()
+        found.append(f"cell {i}: panicked: {' '.join(panic.split())[:2000]}")
+    if "plot" in cell.metadata.get("tags", []) and not any("image/png" in o.get("data", {}) for o in outputs):
+        found.append(f"cell {i}: tagged 'plot' but produced no image/png output")
     return found
 
 
-def execute(nb, cwd: pathlib.Path, timeout: int = DEFAULT_TIMEOUT):
+def problems_of(nb) -> list[str]:
+    """What went wrong in an executed notebook, one line per problem (empty: all good)."""
+    return [p for i, cell in enumerate(nb.cells) if cell.cell_type == "code" for p in cell_problems(cell, i)]
+
+
+# A cell that cannot be run twice by design carries this tag and says why in a comment.
+NO_RERUN = "no-rerun"
+
+
+def rerun_problems(client, nb) -> list[str]:
+    """Runs every code cell once more in the same kernel, as a student who goes back to a cell
+    does, on a copy so that the first run's outputs stay. Last cell first: each cell meets the
+    state the whole notebook left (and the cells below it), not a state that re-running the
+    cells above it rebuilt, so a cell that moves what an earlier cell made is caught. A cell that
+    ran clean the first time must run clean again; one that failed (a TODO) may fail again."""
+    found = []
+    for i, cell in reversed(list(enumerate(nb.cells))):
+        if cell.cell_type != "code" or NO_RERUN in cell.metadata.get("tags", []):
+            continue
+        again = copy.deepcopy(cell)
+        again.outputs = []
+        client.execute_cell(again, i)
+        if not cell_problems(cell, i):
+            found += [p.replace(f"cell {i}:", f"cell {i} (re-run):", 1) for p in cell_problems(again, i)]
+    return found
+
+
+def execute(nb, cwd: pathlib.Path, timeout: int = DEFAULT_TIMEOUT, rerun: bool = False):
     """Executes `nb` in place on the hw9 kernel with the working directory `cwd`.
 
     Runs every cell even after a failing one (as a student would), so that all problems are
-    reported; a timeout or a dead kernel stops the run and is recorded on the cell.
-    Returns the list of problems.
+    reported; a timeout or a dead kernel stops the run and is recorded on the cell. With
+    `rerun`, then runs every cell once more (see `rerun_problems`); its problems read
+    `cell N (re-run): ...`. Returns the list of problems.
     """
     client = NotebookClient(
         nb,
@@ -67,7 +94,12 @@ def execute(nb, cwd: pathlib.Path, timeout: int = DEFAULT_TIMEOUT):
     )
     extra = []
     try:
-        client.execute()
+        client.reset_execution_trackers()
+        with client.setup_kernel():
+            for index, cell in enumerate(nb.cells):
+                client.execute_cell(cell, index, execution_count=client.code_cells_executed + 1)
+            if rerun:
+                extra += rerun_problems(client, nb)
     except CellTimeoutError as e:
         extra.append(f"timed out (per-cell limit {timeout} s): {str(e).splitlines()[0]}")
     except DeadKernelError as e:
@@ -113,6 +145,7 @@ def main() -> int:
     ap.add_argument("--warm-up", action="store_true", help="compile hw9 in the kernel's build folder")
     ap.add_argument("--out", type=pathlib.Path, help="write executed copies into this folder")
     ap.add_argument("--timeout", type=int, default=DEFAULT_TIMEOUT, help="per-cell timeout in seconds")
+    ap.add_argument("--rerun", action="store_true", help="then run every cell once more (it must run clean again)")
     args = ap.parse_args()
     if args.warm_up:
         problems = execute(WARM_UP, ROOT / "notebooks", args.timeout)
@@ -123,7 +156,7 @@ def main() -> int:
     for path in args.notebooks:
         nb = nbformat.read(path, as_version=4)
         t0 = time.monotonic()
-        problems = execute(nb, path.resolve().parent, args.timeout)
+        problems = execute(nb, path.resolve().parent, args.timeout, args.rerun)
         took = time.monotonic() - t0
         if args.out:
             args.out.mkdir(parents=True, exist_ok=True)

@@ -255,6 +255,14 @@ impl Recorder {
         passed
     }
 
+    /// Like [`Recorder::at_least`] for a number that must stay low (a loss): `value <= threshold`.
+    pub fn at_most(&mut self, name: &str, title: &str, value: f64, threshold: f64) -> bool {
+        let passed = check_at_most(title, value, threshold).passed;
+        let record = ThresholdRecord { title: title.to_string(), value, threshold };
+        self.thresholds.insert(name.to_string(), record);
+        passed
+    }
+
     /// Records a named value for the submission (a final accuracy, a loss curve, ...).
     pub fn value(&mut self, name: &str, value: impl Serialize) -> Result<()> {
         self.values.insert(name.to_string(), serde_json::to_value(value)?);
@@ -277,6 +285,21 @@ impl Recorder {
 pub fn check_at_least(name: &str, value: f64, threshold: f64) -> CheckResult {
     let passed = value >= threshold;
     let cmp = if passed { ">=" } else { "<" };
+    let r = CheckResult {
+        name: name.to_string(),
+        passed,
+        rel_error: None,
+        tolerance: threshold,
+        message: format!("{value:.4} {cmp} {threshold}"),
+    };
+    println!("{r}");
+    r
+}
+
+/// A check that a number stays at most `threshold` (a loss): prints and returns pass/fail.
+pub fn check_at_most(name: &str, value: f64, threshold: f64) -> CheckResult {
+    let passed = value <= threshold;
+    let cmp = if passed { "<=" } else { ">" };
     let r = CheckResult {
         name: name.to_string(),
         passed,

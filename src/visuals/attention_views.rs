@@ -190,6 +190,47 @@ pub fn neuron_view(
     Figure::vstack(&figs)
 }
 
+/// Queries, keys and values side by side for one token of one head: the token's query
+/// `q (1, Dh)` over every key `k (T, Dh)` and value `v (T, Dh)`, its attention over the tokens
+/// `(T, 1)`, and what the head returns for it, `attention · v (1, Dh)`.
+pub fn qkv_view(layers: &[LayerAttention], layer: usize, head: i64, token: usize, tokens: &[String]) -> Result<Figure> {
+    let l = layers
+        .get(layer)
+        .ok_or_else(|| Error::Input(format!("layer {layer} does not exist: the model has {}", layers.len())))?;
+    let (h, t) = (l.keys.size()[1], l.keys.size()[2]);
+    check_tokens(tokens, t)?;
+    if head < 0 || head >= h {
+        return Err(Error::Input(format!("head {head} does not exist: the layer has {h}")));
+    }
+    if token as i64 >= t {
+        return Err(Error::Input(format!("token {token} does not exist: there are {t} tokens")));
+    }
+    let cpu = |x: &Tensor| x.detach().to_device(tch::Device::Cpu).to_kind(Kind::Float);
+    let q = cpu(&l.queries.get(0).get(head).narrow(0, token as i64, 1)); // (1, Dh)
+    let k = cpu(&l.keys.get(0).get(head)); // (T, Dh)
+    let v = cpu(&l.values.get(0).get(head)); // (T, Dh)
+    let probs = head_probs(l, 0, head)?.narrow(0, token as i64, 1); // (1, T)
+    let out = probs.matmul(&v); // (1, T) x (T, Dh) -> (1, Dh)
+    let who = &tokens[token];
+    let row = |title: String, x: &Tensor| -> Result<Figure> {
+        Heatmap::from_tensor(title, x)?.row_labels([who]).annotate(false).draw()
+    };
+    let side = Figure::hstack(&[
+        Heatmap::from_tensor("keys", &k)?.row_labels(tokens).annotate(false).draw()?,
+        Heatmap::from_tensor("values", &v)?.row_labels(tokens).annotate(false).draw()?,
+        Heatmap::from_tensor(format!("attention of {who:?}"), &probs.transpose(0, 1))?
+            .row_labels(tokens)
+            .col_labels(["softmax"])
+            .range(0.0, 1.0)
+            .draw()?,
+    ])?;
+    Figure::vstack(&[
+        row(format!("query of {who:?} (layer {layer}, head {head})"), &q)?,
+        side,
+        row(format!("output for {who:?} = attention · values"), &out)?,
+    ])
+}
+
 /// Attention rollout (Abnar & Zuidema, 2020): the heads' mean attention of each layer, mixed
 /// half-and-half with the identity for the residual path and renormalised, multiplied through the
 /// layers. Row `t` is how much each input token flows into position `t` at the top.

@@ -17,10 +17,12 @@ OUT = ROOT / "build" / "notebooks"
 
 @functools.cache
 def executed(path: pathlib.Path):
-    """Executes the notebook at `path` in its own folder; returns (notebook, problems).
-    The executed copy is kept under build/notebooks/ (solutions/ for solution sources)."""
+    """Executes the notebook at `path` in its own folder, then runs every cell once more (the
+    re-run pass); returns (notebook, problems). Re-run problems read `cell N (re-run): ...`.
+    The executed copy (first run's outputs) is kept under build/notebooks/ (solutions/ for
+    solution sources)."""
     nb = nbformat.read(path, as_version=4)
-    problems = nbrun.execute(nb, path.parent)
+    problems = nbrun.execute(nb, path.parent, rerun=True)
     out = OUT / "solutions" if path.parent.name == "solutions" else OUT
     out.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, out / path.name)

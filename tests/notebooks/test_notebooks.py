@@ -57,6 +57,21 @@ def test_harness_fails_on_a_compile_error_and_a_missing_plot():
     assert problems[1] == "cell 1: tagged 'plot' but produced no image/png output"
 
 
+def test_rerun_pass_catches_a_cell_that_moves_what_an_earlier_cell_made():
+    nb = nbrun.code_notebook(
+        'let owned = String::from("weights");',
+        "let moved = owned;  // the second run finds `owned` gone",
+        "let also = owned;  // can only run once, on purpose",
+        tags=[[], [], ["no-rerun"]],
+    )
+    problems = nbrun.execute(nb, NOTEBOOKS, rerun=True)
+    # The third cell fails on its first run (owned is gone); only cell 1's re-run is a new problem.
+    reruns = [p for p in problems if "(re-run)" in p]
+    assert len(reruns) == 1 and reruns[0].startswith("cell 1 (re-run): error"), problems
+    # The first run's outputs are kept: cell 1 ran clean then.
+    assert nbrun.cell_problems(nb.cells[1], 1) == []
+
+
 def test_harness_enforces_the_per_cell_timeout():
     nb = nbrun.code_notebook("std::thread::sleep(std::time::Duration::from_secs(30));")
     problems = run(nb, timeout=5)

@@ -1,6 +1,7 @@
 """The assignment pipeline end to end, for every notebook that has a solution source:
-the solution runs clean (quick profile) and its submission grades full; the generated student
-version fails only at its TODOs, each with its own message, and still writes a submission.
+the solution runs clean (quick profile), every cell of it runs clean a second time (the re-run
+pass), and its submission grades full; the generated student version fails only at its TODOs,
+each with its own message, and still writes a submission.
 """
 
 import pathlib
@@ -47,7 +48,9 @@ def test_solution_runs_clean_and_its_submission_grades_full(source):
 
 @pytest.mark.parametrize("student", STUDENTS, ids=lambda p: p.stem)
 def test_student_version_fails_only_at_its_todos(student):
-    nb, _ = executed(student)
+    nb, problems = executed(student)
+    # Every cell that ran clean runs clean again (the TODO cells fail again, as they should).
+    assert [p for p in problems if "(re-run)" in p] == []
     hints = re.findall(r'todo!\("(TODO: [^"]*)"\)', "\n".join(c.source for c in nb.cells if c.cell_type == "code"))
     checked = set()
     for i, cell in enumerate(nb.cells):

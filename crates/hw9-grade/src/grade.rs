@@ -253,10 +253,8 @@ fn grade_parts(
                     spec.graded_profiles.join(" or ")
                 ),
             ),
-            Some(r) if r.value >= t.at_least => {
-                item(Status::Passed, t.points, format!("{:.4} >= {}", r.value, t.at_least))
-            }
-            Some(r) => item(Status::Failed, 0.0, format!("{:.4} < {}", r.value, t.at_least)),
+            Some(r) if t.passes(r.value) => item(Status::Passed, t.points, t.describe(r.value)),
+            Some(r) => item(Status::Failed, 0.0, t.describe(r.value)),
         });
     }
     Ok(GradeReport { notebook: notebook.clone(), profile: log.profile.clone(), results, items })

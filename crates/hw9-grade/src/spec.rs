@@ -6,7 +6,8 @@
 //! ```json
 //! "hw9": {"grading": {
 //!   "checks": {"unpatchify": 2, "vit": 3},
-//!   "thresholds": {"vit_test_acc": {"points": 5, "at_least": 0.85, "title": "ViT test accuracy"}}
+//!   "thresholds": {"vit_test_acc": {"points": 5, "at_least": 0.85, "title": "ViT test accuracy"},
+//!                  "val_loss": {"points": 2, "at_most": 5.1, "title": "validation loss"}}
 //! }}
 //! ```
 //!
@@ -21,16 +22,42 @@ use serde_json::Value;
 
 use crate::{Error, Result};
 
-/// One threshold item: a recorded number that must reach `at_least`.
+/// One threshold item: a recorded number that must reach `at_least` (an accuracy) or stay at
+/// `at_most` (a loss); exactly one of the two is set.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ThresholdSpec {
-    /// Points when the value reaches the threshold in a grading profile.
+    /// Points when the value meets the threshold in a grading profile.
     pub points: f64,
     /// The value must be at least this (the grader's threshold, not the submitted one).
-    pub at_least: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_least: Option<f64>,
+    /// The value must be at most this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_most: Option<f64>,
     /// What the number is, for reports.
     #[serde(default)]
     pub title: String,
+}
+
+impl ThresholdSpec {
+    /// Whether `value` meets the threshold (a NaN never does).
+    pub fn passes(&self, value: f64) -> bool {
+        match (self.at_least, self.at_most) {
+            (Some(lo), None) => value >= lo,
+            (None, Some(hi)) => value <= hi,
+            _ => false,
+        }
+    }
+
+    /// `value` against the threshold, as reports print it: `0.8812 >= 0.85`, `5.31 > 5.1`.
+    pub fn describe(&self, value: f64) -> String {
+        let ok = self.passes(value);
+        match (self.at_least, self.at_most) {
+            (Some(lo), None) => format!("{value:.4} {} {lo}", if ok { ">=" } else { "<" }),
+            (None, Some(hi)) => format!("{value:.4} {} {hi}", if ok { "<=" } else { ">" }),
+            _ => "the grading spec sets neither at_least nor at_most".into(),
+        }
+    }
 }
 
 /// A notebook's graded items and their points.
@@ -89,6 +116,11 @@ impl GradingSpec {
         if let Some((item, p)) = spec.checks.iter().find(|(_, p)| !(p.is_finite() && **p >= 0.0)) {
             return Err(Error::Input(format!("{name}: check {item:?} has {p} points, expected a number >= 0")));
         }
+        if let Some((item, _)) = spec.thresholds.iter().find(|(_, t)| t.at_least.is_some() == t.at_most.is_some()) {
+            return Err(Error::Input(format!(
+                "{name}: threshold {item:?} must set exactly one of at_least and at_most"
+            )));
+        }
         Ok(Some(spec))
     }
 
@@ -115,5 +147,18 @@ mod tests {
         let bad = json!({"metadata": {"hw9": {"grading": {"checks": {"a": -1}}}}});
         let err = GradingSpec::from_notebook(&bad, "x").unwrap_err().to_string();
         assert!(err.contains("\"a\" has -1 points"), "{err}");
+        let both = json!({"metadata": {"hw9": {"grading": {"thresholds": {"loss": {"points": 1, "at_least": 0, "at_most": 5}}}}}});
+        let err = GradingSpec::from_notebook(&both, "x").unwrap_err().to_string();
+        assert!(err.contains("\"loss\" must set exactly one of at_least and at_most"), "{err}");
+    }
+
+    #[test]
+    fn a_loss_passes_at_most_and_an_accuracy_at_least_and_nan_never() {
+        let loss = ThresholdSpec { points: 1.0, at_least: None, at_most: Some(5.1), title: String::new() };
+        assert!(loss.passes(4.84) && !loss.passes(5.3) && !loss.passes(f64::NAN));
+        assert_eq!(loss.describe(5.3), "5.3000 > 5.1");
+        let acc = ThresholdSpec { points: 1.0, at_least: Some(0.85), at_most: None, title: String::new() };
+        assert!(acc.passes(0.9) && !acc.passes(f64::NAN));
+        assert_eq!(acc.describe(0.9), "0.9000 >= 0.85");
     }
 }
