@@ -104,6 +104,40 @@ pub fn expect_shape(what: &str, t: &tch::Tensor, expected: &[i64]) -> Result<()>
     Ok(())
 }
 
+/// A libtorch error inside a panic message, as a student needs it: the operation (when the panic
+/// location is in tch's generated wrappers, whose source is read to name the function) and the
+/// first line of libtorch's message, without the C++ frames. `None` when `message` is not a
+/// libtorch error.
+///
+/// tch panics with `called `Result::unwrap()` on an `Err` value: Torch("<message>\nException
+/// raised from … frame #0 …")`, the message escaped as Rust's `Debug` writes it.
+pub fn libtorch_summary(message: &str, location: Option<(&str, u32)>) -> Option<String> {
+    let start = message.find("Torch(\"")? + "Torch(\"".len();
+    let body = &message[start..];
+    let first = body.split("\\n").next().unwrap_or(body).trim_end_matches("\")").replace("\\\"", "\"");
+    let op = location.and_then(|(file, line)| tch_function_at(file, line));
+    Some(match op {
+        Some(op) => format!("libtorch error in `{op}`: {first}"),
+        None => format!("libtorch error: {first}"),
+    })
+}
+
+/// The tch function whose body holds `line` of `file`, when `file` is one of tch's wrappers.
+fn tch_function_at(file: &str, line: u32) -> Option<String> {
+    if !(file.contains("tch-") && file.contains("wrappers")) {
+        return None;
+    }
+    let text = std::fs::read_to_string(file).ok()?;
+    let lines: Vec<&str> = text.lines().take(line as usize).collect();
+    lines.iter().rev().find_map(|l| {
+        let l = l.trim_start();
+        let rest = l.strip_prefix("pub fn ")?;
+        let name: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+        // `f_matmul` is the fallible twin that `matmul` unwraps: name the one the student called.
+        Some(name.strip_prefix("f_").map(str::to_string).unwrap_or(name))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,5 +156,31 @@ mod tests {
         assert!(expect_shape("x", &t, &[2, 3]).is_ok());
         let msg = expect_shape("x", &t, &[3, 2]).unwrap_err().to_string();
         assert_eq!(msg, "x: expected shape (3, 2), got (2, 3)");
+    }
+
+    #[test]
+    fn a_libtorch_panic_becomes_its_operation_and_first_line() {
+        let caught = std::panic::catch_unwind(|| {
+            tch::Tensor::zeros([1, 2], tch::kind::FLOAT_CPU).matmul(&tch::Tensor::zeros([3, 3], tch::kind::FLOAT_CPU))
+        });
+        let payload = caught.unwrap_err();
+        let msg = payload.downcast_ref::<String>().cloned().unwrap();
+        assert!(msg.contains("Exception raised from"), "the raw message has C++ frames: {msg}");
+        let s = libtorch_summary(&msg, None).unwrap();
+        assert_eq!(s, "libtorch error: mat1 and mat2 shapes cannot be multiplied (1x2 and 3x3)");
+        assert_eq!(libtorch_summary("not yet implemented: TODO", None), None);
+    }
+
+    #[test]
+    fn the_operation_is_read_from_tchs_source() {
+        let file = concat!(env!("CARGO_MANIFEST_DIR"), "/src/error.rs");
+        assert_eq!(tch_function_at(file, 10), None, "only tch's wrappers are read");
+        let dir = tempfile::tempdir().unwrap();
+        let wrappers = dir.path().join("tch-0.26.0/src/wrappers");
+        std::fs::create_dir_all(&wrappers).unwrap();
+        let gen = wrappers.join("tensor_generated.rs");
+        std::fs::write(&gen, "impl Tensor {\n    pub fn f_matmul(&self) {\n        x.unwrap()\n    }\n    pub fn matmul(&self) {\n        self.f_matmul().unwrap()\n    }\n}\n").unwrap();
+        assert_eq!(tch_function_at(gen.to_str().unwrap(), 6), Some("matmul".into()));
+        assert_eq!(tch_function_at(gen.to_str().unwrap(), 3), Some("matmul".into()));
     }
 }

@@ -127,7 +127,9 @@ pub fn seed(seed: u64) {
 /// finished — lost, or shown under the next cell. This hook writes the report in one piece and
 /// gives the relay a moment before the panic unwinds and the cell ends. Installing it again is
 /// harmless. It leaves out the stack backtrace that evcxr's `RUST_BACKTRACE=1` would add: in a
-/// notebook its frames are evcxr's and `<unknown>`. Outside a notebook there is no need to call it.
+/// notebook its frames are evcxr's and `<unknown>`. A libtorch error is reported as its
+/// operation and the first line of libtorch's message (`libtorch error in `matmul`: mat1 and
+/// mat2 shapes cannot be multiplied (1x2 and 3x3)`), without the C++ frames. Outside a notebook there is no need to call it.
 pub fn report_panics_whole() {
     static INSTALLED: std::sync::Once = std::sync::Once::new();
     INSTALLED.call_once(|| {
@@ -140,7 +142,12 @@ pub fn report_panics_whole() {
                 .map(|s| s.to_string())
                 .or_else(|| info.payload().downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "Box<dyn Any>".to_string());
-            let location = info.location().map(|l| format!(" at {l}")).unwrap_or_default();
+            let at = info.location().map(|l| (l.file(), l.line()));
+            // A libtorch error: its operation and first line, not tch's location and C++ frames.
+            let (location, message) = match crate::error::libtorch_summary(&message, at) {
+                Some(summary) => (String::new(), summary),
+                None => (info.location().map(|l| format!(" at {l}")).unwrap_or_default(), message),
+            };
             let report = format!("thread '{}' panicked{location}:\n{message}\n", thread.name().unwrap_or("<unnamed>"));
             let mut err = std::io::stderr().lock();
             let _ = err.write_all(report.as_bytes());

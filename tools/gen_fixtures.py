@@ -337,7 +337,13 @@ def facenet() -> dict:
             t,
             "embedding",
             1e-4,
-            {c: ({"images": x}, net(x)) for c, x in [("public", torch.randn(3, 1, 28, 28, generator=g)), ("autograder", torch.randn(5, 1, 20, 20, generator=g))]},
+            {
+                c: ({"images": x}, net(x))
+                for c, x in [
+                    ("public", torch.randn(3, 1, 28, 28, generator=g)),
+                    ("autograder", torch.randn(5, 1, 20, 20, generator=g)),
+                ]
+            },
         )
 
     def unit(b, d):
@@ -352,10 +358,14 @@ def facenet() -> dict:
 
     def loss_case(m, d, margin):
         a, p, n = unit(m, d), unit(m, d), unit(m, d)
-        loss = torch.nn.TripletMarginWithDistanceLoss(distance_function=lambda x, y: (x - y).pow(2).sum(-1), margin=margin)
+        loss = torch.nn.TripletMarginWithDistanceLoss(
+            distance_function=lambda x, y: (x - y).pow(2).sum(-1), margin=margin
+        )
         active = ((a - p).pow(2).sum(-1) - (a - n).pow(2).sum(-1) + margin > 0).float().mean()
         assert 0 < active < 1, "a case must have active and inactive triplets"
-        return {"anchor": a, "positive": p, "negative": n, "margin": torch.tensor(margin, dtype=torch.float64)}, loss(a, p, n)
+        return {"anchor": a, "positive": p, "negative": n, "margin": torch.tensor(margin, dtype=torch.float64)}, loss(
+            a, p, n
+        )
 
     add_check(t, "triplet_loss", 1e-5, {"public": loss_case(8, 4, 0.2), "autograder": loss_case(11, 6, 0.5)})
 

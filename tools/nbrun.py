@@ -136,7 +136,27 @@ WARM_UP = code_notebook(
     "use hw9::prelude::*;\n"
     'let warm = LineChart::new("warm-up").series("x", &[1.0, 2.0]).draw().map(|f| f.size());\n'
     'println!("{warm:?} {:?}", Tensor::ones([2], (Kind::Float, Device::Cpu)).sum(Kind::Float));',
+    'println!("slot={}", std::env::var("EVCXR_TMPDIR").unwrap_or_default());',
 )
+
+
+def keep_seed(slot: pathlib.Path) -> pathlib.Path:
+    """Copies the slot the warm-up built into `<slots>/seed`, the pristine warm build that the
+    kernel launcher copies into every new slot. Holds the slot's lock while copying (no kernel
+    writes into it meanwhile); replaces the old seed only once the copy is whole."""
+    import fcntl
+    import shutil
+    import subprocess
+
+    base = slot.parent
+    with open(base / f"{slot.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        tmp = base / "seed.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        subprocess.run(["cp", "-a", "--reflink=auto", str(slot), str(tmp)], check=True)
+        shutil.rmtree(base / "seed", ignore_errors=True)
+        tmp.rename(base / "seed")
+    return base / "seed"
 
 
 def main() -> int:
@@ -148,10 +168,17 @@ def main() -> int:
     ap.add_argument("--rerun", action="store_true", help="then run every cell once more (it must run clean again)")
     args = ap.parse_args()
     if args.warm_up:
-        problems = execute(WARM_UP, ROOT / "notebooks", args.timeout)
+        nb = copy.deepcopy(WARM_UP)
+        problems = execute(nb, ROOT / "notebooks", args.timeout)
         for p in problems:
             print(p, file=sys.stderr)
-        return 1 if problems else 0
+        if problems:
+            return 1
+        said = "".join(o.get("text", "") for o in nb.cells[-1].outputs)
+        slot = pathlib.Path(said.split("slot=", 1)[-1].strip())
+        if slot.name.startswith("slot-") and slot.is_dir():
+            print(f"warm build kept as {keep_seed(slot)} (new kernel slots start from it)")
+        return 0
     failed = 0
     for path in args.notebooks:
         nb = nbformat.read(path, as_version=4)

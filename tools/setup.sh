@@ -174,6 +174,9 @@ stale=yes
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$(sha_of Cargo.toml Cargo.lock "$KDIR/kernel.json")" ]; then
   [ -z "$(find src build.rs assets/fonts -newer "$STAMP" -type f 2>/dev/null | head -n1)" ] && stale=
 fi
+# The warm-up also keeps a pristine copy of the warm build (.cache/evcxr/seed) that new kernel
+# slots start from; a cache warmed before that existed is warmed (quickly) once more.
+[ -d "$ROOT/.cache/evcxr/seed" ] || stale=yes
 if [ -z "$stale" ]; then
   step warm-up "ok: kernel build cache is warm"
 else

@@ -18,6 +18,7 @@ use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::{AddedToken, Tokenizer};
 
 use crate::data::corpus::{corpus_path, read_pairs, split, Pair};
+use crate::data::token_cache;
 use crate::error::{Error, Result};
 use crate::plan::SummarizationPlan;
 
@@ -300,7 +301,9 @@ impl SummaryData {
         Self::from_pairs(tokenizer, &pairs, plan)
     }
 
-    /// Tokenizes `pairs` (with their `split`) with `tokenizer`, cut as `plan` says.
+    /// Tokenizes `pairs` (with their `split`) with `tokenizer`, cut as `plan` says; a second
+    /// call with the same content reads the tokenisation back from the disk cache
+    /// ([`token_cache`]).
     pub fn from_pairs(tokenizer: SubwordTokenizer, pairs: &[Pair], plan: &SummarizationPlan) -> Result<Self> {
         let (n_train, n_val, n_test) = plan.subset.unwrap_or((usize::MAX, usize::MAX, usize::MAX));
         let take = |name: &str, n: usize| split(pairs, name).into_iter().take(n).collect::<Vec<_>>();
@@ -313,10 +316,21 @@ impl SummaryData {
             )));
         }
         let tok = |p: &[&Pair]| tokenize(&tokenizer, p, plan.max_src, plan.max_tgt);
+        let json =
+            tokenizer.inner.to_string(false).map_err(|e| Error::Input(format!("serialising the tokenizer: {e}")))?;
+        let key = token_cache::key(&json, [&train, &val, &test], plan.max_src, plan.max_tgt);
+        let [train_ex, val_ex, test_ex] = match token_cache::read(&key) {
+            Some(cached) => cached,
+            None => {
+                let made = [tok(&train)?, tok(&val)?, tok(&test)?];
+                token_cache::write(&key, [&made[0], &made[1], &made[2]]);
+                made
+            }
+        };
         Ok(SummaryData {
-            train: tok(&train)?,
-            validation: tok(&val)?,
-            test: tok(&test)?,
+            train: train_ex,
+            validation: val_ex,
+            test: test_ex,
             validation_pairs: val.into_iter().cloned().collect(),
             test_pairs: test.into_iter().cloned().collect(),
             tokenizer,

@@ -91,6 +91,8 @@ impl<T: Outputs, E: std::fmt::Display> Outputs for std::result::Result<T, E> {
 thread_local! {
     /// Set while [`catch`] runs on this thread: its panics are reported, not printed.
     static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Where the last quiet panic on this thread happened (file, line): names a libtorch operation.
+    static QUIET_AT: std::cell::RefCell<Option<(String, u32)>> = const { std::cell::RefCell::new(None) };
 }
 
 /// Wraps the panic hook once so that it stays silent on a thread inside [`catch`] and behaves as
@@ -100,7 +102,10 @@ fn install_quiet_hook() {
     ONCE.call_once(|| {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            if !QUIET.with(|q| q.get()) {
+            if QUIET.with(|q| q.get()) {
+                let at = info.location().map(|l| (l.file().to_string(), l.line()));
+                QUIET_AT.with(|q| *q.borrow_mut() = at);
+            } else {
                 previous(info);
             }
         }));
@@ -128,7 +133,13 @@ pub fn catch<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
                     format!("not implemented yet ({hint})")
                 }
             }
-            None => format!("your code panicked: {msg}"),
+            None => {
+                let at = QUIET_AT.with(|q| q.borrow_mut().take());
+                match crate::error::libtorch_summary(&msg, at.as_ref().map(|(f, l)| (f.as_str(), *l))) {
+                    Some(summary) => format!("your code panicked: {summary}"),
+                    None => format!("your code panicked: {msg}"),
+                }
+            }
         }
     })
 }
@@ -353,7 +364,9 @@ mod tests {
         let r = catch(|| {
             Tensor::zeros([2], (Kind::Float, Device::Cpu)).matmul(&Tensor::zeros([3], (Kind::Float, Device::Cpu)))
         });
-        assert!(r.unwrap_err().starts_with("your code panicked: "));
+        let err = r.unwrap_err();
+        assert!(err.starts_with("your code panicked: libtorch error in `matmul`: "), "{err}");
+        assert!(!err.contains("Exception raised from") && !err.contains("frame #"), "{err}");
     }
 
     fn fixture_file(dir: &Path) -> PathBuf {

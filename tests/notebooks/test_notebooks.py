@@ -72,6 +72,20 @@ def test_rerun_pass_catches_a_cell_that_moves_what_an_earlier_cell_made():
     assert nbrun.cell_problems(nb.cells[1], 1) == []
 
 
+def test_a_libtorch_error_shows_its_operation_and_first_line_only():
+    nb = nbrun.code_notebook(
+        ':dep hw9 = { path = ".." }',
+        "hw9::report_panics_whole();\n"
+        "let a = hw9::tch::Tensor::zeros([1, 2], hw9::tch::kind::FLOAT_CPU);\n"
+        "a.matmul(&hw9::tch::Tensor::zeros([3, 3], hw9::tch::kind::FLOAT_CPU))",
+    )
+    problems = run(nb)
+    stderr = "".join(o.get("text", "") for o in nb.cells[1].outputs if o.get("name") == "stderr")
+    assert "libtorch error in `matmul`: mat1 and mat2 shapes cannot be multiplied (1x2 and 3x3)" in stderr, stderr
+    assert "Exception raised from" not in stderr and "frame #" not in stderr, stderr
+    assert len(problems) == 1 and "panicked" in problems[0], problems
+
+
 def test_harness_enforces_the_per_cell_timeout():
     nb = nbrun.code_notebook("std::thread::sleep(std::time::Duration::from_secs(30));")
     problems = run(nb, timeout=5)

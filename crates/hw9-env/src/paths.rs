@@ -25,3 +25,13 @@ pub fn libtorch() -> PathBuf {
         _ => root().join(".venv/lib/python3.11/site-packages/torch"),
     }
 }
+
+/// Reusable caches outside the clone: `$HW9_CACHE`, else `$XDG_CACHE_HOME/hw9`, else
+/// `~/.cache/hw9` (what setup uses too).
+pub fn cache() -> PathBuf {
+    let set = |v: &str| std::env::var_os(v).filter(|p| !p.is_empty()).map(PathBuf::from);
+    set("HW9_CACHE")
+        .or_else(|| set("XDG_CACHE_HOME").map(|p| p.join("hw9")))
+        .or_else(|| set("HOME").map(|p| p.join(".cache/hw9")))
+        .unwrap_or_else(|| root().join(".cache"))
+}
