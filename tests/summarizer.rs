@@ -96,3 +96,29 @@ fn a_checkpoint_reloads_to_identical_outputs_and_another_config_is_refused() {
     let msg = load_checkpoint(&vs3, &other, &dir.path().join("epoch-1")).unwrap_err().to_string();
     assert!(msg.contains("another config") && msg.contains("d_model: 32") && msg.contains("d_model: 48"), "{msg}");
 }
+
+#[test]
+fn a_corrupt_newest_checkpoint_is_skipped_with_a_warning_and_the_one_before_resumes() {
+    let (mut plan, data) = plan_and_data();
+    let dir = tempfile::tempdir().unwrap();
+    let (ckpt, runs) = (dir.path().join("ckpt"), dir.path().join("runs"));
+    plan.train.epochs = 2;
+    hw9::seed(0);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let model = Summarizer::new(&vs.root(), &plan.model).unwrap();
+    let two = train_summarizer(&model, &vs, &data, &plan.train, &ckpt, &runs, false).unwrap();
+    assert_eq!(latest_checkpoint(&ckpt).unwrap().0, 2);
+
+    // A crash while epoch 2's weights were written: a truncated file.
+    let weights = ckpt.join("epoch-2/model.safetensors");
+    let bytes = std::fs::read(&weights).unwrap();
+    std::fs::write(&weights, &bytes[..bytes.len() / 3]).unwrap();
+    hw9::seed(1);
+    let vs2 = nn::VarStore::new(Device::Cpu);
+    let model2 = Summarizer::new(&vs2.root(), &plan.model).unwrap();
+    let resumed = train_summarizer(&model2, &vs2, &data, &plan.train, &ckpt, &runs, true).unwrap();
+    // It resumed from epoch 1 (its history) and trained epoch 2 again, over the bad checkpoint.
+    assert_eq!(resumed.epochs.len(), 2);
+    assert_eq!(resumed.epochs[0], two.epochs[0]);
+    assert!(hw9::train::load_checkpoint(&vs2, &plan.model, &ckpt.join("epoch-2")).is_ok(), "epoch 2 was rewritten");
+}

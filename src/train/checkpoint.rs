@@ -80,10 +80,18 @@ pub fn load_weights(vs: &nn::VarStore, path: &Path) -> Result<()> {
 
 /// The newest `epoch-N` checkpoint folder under `dir` that is complete (weights and history).
 pub fn latest_checkpoint(dir: &Path) -> Option<(i64, PathBuf)> {
-    std::fs::read_dir(dir)
-        .ok()?
+    checkpoints_newest_first(dir).into_iter().next()
+}
+
+/// Every complete `epoch-N` checkpoint folder under `dir` (weights and history present), newest
+/// first: what a resume tries in turn when the newest turns out to be corrupt.
+pub fn checkpoints_newest_first(dir: &Path) -> Vec<(i64, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut found: Vec<(i64, PathBuf)> = entries
         .filter_map(|e| e.ok())
         .filter_map(|e| Some((e.file_name().to_str()?.strip_prefix("epoch-")?.parse::<i64>().ok()?, e.path())))
         .filter(|(_, p)| p.join("history.json").exists() && p.join("model.safetensors").exists())
-        .max_by_key(|(n, _)| *n)
+        .collect();
+    found.sort_by_key(|(n, _)| std::cmp::Reverse(*n));
+    found
 }

@@ -16,14 +16,16 @@ pub mod optim;
 pub mod tensorboard;
 pub mod triplet;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use tch::nn;
 use tch::Tensor;
 
-pub use checkpoint::{latest_checkpoint, load_checkpoint, load_checkpoint_into, load_weights, save_checkpoint};
+pub use checkpoint::{
+    checkpoints_newest_first, latest_checkpoint, load_checkpoint, load_checkpoint_into, load_weights, save_checkpoint,
+};
 pub use hw9_env::progress::{self, Progress};
 pub use images::{evaluate, train_classifier, train_mae};
 pub use optim::{OptimConfig, Schedule};
@@ -324,22 +326,37 @@ impl Fit {
         Ok(history)
     }
 
-    /// The history of the newest checkpoint, its weights loaded into `vs`, when resuming; else
-    /// an empty history.
+    /// The history of the newest valid checkpoint, its weights loaded into `vs`, when resuming;
+    /// else an empty history. A checkpoint that does not load (a corrupt or truncated file, a
+    /// history that does not parse) is skipped with a warning naming it, and the one before it is
+    /// tried; a checkpoint of another model (its config differs) stops the resume with an error.
     fn resume(&self, vs: &nn::VarStore) -> Result<History> {
         let Some(ck) = self.checkpoints.as_ref().filter(|ck| ck.resume) else { return Ok(History::default()) };
-        let Some((epoch, dir)) = latest_checkpoint(&ck.dir) else { return Ok(History::default()) };
-        load_checkpoint(vs, &ck.config, &dir)?;
-        let path = dir.join("history.json");
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-        let history: History = serde_json::from_str(&text).map_err(|e| Error::Corrupt {
-            what: "training history".into(),
-            path,
-            detail: e.to_string(),
-        })?;
-        println!("resumed from {} (epoch {epoch}, step {})", dir.display(), history.step_losses.len());
-        Ok(history)
+        for (epoch, dir) in checkpoints_newest_first(&ck.dir) {
+            match load_resumable(vs, &ck.config, &dir) {
+                Ok(history) => {
+                    println!("resumed from {} (epoch {epoch}, step {})", dir.display(), history.step_losses.len());
+                    return Ok(history);
+                }
+                Err(e @ Error::Config(_)) => return Err(e),
+                Err(e) => eprintln!("skipping the checkpoint {}: {e}", dir.display()),
+            }
+        }
+        Ok(History::default())
     }
+}
+
+/// Loads one checkpoint's weights into `vs` and reads its history.
+fn load_resumable(vs: &nn::VarStore, config: &serde_json::Value, dir: &Path) -> Result<History> {
+    let path = dir.join("history.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let history: History = serde_json::from_str(&text).map_err(|e| Error::Corrupt {
+        what: "training history".into(),
+        path,
+        detail: e.to_string(),
+    })?;
+    load_checkpoint(vs, config, dir)?;
+    Ok(history)
 }
 
 /// Running sums of a span of steps.
