@@ -145,7 +145,8 @@ pub fn report_panics_whole() {
             let at = info.location().map(|l| (l.file(), l.line()));
             // A libtorch error: its operation and first line, not tch's location and C++ frames.
             let (location, message) = match crate::error::libtorch_summary(&message, at) {
-                Some(summary) => (String::new(), summary),
+                // "panicked at" stays: it is what evcxr users (and tools/nbrun.py) look for.
+                Some(summary) => (" at a libtorch call".to_string(), summary),
                 None => (info.location().map(|l| format!(" at {l}")).unwrap_or_default(), message),
             };
             let report = format!("thread '{}' panicked{location}:\n{message}\n", thread.name().unwrap_or("<unnamed>"));

@@ -71,6 +71,7 @@ def rerun_problems(client, nb) -> list[str]:
         again = copy.deepcopy(cell)
         again.outputs = []
         client.execute_cell(again, i)
+        nb.cells[i] = cell  # nbclient stores the cell it ran into the notebook: keep the first run's
         if not cell_problems(cell, i):
             found += [p.replace(f"cell {i}:", f"cell {i} (re-run):", 1) for p in cell_problems(again, i)]
     return found

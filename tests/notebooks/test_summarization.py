@@ -17,16 +17,26 @@ def test_tensorboard_reads_the_runs_and_checkpoints_exist():
     folder = SOURCE.parent
     runs = sorted((folder / "runs").glob("summarizer-*"), key=lambda p: p.stat().st_mtime)
     assert runs, "the notebook wrote no TensorBoard run"
-    acc = EventAccumulator(str(runs[-1]))
-    acc.Reload()
-    tags = set(acc.Tags()["scalars"])
-    assert {"loss/train", "loss/validation", "accuracy/validation", "learning_rate"} <= tags, tags
     log = json.loads((folder / "submission" / "02_summarization" / "submission_log.json").read_text())
     recorded = log["values"]["val_loss_per_epoch"]
+    assert len(recorded) == 2
+
+    def same_as_recorded(run):
+        acc = EventAccumulator(str(run))
+        acc.Reload()
+        if "loss/validation" not in acc.Tags()["scalars"]:
+            return None
+        val = acc.Scalars("loss/validation")
+        close = len(val) == 2 and all(abs(e.value - v) <= 1e-5 * abs(v) for e, v in zip(val, recorded, strict=True))
+        return acc if close else None
+
+    # The run the submitted numbers come from (the harness's re-run pass trains once more, into a
+    # run of its own, after the submission cell has run again).
+    acc = next((a for a in map(same_as_recorded, reversed(runs)) if a), None)
+    assert acc is not None, f"no TensorBoard run among {[r.name for r in runs]} has the validation losses {recorded}"
+    tags = set(acc.Tags()["scalars"])
+    assert {"loss/train", "loss/validation", "accuracy/validation", "learning_rate"} <= tags, tags
     val = acc.Scalars("loss/validation")
-    assert len(val) == len(recorded) == 2
-    for event, value in zip(val, recorded, strict=True):
-        assert abs(event.value - value) <= 1e-5 * abs(value), (event, value)
     assert val[0].step < val[1].step
     accuracy = [e.value for e in acc.Scalars("accuracy/validation")]
     assert all(0.0 <= a <= 1.0 for a in accuracy) and abs(accuracy[-1] - log["values"]["final_val_acc"]) < 1e-6
