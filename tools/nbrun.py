@@ -155,6 +155,12 @@ def keep_seed(slot: pathlib.Path) -> pathlib.Path:
         tmp = base / "seed.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         subprocess.run(["cp", "-a", "--reflink=auto", str(slot), str(tmp)], check=True)
+        # Not worth copying into every new slot: rustc's incremental caches (a fresh slot's
+        # fingerprints are checked, not rebuilt) and the compiled cells of past sessions.
+        for junk in [*tmp.glob("target/*/debug/incremental"), *tmp.glob("target/debug/incremental")]:
+            shutil.rmtree(junk, ignore_errors=True)
+        for junk in tmp.glob("target/*/debug/libcode_*"):
+            junk.unlink(missing_ok=True)
         shutil.rmtree(base / "seed", ignore_errors=True)
         tmp.rename(base / "seed")
     return base / "seed"
