@@ -132,6 +132,14 @@ enum Cmd {
         #[arg(long, default_value_os_t = hw9::models::gpt2::default_gpt2_dir())]
         out: PathBuf,
     },
+    /// A small resumable training run (tests and the fault-injection benchmark kill it with
+    /// SIGKILL and run it again): saves its state every 10 steps into <dir>, continues from it,
+    /// and writes the final weights to <dir>/final.safetensors.
+    #[command(hide = true)]
+    FitDemo {
+        #[arg(long)]
+        dir: PathBuf,
+    },
     /// Gather every written question with your answer, in homework order, from the notebooks into
     /// written.md and written.html (prints to PDF from a browser); list the unanswered ones.
     Written {
@@ -161,6 +169,42 @@ enum Cmd {
         #[arg(long)]
         fixtures: Option<PathBuf>,
     },
+}
+
+/// `hw9 fit-demo`: an MLP with dropout on synthetic data, 12 epochs of 40 steps, resumable.
+fn fit_demo(dir: &std::path::Path) -> hw9::Result<()> {
+    use hw9::train::{Evaluation, Every, Fit, OptimConfig, Schedule, Step};
+    use tch::nn::{self, ModuleT};
+    use tch::{Device, Kind, Tensor};
+    tch::set_num_threads(1);
+    tch::manual_seed(1);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let net = nn::seq_t()
+        .add(nn::linear(vs.root() / "a", 32, 1024, Default::default()))
+        .add_fn(|x| x.relu())
+        .add_fn_t(|x, train| x.dropout(0.2, train))
+        .add(nn::linear(vs.root() / "b", 1024, 1, Default::default()));
+    let x = Tensor::arange(32 * 1024, (Kind::Float, Device::Cpu)).reshape([1024, 32]).sin();
+    let y = x.sum_dim_intlist([1].as_slice(), true, Kind::Float).cos();
+    let optim = OptimConfig::adamw(1e-3, (0.9, 0.999), 0.01).schedule(Schedule::WarmupCosine { warmup: 0.05 });
+    let fit = Fit::epochs("fit-demo", 12, 40, &optim).resumable(dir, &"fit-demo-mlp-32-1024-1", Every::Steps(10), 3)?;
+    let batches = |_epoch| {
+        let order = Tensor::randperm(1024, (Kind::Int64, Device::Cpu));
+        (0..40).map(move |b| order.narrow(0, b * 25, 25))
+    };
+    let step = |idx: Tensor| {
+        let loss = (net.forward_t(&x.index_select(0, &idx), true) - y.index_select(0, &idx)).square().mean(Kind::Float);
+        Ok(Step { loss, weight: 25.0, correct: None })
+    };
+    let eval = || {
+        Ok(Evaluation {
+            loss: Some((net.forward_t(&x, false) - &y).square().mean(Kind::Float).double_value(&[])),
+            accuracy: None,
+        })
+    };
+    fit.run(&vs, batches, step, eval)?;
+    vs.save(dir.join("final.safetensors"))?;
+    Ok(())
 }
 
 /// Runs a small computation through libtorch: the part of doctor that needs it loaded.
@@ -424,6 +468,10 @@ fn run(cmd: Cmd) -> hw9::Result<bool> {
                 r.final_loss,
                 out.display()
             );
+            Ok(true)
+        }
+        Cmd::FitDemo { dir } => {
+            fit_demo(&dir)?;
             Ok(true)
         }
         Cmd::Written { notebooks, out } => {

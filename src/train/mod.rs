@@ -10,6 +10,7 @@
 //! ([`crate::tasks::language_model::train_small_gpt2`]) and the FaceNet embedding
 //! ([`triplet::train_triplets`]) all train through it.
 
+pub mod adamw;
 pub mod checkpoint;
 mod images;
 pub mod optim;
@@ -202,6 +203,61 @@ pub struct Fit {
     pub log_every: usize,
     /// Checkpoints after each epoch, and resuming.
     pub checkpoints: Option<Checkpoints>,
+    /// Mid-epoch checkpoints with the optimizer's state, resumed exactly ([`Fit::resumable`]).
+    pub resumable: Option<Resumable>,
+}
+
+/// How often a resumable run saves its state.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum Every {
+    /// After this many optimizer steps.
+    Steps(usize),
+    /// When this many seconds of training have passed since the last save.
+    Seconds(f64),
+}
+
+/// A run that can be stopped at any moment (an interrupted kernel, `kill -9`) and continued
+/// exactly: see [`Fit::resumable`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resumable {
+    /// `step-N` folders go here.
+    pub dir: PathBuf,
+    /// The model's config, saved and compared on resume.
+    pub config: serde_json::Value,
+    /// How often the state is saved.
+    pub every: Every,
+    /// The run's seed: each epoch's data order and each step's randomness derive from it.
+    pub seed: u64,
+}
+
+/// What a resumable run saves besides the weights and the optimizer's moments.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct RunState {
+    /// The epoch in progress (1-based).
+    epoch: i64,
+    /// Batches of it already trained.
+    in_epoch: usize,
+    /// The optimizer's update count.
+    optimizer_step: i64,
+    /// Everything recorded so far.
+    history: History,
+    /// The epoch in progress's running sums.
+    sums: Sums,
+}
+
+/// A seed from the run's seed and a counter (splitmix64): independent streams per epoch and step.
+fn mix(seed: u64, n: u64) -> i64 {
+    let mut z = seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    ((z ^ (z >> 31)) >> 1) as i64
+}
+
+/// The optimizer a run steps: tch's (libtorch's AdamW), or the crate's when its state must be
+/// saved.
+enum Optim {
+    Libtorch(nn::Optimizer),
+    Crate(adamw::AdamW),
 }
 
 impl Fit {
@@ -216,7 +272,36 @@ impl Fit {
     }
 
     fn new(title: impl Into<String>, length: Length, optim: &OptimConfig) -> Self {
-        Fit { title: title.into(), length, optim: optim.clone(), tensorboard: None, log_every: 20, checkpoints: None }
+        Fit {
+            title: title.into(),
+            length,
+            optim: optim.clone(),
+            tensorboard: None,
+            log_every: 20,
+            checkpoints: None,
+            resumable: None,
+        }
+    }
+
+    /// Makes the run resumable at any step: it saves the weights, the optimizer's moments and
+    /// step, the history and its position in the epoch into `<dir>/step-N` (atomically, the two
+    /// newest kept) `every` so often, and a later run with the same config continues from the
+    /// newest valid one (falling back past a corrupt one, with a warning naming it). The data
+    /// order of each epoch and the randomness of each step are seeded from `seed`, so a run
+    /// resumed at any step ends with the same weights, bit for bit on the CPU, as one that was
+    /// never stopped. Runs use the crate's AdamW ([`adamw::AdamW`]) then. Epoch-length runs only.
+    pub fn resumable(
+        mut self,
+        dir: impl Into<PathBuf>,
+        config: &impl Serialize,
+        every: Every,
+        seed: u64,
+    ) -> Result<Self> {
+        if matches!(self.length, Length::Seconds(_)) {
+            return Err(Error::Config(format!("{}: a time-budgeted run cannot be resumed exactly", self.title)));
+        }
+        self.resumable = Some(Resumable { dir: dir.into(), config: serde_json::to_value(config)?, every, seed });
+        Ok(self)
     }
 
     /// Writes TensorBoard scalars to `logdir`.
@@ -247,30 +332,61 @@ impl Fit {
     where
         I: Iterator<Item = B>,
     {
-        let mut history = self.resume(vs)?;
         let (epochs, per_epoch) = match self.length {
             Length::Epochs { epochs, steps_per_epoch } => (epochs, steps_per_epoch),
             Length::Seconds(_) => (1, 0),
         };
-        if history.epochs.len() as i64 >= epochs {
+        let (mut opt, mut history, first_epoch, mut skip, mut resumed_sums) = match &self.resumable {
+            Some(r) => {
+                let mut own = adamw::AdamW::new(vs, &self.optim);
+                match self.resume_state(vs, &mut own, r)? {
+                    Some(st) => (Optim::Crate(own), st.history, st.epoch, st.in_epoch, Some(st.sums)),
+                    None => (Optim::Crate(own), History::default(), 1, 0, None),
+                }
+            }
+            None => {
+                let history = self.resume(vs)?;
+                let next = history.epochs.len() as i64 + 1;
+                (Optim::Libtorch(self.optim.build(vs)?), history, next, 0, None)
+            }
+        };
+        if first_epoch > epochs {
             println!("{}: already trained for {} epoch(s)", self.title, history.epochs.len());
             return Ok(history);
         }
-        let mut opt = self.optim.build(vs)?;
         let mut tb = self.tensorboard.as_deref().map(SummaryWriter::new).transpose()?;
         let total = per_epoch * epochs.max(0) as usize;
         let run_start = Instant::now();
-        for epoch in history.epochs.len() as i64 + 1..=epochs {
+        let mut last_save = (Instant::now(), history.step_losses.len());
+        for epoch in first_epoch..=epochs {
             let start = Instant::now();
             let label = match self.length {
                 Length::Epochs { .. } => format!("{} epoch {epoch}/{epochs}", self.title),
                 Length::Seconds(s) => format!("{} ({s:.0} s)", self.title),
             };
             let mut bar = Progress::new(label, per_epoch as u64);
-            let mut epoch_sums = Sums::default();
+            let mut epoch_sums = resumed_sums.take().unwrap_or_default();
             let mut window = Sums::default();
-            for batch in batches(epoch) {
+            let seed = self.resumable.as_ref().map(|r| r.seed);
+            if let Some(seed) = seed {
+                tch::manual_seed(mix(seed, epoch as u64));
+            }
+            let mut it = batches(epoch);
+            // Resumed mid-epoch: draw the batches already trained, each with its step's seed.
+            let done = history.step_losses.len();
+            for k in 0..std::mem::take(&mut skip) {
+                if let Some(seed) = seed {
+                    tch::manual_seed(mix(seed, (1u64 << 40) + (done - epoch_sums.steps + k) as u64));
+                }
+                let _ = it.next();
+            }
+            let mut in_epoch = epoch_sums.steps;
+            loop {
                 let at = history.step_losses.len();
+                if let Some(seed) = seed {
+                    tch::manual_seed(mix(seed, (1u64 << 40) + at as u64));
+                }
+                let Some(batch) = it.next() else { break };
                 let lr = match self.length {
                     Length::Epochs { .. } => self.optim.lr_at(at, total),
                     Length::Seconds(s) => {
@@ -281,13 +397,39 @@ impl Fit {
                         self.optim.lr_at_progress(progress)
                     }
                 };
-                opt.set_lr(lr);
                 let out = step(batch)?;
-                self.optim.step(&mut opt, &out.loss);
+                match &mut opt {
+                    Optim::Libtorch(o) => {
+                        o.set_lr(lr);
+                        self.optim.step(o, &out.loss);
+                    }
+                    Optim::Crate(o) => {
+                        o.set_lr(lr);
+                        o.backward_step(&out.loss);
+                    }
+                }
                 let loss = finite_loss(&out.loss, &self.title, epoch, at, lr)?;
                 history.step_losses.push(loss);
                 epoch_sums.add(loss, &out);
                 window.add(loss, &out);
+                in_epoch += 1;
+                if let (Some(r), Optim::Crate(o)) = (&self.resumable, &opt) {
+                    let due = match r.every {
+                        Every::Steps(n) => history.step_losses.len() - last_save.1 >= n.max(1),
+                        Every::Seconds(secs) => last_save.0.elapsed().as_secs_f64() >= secs,
+                    };
+                    if due {
+                        let st = RunState {
+                            epoch,
+                            in_epoch,
+                            optimizer_step: o.step,
+                            history: history.clone(),
+                            sums: epoch_sums.clone(),
+                        };
+                        save_state(vs, o, r, &st)?;
+                        last_save = (Instant::now(), history.step_losses.len());
+                    }
+                }
                 if let Some(tb) = tb.as_mut().filter(|_| window.steps == self.log_every) {
                     tb.add_scalar("loss/train", window.mean_loss(), at as i64 + 1)?;
                     tb.add_scalar("learning_rate", lr, at as i64 + 1)?;
@@ -317,6 +459,17 @@ impl Fit {
             let val_acc = eval.accuracy.map_or(String::new(), |v| format!(" | validation acc {v:.4}"));
             bar.finish(&format!("loss {:.4}{}{val_loss}{val_acc}", stats.train_loss, epoch_sums.acc_text()));
             history.epochs.push(stats);
+            if let (Some(r), Optim::Crate(o)) = (&self.resumable, &opt) {
+                let st = RunState {
+                    epoch: epoch + 1,
+                    in_epoch: 0,
+                    optimizer_step: o.step,
+                    history: history.clone(),
+                    sums: Sums::default(),
+                };
+                save_state(vs, o, r, &st)?;
+                last_save = (Instant::now(), history.step_losses.len());
+            }
             if let Some(ck) = &self.checkpoints {
                 let dir = ck.dir.join(format!("epoch-{epoch}"));
                 save_checkpoint(vs, &ck.config, &dir)?;
@@ -346,6 +499,72 @@ impl Fit {
     }
 }
 
+impl Fit {
+    /// The newest valid `step-N` state of a resumable run, loaded into `vs` and `opt`; a state
+    /// that does not load is skipped with a warning naming it; another model's stops with an error.
+    fn resume_state(&self, vs: &nn::VarStore, opt: &mut adamw::AdamW, r: &Resumable) -> Result<Option<RunState>> {
+        for (n, dir) in numbered(&r.dir, "step-") {
+            let loaded = (|| -> Result<RunState> {
+                let path = dir.join("state.json");
+                let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+                let st: RunState = serde_json::from_str(&text).map_err(|e| Error::Corrupt {
+                    what: "run state".into(),
+                    path,
+                    detail: e.to_string(),
+                })?;
+                load_checkpoint(vs, &r.config, &dir)?;
+                opt.load(&dir.join("optimizer.safetensors"), st.optimizer_step)?;
+                Ok(st)
+            })();
+            match loaded {
+                Ok(st) => {
+                    println!(
+                        "{}: resumed from {} (epoch {}, batch {} of it, step {})",
+                        self.title,
+                        dir.display(),
+                        st.epoch,
+                        st.in_epoch,
+                        st.history.step_losses.len()
+                    );
+                    return Ok(Some(st));
+                }
+                Err(e @ Error::Config(_)) => return Err(e),
+                Err(e) => eprintln!("{}: skipping the saved state {} (step {n}): {e}", self.title, dir.display()),
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// The `<prefix>N` folders under `dir`, highest `N` first.
+fn numbered(dir: &Path, prefix: &str) -> Vec<(usize, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut found: Vec<(usize, PathBuf)> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| Some((e.file_name().to_str()?.strip_prefix(prefix)?.parse::<usize>().ok()?, e.path())))
+        .collect();
+    found.sort_by_key(|(n, _)| std::cmp::Reverse(*n));
+    found
+}
+
+/// Saves a resumable run's state into `<dir>/step-N` atomically (a temporary folder renamed into
+/// place), keeping the two newest.
+fn save_state(vs: &nn::VarStore, opt: &adamw::AdamW, r: &Resumable, st: &RunState) -> Result<()> {
+    let n = st.history.step_losses.len();
+    let tmp = r.dir.join(format!(".step-{n}.tmp"));
+    let _ = std::fs::remove_dir_all(&tmp);
+    save_checkpoint(vs, &r.config, &tmp)?;
+    opt.save(&tmp.join("optimizer.safetensors"))?;
+    write_atomic(&tmp.join("state.json"), &serde_json::to_vec(st)?)?;
+    let dest = r.dir.join(format!("step-{n}"));
+    let _ = std::fs::remove_dir_all(&dest);
+    std::fs::rename(&tmp, &dest).map_err(|e| Error::io(&dest, e))?;
+    for (_, old) in numbered(&r.dir, "step-").into_iter().skip(2) {
+        let _ = std::fs::remove_dir_all(old);
+    }
+    Ok(())
+}
+
 /// Loads one checkpoint's weights into `vs` and reads its history.
 fn load_resumable(vs: &nn::VarStore, config: &serde_json::Value, dir: &Path) -> Result<History> {
     let path = dir.join("history.json");
@@ -360,7 +579,7 @@ fn load_resumable(vs: &nn::VarStore, config: &serde_json::Value, dir: &Path) -> 
 }
 
 /// Running sums of a span of steps.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 struct Sums {
     steps: usize,
     loss: f64,
