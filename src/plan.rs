@@ -93,11 +93,7 @@ impl VitMaePlan {
 
     /// Fashion-MNIST as installed by setup, cut to this plan's subset.
     pub fn data(&self) -> Result<Splits> {
-        let data = load_fashion_mnist(&fashion_mnist_dir())?;
-        Ok(match self.subset {
-            Some((train, test)) => data.truncate(train, test),
-            None => data,
-        })
+        fashion_mnist(self.subset)
     }
 }
 
@@ -281,10 +277,15 @@ impl FacenetPlan {
 
     /// Fashion-MNIST as installed by setup, cut to this plan's subset.
     pub fn data(&self) -> Result<Splits> {
-        let data = load_fashion_mnist(&fashion_mnist_dir())?;
-        Ok(match self.subset {
-            Some((train, test)) => data.truncate(train, test),
-            None => data,
-        })
+        fashion_mnist(self.subset)
     }
+}
+
+/// Fashion-MNIST as installed by setup, cut to `(train, test)` images when given.
+fn fashion_mnist(subset: Option<(i64, i64)>) -> Result<Splits> {
+    let data = load_fashion_mnist(&fashion_mnist_dir())?;
+    Ok(match subset {
+        Some((train, test)) => data.truncate(train, test),
+        None => data,
+    })
 }

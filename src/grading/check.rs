@@ -294,23 +294,16 @@ impl Recorder {
 
 /// A check of a threshold, like the original's `check_acc`: prints and returns pass/fail.
 pub fn check_at_least(name: &str, value: f64, threshold: f64) -> CheckResult {
-    let passed = value >= threshold;
-    let cmp = if passed { ">=" } else { "<" };
-    let r = CheckResult {
-        name: name.to_string(),
-        passed,
-        rel_error: None,
-        tolerance: threshold,
-        message: format!("{value:.4} {cmp} {threshold}"),
-    };
-    println!("{r}");
-    r
+    check_threshold(name, value, threshold, value >= threshold, [">=", "<"])
 }
 
 /// A check that a number stays at most `threshold` (a loss): prints and returns pass/fail.
 pub fn check_at_most(name: &str, value: f64, threshold: f64) -> CheckResult {
-    let passed = value <= threshold;
-    let cmp = if passed { "<=" } else { ">" };
+    check_threshold(name, value, threshold, value <= threshold, ["<=", ">"])
+}
+
+fn check_threshold(name: &str, value: f64, threshold: f64, passed: bool, [ok, not]: [&str; 2]) -> CheckResult {
+    let cmp = if passed { ok } else { not };
     let r = CheckResult {
         name: name.to_string(),
         passed,

@@ -505,13 +505,7 @@ impl Fit {
     fn resume_state(&self, vs: &nn::VarStore, opt: &mut adamw::AdamW, r: &Resumable) -> Result<Option<RunState>> {
         for (n, dir) in numbered(&r.dir, "step-") {
             let loaded = (|| -> Result<RunState> {
-                let path = dir.join("state.json");
-                let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-                let st: RunState = serde_json::from_str(&text).map_err(|e| Error::Corrupt {
-                    what: "run state".into(),
-                    path,
-                    detail: e.to_string(),
-                })?;
+                let st: RunState = read_json(&dir.join("state.json"), "run state")?;
                 load_checkpoint(vs, &r.config, &dir)?;
                 opt.load(&dir.join("optimizer.safetensors"), st.optimizer_step)?;
                 Ok(st)
@@ -565,15 +559,19 @@ fn save_state(vs: &nn::VarStore, opt: &adamw::AdamW, r: &Resumable, st: &RunStat
     Ok(())
 }
 
+/// Reads a JSON file saved with a checkpoint; one that does not parse is corrupt.
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| Error::Corrupt {
+        what: what.into(),
+        path: path.into(),
+        detail: e.to_string(),
+    })
+}
+
 /// Loads one checkpoint's weights into `vs` and reads its history.
 fn load_resumable(vs: &nn::VarStore, config: &serde_json::Value, dir: &Path) -> Result<History> {
-    let path = dir.join("history.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    let history: History = serde_json::from_str(&text).map_err(|e| Error::Corrupt {
-        what: "training history".into(),
-        path,
-        detail: e.to_string(),
-    })?;
+    let history: History = read_json(&dir.join("history.json"), "training history")?;
     load_checkpoint(vs, config, dir)?;
     Ok(history)
 }

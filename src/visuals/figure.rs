@@ -38,6 +38,22 @@ pub(crate) fn plot_err<E: std::fmt::Display>(e: E) -> Error {
     Error::Plot(e.to_string())
 }
 
+/// Draws a chart's legend the way every figure of the crate does: upper right, on a light box.
+pub(crate) fn draw_legend<'a, DB, CT>(chart: &mut ChartContext<'a, DB, CT>, font_size: u32) -> Result<()>
+where
+    DB: DrawingBackend + 'a,
+    CT: plotters::coord::CoordTranslate,
+{
+    chart
+        .configure_series_labels()
+        .label_font((FONT_NAME, font_size))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()
+        .map_err(plot_err)
+}
+
 /// A drawn picture: PNG bytes that show inline in a notebook and save to a file.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Figure {

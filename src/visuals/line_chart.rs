@@ -2,7 +2,7 @@
 
 use plotters::prelude::*;
 
-use super::figure::{display_or_report, plot_err, Figure, FONT_NAME, PALETTE};
+use super::figure::{display_or_report, draw_legend, plot_err, Figure, FONT_NAME, PALETTE};
 use crate::error::{Error, Result};
 
 /// One named series of a [`LineChart`].
@@ -170,14 +170,7 @@ impl LineChart {
                 chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled()))).map_err(plot_err)?;
             }
         }
-        chart
-            .configure_series_labels()
-            .label_font((FONT_NAME, 14))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperRight)
-            .draw()
-            .map_err(plot_err)?;
+        draw_legend(&mut chart, 14)?;
         Ok(())
     }
 

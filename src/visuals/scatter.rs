@@ -3,7 +3,7 @@
 
 use plotters::prelude::*;
 
-use super::figure::{display_or_report, plot_err, Figure, FONT_NAME, PALETTE};
+use super::figure::{display_or_report, draw_legend, plot_err, Figure, FONT_NAME, PALETTE};
 use crate::error::{Error, Result};
 
 /// A scatter plot of named groups of points.
@@ -124,14 +124,7 @@ impl Scatter {
                     .label(name.as_str())
                     .legend(move |(x, y)| Circle::new((x + 8, y), 4, color.filled()));
             }
-            chart
-                .configure_series_labels()
-                .label_font((FONT_NAME, 13))
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .position(SeriesLabelPosition::UpperRight)
-                .draw()
-                .map_err(plot_err)?;
+            draw_legend(&mut chart, 13)?;
             Ok(())
         })
     }
