@@ -71,6 +71,31 @@ fn a_wrong_answer_fails_its_check_when_graded() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+#[test]
+fn the_written_answers_go_into_the_zip_and_the_log_in_homework_order() {
+    let dir = temp("written");
+    let q = |id: &str, answer: &str| {
+        serde_json::json!({"cell_type": "markdown", "metadata": {"hw9": {"question": id}},
+            "source": format!("**Question {id}.** Why?\n\n**Your answer:** {answer}"),
+            "attachments": {"shot.png": {"image/png": "iVBORw0KGgo="}}})
+    };
+    let nb =
+        serde_json::json!({"cells": [q("5(a)", "*(write it here)*"), q("1(b)", "Because. ![s](attachment:shot.png)")]});
+    let path = dir.join("04_facenet.ipynb");
+    std::fs::write(&path, serde_json::to_vec(&nb).unwrap()).unwrap();
+    let paths = write_submission_to(&Recorder::new("04_facenet"), &path, &dir.join("submission")).unwrap();
+    let log: SubmissionLog = serde_json::from_str(&std::fs::read_to_string(&paths.log).unwrap()).unwrap();
+    let ids: Vec<(&str, bool)> = log.written.iter().map(|a| (a.id.as_str(), a.answered())).collect();
+    assert_eq!(ids, vec![("1(b)", true), ("5(a)", false)]);
+    assert!(log.written.iter().all(|a| a.attachments.is_empty()), "images stay in the notebook, not the log");
+    let mut zip = zip::ZipArchive::new(std::fs::File::open(&paths.zip).unwrap()).unwrap();
+    let mut md = String::new();
+    std::io::Read::read_to_string(&mut zip.by_name("written_answers.md").unwrap(), &mut md).unwrap();
+    assert!(md.find("### 1(b)").unwrap() < md.find("### 5(a)").unwrap(), "{md}");
+    assert!(md.contains("![s](attachment:shot.png)") && md.contains("- 5(a) (04_facenet)"), "{md}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 /// Rewrites a zip with one member replaced (and the manifest left as it was).
 fn replace_member(zip: &Path, member: &str, bytes: &[u8]) {
     let mut archive = zip::ZipArchive::new(std::fs::File::open(zip).unwrap()).unwrap();

@@ -260,18 +260,17 @@ impl Recorder {
     /// grader compares it with its own threshold (and ignores runs in a non-grading profile).
     /// Returns whether it passed.
     pub fn at_least(&mut self, name: &str, title: &str, value: f64, threshold: f64) -> bool {
-        let passed = check_at_least(title, value, threshold).passed;
-        let record = ThresholdRecord { title: title.to_string(), value, threshold };
-        self.thresholds.insert(name.to_string(), record);
-        passed
+        self.threshold(name, title, value, threshold, check_at_least(title, value, threshold))
     }
 
     /// Like [`Recorder::at_least`] for a number that must stay low (a loss): `value <= threshold`.
     pub fn at_most(&mut self, name: &str, title: &str, value: f64, threshold: f64) -> bool {
-        let passed = check_at_most(title, value, threshold).passed;
-        let record = ThresholdRecord { title: title.to_string(), value, threshold };
-        self.thresholds.insert(name.to_string(), record);
-        passed
+        self.threshold(name, title, value, threshold, check_at_most(title, value, threshold))
+    }
+
+    fn threshold(&mut self, name: &str, title: &str, value: f64, threshold: f64, checked: CheckResult) -> bool {
+        self.thresholds.insert(name.to_string(), ThresholdRecord { title: title.to_string(), value, threshold });
+        checked.passed
     }
 
     /// Records a named value for the submission (a final accuracy, a loss curve, ...).

@@ -63,18 +63,19 @@ pub fn write_submission_to(rec: &Recorder, notebook_file: &Path, dir: &Path) -> 
         path: notebook_file.to_path_buf(),
         fix: "save the notebook (Ctrl-S) in its folder, then run this cell again".into(),
     })?;
-    let written = match hw9_grade::written::answers_of_notebook(&rec.notebook, &notebook_bytes) {
-        Ok(mut w) => {
-            w.sort_by_key(|a| hw9_grade::written::order_key(&a.id));
-            w
-        }
-        Err(e) => {
-            eprintln!("the written answers could not be read from {}: {e}", notebook_file.display());
-            Vec::new()
-        }
-    };
-    let base = notebook_file.parent().unwrap_or(Path::new("."));
-    let written_md = hw9_grade::written::render(&written, base).markdown;
+    // The answers' text; their images stay in the notebook, which the zip holds (its links are
+    // kept as written: the zip's entry count is bounded, so figures are not added one by one).
+    let written: Vec<hw9_grade::written::Answer> =
+        match hw9_grade::written::answers_of_notebook(&rec.notebook, &notebook_bytes) {
+            Ok(w) => {
+                w.into_iter().map(|a| hw9_grade::written::Answer { attachments: Default::default(), ..a }).collect()
+            }
+            Err(e) => {
+                eprintln!("the written answers could not be read from {}: {e}", notebook_file.display());
+                Vec::new()
+            }
+        };
+    let written_md = hw9_grade::written::render(&written, None).markdown;
     let timestamp = now_rfc3339();
     let mut outputs = BTreeMap::new();
     for (name, t) in &rec.outputs {
@@ -90,10 +91,7 @@ pub fn write_submission_to(rec: &Recorder, notebook_file: &Path, dir: &Path) -> 
         not_submitted: rec.missing.clone(),
         values: rec.values.clone(),
         thresholds: rec.thresholds.clone(),
-        written: written
-            .iter()
-            .map(|a| hw9_grade::written::Answer { attachments: Default::default(), ..a.clone() })
-            .collect(),
+        written: written.clone(),
     };
     let log_bytes = serde_json::to_vec_pretty(&log)?;
     let outputs_bytes = safetensors_bytes(&rec.outputs)?;

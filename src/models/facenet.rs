@@ -90,7 +90,6 @@ struct ConvBlock {
 #[derive(Debug)]
 pub struct ConvTrunk {
     blocks: Vec<ConvBlock>,
-    channels: i64,
 }
 
 impl ConvTrunk {
@@ -107,20 +106,7 @@ impl ConvTrunk {
             });
             c_in = w;
         }
-        Ok(ConvTrunk { blocks, channels: cfg.channels })
-    }
-
-    /// Checks that `images` is `(B, C, H, W)` with this trunk's channels.
-    pub fn check_images(&self, images: &Tensor) -> Result<()> {
-        let size = images.size();
-        if size.len() != 4 || size[1] != self.channels {
-            return Err(Error::Shape {
-                what: "FaceNet images".into(),
-                expected: vec![-1, self.channels, -1, -1],
-                got: size,
-            });
-        }
-        Ok(())
+        Ok(ConvTrunk { blocks })
     }
 }
 
@@ -267,14 +253,12 @@ mod tests {
     }
 
     #[test]
-    fn the_trunk_pools_to_its_last_width_and_rejects_colour_images() {
+    fn the_trunk_pools_to_its_last_width_and_names_its_variables_as_pytorch() {
         let vs = nn::VarStore::new(tch::Device::Cpu);
         let cfg = FacenetConfig::tiny();
         let trunk = ConvTrunk::new(&vs.root(), &cfg).unwrap();
         let x = Tensor::randn([3, 1, 28, 28], (Kind::Float, tch::Device::Cpu));
         assert_eq!(trunk.forward_t(&x, false).size(), vec![3, 8]);
-        let err = trunk.check_images(&Tensor::zeros([3, 3, 28, 28], (Kind::Float, tch::Device::Cpu))).unwrap_err();
-        assert!(err.to_string().contains("expected shape (-1, 1, -1, -1), got (3, 3, 28, 28)"), "{err}");
         let names: Vec<String> = vs.variables().into_keys().collect();
         for n in ["conv1.weight", "conv2.bias", "bn1.running_mean", "bn2.running_var"] {
             assert!(names.iter().any(|k| k == n), "{n} not in {names:?}");

@@ -245,12 +245,16 @@ struct RunState {
     sums: Sums,
 }
 
-/// A seed from the run's seed and a counter (splitmix64): independent streams per epoch and step.
-fn mix(seed: u64, n: u64) -> i64 {
-    let mut z = seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+/// splitmix64's output function: a fixed, well-spread 64-bit value for each input.
+pub(crate) fn splitmix64(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    ((z ^ (z >> 31)) >> 1) as i64
+    z ^ (z >> 31)
+}
+
+/// A seed from the run's seed and a counter: independent streams per epoch and step.
+fn mix(seed: u64, n: u64) -> i64 {
+    (splitmix64(seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15)) >> 1) as i64
 }
 
 /// The optimizer a run steps: tch's (libtorch's AdamW), or the crate's when its state must be
@@ -320,8 +324,9 @@ impl Fit {
     /// Trains the variables of `vs`. `batches(epoch)` gives an epoch's training batches (endless
     /// for a time budget), `step` turns one into its loss, `evaluate` runs after each epoch.
     ///
-    /// Resuming loads the weights and the history of the newest checkpoint; AdamW's moment
-    /// estimates start again and the schedule continues from the step reached.
+    /// Resuming from epoch checkpoints loads the weights and the history of the newest one;
+    /// AdamW's moment estimates start again and the schedule continues from the step reached. A
+    /// [`Fit::resumable`] run restores everything, mid-epoch included.
     pub fn run<B, I>(
         &self,
         vs: &nn::VarStore,

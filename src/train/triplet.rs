@@ -153,15 +153,9 @@ impl PkSampler {
 /// A permutation of `0..n` that does not depend on libtorch's global seed (so the data-size
 /// experiment's subsets stay nested whatever ran before).
 fn fixed_shuffle(n: i64) -> Tensor {
-    let mut keyed: Vec<(u64, i64)> = (0..n)
-        .map(|i| {
-            // splitmix64 of the index: a fixed pseudo-random key per image.
-            let mut z = (i as u64).wrapping_add(0x9E37_79B9_7F4A_7C15);
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            (z ^ (z >> 31), i)
-        })
-        .collect();
+    // A fixed pseudo-random key per image.
+    let mut keyed: Vec<(u64, i64)> =
+        (0..n).map(|i| (super::splitmix64((i as u64).wrapping_add(0x9E37_79B9_7F4A_7C15)), i)).collect();
     keyed.sort_unstable();
     Tensor::from_slice(&keyed.into_iter().map(|(_, i)| i).collect::<Vec<_>>())
 }
@@ -185,8 +179,8 @@ fn check_triplets(triplets: &Triplets, b: i64, mining: Mining) -> Result<i64> {
     if m == 0 {
         return Err(Error::Input(format!("{mining} selection chose no triplet in a batch of {b}")));
     }
-    let (lo, hi) =
-        (Tensor::cat(&[a, p, n], 0).min().int64_value(&[]), Tensor::cat(&[a, p, n], 0).max().int64_value(&[]));
+    let all = Tensor::cat(&[a, p, n], 0);
+    let (lo, hi) = (all.min().int64_value(&[]), all.max().int64_value(&[]));
     if lo < 0 || hi >= b {
         return Err(Error::Input(format!(
             "{mining} triplets: expected indices into the batch (0 to {}), got {lo} to {hi}",

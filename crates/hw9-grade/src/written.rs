@@ -123,7 +123,7 @@ pub fn split_question(text: &str) -> (String, String) {
     }
 }
 
-/// The written questions of one notebook (its JSON bytes), in cell order.
+/// The written questions of one notebook (its JSON bytes), in homework order.
 pub fn answers_of_notebook(notebook: &str, bytes: &[u8]) -> Result<Vec<Answer>> {
     let nb: Value = serde_json::from_slice(bytes)
         .map_err(|e| Error::Input(format!("{notebook}: expected a notebook (JSON), got a parse error: {e}")))?;
@@ -148,6 +148,7 @@ pub fn answers_of_notebook(notebook: &str, bytes: &[u8]) -> Result<Vec<Answer>> 
         }
         out.push(Answer { id: id.to_string(), notebook: notebook.to_string(), question, answer, attachments });
     }
+    out.sort_by_key(|a| order_key(&a.id));
     Ok(out)
 }
 
@@ -171,7 +172,7 @@ pub fn gather(dir: &Path) -> Result<Vec<Answer>> {
 
 /// An image an answer refers to, resolved: a cell attachment, or a file under the notebook's
 /// folder (no absolute paths, no `..`).
-fn resolve_image(src: &str, answer: &Answer, base: &Path) -> Option<(String, Vec<u8>)> {
+fn resolve_image(src: &str, answer: &Answer, base: Option<&Path>) -> Option<(String, Vec<u8>)> {
     if let Some(name) = src.strip_prefix("attachment:") {
         let (mime, data) = answer.attachments.get(name)?;
         let bytes = base64::engine::general_purpose::STANDARD.decode(data).ok()?;
@@ -188,7 +189,7 @@ fn resolve_image(src: &str, answer: &Answer, base: &Path) -> Option<(String, Vec
         "svg" => "image/svg+xml",
         _ => return None,
     };
-    let bytes = std::fs::read(base.join(rel)).ok()?;
+    let bytes = std::fs::read(base?.join(rel)).ok()?;
     (bytes.len() <= 16 << 20).then(|| (mime.to_string(), bytes))
 }
 
@@ -203,7 +204,7 @@ fn image_sources(markdown: &str) -> Vec<String> {
 }
 
 /// Markdown to HTML, with each resolvable image inlined as a data URI.
-fn to_html(markdown: &str, answer: &Answer, base: &Path) -> String {
+fn to_html(markdown: &str, answer: &Answer, base: Option<&Path>) -> String {
     use pulldown_cmark::{Event, Tag};
     let events = pulldown_cmark::Parser::new_ext(markdown, pulldown_cmark::Options::ENABLE_TABLES).map(|e| match e {
         Event::Start(Tag::Image { link_type, dest_url, title, id }) => {
@@ -242,8 +243,9 @@ pub struct Written {
 }
 
 /// Renders `answers` (in the order given). `base` is the notebooks' folder, against which image
-/// paths in answers resolve.
-pub fn render(answers: &[Answer], base: &Path) -> Written {
+/// paths in answers resolve; with `None`, only cell attachments are embedded and other image
+/// links are left as written.
+pub fn render(answers: &[Answer], base: Option<&Path>) -> Written {
     let mut md = String::from("# Homework 9 — written answers\n");
     let mut body = String::new();
     let mut figures = BTreeMap::new();
@@ -334,7 +336,7 @@ pub fn write_written(notebooks: &Path, out: &Path) -> Result<WrittenPaths> {
             notebooks.display()
         )));
     }
-    let w = render(&answers, notebooks);
+    let w = render(&answers, Some(notebooks));
     let paths = WrittenPaths {
         markdown: out.join("written.md"),
         html: out.join("written.html"),
