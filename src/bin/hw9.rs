@@ -132,6 +132,21 @@ enum Cmd {
         #[arg(long, default_value_os_t = hw9::models::gpt2::default_gpt2_dir())]
         out: PathBuf,
     },
+    /// SmolLM2-135M-Instruct (converted by setup): greedy generation, with the load time, one
+    /// forward with every layer's attention and the generation speed measured.
+    Smollm2 {
+        /// A prompt to continue; with --chat, a message to answer.
+        #[arg(default_value = "The capital of France is")]
+        prompt: String,
+        /// Answer the prompt as the instruct model's user message (its chat template).
+        #[arg(long)]
+        chat: bool,
+        #[arg(long, default_value_t = 40)]
+        max_new_tokens: usize,
+        /// Forwards with attention to time (median reported).
+        #[arg(long, default_value_t = 5)]
+        repeats: usize,
+    },
     /// A small resumable training run (tests and the fault-injection benchmark kill it with
     /// SIGKILL and run it again): saves its state every 10 steps into <dir>, continues from it,
     /// and writes the final weights to <dir>/final.safetensors.
@@ -470,6 +485,10 @@ fn run(cmd: Cmd) -> hw9::Result<bool> {
             );
             Ok(true)
         }
+        Cmd::Smollm2 { prompt, chat, max_new_tokens, repeats } => {
+            smollm2(&prompt, chat, max_new_tokens, repeats)?;
+            Ok(true)
+        }
         Cmd::FitDemo { dir } => {
             fit_demo(&dir)?;
             Ok(true)
@@ -521,4 +540,49 @@ fn main() {
             std::process::exit(2);
         }
     }
+}
+
+/// `hw9 smollm2`: loads the model, times a forward with attention over a 20-token sentence, and
+/// generates.
+fn smollm2(prompt: &str, chat: bool, max_new_tokens: usize, repeats: usize) -> hw9::Result<()> {
+    use hw9::models::llama::load_default;
+    let device = hw9::device();
+    let t0 = std::time::Instant::now();
+    let (_vs, model, tok) = load_default(device)?;
+    println!(
+        "loaded SmolLM2-135M-Instruct in {:.2} s ({device:?}, {} threads)",
+        t0.elapsed().as_secs_f64(),
+        tch::get_num_threads()
+    );
+    let sentence = "The quick brown fox jumps over the lazy dog, and then it runs back into the dark forest."; // 20 tokens
+    let mut secs = Vec::new();
+    let mut n = 0;
+    for _ in 0..repeats.max(1) {
+        let t = std::time::Instant::now();
+        let (tokens, out) = model.attend(&tok, sentence)?;
+        let _ = out.layers.last().map(|l| l.probs.sum(tch::Kind::Float).double_value(&[]));
+        secs.push(t.elapsed().as_secs_f64());
+        n = tokens.len();
+    }
+    secs.sort_by(f64::total_cmp);
+    println!(
+        "forward with attention ({n} tokens, {} layers): median {:.3} s, first {:.3} s over {} runs",
+        model.cfg.num_hidden_layers,
+        secs[secs.len() / 2],
+        secs[0],
+        secs.len()
+    );
+    let text = if chat { hw9::data::tokenize::LlamaTokenizer::chat_prompt(prompt) } else { prompt.to_string() };
+    let (ids, _) = tok.encode(&text)?;
+    let g = model.generate(&ids, max_new_tokens, &tok.stop_ids())?;
+    println!(
+        "generated {} tokens: prompt ({} tokens) {:.3} s, then {:.1} tokens/s",
+        g.ids.len(),
+        ids.len(),
+        g.prompt_seconds,
+        g.tokens_per_second
+    );
+    println!("{prompt}{}", if chat { "\n→ " } else { "" });
+    println!("{}", tok.decode(&g.ids)?);
+    Ok(())
 }

@@ -101,3 +101,65 @@ impl Gpt2Tokenizer {
         Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 }
+
+/// A LLaMA-family byte-level BPE `tokenizer.json` (SmolLM2's, converted by setup from the GGUF
+/// file's metadata): ids and readable pieces, decoding, and the instruct model's chat prompt.
+pub struct LlamaTokenizer(tokenizers::Tokenizer);
+
+impl LlamaTokenizer {
+    /// Loads `tokenizer.json`.
+    pub fn load(path: &Path) -> Result<Self> {
+        if !path.exists() {
+            return Err(Error::Missing {
+                what: "tokenizer".into(),
+                path: path.to_path_buf(),
+                fix: "make setup (converts SmolLM2's tokenizer into assets/models/smollm2-135m-instruct)".into(),
+            });
+        }
+        tokenizers::Tokenizer::from_file(path).map(LlamaTokenizer).map_err(|e| Error::Corrupt {
+            what: "tokenizer".into(),
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        })
+    }
+
+    /// Token ids of `text` (special tokens such as `<|im_start|>` written in the text are kept
+    /// whole; none is added) and each token's text (a leading space belongs to its token; a piece
+    /// that is part of a multi-byte character is shown lossily).
+    pub fn encode(&self, text: &str) -> Result<(Vec<i64>, Vec<String>)> {
+        let enc = self.0.encode(text, false).map_err(|e| Error::Input(format!("could not tokenize {text:?}: {e}")))?;
+        let ids: Vec<i64> = enc.get_ids().iter().map(|&i| i as i64).collect();
+        let pieces = enc.get_ids().iter().map(|&i| self.0.decode(&[i], false).unwrap_or_default()).collect();
+        Ok((ids, pieces))
+    }
+
+    /// The text of `ids`, special tokens left out.
+    pub fn decode(&self, ids: &[i64]) -> Result<String> {
+        let ids: Vec<u32> = ids.iter().map(|&i| i as u32).collect();
+        self.0.decode(&ids, true).map_err(|e| Error::Input(format!("could not decode {} ids: {e}", ids.len())))
+    }
+
+    /// The id of a token (e.g. `<|im_end|>`), if the vocabulary has it.
+    pub fn id(&self, token: &str) -> Option<i64> {
+        self.0.token_to_id(token).map(i64::from)
+    }
+
+    /// Vocabulary size, special tokens included.
+    pub fn vocab_size(&self) -> i64 {
+        self.0.get_vocab_size(true) as i64
+    }
+
+    /// Ids that end an answer: `<|im_end|>` and `<|endoftext|>` when present.
+    pub fn stop_ids(&self) -> Vec<i64> {
+        ["<|im_end|>", "<|endoftext|>"].iter().filter_map(|t| self.id(t)).collect()
+    }
+
+    /// SmolLM2-Instruct's chat template for one user message (its default system line, as the
+    /// template in the GGUF file writes it), ending where the assistant's answer starts.
+    pub fn chat_prompt(message: &str) -> String {
+        format!(
+            "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n\
+             <|im_start|>user\n{message}<|im_end|>\n<|im_start|>assistant\n"
+        )
+    }
+}

@@ -32,6 +32,7 @@ const COPIED: &[&str] = &[
     "environment.md",
     "tools/setup.sh",
     "tools/nbrun.py",
+    "tools/convert_smollm2.py",
     "jupyter/kernels/hw9-rust/launch",
     "jupyter/evcxr/evcxr.toml",
     "crates/hw9-env",

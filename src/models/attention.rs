@@ -129,6 +129,28 @@ pub struct LayerAttention {
     pub keys: Tensor,
     /// `(B, H, T, Dh)`.
     pub values: Tensor,
+    /// How many distinct key/value heads the layer has: `H` for multi-head attention; fewer with
+    /// grouped-query attention (LLaMA, SmolLM2), where `keys` and `values` above are each group's
+    /// shared head repeated for its `H / kv_heads` query heads.
+    pub kv_heads: i64,
+}
+
+impl LayerAttention {
+    /// The key/value head query head `head` reads (itself without grouped-query attention).
+    pub fn kv_head(&self, head: i64) -> i64 {
+        let h = self.probs.size().get(1).copied().unwrap_or(1).max(1);
+        head / (h / self.kv_heads.clamp(1, h)).max(1)
+    }
+
+    /// A head's label for the views: `H3`, or `H3·kv1` when heads share keys and values.
+    pub fn head_label(&self, head: i64) -> String {
+        let h = self.probs.size().get(1).copied().unwrap_or(0);
+        if self.kv_heads > 0 && self.kv_heads < h {
+            format!("H{head}·kv{}", self.kv_head(head))
+        } else {
+            format!("H{head}")
+        }
+    }
 }
 
 /// What BERT's and GPT-2's forward passes return: the last hidden states and every layer's
@@ -154,7 +176,7 @@ pub fn self_attention_with_weights(
     let (q, k, v) = (split_heads(q, n_heads), split_heads(k, n_heads), split_heads(v, n_heads)); // (B, H, T, Dh)
     let out = attention(&q, &k, &v, mask, true);
     let probs = out.weights.unwrap_or_else(|| Tensor::zeros([0], (Kind::Float, q.device())));
-    (merge_heads(&out.context), LayerAttention { probs, queries: q, keys: k, values: v })
+    (merge_heads(&out.context), LayerAttention { probs, queries: q, keys: k, values: v, kv_heads: n_heads })
 }
 
 #[cfg(test)]

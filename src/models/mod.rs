@@ -10,6 +10,7 @@
 //! | [`decoding`] | greedy and beam-search decoding with cached layers | 2 |
 //! | [`bert`] | BERT (`BertModel` names) returning every layer's attention | 3 |
 //! | [`gpt2`] | GPT-2 (`GPT2Model` names) returning every layer's attention | 3 |
+//! | [`llama`] | LLaMA (`LlamaForCausalLM` names: RMSNorm, RoPE, grouped-query attention, SwiGLU), SmolLM2-135M, with attention and cached greedy generation | 3 |
 //! | [`facenet`] | FaceNet: a CNN embedding, triplets, semi-hard and batch-hard selection | 4 |
 //!
 //! The answers to the notebooks' TODO cells (`unpatchify`, `Vit`, `Mae`, masking,
@@ -23,6 +24,7 @@ pub mod bert;
 pub mod decoding;
 pub mod facenet;
 pub mod gpt2;
+pub mod llama;
 pub mod mae;
 #[cfg(feature = "reference")]
 pub mod reference;

@@ -70,9 +70,10 @@ pub fn head_view(layers: &[LayerAttention], layer: usize, heads: &[i64], tokens:
         .map_err(plot_err)?;
         for (k, &hd) in heads.iter().enumerate() {
             let c = PALETTE[hd as usize % PALETTE.len()];
-            let x = 20 + 40 * k as i32;
+            let x = 20 + if l.kv_heads < n_heads { 58 } else { 40 } * k as i32;
             root.draw(&Rectangle::new([(x, 34), (x + 12, 46)], c.filled())).map_err(plot_err)?;
-            root.draw(&Text::new(format!("{hd}"), (x + 14, 34), ("sans-serif", 12).into_font())).map_err(plot_err)?;
+            let label = if l.kv_heads < n_heads { format!("{hd}·kv{}", l.kv_head(hd)) } else { format!("{hd}") };
+            root.draw(&Text::new(label, (x + 14, 34), ("sans-serif", 12).into_font())).map_err(plot_err)?;
         }
         let y = |i: usize| (top + row_h * i as u32 + row_h / 2) as i32;
         for (k, &hd) in heads.iter().enumerate() {
@@ -100,11 +101,19 @@ pub fn head_view(layers: &[LayerAttention], layer: usize, heads: &[i64], tokens:
 }
 
 /// The model view: a grid of every layer (rows) × head (columns), each a small attention map
-/// (dark = 0, bright = 1).
+/// (dark = 0, bright = 1). Heads that share keys and values (grouped-query attention) are
+/// labelled with their key/value head (`H4·kv1`).
 pub fn model_view(layers: &[LayerAttention]) -> Result<Figure> {
-    if layers.is_empty() {
-        return Err(Error::Input("model view: expected at least one layer, got none".into()));
-    }
+    model_view_layers(layers, 0..layers.len())
+}
+
+/// The model view of some layers only (a 30-layer model's full grid is very tall), labelled
+/// with their real indices: `model_view_layers(&out.layers, 24..30)`.
+pub fn model_view_layers(all: &[LayerAttention], which: std::ops::Range<usize>) -> Result<Figure> {
+    let first = which.start;
+    let layers = all.get(which.clone()).filter(|l| !l.is_empty()).ok_or_else(|| {
+        Error::Input(format!("model view: layers {which:?} do not exist: the model has layers 0..{}", all.len()))
+    })?;
     let n_heads = layers[0].probs.size()[1];
     let t = layers[0].probs.size()[2];
     let cell = ((90 / t.max(1)) as u32).max(2);
@@ -113,7 +122,11 @@ pub fn model_view(layers: &[LayerAttention]) -> Result<Figure> {
     let (w, h) = (left + n_heads as u32 * (map + gap), top + layers.len() as u32 * (map + gap));
     Figure::render(w, h, |root| {
         root.draw(&Text::new(
-            "model view: layers x heads".to_string(),
+            if layers.len() == all.len() {
+                "model view: layers x heads".to_string()
+            } else {
+                format!("model view: layers {}-{} of {} x heads", which.start, which.end - 1, all.len())
+            },
             (w as i32 / 2, 8),
             TextStyle::from(("sans-serif", 16).into_font()).pos(Pos::new(HPos::Center, VPos::Top)),
         ))
@@ -121,7 +134,7 @@ pub fn model_view(layers: &[LayerAttention]) -> Result<Figure> {
         for (l, layer) in layers.iter().enumerate() {
             let y0 = (top + l as u32 * (map + gap)) as i32;
             root.draw(&Text::new(
-                format!("L{l}"),
+                format!("L{}", first + l),
                 (6, y0 + map as i32 / 2),
                 TextStyle::from(("sans-serif", 12).into_font()).pos(Pos::new(HPos::Left, VPos::Center)),
             ))
@@ -130,7 +143,7 @@ pub fn model_view(layers: &[LayerAttention]) -> Result<Figure> {
                 let x0 = (left + hd as u32 * (map + gap)) as i32;
                 if l == 0 {
                     root.draw(&Text::new(
-                        format!("H{hd}"),
+                        layer.head_label(hd),
                         (x0 + map as i32 / 2, top as i32 - 14),
                         TextStyle::from(("sans-serif", 12).into_font()).pos(Pos::new(HPos::Center, VPos::Center)),
                     ))

@@ -295,7 +295,7 @@ pub fn check_data(assets: &Path) -> Check {
         }
     }
     if problems.is_empty() {
-        Check::ok("data", format!("{n} files match assets/checksums.sha256 (Fashion-MNIST, MiniLM)"))
+        Check::ok("data", format!("{n} files match assets/checksums.sha256 (Fashion-MNIST, MiniLM, SmolLM2)"))
     } else {
         Check::fail("data", problems.join("; "), "make setup (reinstalls the data under assets/)")
     }

