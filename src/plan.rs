@@ -131,6 +131,7 @@ impl SummarizationPlan {
                 .schedule(Schedule::WarmupLinear { warmup: 0.1 })
                 .clip(1.0),
             augment: false,
+            label_smoothing: 0.0,
         };
         match profile {
             Profile::Quick => SummarizationPlan {

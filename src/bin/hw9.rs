@@ -89,6 +89,26 @@ enum Cmd {
         /// Override the profile's epochs.
         #[arg(long)]
         epochs: Option<i64>,
+        /// Label smoothing ε of the training loss (0: the notebook's plain cross-entropy).
+        #[arg(long, default_value_t = 0.0)]
+        label_smoothing: f64,
+        /// Also write the ROUGE table (Lead-k, greedy and beam with and without n-gram blocking)
+        /// and a gallery of 20 random test summaries to <out>/evaluation.json.
+        #[arg(long)]
+        evaluate: bool,
+        /// BERT2BERT: the encoder (and the decoder's self-attention and feed-forward blocks)
+        /// start from MiniLM-L6 (or $HW9_BERT_DIR), with its WordPiece tokenizer.
+        #[arg(long)]
+        warm_start: bool,
+        /// Decoder layers of the warm-started model (from BERT's first layers).
+        #[arg(long, default_value_t = 2)]
+        decoder_layers: i64,
+        /// Override the profile's peak learning rate.
+        #[arg(long)]
+        lr: Option<f64>,
+        /// Train for this many minutes of wall time instead of the profile's epochs.
+        #[arg(long)]
+        minutes: Option<f64>,
     },
     #[cfg(feature = "reference")]
     /// Time one training step of notebook 2's summarizer (batch 16) in the cpu and full sizes.
@@ -331,7 +351,18 @@ fn run(cmd: Cmd) -> hw9::Result<bool> {
             Ok(true)
         }
         #[cfg(feature = "reference")]
-        Cmd::Summarize { out, logdir, resume, epochs } => {
+        Cmd::Summarize {
+            out,
+            logdir,
+            resume,
+            epochs,
+            label_smoothing,
+            evaluate,
+            warm_start,
+            decoder_layers,
+            lr,
+            minutes,
+        } => {
             use hw9::data::text::SummaryData;
             use hw9::tasks::summarization::{summarize, test_rouge, train_summarizer};
             let start = std::time::Instant::now();
@@ -341,7 +372,24 @@ fn run(cmd: Cmd) -> hw9::Result<bool> {
             if let Some(e) = epochs {
                 plan.train.epochs = e;
             }
-            let data = SummaryData::load(&plan)?;
+            plan.train.label_smoothing = label_smoothing;
+            if let Some(lr) = lr {
+                plan.train.optim.lr = lr;
+            }
+            let bert_dir = hw9::models::bert::default_bert_dir();
+            let data = if warm_start {
+                let bert: hw9::models::bert::BertConfig = hw9::io::read_config(&bert_dir)?;
+                plan.model = hw9::models::warm_start::bert2bert_config(
+                    &bert,
+                    decoder_layers,
+                    plan.model.max_positions,
+                    plan.model.dropout,
+                );
+                let wordpiece = hw9::data::text::SubwordTokenizer::bert_wordpiece(&bert_dir.join("tokenizer.json"))?;
+                SummaryData::load_with(wordpiece, &plan)?
+            } else {
+                SummaryData::load(&plan)?
+            };
             println!(
                 "profile {profile}: {:?}\n{:?}\ntrain {} / validation {} / test {} pairs (tokenized in {:.1} s)",
                 plan.model,
@@ -355,8 +403,23 @@ fn run(cmd: Cmd) -> hw9::Result<bool> {
             hw9::seed(0);
             let vs = tch::nn::VarStore::new(device);
             let model = hw9::models::summarizer::Summarizer::new(&vs.root(), &plan.model)?;
+            if warm_start && !resume {
+                let n = hw9::models::warm_start::warm_start_from_bert(&vs, &plan.model, &bert_dir)?;
+                println!("warm start: {n} tensors from {}", bert_dir.display());
+            }
             let train_start = std::time::Instant::now();
-            let history = train_summarizer(&model, &vs, &data, &plan.train, &out, &logdir, resume)?;
+            let history = match minutes {
+                Some(m) => hw9::tasks::summarization::train_summarizer_for(
+                    &model,
+                    &vs,
+                    &data,
+                    &plan.train,
+                    m * 60.0,
+                    &out,
+                    &logdir,
+                )?,
+                None => train_summarizer(&model, &vs, &data, &plan.train, &out, &logdir, resume)?,
+            };
             let train_secs = train_start.elapsed().as_secs_f64();
             for e in &history.epochs {
                 let (loss, acc) = (e.val_loss.unwrap_or(f64::NAN), e.val_acc.unwrap_or(f64::NAN));
@@ -370,6 +433,11 @@ fn run(cmd: Cmd) -> hw9::Result<bool> {
             let samples = summarize(&model, &data.tokenizer, &docs, plan.max_src, plan.beam)?;
             for (p, s) in data.validation_pairs.iter().zip(&samples) {
                 println!("- {}\n  reference: {}\n  generated: {s}", p.package, p.summary);
+            }
+            if evaluate {
+                evaluate_summarizer(&model, &data, &plan, &out, history.epochs.iter().map(|e| e.seconds).sum())?;
+                println!("total {:.0} s", start.elapsed().as_secs_f64());
+                return Ok(true);
             }
             for decode in [hw9::models::decoding::DecodeConfig::greedy(plan.beam.max_len), plan.beam] {
                 let t = std::time::Instant::now();
@@ -584,5 +652,57 @@ fn smollm2(prompt: &str, chat: bool, max_new_tokens: usize, repeats: usize) -> h
     );
     println!("{prompt}{}", if chat { "\n→ " } else { "" });
     println!("{}", tok.decode(&g.ids)?);
+    Ok(())
+}
+
+/// `hw9 summarize --evaluate`: Lead-k (k chosen on the validation split) and the model's ROUGE on
+/// the same test documents, greedy and beam, with and without n-gram blocking; a gallery of 20
+/// random test summaries; all into <out>/evaluation.json.
+#[cfg(feature = "reference")]
+fn evaluate_summarizer(
+    model: &hw9::models::summarizer::Summarizer,
+    data: &hw9::data::text::SummaryData,
+    plan: &hw9::plan::SummarizationPlan,
+    out: &std::path::Path,
+    train_secs: f64,
+) -> hw9::Result<()> {
+    use hw9::models::decoding::DecodeConfig;
+    use hw9::tasks::summarization::{gallery, has_triple_repeat, lead_baseline, test_rouge};
+    let n = plan.rouge_docs.min(data.test.len());
+    let lead = lead_baseline(data, 4..=20, n)?;
+    println!(
+        "Lead-k: k = {} (validation ROUGE-L {:.4}); test R1 {:.4} R2 {:.4} RL {:.4} ({n} docs)",
+        lead.k,
+        lead.validation.iter().find(|v| v.0 == lead.k).map_or(f64::NAN, |v| v.3),
+        lead.test.0,
+        lead.test.1,
+        lead.test.2
+    );
+    let max_len = plan.beam.max_len;
+    let decodes = [
+        ("greedy", DecodeConfig::greedy(max_len)),
+        ("greedy, no repeated 2-gram", DecodeConfig::greedy(max_len).no_repeat_ngram(2)),
+        ("beam 4", plan.beam),
+        ("beam 4, no repeated 3-gram", plan.beam.no_repeat_ngram(3)),
+        ("beam 4, no repeated 2-gram", plan.beam.no_repeat_ngram(2)),
+    ];
+    let mut rows = Vec::new();
+    for (name, decode) in decodes {
+        let t = std::time::Instant::now();
+        let (r1, r2, rl) = test_rouge(model, data, plan.max_src, plan.rouge_docs, decode)?;
+        let items = gallery(model, data, plan.max_src, decode, 20, 9)?;
+        let repeats = items.iter().filter(|g| has_triple_repeat(&g.generated)).count();
+        println!("{name}: R1 {r1:.4} R2 {r2:.4} RL {rl:.4}; gallery summaries with a word three times in a row: {repeats}/20 ({:.0} s)", t.elapsed().as_secs_f64());
+        rows.push(serde_json::json!({"decoding": name, "config": decode, "rouge": [r1, r2, rl], "gallery_triple_repeats": repeats, "gallery": items}));
+    }
+    let report = serde_json::json!({
+        "plan": plan,
+        "training_seconds": train_secs,
+        "test_docs": n,
+        "lead": {"k": lead.k, "validation": lead.validation, "test": [lead.test.0, lead.test.1, lead.test.2]},
+        "model": rows,
+    });
+    hw9::io::write_atomic(&out.join("evaluation.json"), serde_json::to_string_pretty(&report)?.as_bytes())?;
+    println!("wrote {}", out.join("evaluation.json").display());
     Ok(())
 }

@@ -80,6 +80,30 @@ impl SubwordTokenizer {
         Ok(tok)
     }
 
+    /// A BERT WordPiece `tokenizer.json` (MiniLM's) for the warm-started summarizer
+    /// ([`crate::models::summarizer::warm_start_from_bert`]): its ids as they are, so that the
+    /// encoder's pretrained embeddings line up. `[PAD]` is id 0 already; id 1 (`[unused0]`, a
+    /// token BERT never saw) becomes EOS. Its fixed-length padding and truncation are turned off,
+    /// and no `[CLS]`/`[SEP]` is added.
+    pub fn bert_wordpiece(path: &Path) -> Result<Self> {
+        let mut inner = Tokenizer::from_file(path).map_err(|e| Error::Corrupt {
+            what: "BERT tokenizer".into(),
+            path: path.into(),
+            detail: e.to_string(),
+        })?;
+        inner.with_padding(None);
+        inner
+            .with_truncation(None)
+            .map_err(|e| Error::Input(format!("turning off the truncation of {}: {e}", path.display())))?;
+        for (id, s) in [(PAD, "[PAD]"), (EOS, "[unused0]")] {
+            if inner.token_to_id(s) != Some(id as u32) {
+                let detail = format!("expected {s:?} to have id {id}, got {:?}", inner.token_to_id(s));
+                return Err(Error::Corrupt { what: "BERT tokenizer".into(), path: path.into(), detail });
+            }
+        }
+        Ok(SubwordTokenizer { inner })
+    }
+
     /// The committed tokenizer.
     pub fn load_default() -> Result<Self> {
         Self::load(&tokenizer_path())
@@ -289,7 +313,11 @@ impl SummaryData {
     /// The committed Debian corpus with the committed tokenizer, or the JSON lines in
     /// `$HW9_SUMMARIZATION_DATA`; cut to the plan's subset and truncation lengths.
     pub fn load(plan: &SummarizationPlan) -> Result<Self> {
-        let tokenizer = SubwordTokenizer::load_default()?;
+        Self::load_with(SubwordTokenizer::load_default()?, plan)
+    }
+
+    /// The same pairs as [`SummaryData::load`], tokenized with `tokenizer`.
+    pub fn load_with(tokenizer: SubwordTokenizer, plan: &SummarizationPlan) -> Result<Self> {
         let pairs = match std::env::var_os(DATA_VAR) {
             Some(dir) => ["train", "validation", "test"]
                 .iter()

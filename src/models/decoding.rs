@@ -1,5 +1,9 @@
-//! Summaries from a trained [`Summarizer`]: greedy decoding and beam search with a length
-//! penalty, both incremental (each step runs only the newest position through the decoder).
+//! Summaries from a trained [`Summarizer`]: greedy decoding and beam search, both incremental
+//! (each step runs only the newest position through the decoder), with the options fairseq and
+//! Hugging Face `generate` have: a length penalty, a minimum and a maximum length, and no-repeat
+//! n-gram blocking.
+
+use std::collections::{HashMap, HashSet};
 
 use tch::{Kind, Tensor};
 
@@ -17,46 +21,113 @@ pub struct DecodeConfig {
     /// A finished hypothesis scores `sum of log-probabilities / length^length_penalty`
     /// (Hugging Face's convention): above 1 favours longer summaries, below 1 shorter ones.
     pub length_penalty: f64,
+    /// Fewest tokens before EOS may end a summary (EOS is given no probability before; 0 = no
+    /// minimum): Hugging Face's `min_length`, fairseq's `--min-len`.
+    #[serde(default)]
+    pub min_len: i64,
+    /// No n-gram of this size appears twice in a summary (0 = off): a token that would complete
+    /// an n-gram the hypothesis already holds gets no probability. Hugging Face's
+    /// `no_repeat_ngram_size`, fairseq's `--no-repeat-ngram-size`.
+    #[serde(default)]
+    pub no_repeat_ngram: usize,
 }
 
 impl DecodeConfig {
     /// Greedy decoding of at most `max_len` tokens.
     pub fn greedy(max_len: i64) -> Self {
-        DecodeConfig { beams: 1, max_len, length_penalty: 1.0 }
+        DecodeConfig { beams: 1, max_len, length_penalty: 1.0, min_len: 0, no_repeat_ngram: 0 }
     }
 
     /// Beam search with `beams` hypotheses, at most `max_len` tokens, length penalty `length_penalty` (α).
     pub fn beam(beams: usize, max_len: i64, length_penalty: f64) -> Self {
-        DecodeConfig { beams, max_len, length_penalty }
+        DecodeConfig { beams, max_len, length_penalty, min_len: 0, no_repeat_ngram: 0 }
     }
+
+    /// The same, with no n-gram of `n` tokens repeated (0 = off).
+    pub fn no_repeat_ngram(self, n: usize) -> Self {
+        DecodeConfig { no_repeat_ngram: n, ..self }
+    }
+
+    /// The same, with at least `min_len` tokens before EOS.
+    pub fn min_len(self, min_len: i64) -> Self {
+        DecodeConfig { min_len, ..self }
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.beams == 0 || self.max_len < 1 || self.min_len < 0 || self.min_len > self.max_len {
+            return Err(Error::Config(format!(
+                "decoding needs at least 1 beam, max_len >= 1 and 0 <= min_len <= max_len; got {} beams, min_len {}, \
+                 max_len {}",
+                self.beams, self.min_len, self.max_len
+            )));
+        }
+        if !self.length_penalty.is_finite() {
+            return Err(Error::Config(format!("length_penalty must be finite, got {}", self.length_penalty)));
+        }
+        Ok(())
+    }
+}
+
+/// The tokens that would complete an `n`-gram `prefix` already holds: fairseq's and Hugging
+/// Face's no-repeat-n-gram rule (the last `n - 1` tokens, looked up among earlier n-grams).
+pub fn banned_tokens(prefix: &[i64], n: usize) -> HashSet<i64> {
+    if n == 0 || prefix.len() + 1 < n {
+        return HashSet::new();
+    }
+    if n == 1 {
+        return prefix.iter().copied().collect();
+    }
+    let mut seen: HashMap<&[i64], HashSet<i64>> = HashMap::new();
+    for w in prefix.windows(n) {
+        seen.entry(&w[..n - 1]).or_default().insert(w[n - 1]);
+    }
+    seen.get(&prefix[prefix.len() + 1 - n..]).cloned().unwrap_or_default()
+}
+
+/// Gives no probability to what `cfg` forbids at step `t` for each row's prefix: EOS before
+/// `min_len` tokens, tokens that would repeat an n-gram. `logits: (R, V)`, one prefix per row.
+fn constrain(logits: Tensor, prefixes: &[&[i64]], t: i64, cfg: &DecodeConfig) -> Tensor {
+    let mut logits = logits;
+    if t < cfg.min_len {
+        logits = logits.index_fill(1, &Tensor::from_slice(&[EOS]).to_device(logits.device()), f64::NEG_INFINITY);
+    }
+    if cfg.no_repeat_ngram > 0 {
+        let (mut rows, mut cols) = (Vec::new(), Vec::new());
+        for (r, p) in prefixes.iter().enumerate() {
+            for tok in banned_tokens(p, cfg.no_repeat_ngram) {
+                rows.push(r as i64);
+                cols.push(tok);
+            }
+        }
+        if !rows.is_empty() {
+            let device = logits.device();
+            let idx =
+                [Some(Tensor::from_slice(&rows).to_device(device)), Some(Tensor::from_slice(&cols).to_device(device))];
+            let inf = Tensor::full([rows.len() as i64], f64::NEG_INFINITY, (logits.kind(), device));
+            logits = logits.index_put(&idx, &inf, false);
+        }
+    }
+    logits
 }
 
 /// Summaries of `src: (B, S)` as token ids (without EOS), one per document.
 pub fn generate(model: &Summarizer, src: &Tensor, cfg: DecodeConfig) -> Result<Vec<Vec<i64>>> {
-    if cfg.beams == 0 || cfg.max_len < 1 {
-        return Err(Error::Config(format!(
-            "decoding needs at least 1 beam and max_len >= 1, got {} beams and max_len {}",
-            cfg.beams, cfg.max_len
-        )));
-    }
+    cfg.validate()?;
     let max_len = cfg.max_len.min(model.cfg.max_positions);
-    tch::no_grad(|| {
-        if cfg.beams == 1 {
-            greedy(model, src, max_len)
-        } else {
-            beam_search(model, src, cfg.beams, max_len, cfg.length_penalty)
-        }
-    })
+    let cfg = DecodeConfig { max_len, min_len: cfg.min_len.min(max_len), ..cfg };
+    tch::no_grad(|| if cfg.beams == 1 { greedy(model, src, &cfg) } else { beam_search(model, src, &cfg) })
 }
 
-fn greedy(model: &Summarizer, src: &Tensor, max_len: i64) -> Result<Vec<Vec<i64>>> {
+fn greedy(model: &Summarizer, src: &Tensor, cfg: &DecodeConfig) -> Result<Vec<Vec<i64>>> {
     let (enc, mask) = model.encode(src, false)?;
     let b = src.size()[0] as usize;
     let mut caches = model.new_caches();
     let mut tokens = Tensor::full([b as i64], EOS, (Kind::Int64, src.device()));
     let (mut out, mut done) = (vec![Vec::new(); b], vec![false; b]);
-    for t in 0..max_len {
-        tokens = model.step(&tokens, t, &mut caches, &enc, &mask)?.argmax(-1, false);
+    for t in 0..cfg.max_len {
+        let logits = model.step(&tokens, t, &mut caches, &enc, &mask)?;
+        let prefixes: Vec<&[i64]> = out.iter().map(Vec::as_slice).collect();
+        tokens = constrain(logits, &prefixes, t, cfg).argmax(-1, false);
         for (i, id) in Vec::<i64>::try_from(&tokens)?.into_iter().enumerate() {
             if !done[i] {
                 if id == EOS {
@@ -80,7 +151,8 @@ struct Hyp {
     logp: f64,
 }
 
-fn beam_search(model: &Summarizer, src: &Tensor, k: usize, max_len: i64, alpha: f64) -> Result<Vec<Vec<i64>>> {
+fn beam_search(model: &Summarizer, src: &Tensor, cfg: &DecodeConfig) -> Result<Vec<Vec<i64>>> {
+    let (k, max_len, alpha) = (cfg.beams, cfg.max_len, cfg.length_penalty);
     let b = src.size()[0] as usize;
     let device = src.device();
     // Every document's beams side by side: rows b*k .. b*k + k - 1.
@@ -97,6 +169,8 @@ fn beam_search(model: &Summarizer, src: &Tensor, k: usize, max_len: i64, alpha: 
     let mut tokens = Tensor::full([(b * k) as i64], EOS, (Kind::Int64, device));
     for t in 0..max_len {
         let logp = model.step(&tokens, t, &mut caches, &enc, &mask)?.log_softmax(-1, Kind::Float); // (B*k, V)
+        let prefixes: Vec<&[i64]> = live.iter().flatten().map(|h| h.tokens.as_slice()).collect();
+        let logp = constrain(logp, &prefixes, t, cfg);
         let v = logp.size()[1];
         let prev =
             Tensor::from_slice(&live.iter().flatten().map(|h| h.logp as f32).collect::<Vec<_>>()).to_device(device);
@@ -168,16 +242,13 @@ mod tests {
     use tch::nn::{self, OptimizerConfig};
     use tch::Device;
 
-    /// A tiny model trained to copy its source: greedy and beam search must both copy it.
-    #[test]
-    fn greedy_and_beam_search_decode_what_a_model_learned() {
-        let _rng = crate::test_rng_lock();
+    /// A tiny model trained for 300 steps to copy each of `seqs` (then EOS).
+    fn copy_model(seqs: &[Vec<i64>]) -> (nn::VarStore, Summarizer, crate::data::text::Batch) {
         tch::manual_seed(0);
         let vs = nn::VarStore::new(Device::Cpu);
         let cfg = SummarizerConfig { d_model: 32, d_ffn: 64, ..SummarizerConfig::tiny(12) };
         let m = Summarizer::new(&vs.root(), &cfg).unwrap();
         let mut opt = nn::Adam::default().build(&vs, 1e-2).unwrap();
-        let seqs: Vec<Vec<i64>> = vec![vec![3, 4, 5], vec![6, 7], vec![8, 9, 10, 11], vec![4, 4, 9]];
         let examples: Vec<crate::data::text::Example> = seqs
             .iter()
             .map(|s| crate::data::text::Example {
@@ -190,6 +261,15 @@ mod tests {
             let (loss, _, _) = m.loss(&batch, true).unwrap();
             opt.backward_step(&loss);
         }
+        (vs, m, batch)
+    }
+
+    /// Greedy and beam search must both copy what the model learned to copy.
+    #[test]
+    fn greedy_and_beam_search_decode_what_a_model_learned() {
+        let _rng = crate::test_rng_lock();
+        let seqs: Vec<Vec<i64>> = vec![vec![3, 4, 5], vec![6, 7], vec![8, 9, 10, 11], vec![4, 4, 9]];
+        let (_vs, m, batch) = copy_model(&seqs);
         let greedy = generate(&m, &batch.src, DecodeConfig::greedy(10)).unwrap();
         assert_eq!(greedy, seqs);
         let beam = generate(&m, &batch.src, DecodeConfig::beam(3, 10, 1.0)).unwrap();
@@ -198,6 +278,47 @@ mod tests {
         let short = generate(&m, &batch.src, DecodeConfig::beam(2, 1, 1.0)).unwrap();
         assert!(short.iter().all(|s| s.len() <= 1), "{short:?}");
         assert!(generate(&m, &batch.src, DecodeConfig::beam(0, 5, 1.0)).is_err());
+    }
+
+    fn repeats(s: &[i64], n: usize) -> bool {
+        let grams: Vec<&[i64]> = s.windows(n).collect();
+        grams.iter().enumerate().any(|(i, g)| grams[..i].contains(g))
+    }
+
+    #[test]
+    fn banned_tokens_complete_an_earlier_ngram() {
+        assert_eq!(banned_tokens(&[1, 2, 3, 1, 2], 3), HashSet::from([3]));
+        assert_eq!(banned_tokens(&[5, 6, 5], 2), HashSet::from([6]));
+        assert_eq!(banned_tokens(&[5, 6, 7, 5, 8, 5], 2), HashSet::from([6, 8]));
+        assert_eq!(banned_tokens(&[1, 2], 1), HashSet::from([1, 2]));
+        assert!(banned_tokens(&[1, 2], 3).is_empty() && banned_tokens(&[1, 2, 1], 0).is_empty());
+    }
+
+    /// A model that learned to repeat never repeats an n-gram once blocking is on, greedy or beam;
+    /// min_len holds; one beam is still greedy.
+    #[test]
+    fn blocking_and_min_len_constrain_what_a_model_learned() {
+        let _rng = crate::test_rng_lock();
+        // Targets that repeat themselves: "4 4 9", "6 7 6 7", "8 8 8".
+        let seqs: Vec<Vec<i64>> = vec![vec![4, 4, 9], vec![6, 7, 6, 7], vec![8, 8, 8], vec![3, 5]];
+        let (_vs, m, batch) = copy_model(&seqs);
+        assert_eq!(generate(&m, &batch.src, DecodeConfig::greedy(10)).unwrap(), seqs, "it learned to repeat");
+        for n in [1, 2, 3] {
+            for cfg in [DecodeConfig::greedy(10), DecodeConfig::beam(3, 10, 1.0)] {
+                let out = generate(&m, &batch.src, cfg.no_repeat_ngram(n)).unwrap();
+                assert!(out.iter().all(|s| !repeats(s, n)), "{n}-gram repeated with {cfg:?}: {out:?}");
+            }
+            let g = generate(&m, &batch.src, DecodeConfig::greedy(10).no_repeat_ngram(n).min_len(2)).unwrap();
+            let b = generate(&m, &batch.src, DecodeConfig::beam(1, 10, 1.0).no_repeat_ngram(n).min_len(2)).unwrap();
+            assert_eq!(g, b, "one beam is greedy with the options too");
+        }
+        // "3 5" stops after 2 tokens; with min_len 6 every summary is at least 6 tokens long.
+        for cfg in [DecodeConfig::greedy(10), DecodeConfig::beam(3, 10, 1.0)] {
+            let out = generate(&m, &batch.src, cfg.min_len(6)).unwrap();
+            assert!(out.iter().all(|s| s.len() >= 6), "{cfg:?}: {out:?}");
+        }
+        let err = generate(&m, &batch.src, DecodeConfig::greedy(4).min_len(5)).unwrap_err().to_string();
+        assert!(err.contains("min_len 5, max_len 4"), "{err}");
     }
 
     /// Beam search with one beam is greedy decoding.
@@ -209,7 +330,7 @@ mod tests {
         let m = Summarizer::new(&vs.root(), &SummarizerConfig::tiny(20)).unwrap();
         let src = Tensor::from_slice(&[5i64, 6, 7, EOS, 9, 10, EOS, 0]).reshape([2, 4]);
         let greedy = generate(&m, &src, DecodeConfig::greedy(6)).unwrap();
-        let one_beam = tch::no_grad(|| beam_search(&m, &src, 1, 6, 1.0)).unwrap();
+        let one_beam = tch::no_grad(|| beam_search(&m, &src, &DecodeConfig::beam(1, 6, 1.0))).unwrap();
         assert_eq!(greedy, one_beam);
         assert!(greedy.iter().all(|s| s.len() <= 6));
     }

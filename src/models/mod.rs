@@ -31,3 +31,4 @@ pub mod reference;
 pub mod summarizer;
 pub mod transformer;
 pub mod vit;
+pub mod warm_start;

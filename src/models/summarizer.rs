@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module};
 use tch::{Kind, Reduction, Tensor};
 
-use super::transformer::{dropout, LayerCache, LayerConfig, SeqLayer, Stack};
+use super::transformer::{dropout, Activation, LayerCache, LayerConfig, SeqLayer, Stack};
 use crate::data::text::{Batch, IGNORE, PAD};
 use crate::error::{Error, Result};
 
@@ -34,6 +34,11 @@ pub struct SummarizerConfig {
     pub dropout: f64,
     /// Longest source or target in tokens: positions `1..=max_positions` are learned (0 is padding's).
     pub max_positions: i64,
+    /// The feed-forward activation of the crate's layers (the homework's ReLU; GELU for a model
+    /// warm-started from BERT). A student's own layers choose their own.
+    /// (Not written when ReLU, so configs and checkpoints from before the field are unchanged.)
+    #[serde(default, skip_serializing_if = "Activation::is_relu")]
+    pub activation: Activation,
 }
 
 impl SummarizerConfig {
@@ -48,6 +53,7 @@ impl SummarizerConfig {
             d_ffn: 2048,
             dropout: 0.1,
             max_positions: 1024,
+            activation: Activation::Relu,
         }
     }
 
@@ -63,6 +69,7 @@ impl SummarizerConfig {
             d_ffn: 512,
             dropout: 0.1,
             max_positions: 256,
+            activation: Activation::Relu,
         }
     }
 
@@ -77,6 +84,7 @@ impl SummarizerConfig {
             d_ffn: 32,
             dropout: 0.0,
             max_positions: 64,
+            activation: Activation::Relu,
         }
     }
 
@@ -135,7 +143,13 @@ impl Summarizer {
     #[cfg(feature = "reference")]
     pub fn new(vs: &nn::Path, cfg: &SummarizerConfig) -> Result<Self> {
         use super::transformer::{make_positions, TransformerLayer};
-        Self::with_layers(vs, cfg, |p, c, stack| Box::new(TransformerLayer::new(p, c, stack)), make_positions)
+        let act = cfg.activation;
+        Self::with_layers(
+            vs,
+            cfg,
+            |p, c, stack| Box::new(TransformerLayer::new(p, c, stack).with_activation(act)),
+            make_positions,
+        )
     }
 
     /// The summarizer with layers built by `layer(path, sizes, stack)` and position ids from
@@ -258,6 +272,15 @@ impl Summarizer {
     /// Mean cross-entropy over the labels that are not -100, and the teacher-forced next-token
     /// accuracy's counts `(correct, counted)` over the same labels.
     pub fn loss(&self, batch: &Batch, train: bool) -> Result<(Tensor, i64, i64)> {
+        self.loss_smoothed(batch, train, 0.0)
+    }
+
+    /// [`Summarizer::loss`] with label smoothing `epsilon` (0 = plain cross-entropy; libtorch's
+    /// `label_smoothing`, PyTorch's `F.cross_entropy(..., label_smoothing=ε)`).
+    pub fn loss_smoothed(&self, batch: &Batch, train: bool, epsilon: f64) -> Result<(Tensor, i64, i64)> {
+        if !(0.0..1.0).contains(&epsilon) {
+            return Err(Error::Config(format!("label smoothing must be in [0, 1), got {epsilon}")));
+        }
         let logits = self.forward_t(&batch.src, &batch.dec_in, train)?;
         let v = self.cfg.vocab_size;
         let loss = logits.view([-1, v]).cross_entropy_loss::<Tensor>(
@@ -265,7 +288,7 @@ impl Summarizer {
             None,
             Reduction::Mean,
             IGNORE,
-            0.0,
+            epsilon,
         );
         let counted = batch.labels.ne(IGNORE);
         let correct =

@@ -50,6 +50,33 @@ pub struct LayerConfig {
     pub dropout: f64,
 }
 
+/// The feed-forward block's activation: the homework's ReLU, or BERT's GELU (exact, erf) for a
+/// summarizer whose layers start from BERT's ([`crate::models::warm_start`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Activation {
+    /// `max(x, 0)`.
+    #[default]
+    Relu,
+    /// `x · Φ(x)`.
+    Gelu,
+}
+
+impl Activation {
+    /// ReLU (the default, which configs leave unwritten).
+    pub fn is_relu(&self) -> bool {
+        *self == Activation::Relu
+    }
+
+    /// The activation of `x`.
+    pub fn apply(self, x: &Tensor) -> Tensor {
+        match self {
+            Activation::Relu => x.relu(),
+            Activation::Gelu => x.gelu("none"),
+        }
+    }
+}
+
 /// Which stack a layer belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Stack {

@@ -48,13 +48,24 @@ pub struct TrainConfig {
     /// Random crops (padding 2) and horizontal flips on training images (image classifiers only).
     #[serde(default)]
     pub augment: bool,
+    /// Label smoothing ε of the training loss (the summarizer only; 0 = plain cross-entropy): the
+    /// target gets `1 - ε` plus its share of `ε` spread over the vocabulary, as in "Attention Is
+    /// All You Need" (ε = 0.1). Validation losses stay plain cross-entropy.
+    #[serde(default)]
+    pub label_smoothing: f64,
 }
 
 impl TrainConfig {
     /// `epochs` of `batch_size` with AdamW at `lr`, the original homework's betas (0.9, 0.95) and
     /// `weight_decay`, constant rate.
     pub fn adamw(epochs: i64, batch_size: i64, lr: f64, weight_decay: f64) -> Self {
-        TrainConfig { epochs, batch_size, optim: OptimConfig::adamw(lr, (0.9, 0.95), weight_decay), augment: false }
+        TrainConfig {
+            epochs,
+            batch_size,
+            optim: OptimConfig::adamw(lr, (0.9, 0.95), weight_decay),
+            augment: false,
+            label_smoothing: 0.0,
+        }
     }
 }
 

@@ -6,7 +6,7 @@ use tch::nn::{self, Module, ModuleT};
 use tch::{Kind, Tensor};
 
 use crate::models::attention::{attention, merge_heads, split_heads, Mask};
-use crate::models::transformer::{append, dropout, LayerCache, LayerConfig, SeqLayer, Stack};
+use crate::models::transformer::{append, dropout, Activation, LayerCache, LayerConfig, SeqLayer, Stack};
 
 /// Multi-head attention with separate q, k, v and output projections (with bias).
 #[derive(Debug)]
@@ -95,9 +95,16 @@ pub struct TransformerLayer {
     pub final_layer_norm: nn::LayerNorm,
     /// Dropout probability while training.
     pub dropout: f64,
+    /// The feed-forward activation (ReLU unless [`TransformerLayer::with_activation`] says).
+    pub activation: Activation,
 }
 
 impl TransformerLayer {
+    /// The same layer with another feed-forward activation.
+    pub fn with_activation(self, activation: Activation) -> Self {
+        TransformerLayer { activation, ..self }
+    }
+
     /// A layer of `cfg`'s sizes under `vs`, with fairseq's parameter names.
     pub fn new(vs: &nn::Path, cfg: &LayerConfig, stack: Stack) -> Self {
         let d = cfg.d_model;
@@ -112,6 +119,7 @@ impl TransformerLayer {
             fc2: nn::linear(vs / "fc2", cfg.d_ffn, d, Default::default()),
             final_layer_norm: ln("final_layer_norm"),
             dropout: cfg.dropout,
+            activation: Activation::Relu,
         }
     }
 }
@@ -140,7 +148,7 @@ impl SeqLayer for TransformerLayer {
             let (a, _) = attn.forward(&x, enc, enc, Mask::padding(encoder_padding_mask), false);
             x = norm.forward(&(&x + drop(a)));
         }
-        let ffn = self.fc2.forward(&drop(self.fc1.forward(&x).relu()));
+        let ffn = self.fc2.forward(&drop(self.activation.apply(&self.fc1.forward(&x))));
         self.final_layer_norm.forward(&(&x + drop(ffn)))
     }
 
@@ -164,7 +172,7 @@ impl SeqLayer for TransformerLayer {
             let (a, _) = attn.attend(&attn.heads(&attn.q_proj, &x), ck, cv, Mask::padding(encoder_padding_mask), false);
             x = norm.forward(&(&x + a));
         }
-        let ffn = self.fc2.forward(&self.fc1.forward(&x).relu());
+        let ffn = self.fc2.forward(&self.activation.apply(&self.fc1.forward(&x)));
         self.final_layer_norm.forward(&(&x + ffn))
     }
 }
