@@ -372,6 +372,12 @@ fn run(cmd: Cmd) -> hw9::Result<bool> {
             if let Some(e) = epochs {
                 plan.train.epochs = e;
             }
+            if minutes.is_some() && resume {
+                return Err(hw9::Error::Input(
+                    "--minutes trains for a time budget from the start; --resume continues the epochs of a run: use one"
+                        .into(),
+                ));
+            }
             plan.train.label_smoothing = label_smoothing;
             if let Some(lr) = lr {
                 plan.train.optim.lr = lr;

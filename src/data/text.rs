@@ -81,7 +81,7 @@ impl SubwordTokenizer {
     }
 
     /// A BERT WordPiece `tokenizer.json` (MiniLM's) for the warm-started summarizer
-    /// ([`crate::models::summarizer::warm_start_from_bert`]): its ids as they are, so that the
+    /// ([`crate::models::warm_start::warm_start_from_bert`]): its ids as they are, so that the
     /// encoder's pretrained embeddings line up. `[PAD]` is id 0 already; id 1 (`[unused0]`, a
     /// token BERT never saw) becomes EOS. Its fixed-length padding and truncation are turned off,
     /// and no `[CLS]`/`[SEP]` is added.
