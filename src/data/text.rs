@@ -19,6 +19,7 @@ use tokenizers::{AddedToken, Tokenizer};
 
 use crate::data::corpus::{corpus_path, read_pairs, split, Pair};
 use crate::data::token_cache;
+use crate::data::tokenize::read_tokenizer_json;
 use crate::error::{Error, Result};
 use crate::plan::SummarizationPlan;
 
@@ -67,14 +68,9 @@ impl SubwordTokenizer {
     /// Loads a `tokenizer.json`; a missing or broken file, or one without T5's special ids, is an
     /// error saying how to rebuild it.
     pub fn load(path: &Path) -> Result<Self> {
-        if !path.exists() {
-            return Err(Error::Missing { what: "summarizer tokenizer".into(), path: path.into(), fix: "git checkout -- assets/corpus (it is committed), or rebuild it with `cargo run --bin hw9 -- tokenizer`".into() });
-        }
-        let inner = Tokenizer::from_file(path).map_err(|e| Error::Corrupt {
-            what: "tokenizer".into(),
-            path: path.into(),
-            detail: e.to_string(),
-        })?;
+        let fix =
+            "git checkout -- assets/corpus (it is committed), or rebuild it with `cargo run --bin hw9 -- tokenizer`";
+        let inner = read_tokenizer_json(path, "tokenizer", fix)?;
         let tok = SubwordTokenizer { inner };
         tok.check_specials(path)?;
         Ok(tok)
@@ -86,22 +82,14 @@ impl SubwordTokenizer {
     /// token BERT never saw) becomes EOS. Its fixed-length padding and truncation are turned off,
     /// and no `[CLS]`/`[SEP]` is added.
     pub fn bert_wordpiece(path: &Path) -> Result<Self> {
-        let mut inner = Tokenizer::from_file(path).map_err(|e| Error::Corrupt {
-            what: "BERT tokenizer".into(),
-            path: path.into(),
-            detail: e.to_string(),
-        })?;
+        let mut inner = read_tokenizer_json(path, "BERT tokenizer", "make setup (installs MiniLM's tokenizer.json)")?;
         inner.with_padding(None);
         inner
             .with_truncation(None)
             .map_err(|e| Error::Input(format!("turning off the truncation of {}: {e}", path.display())))?;
-        for (id, s) in [(PAD, "[PAD]"), (EOS, "[unused0]")] {
-            if inner.token_to_id(s) != Some(id as u32) {
-                let detail = format!("expected {s:?} to have id {id}, got {:?}", inner.token_to_id(s));
-                return Err(Error::Corrupt { what: "BERT tokenizer".into(), path: path.into(), detail });
-            }
-        }
-        Ok(SubwordTokenizer { inner })
+        let tok = SubwordTokenizer { inner };
+        tok.expect_ids(path, &[(PAD, "[PAD]"), (EOS, "[unused0]")])?;
+        Ok(tok)
     }
 
     /// The committed tokenizer.
@@ -110,7 +98,13 @@ impl SubwordTokenizer {
     }
 
     fn check_specials(&self, path: &Path) -> Result<()> {
-        for (id, s) in SPECIALS.iter().enumerate() {
+        let specials: Vec<(i64, &str)> = SPECIALS.iter().enumerate().map(|(id, s)| (id as i64, *s)).collect();
+        self.expect_ids(path, &specials)
+    }
+
+    /// Each `(id, token)` must be in the vocabulary at that id.
+    fn expect_ids(&self, path: &Path, ids: &[(i64, &str)]) -> Result<()> {
+        for &(id, s) in ids {
             if self.inner.token_to_id(s) != Some(id as u32) {
                 let detail = format!("expected {s:?} to have id {id}, got {:?}", self.inner.token_to_id(s));
                 return Err(Error::Corrupt { what: "tokenizer".into(), path: path.into(), detail });

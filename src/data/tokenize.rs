@@ -32,24 +32,26 @@ impl Tokenized {
     }
 }
 
+/// Reads a Hugging Face `tokenizer.json` (every tokenizer the crate loads comes through here): a
+/// missing file is an error saying `fix`, one that does not parse is reported as corrupt.
+pub fn read_tokenizer_json(path: &Path, what: &str, fix: &str) -> Result<tokenizers::Tokenizer> {
+    if !path.exists() {
+        return Err(Error::Missing { what: what.into(), path: path.to_path_buf(), fix: fix.into() });
+    }
+    tokenizers::Tokenizer::from_file(path).map_err(|e| Error::Corrupt {
+        what: what.into(),
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    })
+}
+
 /// A Hugging Face `tokenizer.json` (WordPiece for BERT, byte-level BPE for GPT-2).
 pub struct Tokenizer(tokenizers::Tokenizer);
 
 impl Tokenizer {
     /// Loads `tokenizer.json`.
     pub fn load(path: &Path) -> Result<Self> {
-        if !path.exists() {
-            return Err(Error::Missing {
-                what: "tokenizer".into(),
-                path: path.to_path_buf(),
-                fix: "make setup (installs MiniLM's tokenizer.json)".into(),
-            });
-        }
-        let mut tok = tokenizers::Tokenizer::from_file(path).map_err(|e| Error::Corrupt {
-            what: "tokenizer".into(),
-            path: path.to_path_buf(),
-            detail: e.to_string(),
-        })?;
+        let mut tok = read_tokenizer_json(path, "tokenizer", "make setup (installs MiniLM's tokenizer.json)")?;
         // Some tokenizer.json files (MiniLM's) pad every input to a fixed length: we look at
         // real tokens only, one sentence (pair) at a time.
         tok.with_padding(None);
@@ -109,18 +111,8 @@ pub struct LlamaTokenizer(tokenizers::Tokenizer);
 impl LlamaTokenizer {
     /// Loads `tokenizer.json`.
     pub fn load(path: &Path) -> Result<Self> {
-        if !path.exists() {
-            return Err(Error::Missing {
-                what: "tokenizer".into(),
-                path: path.to_path_buf(),
-                fix: "make setup (converts SmolLM2's tokenizer into assets/models/smollm2-135m-instruct)".into(),
-            });
-        }
-        tokenizers::Tokenizer::from_file(path).map(LlamaTokenizer).map_err(|e| Error::Corrupt {
-            what: "tokenizer".into(),
-            path: path.to_path_buf(),
-            detail: e.to_string(),
-        })
+        let fix = "make setup (converts SmolLM2's tokenizer into assets/models/smollm2-135m-instruct)";
+        read_tokenizer_json(path, "tokenizer", fix).map(LlamaTokenizer)
     }
 
     /// Token ids of `text` (special tokens such as `<|im_start|>` written in the text are kept
