@@ -9,7 +9,7 @@ export LD_LIBRARY_PATH := $(LIBTORCH)/lib$(if $(LD_LIBRARY_PATH),:$(LD_LIBRARY_P
 PY := $(ROOT)/.venv/bin/python
 LAB_PORT ?= 8888
 
-.PHONY: setup lab tensorboard test lint fmt test-rust test-notebooks test-handout gradescope handout written notebooks release fixtures bench-compare corpus doctor clean-cache
+.PHONY: setup lab tensorboard test lint fmt test-rust test-notebooks test-handout hub-setup test-hub bench-hub gradescope handout written notebooks release fixtures bench-compare corpus doctor clean-cache
 
 setup:
 	@bash tools/setup.sh
@@ -29,7 +29,7 @@ tensorboard: setup
 ## (Setup for tests also installs headless Chromium, which renders the HTML attention view.)
 test:
 	@HW9_SETUP_TESTS=1 bash tools/setup.sh
-	@$(MAKE) --no-print-directory lint test-rust test-notebooks $(if $(wildcard notebooks/solutions),test-handout,)
+	@$(MAKE) --no-print-directory lint test-rust test-notebooks $(if $(wildcard notebooks/solutions),test-hub test-handout,)
 
 ## The format and lint gates (part of make test): rustfmt and clippy on the Rust workspace,
 ## ruff (pinned in requirements.txt) on the Python tools and tests.
@@ -56,6 +56,27 @@ test-notebooks:
 ## checks (about 15 minutes: it sets the handout up from scratch). Repository only.
 test-handout:
 	$(PY) -m pytest -v -p no:cacheprovider tests/handout
+
+## A class's JupyterHub on this machine, serving the student handout (as root; deploy/README.md).
+HUB_ROOT ?= /srv/hw9
+hub-setup:
+	bash deploy/setup-hub.sh $(HUB_ROOT)
+
+## The hub for real: deploy/setup-hub.sh into HW9_HUB_TEST_ROOT (kept between runs, outside the
+## clone), then two students log in, run the setup check and stay apart (tests/hub). Repository only.
+HW9_HUB_TEST_ROOT ?= /srv/hw9-hub-test
+test-hub:
+	@if ! command -v node >/dev/null || ! command -v npm >/dev/null; then \
+	  echo "test-hub SKIPPED: node and npm are not installed (JupyterHub's proxy is an npm package)"; \
+	elif [ "$$(id -u)" != 0 ]; then \
+	  echo "test-hub SKIPPED: it creates Unix accounts for its two students: run make test-hub as root"; \
+	else bash deploy/setup-hub.sh $(HW9_HUB_TEST_ROOT) && \
+	  HW9_HUB_TEST_ROOT=$(HW9_HUB_TEST_ROOT) $(HW9_HUB_TEST_ROOT)/venv/bin/python -m pytest -v -s -p no:cacheprovider tests/hub; fi
+
+## N students starting at once on the hub (N = 5, 10, 20): the figures in BENCHMARKS.md.
+bench-hub:
+	bash deploy/setup-hub.sh $(HW9_HUB_TEST_ROOT)
+	$(HW9_HUB_TEST_ROOT)/venv/bin/python tools/bench_hub.py --root $(HW9_HUB_TEST_ROOT) --users 5 10 20
 
 ## Executes every solution notebook headless (quick profile) into build/notebooks/solutions/.
 notebooks: setup
