@@ -37,14 +37,14 @@ lint:
 	@cargo fmt --version >/dev/null 2>&1 && cargo clippy --version >/dev/null 2>&1 || rustup component add rustfmt clippy
 	cargo fmt --all --check
 	cargo clippy --locked --workspace --all-targets -- -D warnings
-	$(ROOT)/.venv/bin/ruff format --check tools tests
-	$(ROOT)/.venv/bin/ruff check tools tests
+	$(ROOT)/.venv/bin/ruff format --check tools tests deploy
+	$(ROOT)/.venv/bin/ruff check tools tests deploy
 
 ## Formats everything the lint gates check.
 fmt:
 	cargo fmt --all
-	$(ROOT)/.venv/bin/ruff format tools tests
-	$(ROOT)/.venv/bin/ruff check --fix tools tests
+	$(ROOT)/.venv/bin/ruff format tools tests deploy
+	$(ROOT)/.venv/bin/ruff check --fix tools tests deploy
 
 test-rust:
 	cargo test --locked --workspace

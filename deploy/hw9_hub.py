@@ -87,7 +87,7 @@ def seed_slot(seed: pathlib.Path, slot: pathlib.Path, uid: int, gid: int) -> dic
     tmp = slot.with_name(slot.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     linked = copied = linked_bytes = copied_bytes = 0
-    for dirpath, dirnames, filenames in os.walk(seed):
+    for dirpath, _dirnames, filenames in os.walk(seed):
         src_dir = pathlib.Path(dirpath)
         dst_dir = tmp / src_dir.relative_to(seed)
         dst_dir.mkdir(parents=True, exist_ok=True)

@@ -167,7 +167,7 @@ class Kernel:
     def execute(self, code: str, timeout: float = 900) -> dict:
         """Runs code; returns {"outputs": [...], "status": "ok"|"error", "seconds": float, "text": str}."""
         msg_id = uuid.uuid4().hex
-        now = datetime.datetime.now(datetime.timezone.utc).isoformat()
+        now = datetime.datetime.now(datetime.UTC).isoformat()
         msg = {
             "header": {
                 "msg_id": msg_id,
