@@ -165,6 +165,31 @@ def prepare_student(course: pathlib.Path, builds: pathlib.Path, name: str, uid: 
     return done
 
 
+def reap_kernels(course: pathlib.Path, uid: int) -> list[int]:
+    """Kills the hw9 kernels (the course's evcxr_jupyter) still running as uid: after a server
+    stops, none of its kernels should outlive it (each holds over a gigabyte). Returns their pids."""
+    import signal
+
+    evcxr_dir = (course / ".tools").resolve()
+    killed = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            if os.stat(f"/proc/{pid}").st_uid != uid:
+                continue
+            exe = pathlib.Path(os.readlink(f"/proc/{pid}/exe"))
+        except OSError:
+            continue
+        if evcxr_dir in exe.parents:
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+                killed.append(int(pid))
+            except ProcessLookupError:
+                pass
+    return killed
+
+
 def main() -> None:
     """`python deploy/hw9_hub.py COURSE BUILDS USER`: prepares one student by hand (as root)."""
     import pwd

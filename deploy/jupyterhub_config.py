@@ -114,7 +114,22 @@ def prepare(spawner):
     spawner.log.info("hw9: prepared %s: %s", name, done)
 
 
+def reap(spawner):
+    """After each stop (by the student, an admin or the idle culler): no kernel outlives its server.
+    (The kernel's launcher also stops it when the server is gone; this catches the rest.)"""
+    try:
+        uid = pwd.getpwnam(spawner.user.name).pw_uid
+    except KeyError:
+        return
+    killed = hw9_hub.reap_kernels(COURSE, uid)
+    if killed:
+        spawner.log.warning(
+            "hw9: killed %d kernel processes %s left by %s's server", len(killed), killed, spawner.user.name
+        )
+
+
 c.Spawner.pre_spawn_hook = prepare
+c.Spawner.post_stop_hook = reap
 
 # The idle culler stops servers nobody used for HW9_HUB_CULL_AFTER seconds (their files stay).
 c.JupyterHub.services = [

@@ -14,7 +14,6 @@ accounts); skipped otherwise, with the reason.
 
 from __future__ import annotations
 
-import json
 import os
 import pathlib
 import pwd
@@ -25,7 +24,7 @@ import sys
 import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from hubclient import Hub, Server  # noqa: E402
+from hubclient import Hub, Server, solved_setup_check  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 HUB_ROOT = pathlib.Path(os.environ.get("HW9_HUB_TEST_ROOT", "/srv/hw9-hub-test"))
@@ -65,16 +64,17 @@ def hub():
         h.close()
 
 
-def solved_setup_check() -> dict:
-    """The setup-check notebook as a student who solved it hands it in: the solution's cells
-    (the solutions sit one folder deeper, in notebooks/solutions/: the crate is `..` for students)."""
-    nb = json.loads((REPO / "notebooks/solutions/00_setup_check.ipynb").read_text())
-    for cell in nb["cells"]:
-        if cell["cell_type"] == "code":
-            cell["outputs"], cell["execution_count"] = [], None
-            src = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
-            cell["source"] = src.replace(':dep hw9 = { path = "../.." }', ':dep hw9 = { path = ".." }')
-    return nb
+def kernels_of(name: str) -> list[int]:
+    """The pids of the hw9 kernels running as the student (zombies excepted)."""
+    uid, pids = pwd.getpwnam(name).pw_uid, []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+            if os.stat(f"/proc/{pid}").st_uid == uid and state != "Z" and "evcxr" in os.readlink(f"/proc/{pid}/exe"):
+                pids.append(int(pid))
+        except OSError:
+            continue
+    return pids
 
 
 def run_notebook(server: Server, path: str) -> list[dict]:
@@ -119,7 +119,7 @@ def test_two_students_log_in_run_the_setup_check_and_stay_apart(hub):
         ws = COURSE / f"student-{name}"
         assert ws.stat().st_uid == pwd.getpwnam(name).pw_uid and ws.stat().st_mode & 0o077 == 0
 
-        server.put_notebook("00_setup_check.ipynb", solved_setup_check())
+        server.put_notebook("00_setup_check.ipynb", solved_setup_check(REPO))
         results = run_notebook(server, "00_setup_check.ipynb")
         first_cell[name] = results[0]["seconds"]
         print(f"{name}: server ready in {spawn:.1f} s, first cell (:dep hw9) {results[0]['seconds']:.1f} s")
@@ -171,8 +171,10 @@ def test_two_students_log_in_run_the_setup_check_and_stay_apart(hub):
     lines = [ln for ln in out["text"].splitlines() if ln.startswith(("read ", "write "))]
     assert len(lines) == 4 and all(ln.endswith("Err(PermissionDenied)") for ln in lines), out["text"]
 
-    # A stopped server's work is there when it starts again, and nothing overwrote it.
+    # A stopped server's work is there when it starts again, and nothing overwrote it; none of
+    # its kernels outlived it (each holds over a gigabyte).
     hub.stop(alice)
+    assert not kernels_of(alice), f"{alice}'s kernels still run after her server stopped: {kernels_of(alice)}"
     hub.start(alice)
     server = Server(hub, alice, servers[alice].token)
     nb = server.get("/api/contents/00_setup_check.ipynb").json()["content"]

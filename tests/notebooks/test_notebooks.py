@@ -6,6 +6,7 @@ catches what nbconvert alone misses (a panic reported with status "ok").
 """
 
 import base64
+import os
 
 import nbrun
 from conftest import ROOT, executed
@@ -112,3 +113,41 @@ def test_two_kernels_at_once_build_in_separate_folders():
             km.shutdown_kernel(now=True)
     assert dirs[0] != dirs[1], dirs
     assert all("/.cache/evcxr/slot-" in d for d in dirs), dirs
+
+
+def _alive(pid: int) -> bool:
+    """A process that exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_a_kernel_does_not_outlive_the_server_that_started_it():
+    """evcxr ignores its parent's death (ipykernel polls JPY_PARENT_PID; evcxr does not): a stopped
+    or culled Jupyter server would leave every kernel running. The launcher's watchdog stops it."""
+    import subprocess
+    import sys
+    import time
+
+    starter = (
+        "import os, sys\n"
+        "from jupyter_client.manager import start_new_kernel\n"
+        f"km, kc = start_new_kernel(kernel_name={nbrun.KERNEL!r}, cwd={str(NOTEBOOKS)!r})\n"
+        "kc.execute_interactive('1 + 1', timeout=120)\n"
+        "open(sys.argv[1], 'w').write(str(km.provisioner.pid))\n"
+        "os._exit(0)  # the server dies without shutting its kernel down\n"
+    )
+    pid_file = ROOT / "build" / "kernel-lifetime.pid"
+    pid_file.parent.mkdir(exist_ok=True)
+    pid_file.unlink(missing_ok=True)
+    # Not through pipes: the kernel inherits the starter's stdout and would hold them open.
+    r = subprocess.run([sys.executable, "-c", starter, str(pid_file)], stdout=subprocess.DEVNULL, timeout=300)
+    assert r.returncode == 0 and pid_file.exists(), "the starter could not start a kernel"
+    pid = int(pid_file.read_text())
+    deadline = time.time() + 20
+    while _alive(pid) and time.time() < deadline:
+        time.sleep(0.5)
+    group = [p for p in os.listdir("/proc") if p.isdigit() and _alive(int(p)) and os.getpgid(int(p)) == pid]
+    assert not _alive(pid) and not group, f"the kernel {pid} (group {group}) still runs 20 s after its server died"
