@@ -18,6 +18,8 @@ shipped:
                       Kubernetes, advisory with the local spawner)
   HW9_HUB_CPU_LIMIT   CPUs per student (default 2)
   HW9_HUB_CULL_AFTER  seconds of inactivity before the idle culler stops a server (default 3600)
+  HW9_HUB_MAX_SERVERS servers running at once (default: what the memory holds, 1.8 GB each after
+                      3 GB for the system: 11 on 24 GB); one more student is asked to retry later
   HW9_HUB_ADMIN_TOKEN an API token with admin rights (service "hw9-admin"), for scripts and tests
   HW9_HUB_COURSE      the set-up handout (default HUB_ROOT/course)
 """
@@ -48,6 +50,19 @@ c.ConfigurableHTTPProxy.pid_file = str(STATE / "jupyterhub-proxy.pid")
 # The hub's own port for the proxy and the servers (the default 8081 may be taken).
 c.JupyterHub.hub_port = int(env("HW9_HUB_INTERNAL_PORT", "8081"))
 c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{int(env('HW9_HUB_PROXY_API_PORT', '8001'))}"
+
+
+def default_max_servers() -> int:
+    """As many running servers as the memory holds with a notebook's kernel open in each (1.6-1.7
+    GB measured, 1.8 counted) after 3 GB for the system. One more student is told to try again
+    later, instead of the machine running out of memory for everyone: with 20 students on 24 GB it
+    stalled (BENCHMARKS.md, "The hub under load")."""
+    with open("/proc/meminfo") as f:
+        total_kb = int(next(line for line in f if line.startswith("MemTotal")).split()[1])
+    return max(1, int((total_kb / 1024**2 - 3) / 1.8))
+
+
+c.JupyterHub.active_server_limit = int(env("HW9_HUB_MAX_SERVERS") or default_max_servers())
 
 # Who may log in.
 users = {u.strip() for u in env("HW9_HUB_USERS", "").split(",") if u.strip()}

@@ -58,6 +58,13 @@ def pss_mb(uid: int, by_process: dict | None = None) -> float:
     return total / 1024
 
 
+def available_mb() -> float:
+    for line in open("/proc/meminfo"):
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def cpu_seconds() -> float:
     fields = open("/proc/stat").readline().split()[1:]
     ticks = os.sysconf("SC_CLK_TCK")
@@ -119,12 +126,20 @@ def run(root: pathlib.Path, n: int) -> dict:
         time.sleep(3)
         base_mem, peak = used_mb(), [used_mb()]
         stop = threading.Event()
+        aborted: list[str] = []
 
         def sample():
             # Students' processes go first if memory runs out (as a per-user limit would have it),
             # not the hub or this benchmark.
+            total = used_mb() + available_mb()
             while not stop.is_set():
                 peak[0] = max(peak[0], used_mb())
+                if available_mb() < 1200 and not aborted:
+                    # Out of memory: without swap the machine thrashes rather than killing
+                    # (measured: 30 minutes unresponsive). Stop every student now.
+                    aborted.append(f"memory exhausted: {used_mb():.0f} of {total:.0f} MB used")
+                    for uid in uids.values():
+                        subprocess.run(["pkill", "-KILL", "-U", str(uid)], check=False)
                 for pid in filter(str.isdigit, os.listdir("/proc")):
                     try:
                         if os.stat(f"/proc/{pid}").st_uid in uids.values():
@@ -139,10 +154,10 @@ def run(root: pathlib.Path, n: int) -> dict:
         out: dict = {}
         hold = threading.Event()
         cpu0, t0 = cpu_seconds(), time.time()
-        threads = [threading.Thread(target=one_student, args=(hub, nm, t0, nb, out, hold)) for nm in names]
+        threads = [threading.Thread(target=one_student, args=(hub, nm, t0, nb, out, hold), daemon=True) for nm in names]
         for t in threads:
             t.start()
-        while any(
+        while not aborted and any(
             t.is_alive() and "done" not in out.get(nm, {}) and "error" not in out.get(nm, {})
             for t, nm in zip(threads, names, strict=True)
         ):
@@ -154,9 +169,13 @@ def run(root: pathlib.Path, n: int) -> dict:
         pss = [pss_mb(uids[nm], first_user if i == 0 else None) for i, nm in enumerate(names)]
         hold.set()
         for t in threads:
-            t.join()
+            t.join(timeout=5 if aborted else 120)
         stop.set()
+        for nm in names:
+            if "done" not in out.get(nm, {}):
+                out.setdefault(nm, {}).setdefault("error", aborted[0] if aborted else "did not finish")
         ok = [out[nm] for nm in names if "error" not in out[nm]]
+        served = sum(1 for nm in names if "ready" in out[nm])  # the others were refused or failed
         errors = {nm: out[nm]["error"] for nm in names if "error" in out[nm]}
 
         def stats(key):
@@ -168,6 +187,7 @@ def run(root: pathlib.Path, n: int) -> dict:
         return {
             "users": n,
             "ok": len(ok),
+            "aborted": aborted[0] if aborted else None,
             "errors": errors,
             "ready_s": stats("ready"),
             "first_result_s": stats("first_result"),
@@ -178,8 +198,9 @@ def run(root: pathlib.Path, n: int) -> dict:
             "mem_base_mb": round(base_mem),
             "mem_peak_mb": round(peak[0]),
             "mem_idle_kernels_mb": round(idle_mem),
-            "mem_per_user_peak_mb": round((peak[0] - base_mem) / n),
-            "mem_per_user_idle_mb": round((idle_mem - base_mem) / n),
+            "served": served,
+            "mem_per_user_peak_mb": round((peak[0] - base_mem) / max(1, served)),
+            "mem_per_user_idle_mb": round((idle_mem - base_mem) / max(1, served)),
             "pss_per_user_mb": round(statistics.median(pss)),
             "pss_one_user_by_process_mb": first_user,
         }
