@@ -37,14 +37,14 @@ lint:
 	@cargo fmt --version >/dev/null 2>&1 && cargo clippy --version >/dev/null 2>&1 || rustup component add rustfmt clippy
 	cargo fmt --all --check
 	cargo clippy --locked --workspace --all-targets -- -D warnings
-	$(ROOT)/.venv/bin/ruff format --check tools tests deploy
-	$(ROOT)/.venv/bin/ruff check tools tests deploy
+	$(ROOT)/.venv/bin/ruff format --check tools tests $(wildcard deploy)
+	$(ROOT)/.venv/bin/ruff check tools tests $(wildcard deploy)
 
 ## Formats everything the lint gates check.
 fmt:
 	cargo fmt --all
-	$(ROOT)/.venv/bin/ruff format tools tests deploy
-	$(ROOT)/.venv/bin/ruff check --fix tools tests deploy
+	$(ROOT)/.venv/bin/ruff format tools tests $(wildcard deploy)
+	$(ROOT)/.venv/bin/ruff check --fix tools tests $(wildcard deploy)
 
 test-rust:
 	cargo test --locked --workspace
@@ -60,13 +60,15 @@ test-handout:
 ## A class's JupyterHub on this machine, serving the student handout (as root; deploy/README.md).
 HUB_ROOT ?= /srv/hw9
 hub-setup:
+	@[ -d deploy ] || { echo "hub-setup runs from the hw9 repository (the student handout has no deploy/)"; exit 1; }
 	bash deploy/setup-hub.sh $(HUB_ROOT)
 
 ## The hub for real: deploy/setup-hub.sh into HW9_HUB_TEST_ROOT (kept between runs, outside the
 ## clone), then two students log in, run the setup check and stay apart (tests/hub). Repository only.
 HW9_HUB_TEST_ROOT ?= /srv/hw9-hub-test
 test-hub:
-	@if ! command -v node >/dev/null || ! command -v npm >/dev/null; then \
+	@if [ ! -d deploy ]; then echo "test-hub SKIPPED: the student handout has no deploy/ (repository only)"; \
+	elif ! command -v node >/dev/null || ! command -v npm >/dev/null; then \
 	  echo "test-hub SKIPPED: node and npm are not installed (JupyterHub's proxy is an npm package)"; \
 	elif [ "$$(id -u)" != 0 ]; then \
 	  echo "test-hub SKIPPED: it creates Unix accounts for its two students: run make test-hub as root"; \
@@ -75,6 +77,7 @@ test-hub:
 
 ## N students starting at once on the hub (N = 5, 10, 20): the figures in BENCHMARKS.md.
 bench-hub:
+	@[ -d deploy ] || { echo "bench-hub runs from the hw9 repository (the student handout has no deploy/)"; exit 1; }
 	bash deploy/setup-hub.sh $(HW9_HUB_TEST_ROOT)
 	$(HW9_HUB_TEST_ROOT)/venv/bin/python tools/bench_hub.py --root $(HW9_HUB_TEST_ROOT) --users 5 10 20
 
