@@ -37,6 +37,25 @@ def solved_setup_check(repo: pathlib.Path) -> dict:
     return nb
 
 
+def reap_stale(root: pathlib.Path) -> list[int]:
+    """Kills what a crashed or killed earlier run left of this test root's hub (the hub, its proxy,
+    its services): they would hold the ports, the log and a deleted database."""
+    names = ("jupyterhub", "configurable-http-proxy")  # the hub, its services and servers, the proxy
+    killed = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmd = pathlib.Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if int(pid) != os.getpid() and str(root) in cmd and any(n in cmd for n in names):
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+                killed.append(int(pid))
+            except ProcessLookupError:
+                pass
+    return killed
+
+
 class Hub:
     """A running hub started from HUB_ROOT's start script (a real JupyterHub, proxy and spawner)."""
 
@@ -57,6 +76,7 @@ class Hub:
             "HW9_HUB_USERS": ",".join(users),
             "HW9_HUB_ADMIN_TOKEN": self.token,
         } | (extra_env or {})
+        reap_stale(root)
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
             [str(root / "start-hub")], env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
@@ -133,6 +153,7 @@ class Hub:
                 self.proc.wait(60)
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
+        reap_stale(self.root)  # a proxy or service the hub's shutdown left behind
         self.log.close()
 
 

@@ -183,3 +183,16 @@ def test_two_students_log_in_run_the_setup_check_and_stay_apart(hub):
     r = server.get("/api/contents/submission/00_setup_check/hw9_submission.zip", params={"content": "0"})
     assert r.status_code == 200, "the submission is gone after a restart"
     print("first cells:", {n: round(s, 1) for n, s in first_cell.items()})
+
+    # The idle culler runs as the hub's service, and its first pass over the users was allowed.
+    services = hub.api("GET", "/services").json()
+    assert "idle-culler" in services, services
+    culler = [
+        p
+        for p in filter(str.isdigit, os.listdir("/proc"))
+        if b"jupyterhub_idle_culler" in pathlib.Path(f"/proc/{p}/cmdline").read_bytes()
+    ]
+    assert culler, "the idle culler is not running"
+    log = hub.log_tail(100000)
+    refused = [ln for ln in log.splitlines() if "idle-culler" in ln and (" 403 " in ln or "Forbidden" in ln)]
+    assert not refused, refused
