@@ -93,11 +93,16 @@ if [ -z "$TARBALL" ]; then
   TARBALL=$REPO/build/handout/hw9-handout.tar.gz
 fi
 [ -f "$TARBALL" ] || fail course "no handout at $TARBALL" "make handout, or set HW9_HUB_HANDOUT to a hw9-handout.tar.gz"
-sum=$(sha256sum "$TARBALL" | cut -c1-16)
 COURSE=$HUB/course
-if [ "$(cat "$COURSE/.hw9-handout" 2>/dev/null)" != "$sum" ]; then
-  rm -rf "$HUB/unpack" && mkdir -p "$HUB/unpack" && tar -xzf "$TARBALL" -C "$HUB/unpack" ||
-    fail course "could not unpack $TARBALL" "make handout again"
+rm -rf "$HUB/unpack" && mkdir -p "$HUB/unpack" && tar -xzf "$TARBALL" -C "$HUB/unpack" ||
+  fail course "could not unpack $TARBALL" "make handout again"
+# The handout's content, not the tarball's bytes (a new `make handout` writes new timestamps):
+# an unchanged course is left alone, so running this again disturbs no student.
+sum=$(cd "$HUB/unpack/hw9" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)
+if [ "$(cat "$COURSE/.hw9-handout" 2>/dev/null)" = "$sum" ]; then
+  rm -rf "$HUB/unpack"
+  step course "ok: $COURSE holds this handout already"
+else
   mkdir -p "$COURSE"
   # Replace what the handout ships; keep what setup made (.venv, .tools, .cache, installed data)
   # and the students' folders.
