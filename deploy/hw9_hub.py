@@ -80,12 +80,22 @@ def _chown(path: pathlib.Path, uid: int, gid: int) -> None:
         os.lchown(path, uid, gid)
 
 
-def seed_slot(seed: pathlib.Path, slot: pathlib.Path, uid: int, gid: int) -> dict:
-    """Fills the empty folder `slot` from `seed`: large files hard-linked (a copy when the link
-    fails: another filesystem, or not root), the rest copied and owned by uid:gid. Builds into
-    `slot.tmp` and renames, so a half-seeded slot is never used. Returns counts and bytes."""
-    tmp = slot.with_name(slot.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+def _remove(path: pathlib.Path) -> None:
+    """Removes a file, a symlink (never what it points to) or a folder tree."""
+    if path.is_symlink() or path.is_file():
+        path.unlink(missing_ok=True)
+    elif path.exists():
+        shutil.rmtree(path)
+
+
+def seed_slot(seed: pathlib.Path, slot: pathlib.Path, uid: int, gid: int, staging: pathlib.Path) -> dict:
+    """Fills the folder `slot` from `seed`: large files hard-linked (a copy when the link fails:
+    another filesystem, or not root), the rest copied and owned by uid:gid. Everything is built in
+    `staging`, a folder the student cannot write to (root writes nothing through a path the
+    student controls: no symlink of theirs can redirect it), then renamed into place, so a
+    half-seeded slot is never used. Returns counts and bytes."""
+    tmp = staging
+    _remove(tmp)
     linked = copied = linked_bytes = copied_bytes = 0
     for dirpath, _dirnames, filenames in os.walk(seed):
         src_dir = pathlib.Path(dirpath)
@@ -114,8 +124,8 @@ def seed_slot(seed: pathlib.Path, slot: pathlib.Path, uid: int, gid: int) -> dic
             copied_bytes += st.st_size
     (tmp / STAMP).write_text(seed_stamp(seed))
     _chown(tmp / STAMP, uid, gid)
-    shutil.rmtree(slot, ignore_errors=True)
-    tmp.rename(slot)
+    _remove(slot)
+    os.rename(tmp, slot)  # replaces a symlink of theirs, never follows it; a folder made meanwhile: refused
     return {"linked": linked, "linked_bytes": linked_bytes, "copied": copied, "copied_bytes": copied_bytes}
 
 
@@ -137,10 +147,17 @@ def prepare_student(course: pathlib.Path, builds: pathlib.Path, name: str, uid: 
     _chown(ws, uid, gid)
     for src in sorted((course / "notebooks").glob("*.ipynb")):
         dst = ws / src.name
-        if not dst.exists():
-            shutil.copy2(src, dst)
-            _chown(dst, uid, gid)
-            done["copied_notebooks"].append(src.name)
+        if os.path.lexists(dst):
+            continue  # theirs (a file, or anything else they put there): left alone
+        try:  # created exclusively, never through a symlink: the folder is the student's
+            fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        except FileExistsError:
+            continue
+        with os.fdopen(fd, "wb") as out:
+            out.write(src.read_bytes())
+            if os.geteuid() == 0:
+                os.fchown(out.fileno(), uid, gid)
+        done["copied_notebooks"].append(src.name)
 
     mine = builds / name
     mine.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -148,20 +165,26 @@ def prepare_student(course: pathlib.Path, builds: pathlib.Path, name: str, uid: 
     _chown(mine, uid, gid)
     slot = mine / "slot-0"
     lock_path = mine / "slot-0.lock"
-    with open(lock_path, "a") as lock:
-        _chown(lock_path, uid, gid)
+    try:
+        fd = os.open(lock_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o644)
+    except OSError as e:
+        raise PrepareError(f"{lock_path} is not a plain file ({e}): remove it, then log in again") from e
+    with os.fdopen(fd, "a") as lock:
+        if os.geteuid() == 0:
+            os.fchown(lock.fileno(), uid, gid)
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             done["slot"] = "in use by a running kernel: left as it is"
             return done
         want = seed_stamp(seed)
-        have = (slot / STAMP).read_text() if (slot / STAMP).exists() else None
+        stamp = slot / STAMP
+        have = stamp.read_text() if stamp.is_file() and not stamp.is_symlink() and not slot.is_symlink() else None
         if have == want:
             done["slot"] = "up to date"
         else:
             done["slot"] = "seeded" if have is None else "reseeded (the course's warm build changed)"
-            done.update(seed_slot(seed, slot, uid, gid))
+            done.update(seed_slot(seed, slot, uid, gid, builds / f".staging-{name}"))
     return done
 
 
