@@ -13,8 +13,8 @@ students). Each student gets:
   `HW9_EVCXR_DIR`. Slot 0 is seeded from the course's warm build: the large compiled artefacts
   (tch, torch-sys, hw9, …) are hard links to the course's root-owned, read-only files (no copy, no
   disk), everything small (fingerprints, evcxr's own crate) is a private copy the student owns.
-  The kernel cannot write into a linked artefact (it is root's); cargo and rustc replace outputs
-  rather than rewrite them, so a rebuild breaks the link instead of touching the course's copy.
+  The kernel cannot write into a linked artefact (it is root's and read-only to the student), so
+  the course's copy stays intact whatever the student's builds do.
   Linking needs root (fs.protected_hardlinks): that is why the hub seeds slot 0, not the kernel.
 """
 
