@@ -8,8 +8,9 @@ and, through the proxy, as each student: solves the setup-check notebook (the so
 uploaded through the contents API), runs it on the hw9 kernel over the kernel's websocket and
 checks its outputs and submission. Then: a student's kernel cannot read the other's folder or
 write into the course or the shared build; a student's login or token cannot reach the other's
-server; a stopped server's work is there when it starts again. Needs root (the students are Unix
-accounts); skipped otherwise, with the reason.
+server; a stopped server's work is there when it starts again and none of its kernels outlived
+it; the idle culler runs with the rights it needs. Needs root (the students are Unix accounts);
+skipped otherwise, with the reason.
 """
 
 from __future__ import annotations
