@@ -188,28 +188,47 @@ def prepare_student(course: pathlib.Path, builds: pathlib.Path, name: str, uid: 
     return done
 
 
-def reap_kernels(course: pathlib.Path, uid: int) -> list[int]:
-    """Kills the hw9 kernels (the course's evcxr_jupyter) still running as uid: after a server
-    stops, none of its kernels should outlive it (each holds over a gigabyte). Returns their pids."""
-    import signal
-
-    evcxr_dir = (course / ".tools").resolve()
-    killed = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
+def processes_of(uid: int) -> list[int]:
+    """The pids of uid's live processes (zombies left out)."""
+    pids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             if os.stat(f"/proc/{pid}").st_uid != uid:
                 continue
-            exe = pathlib.Path(os.readlink(f"/proc/{pid}/exe"))
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    continue
         except OSError:
             continue
-        if evcxr_dir in exe.parents:
-            try:
-                os.kill(int(pid), signal.SIGKILL)
-                killed.append(int(pid))
-            except ProcessLookupError:
-                pass
+        pids.append(int(pid))
+    return pids
+
+
+def kernels_of(course: pathlib.Path, uid: int) -> list[int]:
+    """uid's running hw9 kernels: processes of the course's evcxr_jupyter (kernel and child)."""
+    tools = (course / ".tools").resolve()
+    pids = []
+    for pid in processes_of(uid):
+        try:
+            if tools in pathlib.Path(os.readlink(f"/proc/{pid}/exe")).parents:
+                pids.append(pid)
+        except OSError:
+            continue
+    return pids
+
+
+def reap_kernels(course: pathlib.Path, uid: int) -> list[int]:
+    """Kills the hw9 kernels still running as uid: after a server stops, none of its kernels
+    should outlive it (each holds over a gigabyte). Returns their pids."""
+    import signal
+
+    killed = []
+    for pid in kernels_of(course, uid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+        except ProcessLookupError:
+            pass
     return killed
 
 

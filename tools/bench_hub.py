@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import pathlib
-import pwd
 import shutil
 import statistics
 import subprocess
@@ -26,7 +25,7 @@ import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests/hub"))
-from hubclient import Hub, Server, solved_setup_check  # noqa: E402
+from hubclient import Hub, Server, ensure_account, hw9_hub, solved_setup_check  # noqa: E402
 
 
 def used_mb() -> float:
@@ -40,12 +39,8 @@ def used_mb() -> float:
 def pss_mb(uid: int, by_process: dict | None = None) -> float:
     """The PSS of uid's processes in MB; `by_process` gathers it per command name."""
     total = 0
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
+    for pid in hw9_hub.processes_of(uid):
         try:
-            if os.stat(f"/proc/{pid}").st_uid != uid:
-                continue
             for line in open(f"/proc/{pid}/smaps_rollup"):
                 if line.startswith("Pss:"):
                     kb = int(line.split()[1])
@@ -53,7 +48,7 @@ def pss_mb(uid: int, by_process: dict | None = None) -> float:
                     if by_process is not None:
                         comm = open(f"/proc/{pid}/comm").read().strip()
                         by_process[comm] = by_process.get(comm, 0) + round(kb / 1024)
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
+        except OSError:
             continue
     return total / 1024
 
@@ -70,14 +65,6 @@ def cpu_seconds() -> float:
     ticks = os.sysconf("SC_CLK_TCK")
     user, nice, system = (int(x) for x in fields[:3])
     return (user + nice + system) / ticks
-
-
-def ensure_account(name: str) -> pwd.struct_passwd:
-    try:
-        return pwd.getpwnam(name)
-    except KeyError:
-        subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", name], check=True)
-        return pwd.getpwnam(name)
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -140,11 +127,10 @@ def run(root: pathlib.Path, n: int) -> dict:
                     aborted.append(f"memory exhausted: {used_mb():.0f} of {total:.0f} MB used")
                     for uid in uids.values():
                         subprocess.run(["pkill", "-KILL", "-U", str(uid)], check=False)
-                for pid in filter(str.isdigit, os.listdir("/proc")):
+                for pid in (p for uid in uids.values() for p in hw9_hub.processes_of(uid)):
                     try:
-                        if os.stat(f"/proc/{pid}").st_uid in uids.values():
-                            with open(f"/proc/{pid}/oom_score_adj", "w") as f:
-                                f.write("800")
+                        with open(f"/proc/{pid}/oom_score_adj", "w") as f:
+                            f.write("800")
                     except OSError:
                         pass
                 time.sleep(0.5)

@@ -9,14 +9,28 @@ import datetime
 import json
 import os
 import pathlib
+import pwd
 import signal
 import socket
 import subprocess
+import sys
 import time
 import uuid
 
 import requests
 import websocket
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "deploy"))
+import hw9_hub  # noqa: E402, F401  (re-exported: the process helpers the tests and the bench use)
+
+
+def ensure_account(name: str) -> pwd.struct_passwd:
+    """The Unix account of a test student, created (with a home) when missing."""
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", name], check=True)
+        return pwd.getpwnam(name)
 
 
 def free_port() -> int:

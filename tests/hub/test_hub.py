@@ -19,13 +19,12 @@ import os
 import pathlib
 import pwd
 import shutil
-import subprocess
 import sys
 
 import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from hubclient import Hub, Server, solved_setup_check  # noqa: E402
+from hubclient import Hub, Server, ensure_account, hw9_hub, solved_setup_check  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 HUB_ROOT = pathlib.Path(os.environ.get("HW9_HUB_TEST_ROOT", "/srv/hw9-hub-test"))
@@ -33,14 +32,6 @@ COURSE = HUB_ROOT / "course"
 STUDENTS = ["hw9t-alice", "hw9t-bob"]
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the hub test creates Unix accounts: run it as root")
-
-
-def ensure_account(name: str) -> pwd.struct_passwd:
-    try:
-        return pwd.getpwnam(name)
-    except KeyError:
-        subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", name], check=True)
-        return pwd.getpwnam(name)
 
 
 @pytest.fixture(scope="module")
@@ -66,16 +57,8 @@ def hub():
 
 
 def kernels_of(name: str) -> list[int]:
-    """The pids of the hw9 kernels running as the student (zombies excepted)."""
-    uid, pids = pwd.getpwnam(name).pw_uid, []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
-            if os.stat(f"/proc/{pid}").st_uid == uid and state != "Z" and "evcxr" in os.readlink(f"/proc/{pid}/exe"):
-                pids.append(int(pid))
-        except OSError:
-            continue
-    return pids
+    """The pids of the hw9 kernels running as the student."""
+    return hw9_hub.kernels_of(COURSE, pwd.getpwnam(name).pw_uid)
 
 
 def run_notebook(server: Server, path: str) -> list[dict]:

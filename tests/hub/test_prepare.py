@@ -7,13 +7,12 @@ from __future__ import annotations
 import os
 import pathlib
 import pwd
-import subprocess
 import sys
 
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "deploy"))
-import hw9_hub  # noqa: E402
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+from hubclient import ensure_account, hw9_hub  # noqa: E402
 
 STUDENT = "hw9t-mallory"
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="prepares folders for another Unix account: run as root")
@@ -21,10 +20,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="prepares folders for 
 
 @pytest.fixture
 def course(tmp_path):
-    try:
-        pwd.getpwnam(STUDENT)
-    except KeyError:
-        subprocess.run(["useradd", "--create-home", STUDENT], check=True)
+    ensure_account(STUDENT)
     tmp_path.chmod(0o755)
     c = tmp_path / "course"
     (c / "notebooks").mkdir(parents=True)
