@@ -29,7 +29,7 @@ tensorboard: setup
 ## (Setup for tests also installs headless Chromium, which renders the HTML attention view.)
 test:
 	@HW9_SETUP_TESTS=1 bash tools/setup.sh
-	@$(MAKE) --no-print-directory lint test-rust test-notebooks $(if $(wildcard notebooks/solutions),test-hub test-handout,)
+	@$(MAKE) --no-print-directory lint test-rust test-notebooks $(if $(wildcard notebooks/solutions),test-handout test-hub,)
 
 ## The format and lint gates (part of make test): rustfmt and clippy on the Rust workspace,
 ## ruff (pinned in requirements.txt) on the Python tools and tests.

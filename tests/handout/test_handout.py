@@ -4,7 +4,8 @@ notebooks failing only at their TODOs), and the solution notebooks, run against 
 crate (no reference answers, public fixtures only), pass every public check.
 
 `make test-handout` runs it (part of `make test`); it sets the handout up from scratch, so it takes
-about 15 minutes on 2 cores. (`tests/handout.rs` scans the handout for answers.)
+about 15 minutes on 2 cores and ~6 GB of disk, removed again when it passes. (`tests/handout.rs`
+scans the handout for answers.)
 """
 
 import os
@@ -75,3 +76,6 @@ def test_the_unpacked_handout_passes_make_test_and_the_solutions_pass_its_public
                 assert "✗ FAIL" not in text, f"{p.name}: a public check failed with a correct implementation:\n{text}"
                 passes += text.count("✓ PASS")
     assert passes >= 16, f"only {passes} public checks passed"
+    # Passed: give the ~6 GB back (its venv, cargo target and kernel build folder); a failed run
+    # stays for reading. CI's disk is shared and was once filled by this folder.
+    shutil.rmtree(RUN)
