@@ -14,7 +14,7 @@ use crate::models::summarizer::{Summarizer, SummarizerConfig};
 use crate::models::vit::Vit;
 use crate::plan::VitMaePlan;
 use crate::profile::Profile;
-use crate::train::OptimConfig;
+use crate::train::{autocast, OptimConfig, Precision};
 
 /// The median wall time of `steps` calls of `step` (at least one) after `warmup` untimed ones,
 /// waiting for the GPU after each call on CUDA.
@@ -41,8 +41,16 @@ pub fn median_step_seconds(device: Device, warmup: usize, steps: usize, step: &m
 }
 
 /// Seconds per training step (forward, backward, AdamW update) of the ViT and the MAE of a
-/// profile's sizes at `batch` random 28×28 images: the median of `steps` steps after `warmup`.
-pub fn vit_mae_steps(profile: Profile, batch: i64, warmup: usize, steps: usize, device: Device) -> Result<(f64, f64)> {
+/// profile's sizes at `batch` random 28×28 images: the median of `steps` steps after `warmup`;
+/// the forward pass and loss in `precision` ([`autocast`]).
+pub fn vit_mae_steps(
+    profile: Profile,
+    batch: i64,
+    warmup: usize,
+    steps: usize,
+    device: Device,
+    precision: Precision,
+) -> Result<(f64, f64)> {
     let plan = VitMaePlan::for_profile(profile);
     let x = Tensor::randn([batch, 1, 28, 28], (Kind::Float, device));
     let y = Tensor::randint(10, [batch], (Kind::Int64, device));
@@ -51,13 +59,16 @@ pub fn vit_mae_steps(profile: Profile, batch: i64, warmup: usize, steps: usize, 
     let vit = Vit::new(&vs.root(), &plan.vit)?;
     let optim = &plan.vit_train.optim;
     let mut opt = optim.build(&vs)?;
-    let vit_s = time(&mut || optim.step(&mut opt, &vit.forward_t(&x, true).cross_entropy_for_logits(&y)));
+    let vit_s = time(&mut || {
+        let loss = autocast(precision, device, || vit.forward_t(&x, true).cross_entropy_for_logits(&y));
+        optim.step(&mut opt, &loss)
+    });
     let vs = nn::VarStore::new(device);
     let mae = Mae::new(&vs.root(), &plan.mae)?;
     let optim = &plan.mae_train.optim;
     let mut opt = optim.build(&vs)?;
     let mut err = None;
-    let mae_s = time(&mut || match mae.loss(&x, None) {
+    let mae_s = time(&mut || match autocast(precision, device, || mae.loss(&x, None)) {
         Ok(loss) => optim.step(&mut opt, &loss),
         Err(e) => err = Some(e),
     });
@@ -68,7 +79,9 @@ pub fn vit_mae_steps(profile: Profile, batch: i64, warmup: usize, steps: usize, 
 }
 
 /// One training step's seconds (median of `steps` after `warmup`) for `cfg` on random batches of
-/// `batch` documents of `src_len` tokens and summaries of `tgt_len`.
+/// `batch` documents of `src_len` tokens and summaries of `tgt_len`, the forward pass and loss in
+/// `precision`.
+#[allow(clippy::too_many_arguments)]
 pub fn summarizer_step(
     cfg: &SummarizerConfig,
     batch: i64,
@@ -77,6 +90,7 @@ pub fn summarizer_step(
     warmup: usize,
     steps: usize,
     device: Device,
+    precision: Precision,
 ) -> Result<f64> {
     crate::seed(0);
     let vs = nn::VarStore::new(device);
@@ -86,9 +100,15 @@ pub fn summarizer_step(
     let ids = |n| Tensor::randint_low(3, cfg.vocab_size, [batch, n], (Kind::Int64, device));
     let b = Batch { src: ids(src_len), dec_in: ids(tgt_len), labels: ids(tgt_len) };
     let mut err = None;
-    let secs = median_step_seconds(device, warmup, steps, &mut || match model.loss(&b, true) {
-        Ok((loss, _, _)) => optim.step(&mut opt, &loss),
-        Err(e) => err = Some(e),
-    });
+    let secs =
+        median_step_seconds(
+            device,
+            warmup,
+            steps,
+            &mut || match autocast(precision, device, || model.loss(&b, true)) {
+                Ok((loss, _, _)) => optim.step(&mut opt, &loss),
+                Err(e) => err = Some(e),
+            },
+        );
     err.map_or(Ok(secs), Err)
 }

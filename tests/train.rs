@@ -84,3 +84,33 @@ fn a_checkpoint_reloads_to_identical_outputs_and_refuses_another_config() {
     assert!(err.contains("not a readable safetensors file"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_bf16_run_computes_its_products_in_bf16_keeps_fp32_weights_and_learns() {
+    use hw9::train::precision::cpu_has_bf16;
+    use hw9::train::{Evaluation, Fit, OptimConfig, Precision, Step};
+    tch::manual_seed(0);
+    let data = splits();
+    let vs = nn::VarStore::new(Device::Cpu);
+    let model =
+        nn::seq_t().add_fn(|x| x.flatten(1, -1)).add(nn::linear(vs.root() / "linear", 64, 3, Default::default()));
+    let fit = Fit::epochs("bf16", 4, 8, &OptimConfig::adamw(1e-2, (0.9, 0.95), 0.0)).precision(Precision::Bf16);
+    let expected = if cpu_has_bf16() { Kind::BFloat16 } else { Kind::Float };
+    assert_eq!(fit.resolved_precision(Device::Cpu).unwrap() == Precision::Bf16, cpu_has_bf16());
+    let mut kinds = Vec::new();
+    let batches = |_| hw9::data::images::batches(&data.train, 32, true, Device::Cpu);
+    let step = |(x, y): (Tensor, Tensor)| {
+        let logits = model.forward_t(&data.normalize(&x), true);
+        kinds.push(logits.kind());
+        Ok(Step { loss: logits.cross_entropy_for_logits(&y), weight: 32.0, correct: None })
+    };
+    let history = fit.run(&vs, batches, step, || Ok(Evaluation::default())).unwrap();
+    assert!(kinds.iter().all(|k| *k == expected), "the products ran in {kinds:?}, expected {expected:?}");
+    for (name, w) in vs.variables() {
+        assert_eq!(w.kind(), Kind::Float, "{name}: master weights stay fp32");
+    }
+    assert!(history.epochs[3].train_loss < history.epochs[0].train_loss * 0.5, "{:?}", history.epochs);
+    let acc = hw9::train::evaluate(&model, &data, &data.test, Device::Cpu);
+    assert!(acc > 0.95, "accuracy {acc} after bf16 training");
+    assert!(!hw9::train::precision::autocast_enabled(Device::Cpu), "autocast is off again after the run");
+}

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use hw9::doctor::{self, Check};
+#[cfg(feature = "reference")]
+use hw9::train::Precision;
 
 #[derive(Parser)]
 #[command(name = "hw9", version, about = "hw9: ViT, MAE and Transformers in Rust notebooks")]
@@ -25,6 +27,29 @@ enum Sizes {
     Full,
     /// Both.
     Both,
+}
+
+/// The precisions a step benchmark times.
+#[cfg(feature = "reference")]
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Precisions {
+    /// fp32 only.
+    Fp32,
+    /// bf16 autocast only.
+    Bf16,
+    /// fp32 then bf16, with the ratio.
+    Both,
+}
+
+#[cfg(feature = "reference")]
+impl Precisions {
+    fn list(self) -> Vec<Precision> {
+        match self {
+            Precisions::Fp32 => vec![Precision::Fp32],
+            Precisions::Bf16 => vec![Precision::Bf16],
+            Precisions::Both => vec![Precision::Fp32, Precision::Bf16],
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -50,6 +75,9 @@ enum Cmd {
         /// Where the pretrained MAE is saved (as mae/model.safetensors + mae/config.json).
         #[arg(long, default_value = "build/vit-mae")]
         out: PathBuf,
+        /// Train the supervised ViT only (the first stage), print its accuracy and time.
+        #[arg(long)]
+        vit_only: bool,
     },
     #[cfg(feature = "reference")]
     /// Train notebook 4's FaceNet embedding (semi-hard triplets) and run its experiments
@@ -72,6 +100,10 @@ enum Cmd {
         /// libtorch threads (default: libtorch's choice).
         #[arg(long)]
         threads: Option<i32>,
+        /// The forward pass's precision: fp32, bf16, or both (fp32 then bf16, each size, with
+        /// their ratio).
+        #[arg(long, value_enum, default_value_t = Precisions::Fp32)]
+        precision: Precisions,
     },
     #[cfg(feature = "reference")]
     /// Train notebook 2's summarizer (crate layers) in the profile HW9_PROFILE names; print each
@@ -125,6 +157,9 @@ enum Cmd {
         /// libtorch threads (default: libtorch's choice).
         #[arg(long)]
         threads: Option<i32>,
+        /// The forward pass's precision: fp32, bf16, or both.
+        #[arg(long, value_enum, default_value_t = Precisions::Fp32)]
+        precision: Precisions,
     },
     /// Build the summarization corpus from apt's Translation-en index (see `make corpus`).
     Corpus {
@@ -301,7 +336,18 @@ fn run(cmd: Cmd) -> hw9::Result<bool> {
             Ok(true)
         }
         #[cfg(feature = "reference")]
-        Cmd::VitMae { out } => {
+        Cmd::VitMae { out, vit_only: true } => {
+            let profile = hw9::profile()?;
+            let (acc, secs) = hw9::tasks::vit_mae::run_vit(profile, hw9::device())?;
+            let (v, _, _) = hw9::plan::VitMaePlan::for_profile(profile).thresholds;
+            println!(
+                "ViT test accuracy     {acc:.4} (threshold {v}) in {secs:.0} s (nothing saved in {})",
+                out.display()
+            );
+            Ok(acc >= v)
+        }
+        #[cfg(feature = "reference")]
+        Cmd::VitMae { out, vit_only: false } => {
             let profile = hw9::profile()?;
             let r = hw9::tasks::vit_mae::run_vit_mae(profile, hw9::device(), &out)?;
             let (v, p, f) = hw9::plan::VitMaePlan::for_profile(profile).thresholds;
@@ -335,7 +381,7 @@ fn run(cmd: Cmd) -> hw9::Result<bool> {
             Ok(m.verification.val >= val && m.nn_accuracy >= nn && m.purity >= purity)
         }
         #[cfg(feature = "reference")]
-        Cmd::Bench { batch, warmup, steps, threads } => {
+        Cmd::Bench { batch, warmup, steps, threads, precision } => {
             if let Some(t) = threads {
                 tch::set_num_threads(t);
             }
@@ -345,8 +391,17 @@ fn run(cmd: Cmd) -> hw9::Result<bool> {
                 tch::get_num_threads()
             );
             for profile in [hw9::Profile::Cpu, hw9::Profile::Full] {
-                let (vit, mae) = hw9::bench::vit_mae_steps(profile, batch, warmup, steps, device)?;
-                println!("{profile:>4} sizes: ViT step {vit:.3} s, MAE step {mae:.3} s");
+                let mut fp32 = None;
+                for p in precision.list() {
+                    let (vit, mae) = hw9::bench::vit_mae_steps(profile, batch, warmup, steps, device, p)?;
+                    let tag = if p == Precision::Fp32 { String::new() } else { format!(" [{p}]") };
+                    let ratio = match fp32 {
+                        Some((v, m)) => format!(" (bf16/fp32: ViT {:.2}x, MAE {:.2}x)", vit / v, mae / m),
+                        None => String::new(),
+                    };
+                    println!("{profile:>4} sizes: ViT step {vit:.3} s, MAE step {mae:.3} s{tag}{ratio}");
+                    fp32 = fp32.or(Some((vit, mae)));
+                }
             }
             Ok(true)
         }
@@ -462,7 +517,7 @@ fn run(cmd: Cmd) -> hw9::Result<bool> {
             Ok(true)
         }
         #[cfg(feature = "reference")]
-        Cmd::BenchSummarizer { size, batch, warmup, steps, threads } => {
+        Cmd::BenchSummarizer { size, batch, warmup, steps, threads, precision } => {
             if let Some(t) = threads {
                 tch::set_num_threads(t);
             }
@@ -480,8 +535,14 @@ fn run(cmd: Cmd) -> hw9::Result<bool> {
                 if size != Sizes::Both && size != which {
                     continue;
                 }
-                let secs = hw9::bench::summarizer_step(&cfg, batch, src, tgt, warmup, steps, device)?;
-                println!("{name:>4} size (source {src}, summary {tgt} tokens): step {secs:.3} s");
+                let mut fp32 = None;
+                for p in precision.list() {
+                    let secs = hw9::bench::summarizer_step(&cfg, batch, src, tgt, warmup, steps, device, p)?;
+                    let tag = if p == Precision::Fp32 { String::new() } else { format!(" [{p}]") };
+                    let ratio = fp32.map_or(String::new(), |f: f64| format!(" (bf16/fp32 {:.2}x)", secs / f));
+                    println!("{name:>4} size (source {src}, summary {tgt} tokens): step {secs:.3} s{tag}{ratio}");
+                    fp32 = fp32.or(Some(secs));
+                }
             }
             Ok(true)
         }

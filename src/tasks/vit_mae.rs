@@ -30,6 +30,18 @@ pub struct VitMaeReport {
     pub histories: Vec<History>,
 }
 
+/// Notebook 1's first stage alone (`hw9 vit-mae --vit-only`): the supervised ViT's test
+/// accuracy and seconds.
+pub fn run_vit(profile: Profile, device: Device) -> Result<(f64, f64)> {
+    let plan = VitMaePlan::for_profile(profile);
+    let data = plan.data()?;
+    let t = Instant::now();
+    let vs = nn::VarStore::new(device);
+    let vit = Vit::new(&vs.root(), &plan.vit)?;
+    let h = train_classifier(&vit, &vs, &data, &plan.vit_train, "ViT")?;
+    Ok((h.final_val_acc().unwrap_or(0.0), t.elapsed().as_secs_f64()))
+}
+
 /// Trains notebook 1's four stages with the crate's reference models (the `hw9 vit-mae`
 /// command), saving the pretrained MAE to `out/mae`.
 pub fn run_vit_mae(profile: Profile, device: Device, out: &std::path::Path) -> Result<VitMaeReport> {

@@ -4,7 +4,7 @@
 use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Tensor};
 
-use super::{Evaluation, Fit, History, Step, TrainConfig};
+use super::{Evaluation, Fit, History, Precision, Step, TrainConfig};
 use crate::data::images::{augment, batches, n_batches, ImageSet, Splits};
 use crate::error::{Error, Result};
 use crate::models::mae::MaskedAutoencoder;
@@ -28,11 +28,13 @@ fn fit_images(
     data: &Splits,
     cfg: &TrainConfig,
     title: &str,
+    auto: Precision,
     mut batch_loss: impl FnMut(&Tensor, &Tensor) -> Result<Step>,
     evaluate: impl FnMut() -> Result<Evaluation>,
 ) -> Result<History> {
     let device = vs.device();
-    let fit = Fit::epochs(title, cfg.epochs, n_batches(&data.train, cfg.batch_size) as usize, &cfg.optim);
+    let fit = Fit::epochs(title, cfg.epochs, n_batches(&data.train, cfg.batch_size) as usize, &cfg.optim)
+        .auto_precision(auto);
     let step = |(x, y): (Tensor, Tensor)| {
         let x = data.normalize(&x);
         let x = if cfg.augment { augment(&x, true, 2) } else { x };
@@ -59,7 +61,8 @@ pub fn train_classifier<M: ModuleT>(
         Ok(Step { loss: logits.cross_entropy_for_logits(y), weight: b as f64, correct: Some((correct, b)) })
     };
     let eval = || Ok(Evaluation { loss: None, accuracy: Some(evaluate(model, data, &data.test, vs.device())) });
-    fit_images(vs, data, cfg, title, batch_loss, eval)
+    // bf16 pays for the ViT's `full` sizes (0.80x a step), not the `cpu` ones (BENCHMARKS.md).
+    fit_images(vs, data, cfg, title, Precision::Bf16, batch_loss, eval)
 }
 
 /// Pretrains a masked autoencoder: MSE on the masked patches, AdamW.
@@ -73,5 +76,6 @@ pub fn train_mae<M: MaskedAutoencoder>(
     let batch_loss = |x: &Tensor, y: &Tensor| {
         Ok(Step { loss: model.pretraining_loss(x)?, weight: y.size()[0] as f64, correct: None })
     };
-    fit_images(vs, data, cfg, title, batch_loss, || Ok(Evaluation::default()))
+    // The MAE's step is slower in bf16 at both sizes (BENCHMARKS.md): fp32 unless asked.
+    fit_images(vs, data, cfg, title, Precision::Fp32, batch_loss, || Ok(Evaluation::default()))
 }

@@ -14,6 +14,7 @@ pub mod adamw;
 pub mod checkpoint;
 mod images;
 pub mod optim;
+pub mod precision;
 pub mod tensorboard;
 pub mod triplet;
 
@@ -30,6 +31,7 @@ pub use checkpoint::{
 pub use hw9_env::progress::{self, Progress};
 pub use images::{evaluate, train_classifier, train_mae};
 pub use optim::{OptimConfig, Schedule};
+pub use precision::{autocast, Precision};
 
 use crate::error::{Error, Result};
 use crate::io::write_atomic;
@@ -216,6 +218,10 @@ pub struct Fit {
     pub checkpoints: Option<Checkpoints>,
     /// Mid-epoch checkpoints with the optimizer's state, resumed exactly ([`Fit::resumable`]).
     pub resumable: Option<Resumable>,
+    /// The forward pass's precision; `None`: what `HW9_PRECISION` says ([`Fit::precision`]).
+    pub precision: Option<Precision>,
+    /// What `HW9_PRECISION=auto` means for this run in the `full` profile ([`Fit::auto_precision`]).
+    pub auto_precision: Precision,
 }
 
 /// How often a resumable run saves its state.
@@ -295,7 +301,41 @@ impl Fit {
             log_every: 20,
             checkpoints: None,
             resumable: None,
+            precision: None,
+            auto_precision: Precision::Fp32,
         }
+    }
+
+    /// What `HW9_PRECISION=auto` gives this run in the `full` profile (in `cpu` and `quick` it is
+    /// fp32): bf16 for the trainers whose `full`-size step measured faster in bf16.
+    pub fn auto_precision(mut self, precision: Precision) -> Self {
+        self.auto_precision = precision;
+        self
+    }
+
+    /// Runs each step's forward pass and loss in `precision` ([`precision::autocast`]: bf16
+    /// products, fp32 weights and optimizer). Without it, `HW9_PRECISION` decides: `fp32`
+    /// (default), `bf16`, or `auto` ([`Fit::auto_precision`] in the `full` profile, where the
+    /// products are large enough to gain; fp32 in `cpu` and `quick`, where bf16 measured slower).
+    /// bf16 falls back to fp32 on a CPU without bf16 dot products.
+    pub fn precision(mut self, precision: Precision) -> Self {
+        self.precision = Some(precision);
+        self
+    }
+
+    /// The precision this run's steps use on `device`.
+    pub fn resolved_precision(&self, device: tch::Device) -> Result<Precision> {
+        let asked = match self.precision {
+            Some(p) => p,
+            None => {
+                let auto = match crate::profile::Profile::from_env()? {
+                    crate::profile::Profile::Full => self.auto_precision,
+                    _ => Precision::Fp32,
+                };
+                Precision::from_env(auto)?
+            }
+        };
+        Ok(asked.resolve(device))
     }
 
     /// Makes the run resumable at any step: it saves the weights, the optimizer's moments and
@@ -370,15 +410,17 @@ impl Fit {
             println!("{}: already trained for {} epoch(s)", self.title, history.epochs.len());
             return Ok(history);
         }
+        let precision = self.resolved_precision(vs.device())?;
         let mut tb = self.tensorboard.as_deref().map(SummaryWriter::new).transpose()?;
         let total = per_epoch * epochs.max(0) as usize;
         let run_start = Instant::now();
         let mut last_save = (Instant::now(), history.step_losses.len());
         for epoch in first_epoch..=epochs {
             let start = Instant::now();
+            let bf16 = if precision == Precision::Bf16 { " (bf16)" } else { "" };
             let label = match self.length {
-                Length::Epochs { .. } => format!("{} epoch {epoch}/{epochs}", self.title),
-                Length::Seconds(s) => format!("{} ({s:.0} s)", self.title),
+                Length::Epochs { .. } => format!("{}{bf16} epoch {epoch}/{epochs}", self.title),
+                Length::Seconds(s) => format!("{}{bf16} ({s:.0} s)", self.title),
             };
             let mut bar = Progress::new(label, per_epoch as u64);
             let mut epoch_sums = resumed_sums.take().unwrap_or_default();
@@ -413,7 +455,7 @@ impl Fit {
                         self.optim.lr_at_progress(progress)
                     }
                 };
-                let out = step(batch)?;
+                let out = autocast(precision, vs.device(), || step(batch))?;
                 match &mut opt {
                     Optim::Libtorch(o) => {
                         o.set_lr(lr);
