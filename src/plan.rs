@@ -3,6 +3,8 @@
 //! small GPT-2 notebook 3 looks inside) and [`FacenetPlan`] (notebook 4). `quick` proves the wiring in seconds, `cpu` reaches real
 //! quality on 2 cores, `full` is the original homework's sizes (for a GPU).
 
+use std::path::PathBuf;
+
 use serde::{Deserialize, Serialize};
 
 use crate::data::images::{fashion_mnist_dir, load_fashion_mnist, Splits};
@@ -16,7 +18,7 @@ use crate::models::vit::{EncoderConfig, VitConfig};
 use crate::profile::Profile;
 use crate::tasks::verification::EvalSizes;
 use crate::train::triplet::TripletTrain;
-use crate::train::{OptimConfig, Schedule, TrainConfig};
+use crate::train::{OptimConfig, ResumeConfig, Schedule, TrainConfig};
 
 /// Notebook 1's models, training stages and data subset for one profile.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -95,6 +97,16 @@ impl VitMaePlan {
     pub fn data(&self) -> Result<Splits> {
         fashion_mnist(self.subset)
     }
+
+    /// Makes every stage resumable: each saves its state under `dir` every minute of training
+    /// ([`ResumeConfig::every_minute`]) and, run again after an interrupted or crashed kernel,
+    /// continues from it; a finished stage run again loads its trained weights at once.
+    pub fn resumable_in(&mut self, dir: impl Into<PathBuf>, profile: Profile) {
+        let r = ResumeConfig::every_minute(dir, profile);
+        for t in [&mut self.vit_train, &mut self.mae_train, &mut self.probe_train, &mut self.finetune_train] {
+            t.resume = Some(r.clone());
+        }
+    }
 }
 
 /// Notebook 2's model, training and data sizes for one profile.
@@ -132,6 +144,7 @@ impl SummarizationPlan {
                 .clip(1.0),
             augment: false,
             label_smoothing: 0.0,
+            resume: None,
         };
         match profile {
             Profile::Quick => SummarizationPlan {
@@ -249,6 +262,7 @@ impl FacenetPlan {
             mining: Mining::SemiHard,
             fraction: 1.0,
             optim: optim.clone(),
+            resume: None,
         };
         let eval = |test, gallery| EvalSizes { test, gallery, target_far: 1e-3, kmeans_restarts: 3 };
         match profile {
@@ -274,6 +288,15 @@ impl FacenetPlan {
                 thresholds: (0.25, 0.87, 0.80),
             },
         }
+    }
+
+    /// Makes the main training and every experiment resumable: each run saves its state under
+    /// `dir` every minute of training ([`ResumeConfig::every_minute`]) and, run again after an
+    /// interrupted or crashed kernel, continues from it.
+    pub fn resumable_in(&mut self, dir: impl Into<PathBuf>, profile: Profile) {
+        let r = ResumeConfig::every_minute(dir, profile);
+        self.train.resume = Some(r.clone());
+        self.experiment.resume = Some(r);
     }
 
     /// Fashion-MNIST as installed by setup, cut to this plan's subset.

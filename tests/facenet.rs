@@ -96,6 +96,7 @@ fn every_weight_gets_a_gradient_and_the_loss_falls_on_a_repeated_batch() {
         mining: Mining::SemiHard,
         fraction: 1.0,
         optim: OptimConfig::adamw(3e-3, (0.9, 0.999), 0.0),
+        resume: None,
     };
     // Four "classes" of noisy images around four random templates.
     let templates = Tensor::randn([4, 1, 16, 16], (Kind::Float, Device::Cpu));

@@ -114,3 +114,96 @@ fn a_bf16_run_computes_its_products_in_bf16_keeps_fp32_weights_and_learns() {
     assert!(acc > 0.95, "accuracy {acc} after bf16 training");
     assert!(!hw9::train::precision::autocast_enabled(Device::Cpu), "autocast is off again after the run");
 }
+
+/// A linear classifier on the quarters whose training-mode forward can fail at a chosen call (a
+/// wrong-shaped output, as a student's bug or an interrupt would stop the run).
+struct Stoppable {
+    linear: nn::Linear,
+    calls: std::cell::Cell<usize>,
+    fail_at: Option<usize>,
+}
+impl std::fmt::Debug for Stoppable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Stoppable")
+    }
+}
+impl ModuleT for Stoppable {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        if train {
+            self.calls.set(self.calls.get() + 1);
+            if Some(self.calls.get()) == self.fail_at {
+                return Tensor::zeros([1], (Kind::Float, Device::Cpu));
+            }
+        }
+        xs.flatten(1, -1).apply(&self.linear)
+    }
+}
+
+/// Trains the stoppable classifier (3 epochs of 8 steps, state every 3 steps) with its state
+/// under `dir`; the same initial weights every time.
+fn train_stoppable(
+    dir: &std::path::Path,
+    epochs: i64,
+    fail_at: Option<usize>,
+) -> (hw9::Result<hw9::train::History>, Vec<(String, Tensor)>, usize) {
+    use hw9::train::{Every, ResumeConfig};
+    tch::manual_seed(7);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let model = Stoppable {
+        linear: nn::linear(vs.root() / "linear", 64, 3, Default::default()),
+        calls: std::cell::Cell::new(0),
+        fail_at,
+    };
+    let mut cfg = TrainConfig::adamw(epochs, 32, 1e-2, 0.01);
+    cfg.augment = true; // draws random numbers in every step: the resumed run must draw the same
+    cfg.resume = Some(ResumeConfig { dir: dir.into(), every: Every::Steps(3), seed: 5 });
+    let data = Splits { train: quarters_seeded(256, 1), test: quarters_seeded(64, 2), mean: vec![0.2], std: vec![0.4] };
+    let h = train_classifier(&model, &vs, &data, &cfg, "quarters probe");
+    let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    (h, vars, model.calls.get())
+}
+
+/// The quarters with a fixed seed (the same data in every run).
+fn quarters_seeded(n: i64, seed: i64) -> ImageSet {
+    tch::manual_seed(seed);
+    quarters(n)
+}
+
+#[test]
+fn an_image_trainer_stopped_mid_run_resumes_from_its_saved_state_and_ends_bit_for_bit_the_same() {
+    let root = std::env::temp_dir().join(format!("hw9-train-resume-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let (whole, expected, _) = train_stoppable(&root.join("whole"), 3, None);
+    let whole = whole.unwrap();
+    assert_eq!(whole.step_losses.len(), 24);
+    // The state sits in <dir>/<title>-<key>.
+    let runs: Vec<_> = std::fs::read_dir(root.join("whole")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(runs.len(), 1);
+    assert!(runs[0].to_string_lossy().starts_with("quarters-probe-"), "{runs:?}");
+
+    // Stopped at the 11th step (mid-epoch 2), then at the 5th step of the resumed run.
+    let dir = root.join("stopped");
+    let (err, _, _) = train_stoppable(&dir, 3, Some(11));
+    assert!(err.unwrap_err().to_string().contains("logits"));
+    let (err, _, _) = train_stoppable(&dir, 3, Some(5));
+    assert!(err.is_err());
+    let (resumed, got, calls) = train_stoppable(&dir, 3, None);
+    let resumed = resumed.unwrap();
+    // States: steps 3, 6, 8 (epoch 1's end) in the first run, 11 (3 after 8) in the second: the
+    // last run trained the 13 steps after step 11, no more.
+    assert_eq!(calls, 13, "the resumed run trained {calls} steps");
+    assert_eq!(resumed.step_losses, whole.step_losses, "the resumed run's history is the whole run's");
+    for ((n, a), (_, b)) in expected.iter().zip(&got) {
+        assert!(a.equal(b), "{n} differs from the uninterrupted run");
+    }
+    // Run again when finished: loads the trained weights, trains nothing.
+    let (again, got, _) = train_stoppable(&dir, 3, Some(1));
+    assert_eq!(again.unwrap().step_losses.len(), 24);
+    assert!(expected.iter().zip(&got).all(|((_, a), (_, b))| a.equal(b)));
+    // Another config (4 epochs) gets a folder of its own and trains from the start.
+    let (longer, _, _) = train_stoppable(&dir, 4, None);
+    assert_eq!(longer.unwrap().step_losses.len(), 32);
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2);
+    let _ = std::fs::remove_dir_all(&root);
+}

@@ -34,7 +34,9 @@ pub fn evaluate(model: &Summarizer, examples: &[Example], batch_size: usize, dev
 /// accuracy after each epoch, TensorBoard scalars in `logdir` (`loss/train`, `learning_rate`,
 /// `loss/validation`, `accuracy/validation`) and a checkpoint in `checkpoints/epoch-N`. With
 /// `resume`, it starts after the newest checkpoint there (its config must match the model's);
-/// AdamW's moments restart, the learning-rate schedule resumes.
+/// AdamW's moments restart, the learning-rate schedule resumes. With `cfg.resume` the run also
+/// saves its whole state as it trains and continues exactly from it, mid-epoch and AdamW's
+/// moments included ([`Fit::resumable_in`]).
 pub fn train_summarizer(
     model: &Summarizer,
     vs: &nn::VarStore,
@@ -49,7 +51,8 @@ pub fn train_summarizer(
     let fit = Fit::epochs("summarizer", cfg.epochs, steps, &cfg.optim)
         .auto_precision(Precision::Bf16)
         .tensorboard(logdir)
-        .checkpoints(checkpoints, &model.cfg, resume)?;
+        .checkpoints(checkpoints, &model.cfg, resume)?
+        .resumable_in(cfg.resume.as_ref(), vs, &(TrainConfig { resume: None, ..cfg.clone() }, &model.cfg))?;
     fit_summarizer(model, vs, data, cfg, &fit, false)
 }
 

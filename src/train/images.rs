@@ -34,7 +34,8 @@ fn fit_images(
 ) -> Result<History> {
     let device = vs.device();
     let fit = Fit::epochs(title, cfg.epochs, n_batches(&data.train, cfg.batch_size) as usize, &cfg.optim)
-        .auto_precision(auto);
+        .auto_precision(auto)
+        .resumable_in(cfg.resume.as_ref(), vs, &TrainConfig { resume: None, ..cfg.clone() })?;
     let step = |(x, y): (Tensor, Tensor)| {
         let x = data.normalize(&x);
         let x = if cfg.augment { augment(&x, true, 2) } else { x };

@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
+use sha2::Digest;
 use tch::nn;
 use tch::Tensor;
 
@@ -55,6 +56,35 @@ pub struct TrainConfig {
     /// All You Need" (ε = 0.1). Validation losses stay plain cross-entropy.
     #[serde(default)]
     pub label_smoothing: f64,
+    /// Saves the run's state as it trains (weights, AdamW's moments, the position in the epoch)
+    /// so that running it again after an interrupted or crashed kernel continues where it
+    /// stopped ([`Fit::resumable_in`]); `None`: nothing saved mid-run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<ResumeConfig>,
+}
+
+/// Where and how often a trainer saves the state it resumes from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResumeConfig {
+    /// Each run keeps its state in `<dir>/<title>-<key>`, the key a hash of the run's config
+    /// and its variables' names and shapes: another config or model never meets this state.
+    pub dir: PathBuf,
+    /// How often the state is saved.
+    pub every: Every,
+    /// The seed of each epoch's data order and each step's randomness.
+    pub seed: u64,
+}
+
+impl ResumeConfig {
+    /// State in `dir`, saved every minute of training (every 4 steps in the `quick` profile, whose
+    /// runs last seconds), seed 0.
+    pub fn every_minute(dir: impl Into<PathBuf>, profile: crate::profile::Profile) -> Self {
+        ResumeConfig {
+            dir: dir.into(),
+            every: profile.pick(Every::Steps(4), Every::Seconds(60.0), Every::Seconds(60.0)),
+            seed: 0,
+        }
+    }
 }
 
 impl TrainConfig {
@@ -67,6 +97,7 @@ impl TrainConfig {
             optim: OptimConfig::adamw(lr, (0.9, 0.95), weight_decay),
             augment: false,
             label_smoothing: 0.0,
+            resume: None,
         }
     }
 }
@@ -359,6 +390,29 @@ impl Fit {
         Ok(self)
     }
 
+    /// Makes the run resumable ([`Fit::resumable`]) when `resume` is given, its state in
+    /// `<resume.dir>/<title>-<key>`: the key is a hash of `config`, the title and the names and
+    /// shapes of `vs`'s variables, so a changed config or model starts afresh in a folder of its
+    /// own instead of meeting another run's state. `None`: the run as it is.
+    pub fn resumable_in(
+        self,
+        resume: Option<&ResumeConfig>,
+        vs: &nn::VarStore,
+        config: &impl Serialize,
+    ) -> Result<Self> {
+        let Some(r) = resume else { return Ok(self) };
+        let mut shapes: Vec<(String, Vec<i64>)> = vs.variables().into_iter().map(|(n, t)| (n, t.size())).collect();
+        shapes.sort();
+        let key = serde_json::json!({ "title": self.title, "config": config, "variables": shapes });
+        let digest = sha2::Sha256::digest(serde_json::to_vec(&key)?);
+        let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+        let slug: String =
+            self.title.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
+        let dir = r.dir.join(format!("{}-{hex}", slug.trim_matches('-')));
+        let (every, seed) = (r.every, r.seed);
+        self.resumable(dir, &key, every, seed)
+    }
+
     /// Writes TensorBoard scalars to `logdir`.
     pub fn tensorboard(mut self, logdir: impl Into<PathBuf>) -> Self {
         self.tensorboard = Some(logdir.into());
@@ -407,7 +461,12 @@ impl Fit {
             }
         };
         if first_epoch > epochs {
-            println!("{}: already trained for {} epoch(s)", self.title, history.epochs.len());
+            let whence = match (&self.resumable, &self.checkpoints) {
+                (Some(r), _) => format!(" (its state is in {}: delete that folder to train again)", r.dir.display()),
+                (None, Some(c)) => format!(" (checkpoints in {})", c.dir.display()),
+                (None, None) => String::new(),
+            };
+            println!("{}: already trained for {} epoch(s){whence}", self.title, history.epochs.len());
             return Ok(history);
         }
         let precision = self.resolved_precision(vs.device())?;

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Tensor};
 
-use super::{Evaluation, Fit, History, OptimConfig, Step};
+use super::{Evaluation, Fit, History, OptimConfig, ResumeConfig, Step};
 use crate::data::images::{ImageSet, Splits};
 use crate::error::{Error, Result};
 use crate::models::facenet::{check_distances, random_triplets, Mining, Triplets};
@@ -70,6 +70,10 @@ pub struct TripletTrain {
     pub fraction: f64,
     /// AdamW and its schedule.
     pub optim: OptimConfig,
+    /// Saves the run's state as it trains, to continue after an interrupt or a crash
+    /// ([`super::Fit::resumable_in`]); `None`: nothing saved mid-run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<ResumeConfig>,
 }
 
 impl TripletTrain {
@@ -230,7 +234,11 @@ pub fn train_triplets<M: ModuleT>(
     cfg.validate()?;
     let sampler = PkSampler::new(&data.train, cfg.fraction)?;
     let device = vs.device();
-    let fit = Fit::epochs(title, cfg.epochs, cfg.steps_per_epoch, &cfg.optim);
+    let fit = Fit::epochs(title, cfg.epochs, cfg.steps_per_epoch, &cfg.optim).resumable_in(
+        cfg.resume.as_ref(),
+        vs,
+        &TripletTrain { resume: None, ..cfg.clone() },
+    )?;
     let batches = |_epoch| {
         (0..cfg.steps_per_epoch).map(|_| {
             let ids = sampler.draw(cfg.classes_per_batch, cfg.per_class);
@@ -310,6 +318,7 @@ mod tests {
             mining: Mining::SemiHard,
             fraction: 1.0,
             optim: OptimConfig::adamw(1e-3, (0.9, 0.999), 0.0),
+            resume: None,
         };
         let x = Tensor::randn([6, 1, 12, 12], (Kind::Float, Device::Cpu));
         let y = Tensor::from_slice(&[0i64, 0, 0, 1, 1, 1]);

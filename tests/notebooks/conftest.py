@@ -3,6 +3,7 @@
 import functools
 import os
 import pathlib
+import shutil
 import sys
 
 import nbformat
@@ -22,6 +23,9 @@ def executed(path: pathlib.Path):
     The executed copy (first run's outputs) is kept under build/notebooks/ (solutions/ for
     solution sources)."""
     nb = nbformat.read(path, as_version=4)
+    # Training state an earlier run saved (notebook 1 resumes from output/runs) would let this
+    # run skip its training: each test trains from scratch; the re-run pass then loads the state.
+    shutil.rmtree(path.parent / "output" / "runs", ignore_errors=True)
     problems = nbrun.execute(nb, path.parent, rerun=True)
     out = OUT / "solutions" if path.parent.name == "solutions" else OUT
     out.mkdir(parents=True, exist_ok=True)

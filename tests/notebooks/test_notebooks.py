@@ -7,6 +7,8 @@ catches what nbconvert alone misses (a panic reported with status "ok").
 
 import base64
 import os
+import queue
+import time
 
 import nbrun
 from conftest import ROOT, executed
@@ -161,3 +163,82 @@ def test_a_kernel_does_not_outlive_the_server_that_started_it():
     while (_alive(pid) or group()) and time.time() < deadline:
         time.sleep(0.5)
     assert not _alive(pid) and not group(), f"the kernel {pid} (group {group()}) still runs 20 s after its server died"
+
+
+SLOW_TRAINING = """use hw9::prelude::*;
+use hw9::data::images::{ImageSet, Splits};
+use hw9::train::{train_classifier, Every, ResumeConfig, TrainConfig};
+#[derive(Debug)]
+struct Slow(nn::Linear);
+impl ModuleT for Slow {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        if train { std::thread::sleep(std::time::Duration::from_millis(10)); }
+        xs.flatten(1, -1).apply(&self.0)
+    }
+}
+fn first(images: &Tensor, labels: &Tensor, n: i64) -> ImageSet {
+    let classes = vec!["a".into(), "b".into(), "c".into()];
+    ImageSet { images: images.narrow(0, 0, n), labels: labels.narrow(0, 0, n), classes }
+}
+tch::manual_seed(0);
+let images = Tensor::randint(256, [640, 1, 8, 8], (Kind::Uint8, Device::Cpu));
+let labels = Tensor::randint(3, [640], (Kind::Int64, Device::Cpu));
+let (train, test) = (first(&images, &labels, 640), first(&images, &labels, 64));
+let data = Splits { train, test, mean: vec![0.5], std: vec![0.3] };
+let vs = nn::VarStore::new(Device::Cpu);
+let model = Slow(nn::linear(vs.root() / "linear", 64, 3, Default::default()));
+let mut cfg = TrainConfig::adamw(10, 16, 1e-2, 0.0); // 400 steps of at least 10 ms
+cfg.resume = Some(ResumeConfig { dir: "RUNS".into(), every: Every::Steps(10), seed: 1 });
+let h = train_classifier(&model, &vs, &data, &cfg, "slow")?;
+println!("trained steps: {}", h.step_losses.len());"""
+
+
+def drain_iopub(kc) -> str:
+    """The text and errors the kernel has published so far."""
+    out = []
+    while True:
+        try:
+            c = kc.get_iopub_msg(timeout=0.5)["content"]
+        except queue.Empty:
+            return "".join(out)
+        out.append(c.get("text", "") + c.get("evalue", ""))
+
+
+def test_an_interrupted_training_cell_continues_when_run_again(tmp_path):
+    """evcxr's interrupt kills its child process: every variable is gone. Run again from the top,
+    the training cell continues from the state it saved mid-run (not from step 0) and says so."""
+    runs = tmp_path / "runs"
+    cells = [':dep hw9 = { path = ".." }', SLOW_TRAINING.replace("RUNS", str(runs))]
+    km, kc = start_new_kernel(kernel_name=nbrun.KERNEL, cwd=str(NOTEBOOKS))
+    try:
+        assert kc.execute_interactive(cells[0], timeout=300)["content"]["status"] == "ok"
+        msg_id = kc.execute(cells[1])
+        deadline = time.time() + 300
+        while not list(runs.glob("slow-*/step-*")):
+            assert time.time() < deadline, "the training saved no state"
+            try:
+                reply = kc.get_shell_msg(timeout=0.1)
+            except queue.Empty:
+                continue
+            if reply["parent_header"].get("msg_id") == msg_id:
+                raise AssertionError(f"the training cell ended before it saved a state:\n{drain_iopub(kc)}")
+        km.interrupt_kernel()
+        while True:  # the interrupted cell's reply
+            reply = kc.get_shell_msg(timeout=120)
+            if reply["parent_header"].get("msg_id") == msg_id:
+                break
+        assert not list(runs.glob("slow-*/step-400")), "interrupted too late: training had finished"
+        out = []
+        for code in cells:
+            r = kc.execute_interactive(
+                code, timeout=300, output_hook=lambda m: out.append(m["content"].get("text", ""))
+            )
+            assert r["content"]["status"] == "ok", "".join(out)
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    text = "".join(out)
+    assert "panicked" not in text, text
+    resumed = [line for line in text.splitlines() if "slow: resumed from" in line]
+    assert resumed and " step 0)" not in resumed[0], text
+    assert "trained steps: 400" in text, text
