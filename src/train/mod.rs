@@ -408,7 +408,8 @@ impl Fit {
         let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
         let slug: String =
             self.title.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
-        let dir = r.dir.join(format!("{}-{hex}", slug.trim_matches('-')));
+        let slug = slug.split('-').filter(|w| !w.is_empty()).collect::<Vec<_>>().join("-"); // "1 % of" -> "1-of"
+        let dir = r.dir.join(format!("{slug}-{hex}"));
         let (every, seed) = (r.every, r.seed);
         self.resumable(dir, &key, every, seed)
     }
