@@ -6,6 +6,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device};
 
+use crate::data::images::Splits;
 use crate::error::Result;
 use crate::models::mae::{Mae, MaeClassifier};
 use crate::models::vit::Vit;
@@ -34,12 +35,17 @@ pub struct VitMaeReport {
 /// accuracy and seconds.
 pub fn run_vit(profile: Profile, device: Device) -> Result<(f64, f64)> {
     let plan = VitMaePlan::for_profile(profile);
-    let data = plan.data()?;
+    let (h, secs) = train_vit(&plan, &plan.data()?, device)?;
+    Ok((h.final_val_acc().unwrap_or(0.0), secs))
+}
+
+/// The supervised ViT of `plan` trained on `data`: its history and seconds.
+fn train_vit(plan: &VitMaePlan, data: &Splits, device: Device) -> Result<(History, f64)> {
     let t = Instant::now();
     let vs = nn::VarStore::new(device);
     let vit = Vit::new(&vs.root(), &plan.vit)?;
-    let h = train_classifier(&vit, &vs, &data, &plan.vit_train, "ViT")?;
-    Ok((h.final_val_acc().unwrap_or(0.0), t.elapsed().as_secs_f64()))
+    let h = train_classifier(&vit, &vs, data, &plan.vit_train, "ViT")?;
+    Ok((h, t.elapsed().as_secs_f64()))
 }
 
 /// Trains notebook 1's four stages with the crate's reference models (the `hw9 vit-mae`
@@ -50,13 +56,10 @@ pub fn run_vit_mae(profile: Profile, device: Device, out: &std::path::Path) -> R
     let mut seconds = [0.0; 4];
     let mut histories = Vec::new();
 
-    let t = Instant::now();
-    let vs = nn::VarStore::new(device);
-    let vit = Vit::new(&vs.root(), &plan.vit)?;
-    let h = train_classifier(&vit, &vs, &data, &plan.vit_train, "ViT")?;
+    let (h, secs) = train_vit(&plan, &data, device)?;
     let vit_acc = h.final_val_acc().unwrap_or(0.0);
     histories.push(h);
-    seconds[0] = t.elapsed().as_secs_f64();
+    seconds[0] = secs;
 
     let t = Instant::now();
     let vs = nn::VarStore::new(device);
