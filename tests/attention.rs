@@ -148,7 +148,14 @@ fn the_local_gpt2_trains_and_saves_in_gpt2s_layout() {
     // A constant, larger rate than the real plan's, so that a few steps on a loaded machine
     // already lower the loss.
     let optim = hw9::train::OptimConfig::adamw(1e-2, (0.9, 0.95), 0.0);
-    let plan = hw9::plan::GptPlan { model: cfg.clone(), seconds: 3.0, batch_size: 4, max_docs: Some(500), optim };
+    let plan = hw9::plan::GptPlan {
+        model: cfg.clone(),
+        seconds: 3.0,
+        batch_size: 4,
+        max_docs: Some(500),
+        optim,
+        resume: None,
+    };
     hw9::seed(0);
     let r = hw9::tasks::language_model::train_small_gpt2(&plan, &out, Device::Cpu).unwrap();
     assert!(r.steps >= 3 && r.first_loss > 10.0, "{r:?}"); // ln(50257) = 10.8 at the start

@@ -207,3 +207,46 @@ fn an_image_trainer_stopped_mid_run_resumes_from_its_saved_state_and_ends_bit_fo
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2);
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// A time-budgeted run (1 s, each step at least 50 ms) whose step fails at call `fail_at`,
+/// state every 2 steps under `dir`: the history and how many steps this call trained.
+fn train_for_a_second(dir: &std::path::Path, fail_at: Option<usize>) -> (hw9::Result<hw9::train::History>, usize) {
+    use hw9::train::{Evaluation, Every, Fit, OptimConfig, Step};
+    tch::manual_seed(3);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let linear = nn::linear(vs.root() / "linear", 4, 1, Default::default());
+    let optim = OptimConfig::adamw(1e-2, (0.9, 0.999), 0.0);
+    let fit = Fit::seconds("budget", 1.0, &optim).resumable(dir, &"budget", Every::Steps(2), 9).unwrap();
+    let calls = std::cell::Cell::new(0);
+    let batches = |_| std::iter::repeat_with(|| Tensor::randn([8, 4], (Kind::Float, Device::Cpu)));
+    let step = |x: Tensor| {
+        calls.set(calls.get() + 1);
+        if Some(calls.get()) == fail_at {
+            return Err(hw9::Error::Input("stopped on purpose".into()));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let loss = (x.apply(&linear) - x.sum_dim_intlist(1, true, Kind::Float)).square().mean(Kind::Float);
+        Ok(Step { loss, weight: 1.0, correct: None })
+    };
+    let h = fit.run(&vs, batches, step, || Ok(Evaluation::default()));
+    (h, calls.get())
+}
+
+#[test]
+fn a_time_budgeted_run_resumed_trains_for_the_rest_of_its_budget_only() {
+    let dir = std::env::temp_dir().join(format!("hw9-budget-resume-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (err, calls) = train_for_a_second(&dir, Some(8));
+    assert!(err.unwrap_err().to_string().contains("stopped on purpose") && calls == 8);
+    // Saved after steps 2, 4, 6 (at least 0.3 s of training): the rest of the budget is at most
+    // 0.7 s, so at most 15 steps of 50 ms (an unstopped run takes about 20).
+    let (resumed, calls) = train_for_a_second(&dir, None);
+    let resumed = resumed.unwrap();
+    assert_eq!(resumed.step_losses.len(), 6 + calls, "continued after step 6");
+    assert!((1..=15).contains(&calls), "the resumed run trained {calls} steps: more than the budget left");
+    assert_eq!(resumed.epochs.len(), 1);
+    // Run again once the budget is spent: trains nothing, gives the same history.
+    let (again, calls) = train_for_a_second(&dir, Some(1));
+    assert_eq!((again.unwrap(), calls), (resumed, 0));
+    let _ = std::fs::remove_dir_all(&dir);
+}

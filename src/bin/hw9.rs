@@ -186,6 +186,10 @@ enum Cmd {
         minutes: Option<f64>,
         #[arg(long, default_value_os_t = hw9::models::gpt2::default_gpt2_dir())]
         out: PathBuf,
+        /// Save the run's state in this folder every minute; run the same command again after an
+        /// interruption and it trains for the rest of the budget.
+        #[arg(long)]
+        state: Option<PathBuf>,
     },
     /// SmolLM2-135M-Instruct (converted by setup): greedy generation, with the load time, one
     /// forward with every layer's attention and the generation speed measured.
@@ -603,10 +607,14 @@ fn run(cmd: Cmd) -> hw9::Result<bool> {
             );
             Ok(true)
         }
-        Cmd::TrainGpt { minutes, out } => {
-            let mut plan = hw9::plan::GptPlan::for_profile(hw9::profile()?);
+        Cmd::TrainGpt { minutes, out, state } => {
+            let profile = hw9::profile()?;
+            let mut plan = hw9::plan::GptPlan::for_profile(profile);
             if let Some(m) = minutes {
                 plan.seconds = m * 60.0;
+            }
+            if let Some(dir) = state {
+                plan.resumable_in(dir);
             }
             let r = hw9::tasks::language_model::train_small_gpt2(&plan, &out, hw9::device())?;
             println!(

@@ -36,7 +36,8 @@ pub struct GptTrainReport {
 /// Trains `plan`'s GPT-2 on the corpus' training split (`summary`, a blank line, `document`,
 /// `<|endoftext|>`), on random windows of `n_positions + 1` tokens, for `plan.seconds`, and saves
 /// it to `out` (`config.json` + `model.safetensors` in GPT-2's Hugging Face layout, and
-/// `training.json`, this report).
+/// `training.json`, this report). With `plan.resume` its state is saved every minute and a run
+/// started again after an interruption trains for the rest of the budget ([`GptPlan::resumable_in`]).
 pub fn train_small_gpt2(plan: &GptPlan, out: &Path, device: Device) -> Result<GptTrainReport> {
     let tok = Gpt2Tokenizer::new()?;
     let pairs = read_pairs(&corpus_path())?;
@@ -73,8 +74,12 @@ pub fn train_small_gpt2(plan: &GptPlan, out: &Path, device: Device) -> Result<Gp
         Ok(Step { loss, weight: 1.0, correct: None })
     };
     let start = std::time::Instant::now();
-    let history =
-        Fit::seconds("GPT-2", plan.seconds, &plan.optim).run(&vs, |_| windows(), step, || Ok(Evaluation::default()))?;
+    let fit = Fit::seconds("GPT-2", plan.seconds, &plan.optim).resumable_in(
+        plan.resume.as_ref(),
+        &vs,
+        &GptPlan { resume: None, ..plan.clone() },
+    )?;
+    let history = fit.run(&vs, |_| windows(), step, || Ok(Evaluation::default()))?;
     let losses = &history.step_losses;
     let tail = &losses[losses.len().saturating_sub(20)..];
     let report = GptTrainReport {

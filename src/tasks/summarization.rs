@@ -58,7 +58,8 @@ pub fn train_summarizer(
 
 /// [`train_summarizer`] for a wall-clock budget of `seconds` instead of a number of epochs
 /// (shuffled epochs one after another; the schedule runs over the budget), validated once at the
-/// end, with a checkpoint in `checkpoints/epoch-1`.
+/// end, with a checkpoint in `checkpoints/epoch-1`. With `cfg.resume` its state is saved as it
+/// trains and a run started again after an interruption trains for the rest of the budget.
 pub fn train_summarizer_for(
     model: &Summarizer,
     vs: &nn::VarStore,
@@ -71,7 +72,8 @@ pub fn train_summarizer_for(
     let fit = Fit::seconds("summarizer", seconds, &cfg.optim)
         .auto_precision(Precision::Bf16)
         .tensorboard(logdir)
-        .checkpoints(checkpoints, &model.cfg, false)?;
+        .checkpoints(checkpoints, &model.cfg, false)?
+        .resumable_in(cfg.resume.as_ref(), vs, &(TrainConfig { resume: None, ..cfg.clone() }, &model.cfg, seconds))?;
     fit_summarizer(model, vs, data, cfg, &fit, true)
 }
 

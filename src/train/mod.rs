@@ -291,6 +291,9 @@ struct RunState {
     history: History,
     /// The epoch in progress's running sums.
     sums: Sums,
+    /// Seconds of training done (a time-budgeted run continues its budget and schedule from here).
+    #[serde(default)]
+    seconds: f64,
 }
 
 /// splitmix64's output function: a fixed, well-spread 64-bit value for each input.
@@ -375,7 +378,12 @@ impl Fit {
     /// newest valid one (falling back past a corrupt one, with a warning naming it). The data
     /// order of each epoch and the randomness of each step are seeded from `seed`, so a run
     /// resumed at any step ends with the same weights, bit for bit on the CPU, as one that was
-    /// never stopped. Runs use the crate's AdamW ([`adamw::AdamW`]) then. Epoch-length runs only.
+    /// never stopped. Runs use the crate's AdamW ([`adamw::AdamW`]) then.
+    ///
+    /// A time-budgeted run ([`Fit::seconds`]) saves the training time spent too and, resumed,
+    /// trains for the rest of its budget with the schedule continuing from there: nothing trained
+    /// is lost, but its steps are not bit-equal to an unstopped run's (how many steps fit in the
+    /// budget depends on the machine's speed at the time).
     pub fn resumable(
         mut self,
         dir: impl Into<PathBuf>,
@@ -383,9 +391,6 @@ impl Fit {
         every: Every,
         seed: u64,
     ) -> Result<Self> {
-        if matches!(self.length, Length::Seconds(_)) {
-            return Err(Error::Config(format!("{}: a time-budgeted run cannot be resumed exactly", self.title)));
-        }
         self.resumable = Some(Resumable { dir: dir.into(), config: serde_json::to_value(config)?, every, seed });
         Ok(self)
     }
@@ -447,18 +452,18 @@ impl Fit {
             Length::Epochs { epochs, steps_per_epoch } => (epochs, steps_per_epoch),
             Length::Seconds(_) => (1, 0),
         };
-        let (mut opt, mut history, first_epoch, mut skip, mut resumed_sums) = match &self.resumable {
+        let (mut opt, mut history, first_epoch, mut skip, mut resumed_sums, trained_before) = match &self.resumable {
             Some(r) => {
                 let mut own = adamw::AdamW::new(vs, &self.optim);
                 match self.resume_state(vs, &mut own, r)? {
-                    Some(st) => (Optim::Crate(own), st.history, st.epoch, st.in_epoch, Some(st.sums)),
-                    None => (Optim::Crate(own), History::default(), 1, 0, None),
+                    Some(st) => (Optim::Crate(own), st.history, st.epoch, st.in_epoch, Some(st.sums), st.seconds),
+                    None => (Optim::Crate(own), History::default(), 1, 0, None, 0.0),
                 }
             }
             None => {
                 let history = self.resume(vs)?;
                 let next = history.epochs.len() as i64 + 1;
-                (Optim::Libtorch(self.optim.build(vs)?), history, next, 0, None)
+                (Optim::Libtorch(self.optim.build(vs)?), history, next, 0, None, 0.0)
             }
         };
         if first_epoch > epochs {
@@ -474,6 +479,8 @@ impl Fit {
         let mut tb = self.tensorboard.as_deref().map(SummaryWriter::new).transpose()?;
         let total = per_epoch * epochs.max(0) as usize;
         let run_start = Instant::now();
+        // Training seconds so far, this run's and those of the runs it resumes.
+        let trained = || trained_before + run_start.elapsed().as_secs_f64();
         let mut last_save = (Instant::now(), history.step_losses.len());
         for epoch in first_epoch..=epochs {
             let start = Instant::now();
@@ -508,7 +515,7 @@ impl Fit {
                 let lr = match self.length {
                     Length::Epochs { .. } => self.optim.lr_at(at, total),
                     Length::Seconds(s) => {
-                        let progress = run_start.elapsed().as_secs_f64() / s;
+                        let progress = trained() / s;
                         if progress >= 1.0 {
                             break;
                         }
@@ -543,6 +550,7 @@ impl Fit {
                             optimizer_step: o.step,
                             history: history.clone(),
                             sums: epoch_sums.clone(),
+                            seconds: trained(),
                         };
                         save_state(vs, o, r, &st)?;
                         last_save = (Instant::now(), history.step_losses.len());
@@ -584,6 +592,7 @@ impl Fit {
                     optimizer_step: o.step,
                     history: history.clone(),
                     sums: Sums::default(),
+                    seconds: trained(),
                 };
                 save_state(vs, o, r, &st)?;
                 last_save = (Instant::now(), history.step_losses.len());
