@@ -50,7 +50,7 @@ test-rust:
 	cargo test --locked --workspace
 
 test-notebooks:
-	$(PY) -m pytest -v -p no:cacheprovider tests/setup tests/notebooks
+	$(PY) -m pytest -v --durations=12 -p no:cacheprovider tests/setup tests/notebooks
 
 ## The student handout, unpacked: its own `make test` passes, and the solutions pass its public
 ## checks (about 15 minutes: it sets the handout up from scratch). Repository only.

@@ -245,6 +245,8 @@ fn a_time_budgeted_run_resumed_trains_for_the_rest_of_its_budget_only() {
     assert_eq!(resumed.step_losses.len(), 6 + calls, "continued after step 6");
     assert!((1..=15).contains(&calls), "the resumed run trained {calls} steps: more than the budget left");
     assert_eq!(resumed.epochs.len(), 1);
+    // The epoch's time counts the training before the interruption too: the whole budget.
+    assert!(resumed.epochs[0].seconds >= 1.0, "{:?}", resumed.epochs);
     // Run again once the budget is spent: trains nothing, gives the same history.
     let (again, calls) = train_for_a_second(&dir, Some(1));
     assert_eq!((again.unwrap(), calls), (resumed, 0));

@@ -4,10 +4,11 @@
 //! state cannot be read out.
 //!
 //! The update is libtorch's `torch::optim::AdamW` step (decoupled weight decay first, bias-
-//! corrected moments, `eps` added to `sqrt(v̂)`), written with tch's tensor ops: tch has no
-//! `add_(other, alpha)` or `addcmul_(t1, t2, value)`, so the rounding differs from libtorch's
-//! fused kernels in the last bits — runs through this optimizer are reproducible among
-//! themselves, not bit-equal to runs through tch's.
+//! corrected moments, `eps` added to `sqrt(v̂)`), written with tch's in-place tensor ops (the
+//! moments move by `lerp_`, as PyTorch's own Adam does; intermediate values go to one scratch
+//! buffer, never to fresh tensors): tch has no `add_(other, alpha)` or `addcmul_(t1, t2, value)`,
+//! so the rounding differs from libtorch's kernels in the last bits — runs through this optimizer
+//! are reproducible among themselves, not bit-equal to runs through tch's.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -23,6 +24,8 @@ pub struct AdamW {
     vars: Vec<(String, Tensor)>,
     exp_avg: Vec<Tensor>,
     exp_avg_sq: Vec<Tensor>,
+    /// Room for the largest variable's intermediate values.
+    scratch: Tensor,
     /// Updates taken so far (the bias corrections' `t`).
     pub step: i64,
     lr: f64,
@@ -35,7 +38,17 @@ impl AdamW {
         let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
         vars.sort_by(|a, b| a.0.cmp(&b.0));
         let zeros = |v: &[(String, Tensor)]| v.iter().map(|(_, t)| t.zeros_like()).collect::<Vec<_>>();
-        AdamW { exp_avg: zeros(&vars), exp_avg_sq: zeros(&vars), vars, step: 0, lr: cfg.lr, cfg: cfg.clone() }
+        let largest = vars.iter().map(|(_, t)| t.numel()).max().unwrap_or(0) as i64;
+        let options = vars.first().map_or((Kind::Float, tch::Device::Cpu), |(_, t)| (t.kind(), t.device()));
+        AdamW {
+            exp_avg: zeros(&vars),
+            exp_avg_sq: zeros(&vars),
+            scratch: Tensor::empty([largest], options),
+            vars,
+            step: 0,
+            lr: cfg.lr,
+            cfg: cfg.clone(),
+        }
     }
 
     /// The learning rate of the next updates.
@@ -74,6 +87,7 @@ impl AdamW {
             let (b1, b2) = self.cfg.betas;
             let bias1 = 1.0 - b1.powi(self.step as i32);
             let bias2 = 1.0 - b2.powi(self.step as i32);
+            let step_size = self.lr / bias1;
             for ((_, p), (m, v)) in self.vars.iter().zip(self.exp_avg.iter_mut().zip(self.exp_avg_sq.iter_mut())) {
                 let g = p.grad();
                 if !g.defined() {
@@ -83,10 +97,16 @@ impl AdamW {
                 if self.cfg.weight_decay != 0.0 {
                     let _ = p.g_mul_scalar_(1.0 - self.lr * self.cfg.weight_decay);
                 }
-                let _ = m.g_mul_scalar_(b1).g_add_(&(&g * (1.0 - b1)));
-                let _ = v.g_mul_scalar_(b2).g_add_(&(&g * &g * (1.0 - b2)));
-                let denom = (v.sqrt() / bias2.sqrt()) + self.cfg.eps;
-                let _ = p.g_sub_(&(&*m / &denom * (self.lr / bias1)));
+                // Every operation in place, into the moments or one scratch buffer: a temporary
+                // the size of a large embedding costs more (fresh pages) than the arithmetic.
+                let _ = m.lerp_(&g, 1.0 - b1); // m = b1·m + (1 - b1)·g
+                let mut buf = self.scratch.narrow(0, 0, p.numel() as i64).view_as(&p);
+                let _ = g.mul_out(&buf, &g); // g²
+                let _ = v.lerp_(&buf, 1.0 - b2); // v = b2·v + (1 - b2)·g²
+                let _ = v.sqrt_out(&buf);
+                // p -= step_size · m / (sqrt(v / bias2) + eps), as p += m / (denominator / -step_size)
+                let _ = buf.g_div_scalar_(bias2.sqrt()).g_add_scalar_(self.cfg.eps).g_div_scalar_(-step_size);
+                let _ = p.addcdiv_(&*m, &buf);
             }
         });
     }

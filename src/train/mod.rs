@@ -142,7 +142,8 @@ pub struct EpochStats {
     /// Validation accuracy, when the evaluation measures one.
     #[serde(default)]
     pub val_acc: Option<f64>,
-    /// Wall time of the epoch, evaluation included.
+    /// Wall time of the epoch, evaluation included (a resumed epoch's counts its time before the
+    /// interruption too).
     pub seconds: f64,
 }
 
@@ -294,6 +295,9 @@ struct RunState {
     /// Seconds of training done (a time-budgeted run continues its budget and schedule from here).
     #[serde(default)]
     seconds: f64,
+    /// Seconds of training done when the epoch in progress began (its time, resumed or not).
+    #[serde(default)]
+    epoch_start: Option<f64>,
 }
 
 /// splitmix64's output function: a fixed, well-spread 64-bit value for each input.
@@ -456,7 +460,14 @@ impl Fit {
             Some(r) => {
                 let mut own = adamw::AdamW::new(vs, &self.optim);
                 match self.resume_state(vs, &mut own, r)? {
-                    Some(st) => (Optim::Crate(own), st.history, st.epoch, st.in_epoch, Some(st.sums), st.seconds),
+                    Some(st) => (
+                        Optim::Crate(own),
+                        st.history,
+                        st.epoch,
+                        st.in_epoch,
+                        Some((st.sums, st.epoch_start)),
+                        st.seconds,
+                    ),
                     None => (Optim::Crate(own), History::default(), 1, 0, None, 0.0),
                 }
             }
@@ -483,14 +494,16 @@ impl Fit {
         let trained = || trained_before + run_start.elapsed().as_secs_f64();
         let mut last_save = (Instant::now(), history.step_losses.len());
         for epoch in first_epoch..=epochs {
-            let start = Instant::now();
             let bf16 = if precision == Precision::Bf16 { " (bf16)" } else { "" };
             let label = match self.length {
                 Length::Epochs { .. } => format!("{}{bf16} epoch {epoch}/{epochs}", self.title),
                 Length::Seconds(s) => format!("{}{bf16} ({s:.0} s)", self.title),
             };
             let mut bar = Progress::new(label, per_epoch as u64);
-            let mut epoch_sums = resumed_sums.take().unwrap_or_default();
+            let (mut epoch_sums, epoch_start) = match resumed_sums.take() {
+                Some((sums, started)) => (sums, started.unwrap_or_else(trained)),
+                None => (Sums::default(), trained()),
+            };
             let mut window = Sums::default();
             let seed = self.resumable.as_ref().map(|r| r.seed);
             if let Some(seed) = seed {
@@ -551,6 +564,7 @@ impl Fit {
                             history: history.clone(),
                             sums: epoch_sums.clone(),
                             seconds: trained(),
+                            epoch_start: Some(epoch_start),
                         };
                         save_state(vs, o, r, &st)?;
                         last_save = (Instant::now(), history.step_losses.len());
@@ -579,7 +593,7 @@ impl Fit {
                 train_acc: epoch_sums.accuracy(),
                 val_loss: eval.loss,
                 val_acc: eval.accuracy,
-                seconds: start.elapsed().as_secs_f64(),
+                seconds: trained() - epoch_start,
             };
             let val_loss = eval.loss.map_or(String::new(), |v| format!(" | validation loss {v:.4}"));
             let val_acc = eval.accuracy.map_or(String::new(), |v| format!(" | validation acc {v:.4}"));
@@ -593,6 +607,7 @@ impl Fit {
                     history: history.clone(),
                     sums: Sums::default(),
                     seconds: trained(),
+                    epoch_start: Some(trained()),
                 };
                 save_state(vs, o, r, &st)?;
                 last_save = (Instant::now(), history.step_losses.len());
