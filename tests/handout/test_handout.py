@@ -51,7 +51,9 @@ def test_the_unpacked_handout_passes_make_test_and_the_solutions_pass_its_public
     t0 = time.monotonic()
     r = subprocess.run(["make", "test"], cwd=handout, env=clean_env(), capture_output=True, text=True, timeout=3600)
     # Kept (outside the run folder, which goes when the test passes) to see where the time went.
-    LOG.write_text(f"make test in the handout: {time.monotonic() - t0:.0f} s, rc {r.returncode}\n{r.stdout}\n{r.stderr}")
+    LOG.write_text(
+        f"make test in the handout: {time.monotonic() - t0:.0f} s, rc {r.returncode}\n{r.stdout}\n{r.stderr}"
+    )
     assert r.returncode == 0, f"make test in the handout failed:\n{r.stdout[-6000:]}\n{r.stderr[-3000:]}"
     assert "passed" in r.stdout
 
