@@ -10,6 +10,13 @@ use hw9::train::{Evaluation, Every, Fit, OptimConfig, Schedule, Step};
 use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Tensor};
 
+/// libtorch's generator is one per process and tests run in parallel threads: the in-process
+/// runs hold this lock, so that each run's seeded stream is its own.
+fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A small MLP with dropout (randomness in every step) on fixed synthetic data, shuffled each
 /// epoch (randomness in every epoch); `fail_at` makes the step with that call number an error.
 fn train(dir: &Path, fail_at: Option<usize>) -> Result<Vec<(String, Tensor)>, Error> {
@@ -47,6 +54,7 @@ fn train(dir: &Path, fail_at: Option<usize>) -> Result<Vec<(String, Tensor)>, Er
 
 #[test]
 fn stopped_at_any_step_and_resumed_it_ends_bit_for_bit_where_an_unstopped_run_does() {
+    let _rng = rng_lock();
     let whole = tempfile::tempdir().unwrap();
     let want = train(whole.path(), None).unwrap();
     // One stop mid-epoch, on an epoch's last step, on an epoch's first; then several in one run.
@@ -65,6 +73,7 @@ fn stopped_at_any_step_and_resumed_it_ends_bit_for_bit_where_an_unstopped_run_do
 
 #[test]
 fn a_corrupt_newest_state_falls_back_to_the_one_before() {
+    let _rng = rng_lock();
     let whole = tempfile::tempdir().unwrap();
     let want = train(whole.path(), None).unwrap();
     let dir = tempfile::tempdir().unwrap();

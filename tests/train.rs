@@ -9,6 +9,14 @@ use hw9::train::{load_checkpoint, save_checkpoint, train_classifier, TrainConfig
 use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Tensor};
 
+/// libtorch's generator is one per process and the tests run in parallel threads: every test here
+/// draws from it (data, initial weights, training), so each holds this lock, or a test that needs
+/// an exact random stream (the resumed runs below) would see another test's draws in its own.
+fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// 8×8 images whose class is which quarter of the image is bright: learnable in a few steps.
 fn quarters(n: i64) -> ImageSet {
     let labels = Tensor::randint(3, [n], (Kind::Int64, Device::Cpu));
@@ -26,6 +34,7 @@ fn splits() -> Splits {
 
 #[test]
 fn a_classifier_learns_a_separable_task() {
+    let _rng = rng_lock();
     tch::manual_seed(0);
     let vs = nn::VarStore::new(Device::Cpu);
     // The loop is under test, not the model: a linear classifier on the pixels.
@@ -48,6 +57,7 @@ impl ModuleT for NanModel {
 
 #[test]
 fn a_nan_loss_stops_training_with_where_and_what_to_do() {
+    let _rng = rng_lock();
     let vs = nn::VarStore::new(Device::Cpu);
     let err = train_classifier(&NanModel, &vs, &splits(), &TrainConfig::adamw(1, 32, 1e-3, 0.0), "nan")
         .unwrap_err()
@@ -57,6 +67,7 @@ fn a_nan_loss_stops_training_with_where_and_what_to_do() {
 
 #[test]
 fn a_checkpoint_reloads_to_identical_outputs_and_refuses_another_config() {
+    let _rng = rng_lock();
     tch::manual_seed(0);
     let dir = std::env::temp_dir().join(format!("hw9-ckpt-{}", std::process::id()));
     let cfg = VitConfig::tiny();
@@ -87,6 +98,7 @@ fn a_checkpoint_reloads_to_identical_outputs_and_refuses_another_config() {
 
 #[test]
 fn a_bf16_run_computes_its_products_in_bf16_keeps_fp32_weights_and_learns() {
+    let _rng = rng_lock();
     use hw9::train::precision::cpu_has_bf16;
     use hw9::train::{Evaluation, Fit, OptimConfig, Precision, Step};
     tch::manual_seed(0);
@@ -172,6 +184,7 @@ fn quarters_seeded(n: i64, seed: i64) -> ImageSet {
 
 #[test]
 fn an_image_trainer_stopped_mid_run_resumes_from_its_saved_state_and_ends_bit_for_bit_the_same() {
+    let _rng = rng_lock();
     let root = std::env::temp_dir().join(format!("hw9-train-resume-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     let (whole, expected, _) = train_stoppable(&root.join("whole"), 3, None);
@@ -234,6 +247,7 @@ fn train_for_a_second(dir: &std::path::Path, fail_at: Option<usize>) -> (hw9::Re
 
 #[test]
 fn a_time_budgeted_run_resumed_trains_for_the_rest_of_its_budget_only() {
+    let _rng = rng_lock();
     let dir = std::env::temp_dir().join(format!("hw9-budget-resume-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let (err, calls) = train_for_a_second(&dir, Some(8));
