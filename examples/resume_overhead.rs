@@ -6,13 +6,37 @@
 
 use std::time::Instant;
 
+use hw9::data::text::{SubwordTokenizer, SummaryData};
 use hw9::models::facenet::FaceNet;
+use hw9::models::summarizer::Summarizer;
 use hw9::models::vit::Vit;
-use hw9::plan::{FacenetPlan, VitMaePlan};
-use hw9::train::triplet::{train_triplets, TripletFns};
-use hw9::train::{train_classifier, ResumeConfig};
+use hw9::plan::{FacenetPlan, SummarizationPlan, VitMaePlan};
+use hw9::tasks::summarization::train_summarizer;
+use hw9::train::triplet::{train_triplets, TripletFns, TripletTrain};
+use hw9::train::{train_classifier, History, ResumeConfig, TrainConfig};
 use hw9::Profile;
 use tch::nn;
+
+/// Trains `run` twice per round, without and then with `resume` (state under `dir`, emptied
+/// first), each from seed 0, and prints the milliseconds per step of each.
+fn compare(
+    label: &str,
+    rounds: usize,
+    dir: &std::path::Path,
+    mut run: impl FnMut(Option<ResumeConfig>) -> hw9::Result<History>,
+) -> hw9::Result<()> {
+    for round in 0..rounds {
+        for resume in [false, true] {
+            let _ = std::fs::remove_dir_all(dir);
+            hw9::seed(0);
+            let t = Instant::now();
+            let h = run(resume.then(|| ResumeConfig::every_minute(dir, Profile::Cpu)))?;
+            let ms = t.elapsed().as_secs_f64() * 1000.0 / h.step_losses.len().max(1) as f64;
+            println!("round {round} {label} resume={resume}: {ms:.1} ms/step");
+        }
+    }
+    Ok(())
+}
 
 fn main() -> hw9::Result<()> {
     let device = hw9::device();
@@ -21,74 +45,37 @@ fn main() -> hw9::Result<()> {
     let data = plan.data()?;
     let fns = TripletFns::reference();
     let only_facenet = std::env::args().any(|a| a == "facenet");
-    for round in 0..if only_facenet { 4 } else { 2 } {
-        for resume in [false, true] {
-            let _ = std::fs::remove_dir_all(&dir);
-            let mut cfg = plan.train.clone();
-            cfg.epochs = 1;
-            cfg.steps_per_epoch = 300;
-            cfg.resume = resume.then(|| ResumeConfig::every_minute(&dir, Profile::Cpu));
-            hw9::seed(0);
-            let vs = nn::VarStore::new(device);
-            let model = FaceNet::new(&vs.root(), &plan.model)?;
-            let t = Instant::now();
-            train_triplets(&model, &vs, &data, &fns, &cfg, "facenet", || Ok(0.0))?;
-            let s = t.elapsed().as_secs_f64();
-            println!("round {round} FaceNet resume={resume}: {:.1} ms/step", s * 1000.0 / 300.0);
-        }
-    }
+    compare("FaceNet", if only_facenet { 4 } else { 2 }, &dir, |resume| {
+        let cfg = TripletTrain { epochs: 1, steps_per_epoch: 300, resume, ..plan.train.clone() };
+        let vs = nn::VarStore::new(device);
+        let model = FaceNet::new(&vs.root(), &plan.model)?;
+        train_triplets(&model, &vs, &data, &fns, &cfg, "facenet", || Ok(0.0))
+    })?;
     if only_facenet {
+        let _ = std::fs::remove_dir_all(&dir);
         return Ok(());
     }
+
     let vplan = VitMaePlan::for_profile(Profile::Cpu);
-    let vdata = vplan.data()?;
-    let small = vdata.truncate(60 * vplan.vit_train.batch_size, 10);
-    for round in 0..2 {
-        for resume in [false, true] {
-            let _ = std::fs::remove_dir_all(&dir);
-            let mut cfg = vplan.vit_train.clone();
-            cfg.epochs = 1;
-            cfg.resume = resume.then(|| ResumeConfig::every_minute(&dir, Profile::Cpu));
-            hw9::seed(0);
-            let vs = nn::VarStore::new(device);
-            let vit = Vit::new(&vs.root(), &vplan.vit)?;
-            let t = Instant::now();
-            train_classifier(&vit, &vs, &small, &cfg, "vit")?;
-            let s = t.elapsed().as_secs_f64();
-            println!("round {round} ViT resume={resume}: {:.1} ms/step", s * 1000.0 / 60.0);
-        }
-    }
-    let tok = hw9::data::text::SubwordTokenizer::load_default()?;
-    let splan = hw9::plan::SummarizationPlan::for_profile(Profile::Cpu, tok.vocab_size());
-    let mut sdata = hw9::data::text::SummaryData::load(&splan)?;
+    let small = vplan.data()?.truncate(60 * vplan.vit_train.batch_size, 10);
+    compare("ViT", 2, &dir, |resume| {
+        let cfg = TrainConfig { epochs: 1, resume, ..vplan.vit_train.clone() };
+        let vs = nn::VarStore::new(device);
+        let vit = Vit::new(&vs.root(), &vplan.vit)?;
+        train_classifier(&vit, &vs, &small, &cfg, "vit")
+    })?;
+
+    let tok = SubwordTokenizer::load_default()?;
+    let splan = SummarizationPlan::for_profile(Profile::Cpu, tok.vocab_size());
+    let mut sdata = SummaryData::load(&splan)?;
     sdata.train.truncate(150 * splan.train.batch_size as usize);
     sdata.validation.truncate(16);
-    for round in 0..2 {
-        for resume in [false, true] {
-            let _ = std::fs::remove_dir_all(&dir);
-            let mut cfg = splan.train.clone();
-            cfg.epochs = 1;
-            cfg.resume = resume.then(|| ResumeConfig::every_minute(&dir, Profile::Cpu));
-            hw9::seed(0);
-            let vs = nn::VarStore::new(device);
-            let model = hw9::models::summarizer::Summarizer::new(&vs.root(), &splan.model)?;
-            let t = Instant::now();
-            let h = hw9::tasks::summarization::train_summarizer(
-                &model,
-                &vs,
-                &sdata,
-                &cfg,
-                &dir.join("ck"),
-                &dir.join("tb"),
-                false,
-            )?;
-            let s = t.elapsed().as_secs_f64();
-            println!(
-                "round {round} summarizer resume={resume}: {:.1} ms/step",
-                s * 1000.0 / h.step_losses.len() as f64
-            );
-        }
-    }
+    compare("summarizer", 2, &dir, |resume| {
+        let cfg = TrainConfig { epochs: 1, resume, ..splan.train.clone() };
+        let vs = nn::VarStore::new(device);
+        let model = Summarizer::new(&vs.root(), &splan.model)?;
+        train_summarizer(&model, &vs, &sdata, &cfg, &dir.join("ck"), &dir.join("tb"), false)
+    })?;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
