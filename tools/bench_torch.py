@@ -13,10 +13,10 @@ import time
 import torch
 from gen_fixtures import MAE, ViT
 
-# hw9::plan::VitMaePlan: (encoder, decoder) sizes per profile.
+# hw9::plan::VitMaePlan: (encoder, decoder, patch size) per profile.
 SIZES = {
-    "cpu": (dict(d=128, heads=4, layers=4, ffn=256), dict(d=64, heads=4, layers=2, ffn=128)),
-    "full": (dict(d=256, heads=4, layers=4, ffn=1024), dict(d=128, heads=4, layers=2, ffn=512)),
+    "cpu": (dict(d=128, heads=4, layers=4, ffn=256), dict(d=64, heads=4, layers=2, ffn=128), 7),
+    "full": (dict(d=256, heads=4, layers=4, ffn=1024), dict(d=128, heads=4, layers=2, ffn=512), 4),
 }
 
 
@@ -47,8 +47,8 @@ def main():
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, "
         f"median of {args.steps} steps after {args.warmup}"
     )
-    for name, (enc, dec) in SIZES.items():
-        vit = ViT(enc=enc)
+    for name, (enc, dec, patch) in SIZES.items():
+        vit = ViT(enc=enc, image=28, patch=patch)
         opt = torch.optim.AdamW(vit.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.01)
 
         def vit_step():
@@ -56,7 +56,7 @@ def main():
             torch.nn.functional.cross_entropy(vit(x), y).backward()
             opt.step()
 
-        mae = MAE(enc=enc, dec=dec)
+        mae = MAE(enc=enc, dec=dec, image=28, patch=patch)
         mopt = torch.optim.AdamW(mae.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.05)
 
         def mae_step():

@@ -190,6 +190,12 @@ enum Cmd {
         /// interruption and it trains for the rest of the budget.
         #[arg(long)]
         state: Option<PathBuf>,
+        /// Override the profile's windows per batch (16).
+        #[arg(long)]
+        batch: Option<i64>,
+        /// Override the profile's peak learning rate (1e-3).
+        #[arg(long)]
+        lr: Option<f64>,
     },
     /// SmolLM2-135M-Instruct (converted by setup): greedy generation, with the load time, one
     /// forward with every layer's attention and the generation speed measured.
@@ -607,11 +613,20 @@ fn run(cmd: Cmd) -> hw9::Result<bool> {
             );
             Ok(true)
         }
-        Cmd::TrainGpt { minutes, out, state } => {
+        Cmd::TrainGpt { minutes, out, state, batch, lr } => {
             let profile = hw9::profile()?;
             let mut plan = hw9::plan::GptPlan::for_profile(profile);
             if let Some(m) = minutes {
                 plan.seconds = m * 60.0;
+            }
+            if let Some(b) = batch {
+                if b <= 0 {
+                    return Err(hw9::Error::Config(format!("--batch must be at least 1 window, got {b}")));
+                }
+                plan.batch_size = b;
+            }
+            if let Some(lr) = lr {
+                plan.optim.lr = lr;
             }
             if let Some(dir) = state {
                 plan.resumable_in(dir);

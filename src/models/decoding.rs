@@ -119,26 +119,38 @@ pub fn generate(model: &Summarizer, src: &Tensor, cfg: DecodeConfig) -> Result<V
 }
 
 fn greedy(model: &Summarizer, src: &Tensor, cfg: &DecodeConfig) -> Result<Vec<Vec<i64>>> {
-    let (enc, mask) = model.encode(src, false)?;
+    let (mut enc, mut mask) = model.encode(src, false)?;
     let b = src.size()[0] as usize;
     let mut caches = model.new_caches();
     let mut tokens = Tensor::full([b as i64], EOS, (Kind::Int64, src.device()));
-    let (mut out, mut done) = (vec![Vec::new(); b], vec![false; b]);
+    let mut out = vec![Vec::new(); b];
+    // The document of each row still decoding: a finished row leaves the batch (and its caches),
+    // so the others do not pay for it.
+    let mut alive: Vec<usize> = (0..b).collect();
     for t in 0..cfg.max_len {
         let logits = model.step(&tokens, t, &mut caches, &enc, &mask)?;
-        let prefixes: Vec<&[i64]> = out.iter().map(Vec::as_slice).collect();
-        tokens = constrain(logits, &prefixes, t, cfg).argmax(-1, false);
-        for (i, id) in Vec::<i64>::try_from(&tokens)?.into_iter().enumerate() {
-            if !done[i] {
-                if id == EOS {
-                    done[i] = true;
-                } else {
-                    out[i].push(id);
-                }
+        let prefixes: Vec<&[i64]> = alive.iter().map(|&i| out[i].as_slice()).collect();
+        let next = constrain(logits, &prefixes, t, cfg).argmax(-1, false);
+        let mut keep = Vec::with_capacity(alive.len());
+        for (r, id) in Vec::<i64>::try_from(&next)?.into_iter().enumerate() {
+            if id != EOS {
+                out[alive[r]].push(id);
+                keep.push(r as i64);
             }
         }
-        if done.iter().all(|&d| d) {
+        if keep.is_empty() {
             break;
+        }
+        if keep.len() == alive.len() {
+            tokens = next;
+        } else {
+            let idx = Tensor::from_slice(&keep).to_device(src.device());
+            (enc, mask) = (enc.index_select(0, &idx), mask.index_select(0, &idx));
+            for c in caches.iter_mut() {
+                c.reorder(&idx);
+            }
+            tokens = next.index_select(0, &idx);
+            alive = keep.iter().map(|&r| alive[r as usize]).collect();
         }
     }
     Ok(out)
@@ -155,9 +167,11 @@ fn beam_search(model: &Summarizer, src: &Tensor, cfg: &DecodeConfig) -> Result<V
     let (k, max_len, alpha) = (cfg.beams, cfg.max_len, cfg.length_penalty);
     let b = src.size()[0] as usize;
     let device = src.device();
-    // Every document's beams side by side: rows b*k .. b*k + k - 1.
+    // The beams of each document still searching side by side: rows j*k .. j*k + k - 1 belong to
+    // document alive[j]. A finished document leaves the batch (rows, caches, encoder output).
+    let mut alive: Vec<usize> = (0..b).collect();
     let rows = Tensor::arange(b as i64, (Kind::Int64, device)).repeat_interleave_self_int(k as i64, 0, None);
-    let (enc, mask) = model.encode(&src.index_select(0, &rows), false)?;
+    let (mut enc, mut mask) = model.encode(&src.index_select(0, &rows), false)?;
     let mut caches = model.new_caches();
     let score = |h: &Hyp| h.logp / (h.tokens.len().max(1) as f64).powf(alpha);
     // At the first step all beams hold the same prefix: only beam 0 may expand.
@@ -165,32 +179,30 @@ fn beam_search(model: &Summarizer, src: &Tensor, cfg: &DecodeConfig) -> Result<V
         .map(|_| (0..k).map(|j| Hyp { tokens: vec![], logp: if j == 0 { 0.0 } else { f64::NEG_INFINITY } }).collect())
         .collect();
     let mut finished: Vec<Vec<Hyp>> = vec![Vec::new(); b];
-    let mut done = vec![false; b];
     let mut tokens = Tensor::full([(b * k) as i64], EOS, (Kind::Int64, device));
     for t in 0..max_len {
         let logp = model.step(&tokens, t, &mut caches, &enc, &mask)?.log_softmax(-1, Kind::Float); // (B*k, V)
-        let prefixes: Vec<&[i64]> = live.iter().flatten().map(|h| h.tokens.as_slice()).collect();
+        let prefixes: Vec<&[i64]> = alive.iter().flat_map(|&i| live[i].iter()).map(|h| h.tokens.as_slice()).collect();
         let logp = constrain(logp, &prefixes, t, cfg);
         let v = logp.size()[1];
         let prev =
-            Tensor::from_slice(&live.iter().flatten().map(|h| h.logp as f32).collect::<Vec<_>>()).to_device(device);
-        let cand = (logp + prev.unsqueeze(1)).view([b as i64, -1]); // (B, k*V)
+            Tensor::from_slice(&alive.iter().flat_map(|&i| live[i].iter()).map(|h| h.logp as f32).collect::<Vec<_>>())
+                .to_device(device);
+        let cand = (logp + prev.unsqueeze(1)).view([alive.len() as i64, -1]); // (B, k*V)
         let (top, idx) = cand.topk(2 * k as i64, -1, true, true);
         let (top, idx) = (Vec::<f32>::try_from(top.flatten(0, 1))?, Vec::<i64>::try_from(idx.flatten(0, 1))?);
-        let (mut origin, mut next_tokens) = (Vec::with_capacity(b * k), Vec::with_capacity(b * k));
-        for i in 0..b {
+        let (mut origin, mut next_tokens, mut still) = (Vec::new(), Vec::new(), Vec::new());
+        for (j, &i) in alive.iter().enumerate() {
             let mut next = Vec::with_capacity(k);
             for c in 0..2 * k {
-                let (s, id) = (top[i * 2 * k + c] as f64, idx[i * 2 * k + c]);
+                let (s, id) = (top[j * 2 * k + c] as f64, idx[j * 2 * k + c]);
                 let (beam, tok) = ((id / v) as usize, id % v);
                 if !s.is_finite() || next.len() == k {
                     continue;
                 }
                 let prefix = &live[i][beam].tokens;
                 if tok == EOS {
-                    if !done[i] {
-                        finished[i].push(Hyp { tokens: prefix.clone(), logp: s });
-                    }
+                    finished[i].push(Hyp { tokens: prefix.clone(), logp: s });
                 } else {
                     let mut tokens = prefix.clone();
                     tokens.push(tok);
@@ -205,22 +217,31 @@ fn beam_search(model: &Summarizer, src: &Tensor, cfg: &DecodeConfig) -> Result<V
             finished[i].sort_by(|a, b| score(b).total_cmp(&score(a)));
             finished[i].truncate(k);
             let best_live = next.iter().map(|(_, h)| score(h)).fold(f64::NEG_INFINITY, f64::max);
+            live[i] = next.iter().map(|(_, h)| h.clone()).collect();
             if finished[i].len() == k && finished[i].last().is_some_and(|w| score(w) >= best_live) {
-                done[i] = true;
+                continue;
             }
+            still.push(i);
             for (beam, h) in next {
-                origin.push((i * k + beam) as i64);
+                origin.push((j * k + beam) as i64);
                 next_tokens.push(h.tokens.last().copied().unwrap_or(EOS));
-                live[i].push(h);
             }
-            live[i].drain(..k);
         }
-        if done.iter().all(|&d| d) {
+        if still.is_empty() {
             break;
         }
         let origin = Tensor::from_slice(&origin).to_device(device);
-        for c in caches.iter_mut() {
-            c.reorder(&origin);
+        if still.len() < alive.len() {
+            // Every row of a document holds the same encoder output: any of its rows will do.
+            (enc, mask) = (enc.index_select(0, &origin), mask.index_select(0, &origin));
+            for c in caches.iter_mut() {
+                c.reorder(&origin);
+            }
+            alive = still;
+        } else {
+            for c in caches.iter_mut() {
+                c.reorder_within_documents(&origin);
+            }
         }
         tokens = Tensor::from_slice(&next_tokens).to_device(device);
     }
@@ -319,6 +340,34 @@ mod tests {
         }
         let err = generate(&m, &batch.src, DecodeConfig::greedy(4).min_len(5)).unwrap_err().to_string();
         assert!(err.contains("min_len 5, max_len 4"), "{err}");
+    }
+
+    /// Documents leave the batch as they finish: each one's summary is the one it gets alone.
+    #[test]
+    fn a_batch_decodes_each_document_as_it_would_alone() {
+        let _rng = crate::test_rng_lock();
+        let seqs: Vec<Vec<i64>> = vec![vec![3, 4, 5], vec![6, 7], vec![8, 9, 10, 11], vec![4, 4, 9]];
+        let (_vs, trained, batch) = copy_model(&seqs);
+        tch::manual_seed(2);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let random = Summarizer::new(&vs.root(), &SummarizerConfig::tiny(20)).unwrap();
+        let src = Tensor::from_slice(&[5i64, 6, 7, EOS, 9, 10, EOS, 0, 11, EOS, 0, 0]).reshape([3, 4]);
+        // The trained model's summaries end at different steps; the random one's run to max_len.
+        for (m, src, varied) in [(&trained, &batch.src, true), (&random, &src, false)] {
+            for cfg in [
+                DecodeConfig::greedy(12),
+                DecodeConfig::beam(3, 12, 1.0),
+                DecodeConfig::beam(2, 12, 0.6).no_repeat_ngram(2).min_len(1),
+            ] {
+                let all = generate(m, src, cfg).unwrap();
+                let lengths: HashSet<usize> = all.iter().map(Vec::len).collect();
+                assert!(!varied || lengths.len() > 1, "documents should finish at different steps: {all:?}");
+                for (i, summary) in all.iter().enumerate() {
+                    let alone = generate(m, &src.narrow(0, i as i64, 1), cfg).unwrap();
+                    assert_eq!(&alone[0], summary, "document {i} with {cfg:?}");
+                }
+            }
+        }
     }
 
     /// Beam search with one beam is greedy decoding.

@@ -117,6 +117,15 @@ impl LayerCache {
             *v = v.index_select(0, index);
         }
     }
+
+    /// [`LayerCache::reorder`] when `index` keeps every row among the rows of its own source
+    /// document (beam search between two steps where no document finished): the cross-attention
+    /// keys and values, equal for those rows, stay as they are instead of being copied.
+    pub fn reorder_within_documents(&mut self, index: &Tensor) {
+        let cross = self.cross.take();
+        self.reorder(index);
+        self.cross = cross;
+    }
 }
 
 pub(crate) fn append(cache: &mut Option<Tensor>, x: Tensor, dim: i64) -> Tensor {

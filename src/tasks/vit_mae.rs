@@ -51,12 +51,22 @@ fn train_vit(plan: &VitMaePlan, data: &Splits, device: Device) -> Result<(Histor
 /// Trains notebook 1's four stages with the crate's reference models (the `hw9 vit-mae`
 /// command), saving the pretrained MAE to `out/mae`.
 pub fn run_vit_mae(profile: Profile, device: Device, out: &std::path::Path) -> Result<VitMaeReport> {
-    let plan = VitMaePlan::for_profile(profile);
+    run_vit_mae_plan(profile, &VitMaePlan::for_profile(profile), device, out)
+}
+
+/// [`run_vit_mae`] with the sizes and stages of `plan` (which `profile` only labels): how other
+/// sizes are tried (`examples/vit_mae_sizes.rs`).
+pub fn run_vit_mae_plan(
+    profile: Profile,
+    plan: &VitMaePlan,
+    device: Device,
+    out: &std::path::Path,
+) -> Result<VitMaeReport> {
     let data = plan.data()?;
     let mut seconds = [0.0; 4];
     let mut histories = Vec::new();
 
-    let (h, secs) = train_vit(&plan, &data, device)?;
+    let (h, secs) = train_vit(plan, &data, device)?;
     let vit_acc = h.final_val_acc().unwrap_or(0.0);
     histories.push(h);
     seconds[0] = secs;
