@@ -47,6 +47,41 @@ fn a_classifier_learns_a_separable_task() {
     assert!(history.final_val_acc().unwrap() > 0.95, "{:?}", history.epochs);
 }
 
+/// A panic inside `tch::no_grad` leaves the thread's grad mode off (tch restores it only when the
+/// closure returns): what a notebook cell that panicked there does to its kernel. Training must
+/// still work afterwards.
+#[test]
+fn training_after_a_panic_inside_no_grad_still_learns() {
+    let _rng = rng_lock();
+    let panicked = std::thread::scope(|s| {
+        s.spawn(|| {
+            let caught = std::panic::catch_unwind(|| tch::no_grad(|| panic!("a TODO inside no_grad")));
+            assert!(caught.is_err());
+            assert!(
+                !Tensor::ones([1], (Kind::Float, Device::Cpu))
+                    .set_requires_grad(true)
+                    .f_mul(&Tensor::ones([1], (Kind::Float, Device::Cpu)))
+                    .unwrap()
+                    .requires_grad(),
+                "grad mode stays off after the panic (what this test is about)"
+            );
+            tch::manual_seed(0);
+            let vs = nn::VarStore::new(Device::Cpu);
+            let model = nn::seq_t().add_fn(|x| x.flatten(1, -1)).add(nn::linear(
+                vs.root() / "linear",
+                64,
+                3,
+                Default::default(),
+            ));
+            let history =
+                train_classifier(&model, &vs, &splits(), &TrainConfig::adamw(4, 32, 1e-2, 0.0), "test").unwrap();
+            assert!(history.final_val_acc().unwrap() > 0.95, "{:?}", history.epochs);
+        })
+        .join()
+    });
+    panicked.unwrap();
+}
+
 #[derive(Debug)]
 struct NanModel;
 impl ModuleT for NanModel {

@@ -442,7 +442,24 @@ impl Fit {
     /// Resuming from epoch checkpoints loads the weights and the history of the newest one;
     /// AdamW's moment estimates start again and the schedule continues from the step reached. A
     /// [`Fit::resumable`] run restores everything, mid-epoch included.
+    ///
+    /// Gradients are recorded whatever the thread's grad mode was: `tch::no_grad` does not restore
+    /// it when its closure panics, so an earlier cell's panic inside one would otherwise leave every
+    /// later training in the kernel failing with "does not require grad".
     pub fn run<B, I>(
+        &self,
+        vs: &nn::VarStore,
+        batches: impl FnMut(i64) -> I,
+        step: impl FnMut(B) -> Result<Step>,
+        evaluate: impl FnMut() -> Result<Evaluation>,
+    ) -> Result<History>
+    where
+        I: Iterator<Item = B>,
+    {
+        tch::with_grad(|| self.run_with_grad(vs, batches, step, evaluate))
+    }
+
+    fn run_with_grad<B, I>(
         &self,
         vs: &nn::VarStore,
         mut batches: impl FnMut(i64) -> I,
