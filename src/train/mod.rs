@@ -469,6 +469,7 @@ impl Fit {
     where
         I: Iterator<Item = B>,
     {
+        self.optim.validate()?;
         let (epochs, per_epoch) = match self.length {
             Length::Epochs { epochs, steps_per_epoch } => (epochs, steps_per_epoch),
             Length::Seconds(_) => (1, 0),

@@ -117,8 +117,38 @@ impl OptimConfig {
         (self.lr * self.schedule.factor_at(progress)).max(self.min_lr)
     }
 
+    /// Checks the settings, naming the one that is wrong, what it must be and what it is: a
+    /// negative or NaN rate set in a notebook's hyperparameter cell would otherwise train (or
+    /// diverge) without a word, or stop inside libtorch.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |what: &str, expected: &str, got: String| {
+            Err(crate::error::Error::Config(format!("{what} must be {expected}, got {got}")))
+        };
+        let (b1, b2) = self.betas;
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return bad("the learning rate (lr)", "a positive number", self.lr.to_string());
+        }
+        if !(self.min_lr.is_finite() && (0.0..=self.lr).contains(&self.min_lr)) {
+            return bad("min_lr", &format!("between 0 and lr ({})", self.lr), self.min_lr.to_string());
+        }
+        if !((0.0..1.0).contains(&b1) && (0.0..1.0).contains(&b2)) {
+            return bad("AdamW's betas", "two numbers in [0, 1)", format!("({b1}, {b2})"));
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return bad("weight_decay", "0 or more", self.weight_decay.to_string());
+        }
+        if !(self.eps.is_finite() && self.eps > 0.0) {
+            return bad("AdamW's eps", "a positive number", self.eps.to_string());
+        }
+        if let Some(c) = self.clip_norm.filter(|c| !(c.is_finite() && *c > 0.0)) {
+            return bad("the gradient clipping norm", "a positive number", c.to_string());
+        }
+        Ok(())
+    }
+
     /// AdamW over `vs`'s trainable variables.
     pub fn build(&self, vs: &nn::VarStore) -> Result<nn::Optimizer> {
+        self.validate()?;
         let (beta1, beta2) = self.betas;
         let opt = nn::AdamW { beta1, beta2, wd: self.weight_decay, eps: self.eps, amsgrad: false };
         Ok(opt.build(vs, self.lr)?)
@@ -136,6 +166,20 @@ impl OptimConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bad_settings_are_named_with_what_was_expected() {
+        let ok = OptimConfig::adamw(1e-3, (0.9, 0.999), 0.01).clip(1.0);
+        assert!(ok.validate().is_ok());
+        let err = |c: OptimConfig| c.validate().unwrap_err().to_string();
+        assert!(err(OptimConfig { lr: -1.0, ..ok.clone() }).contains("lr) must be a positive number, got -1"));
+        assert!(err(OptimConfig { lr: f64::NAN, ..ok.clone() }).contains("got NaN"));
+        assert!(err(OptimConfig { betas: (0.9, 1.0), ..ok.clone() })
+            .contains("betas must be two numbers in [0, 1), got (0.9, 1)"));
+        assert!(err(OptimConfig { weight_decay: -0.1, ..ok.clone() }).contains("weight_decay must be 0 or more"));
+        assert!(err(OptimConfig { min_lr: 1.0, ..ok.clone() }).contains("min_lr must be between 0 and lr"));
+        assert!(err(ok.clone().clip(0.0)).contains("clipping norm must be a positive number, got 0"));
+    }
 
     #[test]
     fn warmup_schedules_rise_then_decay_to_zero() {
