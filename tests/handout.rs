@@ -87,3 +87,80 @@ fn the_handout_holds_no_answer_and_the_grader_files_hold_the_expected_outputs() 
         .collect::<std::collections::BTreeSet<_>>();
     assert_eq!(found.len(), expected.len(), "the grader's files hold every autograder expected output");
 }
+
+/// Every public function of the handout's crate (the `reference` feature off) whose signature
+/// takes or returns a tensor, as `file: name`: a scan of the handout's sources that skips unit
+/// tests, crate-private items and items compiled only with the `reference` feature.
+fn public_tensor_functions(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let src = dir.join("src");
+    let mut files: Vec<PathBuf> =
+        files_under(&src).into_iter().filter(|p| p.extension().is_some_and(|x| x == "rs")).collect();
+    files.sort();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        // Unit tests sit at the end of a file.
+        let text = text.split("#[cfg(test)]\nmod tests").next().unwrap_or_default();
+        let rel = file.strip_prefix(dir).unwrap().display().to_string();
+        let mut gated = false;
+        let mut rest = text;
+        let mut offset = 0;
+        while let Some(at) = rest.find("pub fn ") {
+            let before = &text[..offset + at];
+            // The attributes just above: is this item compiled only with the `reference` feature?
+            let head = &before[..before.rfind('\n').unwrap_or(0)]; // the lines above the item's own
+            let above: Vec<&str> = head
+                .lines()
+                .rev()
+                .take_while(|l| {
+                    let l = l.trim();
+                    l.starts_with("#[") || l.starts_with("///") || l.is_empty()
+                })
+                .collect();
+            gated |= above.iter().any(|l| l.contains("feature = \"reference\"") && !l.contains("not("));
+            let sig_end = rest[at..].find(['{', ';']).map_or(rest.len(), |e| at + e);
+            let sig = &rest[at..sig_end];
+            let name: String =
+                sig["pub fn ".len()..].chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+            if !gated && sig.contains("Tensor") {
+                out.push(format!("{rel}: {name}"));
+            }
+            gated = false;
+            offset += sig_end;
+            rest = &text[offset..];
+        }
+    }
+    out
+}
+
+/// A new public function that takes or returns tensors could answer a TODO (as
+/// `squared_distances` and `self_attention_with_weights` once did): each must be reviewed and
+/// listed in `tests/handout_api.txt`; `tests/api_probe.rs` (run by the handout's own `make test`,
+/// where the answers are absent) tries the closest ones on the TODOs' checks.
+#[test]
+fn every_public_tensor_function_of_the_students_crate_has_been_reviewed() {
+    let root = hw9::paths::root();
+    let out = tempfile::tempdir().unwrap();
+    let h = write_handout(&root, out.path()).unwrap();
+    let found = public_tensor_functions(&h.dir);
+    assert!(found.len() > 30, "the scan found only {found:?}");
+    let listed_path = root.join("tests/handout_api.txt");
+    let listed_text = std::fs::read_to_string(&listed_path).unwrap_or_default();
+    let listed: Vec<&str> = listed_text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).collect();
+    let new: Vec<&String> = found.iter().filter(|f| !listed.contains(&f.as_str())).collect();
+    let gone: Vec<&&str> = listed.iter().filter(|l| !found.iter().any(|f| f == **l)).collect();
+    assert!(
+        new.is_empty() && gone.is_empty(),
+        "the student handout's public tensor functions changed.\nNew (check that none answers a TODO — try it in \
+         tests/api_probe.rs — then add it to tests/handout_api.txt): {new:#?}\nNo longer there (remove from the list): {gone:#?}"
+    );
+    for private in [
+        "src/models/attention.rs: split_heads",
+        "src/models/attention.rs: merge_heads",
+        "src/models/attention.rs: self_attention_with_weights",
+        "src/tasks/verification.rs: squared_distances",
+        "src/models/attention.rs: attention",
+    ] {
+        assert!(!found.iter().any(|f| f == private), "{private} answers a TODO and is public in the handout");
+    }
+}

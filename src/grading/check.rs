@@ -1,20 +1,22 @@
 //! Grading the notebooks' TODO cells: reference fixtures, checks, and a recorder of graded outputs.
 //!
-//! A check runs the student's code on a fixture's **public** inputs and compares the result with
-//! the expected output using the original homework's relative error,
-//! `max |x − y| / max(1e-8, |x| + |y|)`, printing one pass/fail line. The same code then runs on
-//! the **autograder** inputs; those outputs go into the submission (see [`crate::grading::submission`])
-//! and `hw9 grade` compares them with the reference.
+//! A check runs the student's code on a fixture's **public** inputs (one case or several, each
+//! shown in the notebook) and compares the result with the expected output, element by element
+//! within the check's tolerance `atol + rtol·|expected|` (see [`hw9_grade::compare`]: the grader
+//! uses the same comparison), printing one pass/fail line. The same code then runs on the
+//! **autograder** inputs; those outputs go into the submission (see
+//! [`crate::grading::submission`]) and `hw9 grade` compares them with the reference. When the code
+//! panics there, or returns a wrong shape, dtype or a NaN, the check line says so at once instead
+//! of a silent pass: the student handout ships each graded output's shape and dtype (not its
+//! values).
 //!
 //! A `todo!()` left in a TODO cell panics; inside evcxr a panic does not fail the cell, so the
 //! check catches it and reports "not implemented yet" as a failure, and the notebook goes on.
 //!
 //! Fixture files are `assets/fixtures/<notebook>.safetensors`, written by `tools/gen_fixtures.py`
-//! with PyTorch's own modules. Keys: `<check>/tolerance`, `<check>/<case>/<input name>` and
-//! `<check>/<case>/expected` (or `expected.0`, `expected.1`, ... for several outputs), where
-//! `<case>` is `public` or `autograder`.
+//! with PyTorch's own modules (layout: [`crate::grading::fixtures`]).
 //!
-//! (Over 400 lines: about 100 of them are its unit tests, kept beside the code they test.)
+//! (Over 400 lines: about 150 of them are its unit tests, kept beside the code they test.)
 
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
@@ -22,12 +24,13 @@ use std::panic::AssertUnwindSafe;
 use serde::Serialize;
 use tch::{Kind, Tensor};
 
-pub use super::fixtures::{Case, Fixtures, FIXTURES_FIX};
+pub use super::fixtures::{Case, Fixtures, Tolerance, FIXTURES_FIX};
 use crate::error::{Error, Result};
 pub use hw9_grade::compare::{CheckResult, Values};
 pub use hw9_grade::log::ThresholdRecord;
 
-/// The original homework's relative error: `max |x − y| / max(1e-8, |x| + |y|)` over elements.
+/// The original homework's relative error: `max |x − y| / max(1e-8, |x| + |y|)` over elements,
+/// as information (it is 1.0 for any non-zero against a zero, so it decides nothing here).
 /// Shapes must be equal (no broadcasting).
 pub fn rel_error(x: &Tensor, y: &Tensor) -> Result<f64> {
     if x.size() != y.size() {
@@ -38,16 +41,19 @@ pub fn rel_error(x: &Tensor, y: &Tensor) -> Result<f64> {
 
 /// A tensor as the grader sees it: shape, libtorch's dtype name, values as `f64`.
 pub fn values(t: &Tensor) -> Result<Values> {
+    if !t.defined() {
+        return Err(Error::Input("expected a tensor, got an undefined one (Tensor::new())".into()));
+    }
     let flat = t.detach().to_device(tch::Device::Cpu).to_kind(Kind::Double).reshape([-1]);
     Ok(Values { shape: t.size(), dtype: format!("{:?}", t.kind()), data: Vec::<f64>::try_from(&flat)? })
 }
 
-/// Compares one output with its expected value: shape, then dtype, then relative error (the
-/// grader's own comparison, [`hw9_grade::compare::compare`]).
-pub fn compare(name: &str, got: &Tensor, expected: &Tensor, tolerance: f64) -> CheckResult {
+/// Compares one output with its expected value: shape, then dtype, then every element within
+/// `tolerance` (the grader's own comparison, [`hw9_grade::compare::compare`]).
+pub fn compare(name: &str, got: &Tensor, expected: &Tensor, tolerance: Tolerance) -> CheckResult {
     match (values(got), values(expected)) {
         (Ok(g), Ok(e)) => hw9_grade::compare::compare(name, &g, &e, tolerance),
-        (Err(err), _) | (_, Err(err)) => CheckResult::failed(name, tolerance, err.to_string()),
+        (Err(err), _) | (_, Err(err)) => CheckResult::failed(name, Some(tolerance), err.to_string()),
     }
 }
 
@@ -156,39 +162,89 @@ pub fn check_case<O: Outputs>(name: &str, case: &Case, f: impl FnOnce(&Case) -> 
     if expected.is_empty() {
         return CheckResult::failed(
             name,
-            tol,
+            Some(tol),
             format!("fixture case {} has no expected output; regenerate it: {FIXTURES_FIX}", case.label),
         );
     }
     let got = match run_outputs(|| f(case)) {
         Ok(got) => got,
-        Err(why) => return CheckResult::failed(name, tol, why),
+        Err(why) => return CheckResult::failed(name, Some(tol), why),
     };
-    if got.len() != expected.len() {
-        return CheckResult::failed(name, tol, format!("expected {} outputs, got {}", expected.len(), got.len()));
+    let as_values = |ts: &[&Tensor]| ts.iter().map(|t| values(t)).collect::<Result<Vec<Values>>>();
+    match (as_values(&got.iter().collect::<Vec<_>>()), as_values(&expected)) {
+        (Ok(g), Ok(e)) => {
+            hw9_grade::compare::compare_all(name, &g.iter().collect::<Vec<_>>(), &e.iter().collect::<Vec<_>>(), tol)
+        }
+        (Err(err), _) | (_, Err(err)) => CheckResult::failed(name, Some(tol), err.to_string()),
     }
-    let results: Vec<CheckResult> = got
+}
+
+/// Runs `f` on every public case of `check` (the notebook's cases) and combines them into one
+/// result: the first failing case (named when there are several), else the largest error.
+pub fn check_public<O: Outputs>(fixtures: &Fixtures, check: &str, f: &impl Fn(&Case) -> O) -> CheckResult {
+    let names = fixtures.public_cases(check);
+    if names.is_empty() {
+        let why = format!("the fixtures have no public case of {check:?}; they have checks {:?}", fixtures.checks());
+        return CheckResult::failed(check, None, why);
+    }
+    let mut results = Vec::new();
+    for case in &names {
+        let r = match fixtures.case(check, case) {
+            Ok(c) => check_case(check, &c, f),
+            Err(e) => CheckResult::failed(check, None, e.to_string()),
+        };
+        if !r.passed {
+            // The first case needs no name; a later one says which (e.g. `public_padded case: …`).
+            return if case != &names[0] {
+                CheckResult { message: format!("{case} case: {}", r.message), ..r }
+            } else {
+                r
+            };
+        }
+        results.push(r);
+    }
+    let worst = results
         .iter()
-        .zip(&expected)
-        .enumerate()
-        .map(|(i, (g, e))| {
-            let label = if expected.len() > 1 { format!("{name} output {i}") } else { name.to_string() };
-            compare(&label, g, e, tol)
-        })
-        .collect();
-    match results.iter().find(|r| !r.passed) {
-        Some(bad) => CheckResult { name: name.to_string(), ..bad.clone() },
-        None => {
-            let worst = results.iter().filter_map(|r| r.rel_error).fold(0.0, f64::max);
-            CheckResult {
-                name: name.to_string(),
-                passed: true,
-                rel_error: Some(worst),
-                tolerance: tol,
-                message: format!("relative error {worst:.2e} <= tolerance {tol:.0e}"),
-            }
+        .max_by(|a, b| a.max_abs_error.partial_cmp(&b.max_abs_error).unwrap_or(std::cmp::Ordering::Equal))
+        .cloned()
+        .unwrap_or_else(|| results[0].clone());
+    if names.len() > 1 {
+        CheckResult { message: format!("{} public cases, {}", names.len(), worst.message), ..worst }
+    } else {
+        worst
+    }
+}
+
+/// What is wrong with outputs computed on a graded case, from what the case says they must look
+/// like (shapes and dtypes; their values are the grader's): `None` when nothing is seen wrong.
+pub fn graded_problem(case: &Case, got: &[Tensor]) -> Option<String> {
+    let want = case.expected_shapes();
+    if want.is_empty() {
+        return None;
+    }
+    if got.len() != want.len() {
+        return Some(format!("your code returned {} outputs, expected {}", got.len(), want.len()));
+    }
+    for (i, (g, (shape, kind))) in got.iter().zip(&want).enumerate() {
+        let which = if want.len() > 1 { format!("output {i}: ") } else { String::new() };
+        if !g.defined() {
+            return Some(format!("{which}expected a tensor, got an undefined one"));
+        }
+        if &g.size() != shape {
+            return Some(format!(
+                "{which}expected shape {}, got {}",
+                crate::error::fmt_shape(shape),
+                crate::error::fmt_shape(&g.size())
+            ));
+        }
+        if g.kind() != *kind {
+            return Some(format!("{which}expected dtype {kind:?}, got {:?}", g.kind()));
+        }
+        if g.is_floating_point() && g.numel() > 0 && g.isfinite().all().int64_value(&[]) == 0 {
+            return Some(format!("{which}expected finite numbers, got NaN or infinity"));
         }
     }
+    None
 }
 
 /// What a notebook graded: check results, the outputs on autograder inputs, and named values.
@@ -222,36 +278,56 @@ impl Recorder {
         &self.notebook
     }
 
-    /// Checks the student's `f` against the public case of `check`, prints the pass/fail line and
-    /// keeps it; then runs `f` on the autograder case and records its outputs for the submission.
-    /// Returns whether the public check passed.
+    /// Checks the student's `f` against the public cases of `check`, then runs it on the
+    /// autograder case and records its outputs for the submission; prints one pass/fail line and
+    /// keeps it. The line fails when the public cases pass but the code panics on the graded input
+    /// or returns a wrong shape, dtype or a NaN there (`✓ public case; ✗ on the graded input …`).
+    /// Returns whether the check passed.
     pub fn check<O: Outputs>(&mut self, fixtures: &Fixtures, check: &str, f: impl Fn(&Case) -> O) -> bool {
-        let result = match fixtures.case(check, "public") {
-            Ok(case) => check_case(check, &case, &f),
-            Err(e) => CheckResult::failed(check, f64::NAN, e.to_string()),
+        let mut result = check_public(fixtures, check, &f);
+        self.outputs.retain(|(n, _)| n != check && !n.starts_with(&format!("{check}.")));
+        self.missing.remove(check);
+        let graded = fixtures.case(check, "autograder");
+        let problem = match &graded {
+            Ok(case) => match run_outputs(|| f(case)) {
+                Ok(outs) => {
+                    let problem = graded_problem(case, &outs);
+                    let mut named: Vec<(String, Tensor)> = if outs.len() == 1 {
+                        vec![(check.to_string(), outs[0].detach().to_device(tch::Device::Cpu))]
+                    } else {
+                        outs.iter()
+                            .enumerate()
+                            .map(|(i, t)| (format!("{check}.{i}"), t.detach().to_device(tch::Device::Cpu)))
+                            .collect()
+                    };
+                    if named.iter().any(|(_, t)| !t.defined()) {
+                        self.missing.insert(check.to_string(), "an output was an undefined tensor".into());
+                        named.clear();
+                    }
+                    self.outputs.extend(named);
+                    problem
+                }
+                Err(why) => {
+                    self.missing.insert(check.to_string(), why.clone());
+                    Some(why)
+                }
+            },
+            Err(e) => {
+                self.missing.insert(check.to_string(), e.to_string());
+                None
+            }
         };
+        if let (true, Some(problem)) = (result.passed, problem) {
+            result = CheckResult {
+                passed: false,
+                message: format!("✓ public case ({}); ✗ on the graded input: {problem}", result.message),
+                ..result
+            };
+        }
         println!("{result}");
         let passed = result.passed;
         self.results.retain(|r| r.name != check);
         self.results.push(result);
-        self.outputs.retain(|(n, _)| n != check && !n.starts_with(&format!("{check}.")));
-        self.missing.remove(check);
-        match fixtures.case(check, "autograder").map(|case| run_outputs(|| f(&case))) {
-            Ok(Ok(outs)) if outs.len() == 1 => {
-                self.outputs.push((check.to_string(), outs[0].detach().to_device(tch::Device::Cpu)))
-            }
-            Ok(Ok(outs)) => {
-                for (i, t) in outs.iter().enumerate() {
-                    self.outputs.push((format!("{check}.{i}"), t.detach().to_device(tch::Device::Cpu)));
-                }
-            }
-            Ok(Err(why)) => {
-                self.missing.insert(check.to_string(), why);
-            }
-            Err(e) => {
-                self.missing.insert(check.to_string(), e.to_string());
-            }
-        }
         passed
     }
 
@@ -306,8 +382,9 @@ fn check_threshold(name: &str, value: f64, threshold: f64, passed: bool, [ok, no
     let r = CheckResult {
         name: name.to_string(),
         passed,
+        max_abs_error: None,
         rel_error: None,
-        tolerance: threshold,
+        tolerance: None,
         message: format!("{value:.4} {cmp} {threshold}"),
     };
     println!("{r}");
@@ -324,6 +401,8 @@ mod tests {
         Tensor::from_slice(v).reshape(shape)
     }
 
+    const TOL: Tolerance = Tolerance { atol: 1e-5, rtol: 1e-4 };
+
     #[test]
     fn rel_error_matches_the_original_formula() {
         let x = t(&[1.0, 2.0, 0.0], &[3]);
@@ -334,19 +413,23 @@ mod tests {
     }
 
     #[test]
-    fn compare_reports_shape_and_dtype_like_the_homework() {
+    fn compare_reports_shape_dtype_and_where_values_differ() {
         let exp = Tensor::zeros([2, 49, 48], (Kind::Float, Device::Cpu));
         let got = Tensor::zeros([2, 48, 49], (Kind::Float, Device::Cpu));
-        let r = compare("unpatchify", &got, &exp, 1e-3);
+        let r = compare("unpatchify", &got, &exp, TOL);
         assert!(!r.passed);
         assert_eq!(r.to_string(), "✗ FAIL unpatchify: expected shape (2, 49, 48), got (2, 48, 49)");
-        let r = compare("x", &exp.to_kind(Kind::Double), &exp, 1e-3);
+        let r = compare("x", &exp.to_kind(Kind::Double), &exp, TOL);
         assert_eq!(r.message, "expected dtype Float, got Double");
-        let r = compare("x", &(&exp + 1.0), &(&exp + 1.0001), 1e-3);
+        let r = compare("x", &(&exp + 1.0), &(&exp + 1.00005), TOL);
         assert!(r.passed, "{r}");
-        assert!(r.to_string().starts_with("✓ PASS x: relative error 5.00e-5"), "{r}");
-        let r = compare("x", &(&exp + f64::NAN), &exp, 1e-3);
-        assert_eq!(r.message, "the output contains NaN");
+        assert!(r.to_string().starts_with("✓ PASS x: max |Δ| 5.0e-5 within tolerance 1e-5 + 1e-4·|expected|"), "{r}");
+        let r = compare("x", &(&exp + f64::NAN), &exp, TOL);
+        assert_eq!(r.message, "expected finite numbers, got NaN at [0, 0, 0] (4704 of 4704 elements)");
+        let r = compare("x", &Tensor::zeros([0], (Kind::Float, Device::Cpu)), &exp, TOL);
+        assert_eq!(r.message, "expected shape (2, 49, 48), got (0,)");
+        let r = compare("x", &Tensor::new(), &exp, TOL);
+        assert_eq!(r.message, "invalid input: expected a tensor, got an undefined one (Tensor::new())");
     }
 
     #[test]
@@ -361,59 +444,122 @@ mod tests {
         assert!(!err.contains("Exception raised from") && !err.contains("frame #"), "{err}");
     }
 
-    fn fixture_file(dir: &Path) -> PathBuf {
+    /// A fixture file of two checks: `double` (one output; a public case and a second public case
+    /// `public_long`) and `pair` (two outputs); `graded_only_shapes` gives its graded case as the
+    /// student handout does, shapes and dtypes only.
+    fn fixture_file(dir: &Path, graded_only_shapes: bool) -> PathBuf {
         let path = dir.join("nb.safetensors");
         let x = t(&[1.0, 2.0, 3.0], &[3]);
-        let tensors = [
-            ("double/tolerance", Tensor::from(1e-3f64)),
+        let long = t(&[1.0, 2.0, 3.0, 4.0, 5.0], &[5]);
+        let mut tensors = vec![
+            ("double/atol", Tensor::from(1e-5f64)),
+            ("double/rtol", Tensor::from(1e-4f64)),
             ("double/public/x", x.shallow_clone()),
             ("double/public/expected", &x * 2.0),
-            ("double/autograder/x", &x + 10.0),
-            ("double/autograder/expected", (&x + 10.0) * 2.0),
-            ("pair/tolerance", Tensor::from(1e-3f64)),
+            ("double/public_long/x", long.shallow_clone()),
+            ("double/public_long/expected", &long * 2.0),
+            ("double/autograder/x", &long + 10.0),
+            ("pair/atol", Tensor::from(1e-5f64)),
+            ("pair/rtol", Tensor::from(1e-4f64)),
             ("pair/public/x", x.shallow_clone()),
             ("pair/public/expected.0", &x + 1.0),
             ("pair/public/expected.1", &x - 1.0),
             ("pair/autograder/x", x.shallow_clone()),
-            ("pair/autograder/expected.0", &x + 1.0),
-            ("pair/autograder/expected.1", &x - 1.0),
         ];
+        if graded_only_shapes {
+            tensors.push(("double/autograder/expected_shape", Tensor::from_slice(&[5i64])));
+            tensors.push(("double/autograder/expected_dtype", Tensor::empty([0], (Kind::Float, Device::Cpu))));
+            tensors.push(("pair/autograder/expected_shape.0", Tensor::from_slice(&[3i64])));
+            tensors.push(("pair/autograder/expected_dtype.0", Tensor::empty([0], (Kind::Float, Device::Cpu))));
+            tensors.push(("pair/autograder/expected_shape.1", Tensor::from_slice(&[3i64])));
+            tensors.push(("pair/autograder/expected_dtype.1", Tensor::empty([0], (Kind::Float, Device::Cpu))));
+        } else {
+            tensors.push(("double/autograder/expected", (&long + 10.0) * 2.0));
+            tensors.push(("pair/autograder/expected.0", &x + 1.0));
+            tensors.push(("pair/autograder/expected.1", &x - 1.0));
+        }
         Tensor::write_safetensors(&tensors, &path).unwrap();
         path
     }
 
     #[test]
     fn recorder_checks_public_cases_and_records_autograder_outputs() {
-        let dir = std::env::temp_dir().join(format!("hw9-check-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let fx = Fixtures::load_from("nb", &fixture_file(&dir)).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let fx = Fixtures::load_from("nb", &fixture_file(dir.path(), false)).unwrap();
         assert_eq!(fx.checks(), vec!["double", "pair"]);
+        assert_eq!(fx.public_cases("double"), vec!["public", "public_long"]);
         let mut rec = Recorder::new("nb");
         assert!(rec.check(&fx, "double", |c| &c["x"] * 2.0));
+        assert!(rec.results()[0].message.starts_with("2 public cases, "), "{:?}", rec.results()[0]);
         assert!(rec.check(&fx, "pair", |c| (&c["x"] + 1.0, &c["x"] - 1.0)));
         assert_eq!(rec.outputs.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["double", "pair.0", "pair.1"]);
-        assert_eq!(Vec::<f32>::try_from(&rec.outputs[0].1).unwrap(), [22.0, 24.0, 26.0]);
+        assert_eq!(Vec::<f32>::try_from(&rec.outputs[0].1).unwrap(), [22.0, 24.0, 26.0, 28.0, 30.0]);
         // A TODO fails the check and leaves no output, and a wrong answer fails with its error.
         assert!(!rec.check(&fx, "double", |_| -> Tensor { todo!("TODO: multiply by two") }));
         assert_eq!(rec.results().last().unwrap().message, "not implemented yet (TODO: multiply by two)");
         assert_eq!(rec.missing["double"], "not implemented yet (TODO: multiply by two)");
         assert!(!rec.check(&fx, "double", |c| &c["x"] * 3.0));
         assert_eq!(rec.summary(), "1/2 checks passed");
+        // The second public case catches what the first does not: here, code that only works for 3 elements.
+        assert!(!rec.check(&fx, "double", |c| t(&[2.0, 4.0, 6.0], &[3]) * c["x"].ones_like()));
+        assert!(rec.results().last().unwrap().message.starts_with("public_long case: "), "{:?}", rec.results());
         // A missing input name is reported, not a crash.
         assert!(!rec.check(&fx, "double", |c| c["y"].shallow_clone()));
         assert!(rec.results().last().unwrap().message.contains("has no input \"y\""));
-        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_public_pass_that_breaks_on_the_graded_input_says_so_at_once() {
+        for shapes_only in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let fx = Fixtures::load_from("nb", &fixture_file(dir.path(), shapes_only)).unwrap();
+            let mut rec = Recorder::new("nb");
+            // Right on three and five elements, a panic on the graded input (its values exceed 10).
+            let fragile = |c: &Case| {
+                assert!(c["x"].max().double_value(&[]) < 10.0, "index out of range");
+                &c["x"] * 2.0
+            };
+            assert!(!rec.check(&fx, "double", fragile));
+            let r = rec.results().last().unwrap();
+            assert!(
+                r.message.starts_with("✓ public case (2 public cases, max |Δ| 0.0e0")
+                    && r.message.ends_with("✗ on the graded input: your code panicked: index out of range"),
+                "{r}"
+            );
+            assert_eq!(rec.missing["double"], "your code panicked: index out of range");
+            // A wrong shape on the graded input (right on the public ones).
+            let short = |c: &Case| {
+                (&c["x"] * 2.0).narrow(0, 0, c["x"].size()[0].min(5) - i64::from(c["x"].max().double_value(&[]) > 10.0))
+            };
+            assert!(!rec.check(&fx, "double", short));
+            let r = rec.results().last().unwrap();
+            assert!(r.message.ends_with("✗ on the graded input: expected shape (5,), got (4,)"), "{r}");
+            // A NaN, and a wrong dtype in the second of two outputs.
+            assert!(!rec.check(&fx, "pair", |c| {
+                let graded = c.label().ends_with("autograder");
+                let second = if graded { (&c["x"] - 1.0).to_kind(Kind::Double) } else { &c["x"] - 1.0 };
+                (&c["x"] + 1.0, second)
+            }));
+            let r = rec.results().last().unwrap();
+            assert!(r.message.ends_with("✗ on the graded input: output 1: expected dtype Float, got Double"), "{r}");
+            assert!(!rec.check(&fx, "pair", |c| {
+                let first = if c.label().ends_with("autograder") { &c["x"] / 0.0 * 0.0 } else { &c["x"] + 1.0 };
+                (first, &c["x"] - 1.0)
+            }));
+            let r = rec.results().last().unwrap();
+            assert!(r.message.ends_with("output 0: expected finite numbers, got NaN or infinity"), "{r}");
+            // Right everywhere: a plain pass.
+            assert!(rec.check(&fx, "double", |c| &c["x"] * 2.0));
+        }
     }
 
     #[test]
     fn missing_and_corrupt_fixtures_name_the_file_and_the_fix() {
         let err = Fixtures::load_from("nb", Path::new("/nonexistent/nb.safetensors")).unwrap_err().to_string();
         assert!(err.contains("missing fixtures for nb") && err.contains("make fixtures"), "{err}");
-        let dir = std::env::temp_dir().join(format!("hw9-check-bad-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("bad.safetensors"), b"not a safetensors file").unwrap();
-        let err = Fixtures::load_from("nb", &dir.join("bad.safetensors")).unwrap_err().to_string();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("bad.safetensors"), b"not a safetensors file").unwrap();
+        let err = Fixtures::load_from("nb", &dir.path().join("bad.safetensors")).unwrap_err().to_string();
         assert!(err.starts_with("corrupt fixture file") && err.contains("make fixtures"), "{err}");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

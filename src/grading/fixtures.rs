@@ -1,13 +1,21 @@
 //! A notebook's reference fixtures: `assets/fixtures/<notebook>.safetensors`, written by
-//! `tools/gen_fixtures.py` with PyTorch's own modules. Keys: `<check>/tolerance`,
+//! `tools/gen_fixtures.py` with PyTorch's own modules. Keys: `<check>/atol` and `<check>/rtol`
+//! (the tolerance: `|got − expected| ≤ atol + rtol·|expected|` per element),
 //! `<check>/<case>/<input name>` and `<check>/<case>/expected` (or `expected.0`, `expected.1`, …
-//! for several outputs), where `<case>` is `public` or `autograder`; model weights under
-//! `<model>/weights/<name>`.
+//! for several outputs), where `<case>` is `public` (and `public_<what>` for more public cases,
+//! each shown in the notebook) or `autograder`; model weights under `<model>/weights/<name>`.
+//!
+//! The student handout ships the autograder cases' inputs without their expected outputs, only
+//! their shapes and dtypes (`expected_shape[.i]`: the dims as int64; `expected_dtype[.i]`: an
+//! empty tensor of the dtype), so that a check can tell at once when a student's code panics or
+//! returns a wrong shape on an input it was not shown.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use tch::Tensor;
+use tch::{Kind, Tensor};
+
+pub use hw9_grade::compare::Tolerance;
 
 use crate::error::{Error, Result};
 
@@ -57,14 +65,32 @@ impl Fixtures {
     /// The names of the checks this file has fixtures for.
     pub fn checks(&self) -> Vec<String> {
         let mut names: Vec<String> =
-            self.tensors.keys().filter_map(|k| k.strip_suffix("/tolerance").map(str::to_string)).collect();
+            self.tensors.keys().filter_map(|k| k.strip_suffix("/atol").map(str::to_string)).collect();
         names.dedup();
         names
     }
 
-    /// The tolerance of `check`.
-    pub fn tolerance(&self, check: &str) -> Result<f64> {
-        Ok(self.tensor(&format!("{check}/tolerance"))?.double_value(&[]))
+    /// The tolerance of `check` (`<check>/atol`, `<check>/rtol`).
+    pub fn tolerance(&self, check: &str) -> Result<Tolerance> {
+        Ok(Tolerance::new(
+            self.tensor(&format!("{check}/atol"))?.double_value(&[]),
+            self.tensor(&format!("{check}/rtol"))?.double_value(&[]),
+        ))
+    }
+
+    /// The names of `check`'s public cases, `public` first: the cases a notebook shows.
+    pub fn public_cases(&self, check: &str) -> Vec<String> {
+        let prefix = format!("{check}/");
+        let mut names: Vec<String> = self
+            .tensors
+            .keys()
+            .filter_map(|k| k.strip_prefix(&prefix)?.split('/').next())
+            .filter(|c| *c == "public" || c.starts_with("public_"))
+            .map(str::to_string)
+            .collect();
+        names.dedup();
+        names.sort_by_key(|c| (c != "public", c.clone()));
+        names
     }
 
     /// One tensor by its full key.
@@ -122,7 +148,7 @@ impl Fixtures {
 /// One fixture case: named inputs (index it: `case["x"]`) and the expected outputs.
 pub struct Case {
     pub(crate) label: String,
-    pub(crate) tolerance: f64,
+    pub(crate) tolerance: Tolerance,
     tensors: BTreeMap<String, Tensor>,
 }
 
@@ -136,8 +162,32 @@ impl Case {
     }
 
     /// The tolerance of this case's check.
-    pub fn tolerance(&self) -> f64 {
+    pub fn tolerance(&self) -> Tolerance {
         self.tolerance
+    }
+
+    /// What the outputs must look like: each expected output's shape and dtype, from the
+    /// expected outputs or, where only those are shipped (a graded case in the student handout),
+    /// from `expected_shape[.i]` and `expected_dtype[.i]`. Empty when the case has neither.
+    pub fn expected_shapes(&self) -> Vec<(Vec<i64>, Kind)> {
+        let full = self.expected();
+        if !full.is_empty() {
+            return full.iter().map(|t| (t.size(), t.kind())).collect();
+        }
+        let meta = |suffix: &str| {
+            let shape = self.tensors.get(&format!("expected_shape{suffix}"))?;
+            let dtype = self.tensors.get(&format!("expected_dtype{suffix}"))?;
+            Some((Vec::<i64>::try_from(shape).ok()?, dtype.kind()))
+        };
+        if let Some(one) = meta("") {
+            return vec![one];
+        }
+        (0..).map_while(|i| meta(&format!(".{i}"))).collect()
+    }
+
+    /// The case's label, `<check>/<case>`.
+    pub fn label(&self) -> &str {
+        &self.label
     }
 
     /// The names of the inputs.

@@ -146,13 +146,27 @@ fn copy_tree(src: &Path, dst: &Path, skip: &dyn Fn(&Path) -> bool, count: &mut u
 
 /// Whether a fixture key is an autograder case's expected output (grader-only).
 pub fn grader_only(key: &str) -> bool {
-    key.split('/').nth(1) == Some("autograder") && key.split('/').nth(2).is_some_and(|k| k.starts_with("expected"))
+    let is_expected =
+        |k: &str| k == "expected" || k.strip_prefix("expected.").is_some_and(|i| i.parse::<u32>().is_ok());
+    key.split('/').nth(1) == Some("autograder") && key.split('/').nth(2).is_some_and(is_expected)
 }
 
-/// Writes `src` without its autograder cases' expected outputs to `dst`.
+/// Writes `src` without its autograder cases' expected outputs to `dst`; each stands there as its
+/// shape (`expected_shape[.i]`, int64 dims) and dtype (`expected_dtype[.i]`, an empty tensor), so
+/// that a notebook's check can say at once when the student's code returns a wrong shape on the
+/// graded input.
 fn public_fixtures(src: &Path, dst: &Path) -> Result<()> {
-    let tensors = Tensor::read_safetensors(src)?;
-    let kept: Vec<(String, Tensor)> = tensors.into_iter().filter(|(k, _)| !grader_only(k)).collect();
+    let mut kept: Vec<(String, Tensor)> = Vec::new();
+    for (k, t) in Tensor::read_safetensors(src)? {
+        if !grader_only(&k) {
+            kept.push((k, t));
+            continue;
+        }
+        let (case, name) = k.rsplit_once('/').unwrap_or(("", k.as_str()));
+        let suffix = name.strip_prefix("expected").unwrap_or("");
+        kept.push((format!("{case}/expected_shape{suffix}"), Tensor::from_slice(&t.size())));
+        kept.push((format!("{case}/expected_dtype{suffix}"), Tensor::empty([0], (t.kind(), tch::Device::Cpu))));
+    }
     Tensor::write_safetensors(&kept, dst)?;
     Ok(())
 }
@@ -322,6 +336,8 @@ mod tests {
         assert!(grader_only("forward_encoder/autograder/expected.2"));
         assert!(!grader_only("vit/autograder/images"));
         assert!(!grader_only("vit/public/expected"));
-        assert!(!grader_only("vit/tolerance"));
+        assert!(!grader_only("vit/atol"));
+        assert!(!grader_only("vit/autograder/expected_shape"));
+        assert!(!grader_only("forward_encoder/autograder/expected_dtype.1"));
     }
 }

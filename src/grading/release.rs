@@ -8,6 +8,9 @@
 //! - in a markdown cell (written answers) the region becomes an answer placeholder;
 //! - `:dep hw9 = { path = "../.." }` becomes `{ path = ".." }` (the student notebook sits one
 //!   folder up);
+//! - a cell tagged `repository-only` is left out (it names what only the course's repository has:
+//!   the crate's reference layers, its `hw9 summarize`, BENCHMARKS.md), and a markdown cell tagged
+//!   `student-only` says in its place what the student's handout has (the tag is dropped);
 //! - outputs, execution counts and timing metadata are cleared.
 
 use std::path::{Path, PathBuf};
@@ -23,6 +26,18 @@ const END: &str = "// END SOLUTION";
 pub const ANSWER_PLACEHOLDER: &str = "**Your answer:** *(write it here)*";
 const DEP_SOLUTION: &str = r#":dep hw9 = { path = "../.." }"#;
 const DEP_STUDENT: &str = r#":dep hw9 = { path = ".." }"#;
+/// A cell that only the repository's solution source has.
+pub const REPOSITORY_ONLY: &str = "repository-only";
+/// A markdown cell written for the student version (kept there, its tag dropped).
+pub const STUDENT_ONLY: &str = "student-only";
+
+/// A cell's tags.
+fn tags_of(cell: &Value) -> Vec<String> {
+    cell["metadata"]["tags"]
+        .as_array()
+        .map(|t| t.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+        .unwrap_or_default()
+}
 
 /// A cell's source as one string (nbformat stores a string or a list of lines).
 pub fn source_of(cell: &Value) -> String {
@@ -98,9 +113,30 @@ pub fn release_notebook(solution: &Value, name: &str) -> Result<(Value, Vec<Regi
     let cells = nb["cells"]
         .as_array_mut()
         .ok_or_else(|| Error::Input(format!("{name}: not a notebook (no \"cells\" list)")))?;
+    for (i, cell) in cells.iter().enumerate() {
+        let tags = tags_of(cell);
+        if tags.iter().any(|t| t == STUDENT_ONLY)
+            && (cell["cell_type"] != "markdown" || tags.iter().any(|t| t == REPOSITORY_ONLY))
+        {
+            return Err(Error::Input(format!(
+                "{name} cell {i}: only a markdown cell can be {STUDENT_ONLY}, and not also {REPOSITORY_ONLY}"
+            )));
+        }
+    }
+    cells.retain(|c| !tags_of(c).iter().any(|t| t == REPOSITORY_ONLY));
     let mut removed = Vec::new();
     for (i, cell) in cells.iter_mut().enumerate() {
         let at = format!("{name} cell {i}");
+        let tags = cell.get_mut("metadata").and_then(|m| m.get_mut("tags")).and_then(Value::as_array_mut);
+        let no_tags_left = tags.is_some_and(|tags| {
+            tags.retain(|t| t != STUDENT_ONLY);
+            tags.is_empty()
+        });
+        if no_tags_left {
+            if let Some(meta) = cell["metadata"].as_object_mut() {
+                meta.remove("tags");
+            }
+        }
         let text = source_of(cell);
         let (text, regions) = match cell["cell_type"].as_str() {
             Some("code") => {
@@ -262,6 +298,25 @@ mod tests {
         );
         let stray = nb(json!([{"cell_type": "code", "source": "// END SOLUTION\n", "metadata": {}}]));
         assert!(release_notebook(&stray, "x").unwrap_err().to_string().contains("END SOLUTION without BEGIN"));
+    }
+
+    #[test]
+    fn repository_only_cells_are_left_out_and_student_only_cells_kept_untagged() {
+        let solution = nb(json!([
+            {"cell_type": "markdown", "source": "Run `hw9 summarize`.", "metadata": {"tags": ["repository-only"]}},
+            {"cell_type": "code", "source": "evaluation_table()", "metadata": {"tags": ["repository-only", "plot"]}, "outputs": []},
+            {"cell_type": "markdown", "source": "The course's figures.", "metadata": {"tags": ["student-only"]}},
+            {"cell_type": "code", "source": "plot()", "metadata": {"tags": ["plot"]}, "outputs": []},
+            {"cell_type": "markdown", "source": "no tags", "metadata": {}},
+        ]));
+        let (student, _) = release_notebook(&solution, "x").unwrap();
+        let cells = student["cells"].as_array().unwrap();
+        assert_eq!(cells.iter().map(source_of).collect::<Vec<_>>(), ["The course's figures.", "plot()", "no tags"]);
+        assert_eq!(cells[0]["metadata"], json!({}), "the student-only tag is dropped");
+        assert_eq!(cells[1]["metadata"]["tags"], json!(["plot"]));
+        assert_eq!(cells[2]["metadata"], json!({}), "no tags key appears where there was none");
+        let bad = nb(json!([{"cell_type": "code", "source": "x", "metadata": {"tags": ["student-only"]}}]));
+        assert!(release_notebook(&bad, "x").unwrap_err().to_string().contains("only a markdown cell"));
     }
 
     #[test]

@@ -2,12 +2,12 @@
 //! summarizer's layers, BERT and GPT-2 — with the weights as a real output when they are asked
 //! for, and libtorch's fused kernel when they are not.
 //!
+//! The helpers that split and merge heads, and the self-attention with weights that BERT and
+//! GPT-2 share, are crate-private: with [`attention`] they would answer notebook 2's TODOs
+//! (scaled dot-product and multi-head attention), which the student handout must not hold.
+//!
 //! ```
-//! use hw9::models::attention::{merge_heads, split_heads, Mask};
-//! # let x = tch::Tensor::randn([2, 5, 8], (tch::Kind::Float, tch::Device::Cpu));
-//! let heads = split_heads(&x, 2); // (B, T, D) -> (B, H, T, Dh)
-//! assert_eq!(heads.size(), [2, 2, 5, 4]);
-//! assert_eq!(merge_heads(&heads).size(), x.size());
+//! use hw9::models::attention::Mask;
 //! let causal = Mask::default().causal(true); // query t sees keys 0..=t
 //! # let _ = causal;
 //! ```
@@ -106,13 +106,13 @@ fn attend(q: &Tensor, k: &Tensor, v: &Tensor, mask: Mask, need_weights: bool) ->
 }
 
 /// The heads as a batch dimension (a view): `(B, N, D)` → `(B, H, N, Dh)`.
-pub fn split_heads(x: &Tensor, n_heads: i64) -> Tensor {
+pub(crate) fn split_heads(x: &Tensor, n_heads: i64) -> Tensor {
     let (b, n, d) = x.size3().unwrap_or((0, 0, 0));
     x.reshape([b, n, n_heads, d / n_heads]).transpose(1, 2) // (B, N, H, Dh) -> (B, H, N, Dh)
 }
 
 /// The heads merged back: `(B, H, T, Dh)` → `(B, T, H·Dh)`.
-pub fn merge_heads(x: &Tensor) -> Tensor {
+pub(crate) fn merge_heads(x: &Tensor) -> Tensor {
     let (b, h, t, dh) = x.size4().unwrap_or((0, 0, 0, 0));
     x.transpose(1, 2).reshape([b, t, h * dh]) // (B, T, H, Dh) -> (B, T, D)
 }
@@ -166,7 +166,7 @@ pub struct ModelOutput {
 /// Projects `x` into queries, keys and values, attends with the weights kept, and returns the
 /// merged context `(B, T, D)` with the layer's [`LayerAttention`]: the self-attention of BERT and
 /// GPT-2. `q, k, v: (B, T, D)` already projected.
-pub fn self_attention_with_weights(
+pub(crate) fn self_attention_with_weights(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,

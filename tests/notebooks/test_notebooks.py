@@ -27,7 +27,7 @@ def texts(cell):
 
 def test_setup_check_notebook_runs_clean_and_plots():
     path = NOTEBOOKS / "solutions" / "00_setup_check.ipynb"
-    nb, problems = executed(path)
+    nb, problems, folder = executed(path)
     assert problems == []
     code = [c for c in nb.cells if c.cell_type == "code"]
     joined = "\n".join(texts(c) for c in code)
@@ -38,7 +38,7 @@ def test_setup_check_notebook_runs_clean_and_plots():
         png = next(o["data"]["image/png"] for o in c.outputs if "image/png" in o.get("data", {}))
         assert base64.b64decode(png)[:8] == b"\x89PNG\r\n\x1a\n"
     for name in ["setup_check_heatmap.png", "setup_check_loss.png"]:
-        assert (path.parent / "output" / name).read_bytes()[:4] == b"\x89PNG"
+        assert (folder / "output" / name).read_bytes()[:4] == b"\x89PNG"
 
 
 def test_harness_fails_on_a_panic_that_evcxr_reports_as_ok():

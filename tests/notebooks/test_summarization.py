@@ -12,9 +12,8 @@ SOURCE = ROOT / "notebooks" / "solutions" / "02_summarization.ipynb"
 def test_tensorboard_reads_the_runs_and_checkpoints_exist():
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    _, problems = executed(SOURCE)
+    _, problems, folder = executed(SOURCE)
     assert problems == []
-    folder = SOURCE.parent
     runs = sorted((folder / "runs").glob("summarizer-*"), key=lambda p: p.stat().st_mtime)
     assert runs, "the notebook wrote no TensorBoard run"
     log = json.loads((folder / "submission" / "02_summarization" / "submission_log.json").read_text())

@@ -1,5 +1,5 @@
 //! Reading safetensors files without libtorch: the reference fixtures
-//! (`<assets>/fixtures/<notebook>.safetensors`: `<check>/tolerance` and
+//! (`<assets>/fixtures/<notebook>.safetensors`: `<check>/atol`, `<check>/rtol` and
 //! `<check>/<case>/expected[.i]`) and a submission's `outputs.safetensors`.
 
 use std::collections::BTreeMap;
@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use safetensors::tensor::{Dtype, SafeTensors};
 
-use crate::compare::Values;
+use crate::compare::{Tolerance, Values};
 use crate::{Error, Result};
 
 /// The command that regenerates the fixtures, named in errors.
@@ -104,14 +104,17 @@ impl Fixtures {
 
     /// The names of the checks (those with a tolerance), sorted.
     pub fn checks(&self) -> Vec<String> {
-        self.tensors.keys().filter_map(|k| k.strip_suffix("/tolerance")).map(str::to_string).collect()
+        self.tensors.keys().filter_map(|k| k.strip_suffix("/atol")).map(str::to_string).collect()
     }
 
-    /// The tolerance of `check`.
-    pub fn tolerance(&self, check: &str) -> Result<f64> {
-        self.tensors.get(&format!("{check}/tolerance")).and_then(|v| v.data.first().copied()).ok_or_else(|| {
-            Error::Input(format!("{} has no tolerance for {check}. {FIXTURES_FIX}", self.path.display()))
-        })
+    /// The tolerance of `check` (`<check>/atol` and `<check>/rtol`).
+    pub fn tolerance(&self, check: &str) -> Result<Tolerance> {
+        let scalar = |part: &str| {
+            self.tensors.get(&format!("{check}/{part}")).and_then(|v| v.data.first().copied()).ok_or_else(|| {
+                Error::Input(format!("{} has no {part} for {check}. {FIXTURES_FIX}", self.path.display()))
+            })
+        };
+        Ok(Tolerance::new(scalar("atol")?, scalar("rtol")?))
     }
 
     /// The expected outputs of `check`'s `case` (`public` or `autograder`), in order.

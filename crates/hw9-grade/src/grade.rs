@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::compare::{compare, CheckResult, Values};
+use crate::compare::{compare_all, CheckResult, Values};
 use crate::fixtures::{parse_safetensors, Fixtures};
 use crate::log::{sha256_hex, Manifest, SubmissionLog};
 use crate::spec::GradingSpec;
@@ -273,23 +273,8 @@ fn grade_check(fixtures: &Fixtures, check: &str, outputs: &BTreeMap<String, Valu
         (0..expected.len()).map(|i| outputs.get(&format!("{check}.{i}"))).collect()
     };
     if got.iter().any(Option::is_none) {
-        return Ok(CheckResult {
-            name: check.to_string(),
-            passed: false,
-            rel_error: None,
-            tolerance,
-            message: "not submitted".into(),
-        });
+        return Ok(CheckResult::failed(check, Some(tolerance), "not submitted".into()));
     }
-    let each: Vec<CheckResult> =
-        got.iter().flatten().zip(&expected).map(|(g, e)| compare(check, g, e, tolerance)).collect();
-    // The first failing output, or (all passed) the one with the largest error.
-    Ok(match each.iter().find(|r| !r.passed) {
-        Some(bad) => bad.clone(),
-        None => each
-            .iter()
-            .max_by(|a, b| a.rel_error.partial_cmp(&b.rel_error).unwrap_or(std::cmp::Ordering::Equal))
-            .cloned()
-            .unwrap_or_else(|| each[0].clone()),
-    })
+    let got: Vec<&Values> = got.into_iter().flatten().collect();
+    Ok(compare_all(check, &got, &expected, tolerance))
 }
