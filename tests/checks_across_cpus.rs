@@ -940,12 +940,16 @@ fn every_correct_answer_passes_and_every_planted_bug_fails_under_every_kernel_se
     println!("{table}");
     assert!(failures.is_empty(), "correct answers failed:\n{}\n\n{table}", failures.join("\n"));
     assert!(uncaught.is_empty(), "planted bugs that a public case does not catch:\n{}", uncaught.join("\n"));
-    // Every check of every notebook has a reference and a variant here.
+    // Every check of every notebook has a correct answer and a planted bug here.
     for (nb, fx) in &fixtures {
         for check in fx.checks() {
             assert!(
                 worst.contains_key(&(nb.to_string(), check.clone())),
                 "{nb} {check}: no correct answer in the matrix"
+            );
+            assert!(
+                bugs_caught.keys().any(|(n, c, _)| n == nb && c == &check),
+                "{nb} {check}: no planted bug in the matrix"
             );
         }
     }

@@ -95,9 +95,16 @@ prints a fix for each problem; `environment.md` explains every part.
 
 ## What to do
 Open the notebooks in `notebooks/` in order (`00_setup_check` first), run the cells top to bottom,
-and fill in each `todo!("TODO: …")`. The check cell under a TODO prints `✓ PASS` with the relative
-error, or `✗ FAIL` with what was expected and what came. `HW9_PROFILE=cpu` (the default) is the
-profile that is graded; `quick` runs in seconds but its accuracies are not graded.
+and fill in each `todo!("TODO: …")`. The check cell under a TODO prints `✓ PASS` with the largest
+difference from PyTorch's output, or `✗ FAIL` with what was expected and what came; it also runs
+your code on a graded input you do not see and says at once if it panics there or returns another
+shape. `HW9_PROFILE=cpu` (the default) is the profile that is graded; `quick` runs in seconds but
+its accuracies are not graded.
+
+`make test` checks the installation and runs your notebooks, each on a copy in a temporary folder:
+it never changes your notebooks, your saved training runs (`notebooks/output/`) or your submissions.
+It passes with your TODOs open (they fail only at their checks) and with them done (every check
+must then pass).
 
 ## What to hand in
 Each notebook's last cell writes `submission/<notebook>/hw9_submission.zip` beside it. Upload:
