@@ -120,24 +120,6 @@ fn f64s(t: &Tensor) -> Vec<f64> {
     Vec::<f64>::try_from(&t.reshape([-1]).to_kind(Kind::Double)).expect("numbers")
 }
 
-fn check_vit_config() -> VitConfig {
-    VitConfig {
-        image_size: 28,
-        channels: 1,
-        patch_size: 4,
-        encoder: EncoderConfig { d_model: 32, n_heads: 2, n_layers: 2, d_ffn: 64 },
-        n_classes: 10,
-    }
-}
-
-fn check_mae_config() -> MaeConfig {
-    MaeConfig {
-        encoder: EncoderConfig { d_model: 32, n_heads: 2, n_layers: 2, d_ffn: 64 },
-        decoder: EncoderConfig { d_model: 16, n_heads: 2, n_layers: 1, d_ffn: 32 },
-        ..MaeConfig::fashion_mnist_full()
-    }
-}
-
 // ---------------------------------------------------------------- 00_setup_check
 
 fn setup_check() -> Vec<Way> {
@@ -232,9 +214,9 @@ fn vit_mae(fx: &Fixtures) -> Vec<Way> {
     // The ViT: the crate's model, and a forward written from the weights with a convolution.
     let vit_w = fx.weights("vit").expect("vit weights");
     let mut vs = nn::VarStore::new(Device::Cpu);
-    let model = Rc::new(Vit::new(&vs.root(), &check_vit_config()).expect("vit"));
+    let model = Rc::new(Vit::new(&vs.root(), &VitConfig::fixture()).expect("vit"));
     fx.load_weights("vit", &mut vs).expect("vit weights");
-    let (_keep_vs, enc) = given_encoder(&vit_w, "encoder", &check_vit_config().encoder);
+    let (_keep_vs, enc) = given_encoder(&vit_w, "encoder", &VitConfig::fixture().encoder);
     let (w, enc) = (Rc::new(vit_w), Rc::new(enc));
     let m = model.clone();
     ways.push(way(NB, "vit", "reference", move |c| vec![m.forward_t(&c["images"], false)]));
@@ -256,7 +238,7 @@ fn vit_mae(fx: &Fixtures) -> Vec<Way> {
     ways.push(way(NB, "vit", "bug: the mean token instead of CLS", move |c| vec![vit_variant(c, true)]));
 
     // The MAE: the crate's model, and each pass written from the weights.
-    let cfg = check_mae_config();
+    let cfg = MaeConfig::fixture();
     let mae_w = Rc::new(fx.weights("mae").expect("mae weights"));
     let mut mvs = nn::VarStore::new(Device::Cpu);
     let mae = Rc::new(Mae::new(&mvs.root(), &cfg).expect("mae"));

@@ -14,25 +14,6 @@ fn fixtures() -> Fixtures {
     Fixtures::load("01_vit_mae").expect("committed fixtures")
 }
 
-/// The sizes of the models in the fixtures (tools/gen_fixtures.py).
-fn check_vit_config() -> VitConfig {
-    VitConfig {
-        image_size: 28,
-        channels: 1,
-        patch_size: 4,
-        encoder: EncoderConfig { d_model: 32, n_heads: 2, n_layers: 2, d_ffn: 64 },
-        n_classes: 10,
-    }
-}
-
-fn check_mae_config() -> MaeConfig {
-    MaeConfig {
-        encoder: EncoderConfig { d_model: 32, n_heads: 2, n_layers: 2, d_ffn: 64 },
-        decoder: EncoderConfig { d_model: 16, n_heads: 2, n_layers: 1, d_ffn: 32 },
-        ..MaeConfig::fashion_mnist_full()
-    }
-}
-
 #[test]
 fn unpatchify_inverts_patchify_and_shapes_are_checked() {
     let x = Tensor::randn([3, 2, 12, 12], (Kind::Float, Device::Cpu));
@@ -82,7 +63,7 @@ fn every_fixture_check_passes_with_the_reference_models() {
     }
 
     let mut vs = nn::VarStore::new(Device::Cpu);
-    let vit = Vit::new(&vs.root(), &check_vit_config()).unwrap();
+    let vit = Vit::new(&vs.root(), &VitConfig::fixture()).unwrap();
     fx.load_weights("vit", &mut vs).unwrap();
     for case in ["public", "autograder"] {
         let r = check_case("vit", &fx.case("vit", case).unwrap(), |c| vit.logits(&c["images"]));
@@ -90,7 +71,7 @@ fn every_fixture_check_passes_with_the_reference_models() {
     }
 
     let mut vs = nn::VarStore::new(Device::Cpu);
-    let mae = Mae::new(&vs.root(), &check_mae_config()).unwrap();
+    let mae = Mae::new(&vs.root(), &MaeConfig::fixture()).unwrap();
     fx.load_weights("mae", &mut vs).unwrap();
     for case in ["public", "autograder"] {
         let r = check_case("forward_encoder", &fx.case("forward_encoder", case).unwrap(), |c| {
@@ -117,8 +98,10 @@ fn every_fixture_check_passes_with_the_reference_models() {
 fn fixture_weights_of_another_config_are_refused_with_the_difference() {
     let fx = fixtures();
     let mut vs = nn::VarStore::new(Device::Cpu);
-    let cfg =
-        VitConfig { encoder: EncoderConfig { d_model: 64, n_heads: 2, n_layers: 2, d_ffn: 64 }, ..check_vit_config() };
+    let cfg = VitConfig {
+        encoder: EncoderConfig { d_model: 64, n_heads: 2, n_layers: 2, d_ffn: 64 },
+        ..VitConfig::fixture()
+    };
     let _vit = Vit::new(&vs.root(), &cfg).unwrap();
     let err = fx.load_weights("vit", &mut vs).unwrap_err().to_string();
     assert!(

@@ -38,6 +38,17 @@ impl MaeConfig {
         }
     }
 
+    /// The model of notebook 1's MAE checks (their fixture weights, `tools/gen_fixtures.py`): the
+    /// full model's 28×28 images, patches and mask ratio, an encoder of 2 layers of 32 and a
+    /// decoder of 1 layer of 16.
+    pub fn fixture() -> Self {
+        MaeConfig {
+            encoder: EncoderConfig { d_model: 32, n_heads: 2, n_layers: 2, d_ffn: 64 },
+            decoder: EncoderConfig { d_model: 16, n_heads: 2, n_layers: 1, d_ffn: 32 },
+            ..MaeConfig::fashion_mnist_full()
+        }
+    }
+
     /// A tiny model for tests.
     pub fn tiny() -> Self {
         MaeConfig {

@@ -279,6 +279,18 @@ impl VitConfig {
         VitConfig { image_size: 28, channels: 1, ..Self::original_cifar10() }
     }
 
+    /// The model of notebook 1's `vit` check (its fixture weights, `tools/gen_fixtures.py`): 28×28
+    /// images in 4×4 patches, 2 layers of 32 with 2 heads, 10 classes.
+    pub fn fixture() -> Self {
+        VitConfig {
+            image_size: 28,
+            channels: 1,
+            patch_size: 4,
+            encoder: EncoderConfig { d_model: 32, n_heads: 2, n_layers: 2, d_ffn: 64 },
+            n_classes: 10,
+        }
+    }
+
     /// A tiny model for tests.
     pub fn tiny() -> Self {
         VitConfig {
