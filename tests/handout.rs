@@ -40,6 +40,8 @@ fn the_handout_holds_no_answer_and_the_grader_files_hold_the_expected_outputs() 
         "src/models/reference/transformer.rs",
         "src/models/reference/facenet.rs",
         "tests/vit_mae.rs",
+        "tests/variants/facenet.rs",
+        "tests/checks_across_cpus.rs",
         "tools/gen_fixtures.py",
     ] {
         assert!(!h.dir.join(gone).exists(), "the handout has {gone}");
@@ -59,7 +61,7 @@ fn the_handout_holds_no_answer_and_the_grader_files_hold_the_expected_outputs() 
     assert!(manifest.contains("default = []") && !manifest.contains("default = [\"reference\"]"));
 
     let secrets = secrets(&root).unwrap();
-    for kind in ["solution region line", "reference source line", "grader-only expected output"] {
+    for kind in ["solution region line", "reference source line", "test answer line", "grader-only expected output"] {
         assert!(
             secrets.get(kind).is_some_and(|s| s.len() > 5),
             "too few {kind}s to scan for: {:?}",
@@ -88,48 +90,83 @@ fn the_handout_holds_no_answer_and_the_grader_files_hold_the_expected_outputs() 
     assert_eq!(found.len(), expected.len(), "the grader's files hold every autograder expected output");
 }
 
-/// Every public function of the handout's crate (the `reference` feature off) whose signature
-/// takes or returns a tensor, as `file: name`: a scan of the handout's sources that skips unit
-/// tests, crate-private items and items compiled only with the `reference` feature.
+/// What a signature must mention to be listed: tensors, or the crate's types that hold them.
+const TENSOR_TYPES: [&str; 5] = ["Tensor", "Triplets", "Attention", "ModelOutput", "LayerAttention"];
+
+/// The type an `impl` line is for, and its trait: `impl<T> Foo for Bar<T> {` → (`Bar`, `Foo`).
+fn impl_target(line: &str) -> (String, Option<String>) {
+    let mut rest = line.trim_start_matches("impl").trim_start();
+    if rest.starts_with('<') {
+        let mut depth = 0;
+        let end = rest.char_indices().find(|&(_, c)| {
+            depth += i32::from(c == '<') - i32::from(c == '>');
+            depth == 0
+        });
+        rest = &rest[end.map_or(0, |(i, _)| i + 1)..];
+    }
+    let rest = rest.split(" where").next().unwrap_or(rest).trim_end_matches('{').trim();
+    let name = |s: &str| s.trim().split('<').next().unwrap_or("").rsplit("::").next().unwrap_or("").to_string();
+    match rest.split_once(" for ") {
+        Some((tr, ty)) => (name(ty), Some(name(tr))),
+        None => (name(rest), None),
+    }
+}
+
+/// Every function of the handout's crate (the `reference` feature off) that students can call
+/// and whose signature takes or returns a tensor: `pub fn`s at module level (`file: name`), in
+/// inherent impls (`file: Type::name`) and every method of a trait impl (`file: Type::name
+/// [Trait]`), skipping unit tests, crate-private items and items compiled only with the
+/// `reference` feature (on the item or on its impl block). Sorted, with repeats: compared as a
+/// multiset.
 fn public_tensor_functions(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
     let src = dir.join("src");
-    let mut files: Vec<PathBuf> =
-        files_under(&src).into_iter().filter(|p| p.extension().is_some_and(|x| x == "rs")).collect();
-    files.sort();
+    let files = files_under(&src).into_iter().filter(|p| p.extension().is_some_and(|x| x == "rs"));
+    let gates = |attrs: &[String]| {
+        attrs
+            .iter()
+            .any(|a| a.contains("cfg(feature = \"reference\")") || a.contains("cfg(all(feature = \"reference\""))
+    };
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap();
         // Unit tests sit at the end of a file.
         let text = text.split("#[cfg(test)]\nmod tests").next().unwrap_or_default();
         let rel = file.strip_prefix(dir).unwrap().display().to_string();
-        let mut gated = false;
-        let mut rest = text;
-        let mut offset = 0;
-        while let Some(at) = rest.find("pub fn ") {
-            let before = &text[..offset + at];
-            // The attributes just above: is this item compiled only with the `reference` feature?
-            let head = &before[..before.rfind('\n').unwrap_or(0)]; // the lines above the item's own
-            let above: Vec<&str> = head
-                .lines()
-                .rev()
-                .take_while(|l| {
-                    let l = l.trim();
-                    l.starts_with("#[") || l.starts_with("///") || l.is_empty()
-                })
-                .collect();
-            gated |= above.iter().any(|l| l.contains("feature = \"reference\"") && !l.contains("not("));
-            let sig_end = rest[at..].find(['{', ';']).map_or(rest.len(), |e| at + e);
-            let sig = &rest[at..sig_end];
-            let name: String =
-                sig["pub fn ".len()..].chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
-            if !gated && sig.contains("Tensor") {
-                out.push(format!("{rel}: {name}"));
+        let lines: Vec<&str> = text.lines().collect();
+        let mut attrs: Vec<String> = Vec::new(); // the attributes just above the current line
+        let mut block: Option<(String, Option<String>, bool)> = None; // (type, trait, gated)
+        for (n, line) in lines.iter().enumerate() {
+            let t = line.trim();
+            if line.starts_with("impl") {
+                let (ty, tr) = impl_target(line);
+                block = Some((ty, tr, gates(&attrs)));
+            } else if *line == "}" {
+                block = None;
             }
-            gated = false;
-            offset += sig_end;
-            rest = &text[offset..];
+            let is_fn =
+                ["pub fn ", "pub const fn ", "pub unsafe fn ", "pub async fn "].iter().any(|p| t.starts_with(p))
+                    || (t.starts_with("fn ") && block.as_ref().is_some_and(|b| b.1.is_some()));
+            if is_fn && !gates(&attrs) && !block.as_ref().is_some_and(|b| b.2) {
+                let sig: String = lines[n..].iter().take(12).copied().collect::<Vec<_>>().join(" ");
+                let sig = &sig[..sig.find(['{', ';']).unwrap_or(sig.len())];
+                let after = &t[t.find("fn ").unwrap_or(0) + 3..];
+                let name: String = after.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+                if TENSOR_TYPES.iter().any(|ty| sig.contains(ty)) {
+                    out.push(match &block {
+                        Some((ty, Some(tr), _)) => format!("{rel}: {ty}::{name} [{tr}]"),
+                        Some((ty, None, _)) => format!("{rel}: {ty}::{name}"),
+                        None => format!("{rel}: {name}"),
+                    });
+                }
+            }
+            if t.starts_with("#[") || t.starts_with("///") || t.starts_with("//!") {
+                attrs.push(t.to_string());
+            } else if !t.is_empty() {
+                attrs.clear();
+            }
         }
     }
+    out.sort();
     out
 }
 
@@ -146,9 +183,20 @@ fn every_public_tensor_function_of_the_students_crate_has_been_reviewed() {
     assert!(found.len() > 30, "the scan found only {found:?}");
     let listed_path = root.join("tests/handout_api.txt");
     let listed_text = std::fs::read_to_string(&listed_path).unwrap_or_default();
-    let listed: Vec<&str> = listed_text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).collect();
-    let new: Vec<&String> = found.iter().filter(|f| !listed.contains(&f.as_str())).collect();
-    let gone: Vec<&&str> = listed.iter().filter(|l| !found.iter().any(|f| f == **l)).collect();
+    let mut listed: Vec<&str> = listed_text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).collect();
+    listed.sort();
+    // As multisets: a second function of the same name in the same file is new too.
+    let mut unmatched: Vec<&str> = listed.clone();
+    let mut new: Vec<&String> = Vec::new();
+    for f in &found {
+        match unmatched.iter().position(|l| l == f) {
+            Some(i) => {
+                unmatched.remove(i);
+            }
+            None => new.push(f),
+        }
+    }
+    let gone = unmatched;
     assert!(
         new.is_empty() && gone.is_empty(),
         "the student handout's public tensor functions changed.\nNew (check that none answers a TODO — try it in \

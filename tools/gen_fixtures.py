@@ -70,6 +70,9 @@ def add_check(tensors: dict, name: str, cases: dict[str, tuple[dict, object]]):
     for case, (inputs, expected) in cases.items():
         for k, v in inputs.items():
             tensors[f"{name}/{case}/{k}"] = v.clone().contiguous()
+        outs = expected if isinstance(expected, (tuple, list)) else [expected]
+        # The checks flag a NaN or an infinity in an output as wrong: no expected value is one.
+        assert all(torch.isfinite(e.double()).all() for e in outs), f"{name}/{case}: a non-finite expected output"
         if isinstance(expected, (tuple, list)):
             for i, e in enumerate(expected):
                 tensors[f"{name}/{case}/expected.{i}"] = e.clone().contiguous()

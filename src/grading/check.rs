@@ -240,6 +240,8 @@ pub fn graded_problem(case: &Case, got: &[Tensor]) -> Option<String> {
         if g.kind() != *kind {
             return Some(format!("{which}expected dtype {kind:?}, got {:?}", g.kind()));
         }
+        // Every expected output is finite (tools/gen_fixtures.py asserts it): a NaN or an
+        // infinity is wrong whatever the values.
         if g.is_floating_point() && g.numel() > 0 && g.isfinite().all().int64_value(&[]) == 0 {
             return Some(format!("{which}expected finite numbers, got NaN or infinity"));
         }
@@ -281,7 +283,8 @@ impl Recorder {
     /// Checks the student's `f` against the public cases of `check`, then runs it on the
     /// autograder case and records its outputs for the submission; prints one pass/fail line and
     /// keeps it. The line fails when the public cases pass but the code panics on the graded input
-    /// or returns a wrong shape, dtype or a NaN there (`✓ public case; ✗ on the graded input …`).
+    /// or returns a wrong shape, dtype or a NaN there (`the public case passes (…), but on the
+    /// graded input: …`).
     /// Returns whether the check passed.
     pub fn check<O: Outputs>(&mut self, fixtures: &Fixtures, check: &str, f: impl Fn(&Case) -> O) -> bool {
         let mut result = check_public(fixtures, check, &f);
@@ -314,13 +317,16 @@ impl Recorder {
             },
             Err(e) => {
                 self.missing.insert(check.to_string(), e.to_string());
+                if result.passed {
+                    result.message += &format!(" (the fixtures have no graded case: {FIXTURES_FIX})");
+                }
                 None
             }
         };
         if let (true, Some(problem)) = (result.passed, problem) {
             result = CheckResult {
                 passed: false,
-                message: format!("✓ public case ({}); ✗ on the graded input: {problem}", result.message),
+                message: format!("the public case passes ({}), but on the graded input: {problem}", result.message),
                 ..result
             };
         }
@@ -522,8 +528,8 @@ mod tests {
             assert!(!rec.check(&fx, "double", fragile));
             let r = rec.results().last().unwrap();
             assert!(
-                r.message.starts_with("✓ public case (2 public cases, max |Δ| 0.0e0")
-                    && r.message.ends_with("✗ on the graded input: your code panicked: index out of range"),
+                r.message.starts_with("the public case passes (2 public cases, max |Δ| 0.0e0")
+                    && r.message.ends_with("but on the graded input: your code panicked: index out of range"),
                 "{r}"
             );
             assert_eq!(rec.missing["double"], "your code panicked: index out of range");
@@ -533,7 +539,7 @@ mod tests {
             };
             assert!(!rec.check(&fx, "double", short));
             let r = rec.results().last().unwrap();
-            assert!(r.message.ends_with("✗ on the graded input: expected shape (5,), got (4,)"), "{r}");
+            assert!(r.message.ends_with("but on the graded input: expected shape (5,), got (4,)"), "{r}");
             // A NaN, and a wrong dtype in the second of two outputs.
             assert!(!rec.check(&fx, "pair", |c| {
                 let graded = c.label().ends_with("autograder");
@@ -541,7 +547,7 @@ mod tests {
                 (&c["x"] + 1.0, second)
             }));
             let r = rec.results().last().unwrap();
-            assert!(r.message.ends_with("✗ on the graded input: output 1: expected dtype Float, got Double"), "{r}");
+            assert!(r.message.ends_with("but on the graded input: output 1: expected dtype Float, got Double"), "{r}");
             assert!(!rec.check(&fx, "pair", |c| {
                 let first = if c.label().ends_with("autograder") { &c["x"] / 0.0 * 0.0 } else { &c["x"] + 1.0 };
                 (first, &c["x"] - 1.0)

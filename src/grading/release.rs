@@ -123,10 +123,13 @@ pub fn release_notebook(solution: &Value, name: &str) -> Result<(Value, Vec<Regi
             )));
         }
     }
-    cells.retain(|c| !tags_of(c).iter().any(|t| t == REPOSITORY_ONLY));
+    let repository_only = |c: &Value| tags_of(c).iter().any(|t| t == REPOSITORY_ONLY);
+    // Errors name a cell by its place in the solution source, before any cell is left out.
+    let source_index: Vec<usize> = (0..cells.len()).filter(|&i| !repository_only(&cells[i])).collect();
+    cells.retain(|c| !repository_only(c));
     let mut removed = Vec::new();
     for (i, cell) in cells.iter_mut().enumerate() {
-        let at = format!("{name} cell {i}");
+        let at = format!("{name} cell {}", source_index[i]);
         let tags = cell.get_mut("metadata").and_then(|m| m.get_mut("tags")).and_then(Value::as_array_mut);
         let no_tags_left = tags.is_some_and(|tags| {
             tags.retain(|t| t != STUDENT_ONLY);
@@ -317,6 +320,12 @@ mod tests {
         assert_eq!(cells[2]["metadata"], json!({}), "no tags key appears where there was none");
         let bad = nb(json!([{"cell_type": "code", "source": "x", "metadata": {"tags": ["student-only"]}}]));
         assert!(release_notebook(&bad, "x").unwrap_err().to_string().contains("only a markdown cell"));
+        // An error names the cell by its place in the solution source.
+        let open = nb(json!([
+            {"cell_type": "markdown", "source": "repo", "metadata": {"tags": ["repository-only"]}},
+            {"cell_type": "code", "source": "// BEGIN SOLUTION\nx\n", "metadata": {}, "outputs": []},
+        ]));
+        assert!(release_notebook(&open, "x").unwrap_err().to_string().contains("x cell 1, line 1"));
     }
 
     #[test]

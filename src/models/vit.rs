@@ -72,7 +72,10 @@ impl EncoderConfig {
     }
 }
 
-/// Multi-head self-attention with PyTorch's `nn.MultiheadAttention` parameters.
+/// Multi-head self-attention with PyTorch's `nn.MultiheadAttention` parameters. Its passes are
+/// crate-private: with the weights in its public fields they would compute notebook 2's
+/// multi-head attention TODO; the encoder around it (`EncoderLayer`, `TransformerEncoder`) is
+/// what notebook 1 is given.
 #[derive(Debug)]
 pub struct SelfAttention {
     /// `(3D, D)`: the query, key and value projections, packed.
@@ -99,7 +102,7 @@ impl SelfAttention {
 
     /// # Shapes
     /// `x: (B, N, D)` → `(B, N, D)`.
-    pub fn forward(&self, x: &Tensor) -> Tensor {
+    pub(crate) fn forward(&self, x: &Tensor) -> Tensor {
         let d = x.size().last().copied().unwrap_or(0);
         let h = self.n_heads;
         // One packed projection, split into views: split's backward is one concatenation, where
@@ -121,7 +124,7 @@ impl SelfAttention {
     ///
     /// # Shapes
     /// `xq: (B, Q, D)`, `x: (B, N, D)` → `(B, Q, D)`.
-    pub fn forward_queries(&self, xq: &Tensor, x: &Tensor) -> Tensor {
+    pub(crate) fn forward_queries(&self, xq: &Tensor, x: &Tensor) -> Tensor {
         let d = xq.size().last().copied().unwrap_or(0);
         let (h, w, bias) = (self.n_heads, &self.in_proj_weight, &self.in_proj_bias);
         let q = xq.linear(&w.narrow(0, 0, d), Some(&bias.narrow(0, 0, d))); // (B, Q, D)
@@ -174,7 +177,7 @@ impl EncoderLayer {
     ///
     /// # Shapes
     /// `xq: (B, Q, D)` rows of `x: (B, N, D)` → `(B, Q, D)`.
-    pub fn forward_rows(&self, xq: &Tensor, x: &Tensor) -> Tensor {
+    pub(crate) fn forward_rows(&self, xq: &Tensor, x: &Tensor) -> Tensor {
         self.feed_forward(&self.norm1.forward(&(xq + self.self_attn.forward_queries(xq, x))))
     }
 

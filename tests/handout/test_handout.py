@@ -103,12 +103,17 @@ def named_in_notebooks(handout: pathlib.Path) -> tuple[set[str], set[str], set[s
         nb = nbformat.read(nb_path, as_version=4)
         for cell in nb.cells:
             text = cell.source
-            pieces = [a or b for a, b in spans.findall(text)] if cell.cell_type == "markdown" else [text]
-            for piece in pieces:
+            run = r"cargo run (?:--release )?(?:-q )?-- ([a-z][a-z-]*)"
+            if cell.cell_type != "markdown":
+                # Code names commands in its strings and comments; only `cargo run -- …` is one
+                # unambiguously there (`// make sure` is no make target).
+                commands.update(re.findall(run, text))
+                continue
+            for piece in [a or b for a, b in spans.findall(text)]:
                 targets.update(re.findall(r"\bmake ([a-z][a-z-]*)", piece))
-                commands.update(re.findall(r"cargo run (?:--release )?(?:-q )?-- ([a-z][a-z-]*)", piece))
-                commands.update(re.findall(r"(?:^|\s|`)hw9 ([a-z][a-z-]*)", piece))
-                if cell.cell_type != "markdown" or " " in piece.strip():
+                commands.update(re.findall(run, piece))
+                commands.update(re.findall(r"(?:^|\s)hw9 ([a-z][a-z-]*)", piece))
+                if " " in piece.strip():
                     continue
                 token = piece.strip()
                 if token.startswith(generated):

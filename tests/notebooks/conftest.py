@@ -43,7 +43,7 @@ def working_copy(path: pathlib.Path) -> pathlib.Path:
     nb = nbformat.read(path, as_version=4)
     for cell in nb.cells:
         if cell.cell_type == "code":
-            cell.source = DEP.sub(f':dep hw9 = {{ path = "{ROOT}" }}', cell.source)
+            cell.source = DEP.sub(lambda _: f':dep hw9 = {{ path = "{ROOT}" }}', cell.source)
     copy = folder / path.name
     nbformat.write(nb, copy)
     return copy

@@ -7,7 +7,8 @@
 //! gives 0 (MKL picks its kernels by CPU) failed on one machine and passed on another. That figure
 //! is still computed and kept ([`CheckResult::rel_error`]), as information; it decides nothing.
 //! The tolerance of each check is in its fixtures (`<check>/atol`, `<check>/rtol`), chosen from
-//! the spreads measured across CPUs' kernels (BENCHMARKS.md, "Checks across CPUs").
+//! the spreads measured across CPUs' kernels (the repository's `tests/checks_across_cpus.rs`;
+//! its BENCHMARKS.md, "Checks across CPUs").
 
 use serde::{Deserialize, Serialize};
 
@@ -44,9 +45,13 @@ impl Tolerance {
         self.atol + self.rtol * expected.abs()
     }
 
-    /// Whether `got` is close enough to `expected` (equal infinities are; NaN never is).
+    /// Whether `got` is close enough to `expected`. Where either is not finite they must be equal
+    /// (an expected −∞ is met by −∞ alone, not by −1e9 nor +∞; NaN never is).
     pub fn allows(&self, got: f64, expected: f64) -> bool {
-        got == expected || (got - expected).abs() <= self.allowed(expected)
+        if !got.is_finite() || !expected.is_finite() {
+            return got == expected;
+        }
+        (got - expected).abs() <= self.allowed(expected)
     }
 }
 
@@ -70,7 +75,8 @@ pub struct CheckResult {
     /// information only (it is 1.0 for any non-zero against a zero).
     pub rel_error: Option<f64>,
     /// The tolerance the comparison used (none for thresholds, or when nothing was compared).
-    #[serde(default)]
+    /// A log written before tolerances had two parts recorded one number here: read as none.
+    #[serde(default, deserialize_with = "tolerance_or_legacy_number")]
     pub tolerance: Option<Tolerance>,
     /// The line shown to the student (without the ✓/✗ mark).
     pub message: String,
@@ -88,6 +94,21 @@ impl CheckResult {
     pub fn failed(name: &str, tolerance: Option<Tolerance>, message: String) -> Self {
         CheckResult { name: name.to_string(), passed: false, max_abs_error: None, rel_error: None, tolerance, message }
     }
+}
+
+/// A tolerance, or the single relative tolerance an earlier log recorded (kept as none: it has no
+/// `atol`/`rtol`), so that such a `submission_log.json` still reads.
+fn tolerance_or_legacy_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Tolerance>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        Two(Tolerance),
+        Legacy(#[allow(dead_code)] f64),
+    }
+    Ok(match Option::<Either>::deserialize(d)? {
+        Some(Either::Two(t)) => Some(t),
+        Some(Either::Legacy(_)) | None => None,
+    })
 }
 
 /// Formats a shape as a tuple, the way PyTorch users read it: `(2, 49, 48)`.
@@ -129,9 +150,13 @@ pub fn is_exact(dtype: &str) -> bool {
     !matches!(dtype, "Float" | "Double" | "Half" | "BFloat16")
 }
 
+/// A value as a student reads it: integers whole, small numbers with their significant digits
+/// (`3.0000e-6`, not `0.000003`, which would look equal to `0.000000`).
 fn number(x: f64, exact: bool) -> String {
     if exact && x.is_finite() {
         format!("{x:.0}")
+    } else if x != 0.0 && x.is_finite() && x.abs() < 1e-3 {
+        format!("{x:.4e}")
     } else {
         format!("{x:.6}")
     }
@@ -291,9 +316,29 @@ mod tests {
         assert_eq!(r.message, "expected finite numbers, got NaN at [1, 0] (2 of 4 elements)");
         let r = compare("a", &v(&[2, 2], &[1.0, f64::NEG_INFINITY, 3.0, 4.0]), &e, TOL);
         assert_eq!(r.message, "expected finite numbers, got -inf at [0, 1] (1 of 4 elements)");
-        // Equal infinities are equal (a masked score), as in torch.testing.assert_close.
+        // Equal infinities are equal (a masked score), as in torch.testing.assert_close; an
+        // expected infinity is met by that infinity alone.
         let inf = v(&[1], &[f64::NEG_INFINITY]);
         assert!(compare("a", &inf, &inf, TOL).passed);
+        let wide = Tolerance::new(1.0, 1.0);
+        for got in [-1e9, f64::INFINITY, 0.0] {
+            assert!(!compare("a", &v(&[1], &[got]), &inf, wide).passed, "{got} passed for -inf");
+        }
+    }
+
+    #[test]
+    fn small_values_show_their_digits() {
+        let r = compare("a", &v(&[1], &[3e-6]), &v(&[1], &[0.0]), TOL);
+        assert_eq!(r.message, "1 of 1 elements differ beyond 1e-6 + 1e-5·|expected|; at [0]: expected 0.000000, got 3.0000e-6 (|Δ| 3.0e-6 > 1.0e-6)");
+    }
+
+    #[test]
+    fn a_log_written_with_one_number_as_its_tolerance_still_reads() {
+        let old = r#"{"name": "mse", "passed": true, "rel_error": 1e-7, "tolerance": 1e-5, "message": "relative error 1.00e-7 <= tolerance 1e-5"}"#;
+        let r: CheckResult = serde_json::from_str(old).unwrap();
+        assert_eq!((r.tolerance, r.max_abs_error, r.passed), (None, None, true));
+        let new = r#"{"name": "mse", "passed": true, "rel_error": null, "tolerance": {"atol": 1e-6, "rtol": 1e-5}, "message": ""}"#;
+        assert_eq!(serde_json::from_str::<CheckResult>(new).unwrap().tolerance, Some(Tolerance::new(1e-6, 1e-5)));
     }
 
     #[test]
