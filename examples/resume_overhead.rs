@@ -10,10 +10,12 @@ use hw9::data::text::{SubwordTokenizer, SummaryData};
 use hw9::models::facenet::FaceNet;
 use hw9::models::summarizer::Summarizer;
 use hw9::models::vit::Vit;
+use hw9::plan::TripletTrain;
 use hw9::plan::{FacenetPlan, SummarizationPlan, VitMaePlan};
+use hw9::tasks::images::train_classifier;
 use hw9::tasks::summarization::train_summarizer;
-use hw9::train::triplet::{train_triplets, TripletFns, TripletTrain};
-use hw9::train::{train_classifier, History, ResumeConfig, TrainConfig};
+use hw9::tasks::triplet::{train_triplets, TripletFns};
+use hw9::train::{History, ResumeConfig, TrainConfig};
 use hw9::Profile;
 use tch::nn;
 
@@ -67,7 +69,7 @@ fn main() -> hw9::Result<()> {
 
     let tok = SubwordTokenizer::load_default()?;
     let splan = SummarizationPlan::for_profile(Profile::Cpu, tok.vocab_size());
-    let mut sdata = SummaryData::load(&splan)?;
+    let mut sdata = SummaryData::load(&splan.data)?;
     sdata.train.truncate(150 * splan.train.batch_size as usize);
     sdata.validation.truncate(16);
     compare("summarizer", 2, &dir, |resume| {

@@ -25,7 +25,7 @@ fn main() -> hw9::Result<()> {
     let tokenizer = hw9::data::text::SubwordTokenizer::load(&hw9::data::text::tokenizer_path())?;
     let plan = SummarizationPlan::for_profile(Profile::Cpu, tokenizer.vocab_size());
     let t = Instant::now();
-    let data = hw9::data::text::SummaryData::load_with(tokenizer, &plan)?;
+    let data = hw9::data::text::SummaryData::load_with(tokenizer, &plan.data)?;
     println!("data {:.1} s", t.elapsed().as_secs_f64());
     let vs = tch::nn::VarStore::new(hw9::device());
     let model = Summarizer::new(&vs.root(), &plan.model)?;
@@ -69,7 +69,7 @@ fn rouge(model: &Summarizer, data: &hw9::data::text::SummaryData, plan: &Summari
         ("beam, no repeated 2-gram", plan.beam.no_repeat_ngram(2)),
     ] {
         let t = Instant::now();
-        let (r1, r2, rl) = hw9::tasks::summarization::test_rouge(model, data, plan.max_src, plan.rouge_docs, cfg)?;
+        let (r1, r2, rl) = hw9::tasks::summarization::test_rouge(model, data, plan.data.max_src, plan.rouge_docs, cfg)?;
         println!("  {name}: {:.1} s, ROUGE-1 {r1:.4} ROUGE-2 {r2:.4} ROUGE-L {rl:.4}", t.elapsed().as_secs_f64());
     }
     Ok(())

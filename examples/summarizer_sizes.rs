@@ -23,7 +23,7 @@ fn main() -> hw9::Result<()> {
         let (key, value) = arg.split_once('=').ok_or_else(bad)?;
         let v: f64 = value.parse().map_err(|_| bad())?;
         match key {
-            "max_src" => plan.max_src = v as usize,
+            "max_src" => plan.data.max_src = v as usize,
             "batch" => plan.train.batch_size = v as i64,
             "lr" => plan.train.optim.lr = v,
             "epochs" => plan.train.epochs = v as i64,
@@ -33,7 +33,7 @@ fn main() -> hw9::Result<()> {
     }
     println!("{plan:?}");
     let t = Instant::now();
-    let data = hw9::data::text::SummaryData::load_with(tokenizer, &plan)?;
+    let data = hw9::data::text::SummaryData::load_with(tokenizer, &plan.data)?;
     println!("data {:.1} s", t.elapsed().as_secs_f64());
     let vs = tch::nn::VarStore::new(hw9::device());
     let model = Summarizer::new(&vs.root(), &plan.model)?;

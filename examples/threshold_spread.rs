@@ -28,8 +28,9 @@ use hw9::models::transformer::{LayerConfig, SeqLayer, Stack};
 use hw9::models::vit::{TransformerEncoder, Vit, VitConfig};
 use hw9::plan::{FacenetPlan, SummarizationPlan, VitMaePlan};
 use hw9::tasks::facenet::experiment;
-use hw9::train::triplet::TripletFns;
-use hw9::train::{load_checkpoint_into, save_checkpoint, train_classifier, train_mae, Every, ResumeConfig};
+use hw9::tasks::images::{train_classifier, train_mae};
+use hw9::tasks::triplet::TripletFns;
+use hw9::train::{load_checkpoint_into, save_checkpoint, Every, ResumeConfig};
 use hw9::{Profile, Result};
 use serde_json::{json, Value};
 use tch::nn::{self, Module, ModuleT};
@@ -443,7 +444,7 @@ fn summarization(variant: bool, resume: ResumeConfig, runs: &Path) -> Result<Val
     let tokenizer = hw9::data::text::SubwordTokenizer::load_default()?;
     let mut plan = SummarizationPlan::for_profile(Profile::Cpu, tokenizer.vocab_size());
     plan.train.resume = Some(resume);
-    let data = SummaryData::load(&plan)?;
+    let data = SummaryData::load(&plan.data)?;
     let vs = nn::VarStore::new(hw9::device());
     let model = if variant {
         Summarizer::with_layers(&vs.root(), &plan.model, |p, c, s| Box::new(LayerV::new(p, c, s)), positions_v)?

@@ -64,7 +64,7 @@ fn main() -> hw9::Result<()> {
         let t = std::time::Instant::now();
         let vs = tch::nn::VarStore::new(device);
         let vit = hw9::models::vit::Vit::new(&vs.root(), &plan.vit)?;
-        let h = hw9::train::train_classifier(&vit, &vs, &data, &plan.vit_train, "ViT")?;
+        let h = hw9::tasks::images::train_classifier(&vit, &vs, &data, &plan.vit_train, "ViT")?;
         println!("ViT {:.4} in {:.0} s", h.final_val_acc().unwrap_or(0.0), t.elapsed().as_secs_f64());
         return Ok(());
     }

@@ -7,7 +7,7 @@ use std::time::Instant;
 use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Tensor};
 
-use crate::data::text::Batch;
+use crate::data::seq2seq::Batch;
 use crate::error::Result;
 use crate::models::mae::Mae;
 use crate::models::summarizer::{Summarizer, SummarizerConfig};

@@ -53,6 +53,7 @@ pub mod io;
 pub mod models;
 pub mod plan;
 pub mod profile;
+mod rng;
 pub mod tasks;
 pub mod train;
 pub mod visuals;
@@ -157,13 +158,4 @@ pub fn report_panics_whole() {
             std::thread::sleep(std::time::Duration::from_millis(100));
         }));
     });
-}
-
-/// Serialises the crate's unit tests that seed libtorch's global generator and then draw from it:
-/// tests run in parallel threads, and a draw from another test in between would change what a
-/// seeded test sees.
-#[cfg(all(test, feature = "reference"))]
-pub(crate) fn test_rng_lock() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::data::images::{fashion_mnist_dir, load_fashion_mnist, Splits};
-use crate::error::Result;
+use crate::data::text::TextSizes;
+use crate::error::{Error, Result};
 use crate::models::decoding::DecodeConfig;
 use crate::models::facenet::{FacenetConfig, Mining};
 use crate::models::gpt2::Gpt2Config;
@@ -16,8 +17,6 @@ use crate::models::mae::MaeConfig;
 use crate::models::summarizer::SummarizerConfig;
 use crate::models::vit::{EncoderConfig, VitConfig};
 use crate::profile::Profile;
-use crate::tasks::verification::EvalSizes;
-use crate::train::triplet::TripletTrain;
 use crate::train::{OptimConfig, ResumeConfig, Schedule, TrainConfig};
 
 /// Notebook 1's models, training stages and data subset for one profile.
@@ -118,12 +117,9 @@ pub struct SummarizationPlan {
     pub model: SummarizerConfig,
     /// Epochs, batches and the optimizer (original: AdamW at 1e-4, 2 epochs).
     pub train: TrainConfig,
-    /// Documents are truncated to this many tokens, EOS included (original: 1024).
-    pub max_src: usize,
-    /// Summaries are truncated to this many tokens, EOS included (original: 128).
-    pub max_tgt: usize,
-    /// `(train, validation, test)` pairs kept, or `None` for all of them.
-    pub subset: Option<(usize, usize, usize)>,
+    /// How the data is cut: truncation lengths (original: 1024 and 128 tokens) and the pairs
+    /// kept of each split.
+    pub data: TextSizes,
     /// Test documents summarized for ROUGE.
     pub rouge_docs: usize,
     /// Beam search for the samples and ROUGE.
@@ -166,9 +162,7 @@ impl SummarizationPlan {
                     ..SummarizerConfig::cpu(vocab_size)
                 },
                 train: train(2, 1e-3),
-                max_src: 64,
-                max_tgt: 24,
-                subset: Some((512, 64, 16)),
+                data: TextSizes { max_src: 64, max_tgt: 24, subset: Some((512, 64, 16)) },
                 rouge_docs: 16,
                 beam: DecodeConfig::beam(2, 16, 1.0),
                 expected: (1e9, 0.0), // the quick profile proves the wiring only
@@ -177,9 +171,7 @@ impl SummarizationPlan {
             Profile::Cpu => SummarizationPlan {
                 model: SummarizerConfig::cpu(vocab_size),
                 train: train(2, 5e-4),
-                max_src: 96,
-                max_tgt: 32,
-                subset: None,
+                data: TextSizes { max_src: 96, max_tgt: 32, subset: None },
                 rouge_docs: 1000,
                 beam: DecodeConfig::beam(4, 32, 1.0),
                 // Measured after 2 epochs: validation loss 4.84–4.86, accuracy 0.25–0.26 (BENCHMARKS.md).
@@ -188,9 +180,7 @@ impl SummarizationPlan {
             Profile::Full => SummarizationPlan {
                 model: SummarizerConfig::full(vocab_size),
                 train: train(2, 1e-4),
-                max_src: 1024,
-                max_tgt: 128,
-                subset: None,
+                data: TextSizes { max_src: 1024, max_tgt: 128, subset: None },
                 rouge_docs: usize::MAX,
                 beam: DecodeConfig::beam(4, 64, 1.0),
                 // Not measured at these sizes (a GPU run): the cpu profile's bounds, which the
@@ -335,4 +325,63 @@ fn fashion_mnist(subset: Option<(i64, i64)>) -> Result<Splits> {
         Some((train, test)) => data.truncate(train, test),
         None => data,
     })
+}
+
+/// One triplet-training run's settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TripletTrain {
+    /// Passes of `steps_per_epoch` batches; the embedding is evaluated after each.
+    pub epochs: i64,
+    /// Batches per epoch.
+    pub steps_per_epoch: usize,
+    /// `P`: classes (identities) per batch.
+    pub classes_per_batch: i64,
+    /// `K`: images per class in a batch.
+    pub per_class: i64,
+    /// The margin α between positive and negative squared distances.
+    pub margin: f64,
+    /// How triplets are chosen in a batch.
+    pub mining: Mining,
+    /// The share of the training set used (the paper's data-size experiment): the first
+    /// `fraction · N` images of a fixed shuffle.
+    pub fraction: f64,
+    /// AdamW and its schedule.
+    pub optim: OptimConfig,
+    /// Saves the run's state as it trains, to continue after an interrupt or a crash
+    /// ([`crate::train::Fit::resumable_in`]); `None`: nothing saved mid-run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<ResumeConfig>,
+}
+
+impl TripletTrain {
+    /// Images per batch: `P · K`.
+    pub fn batch_size(&self) -> i64 {
+        self.classes_per_batch * self.per_class
+    }
+
+    /// Checks the settings.
+    pub fn validate(&self) -> Result<()> {
+        if self.per_class < 2 || self.classes_per_batch < 2 || !(self.fraction > 0.0 && self.fraction <= 1.0) {
+            return Err(Error::Config(format!(
+                "triplet training: expected at least 2 classes per batch, at least 2 images per class (an anchor \
+                 needs a positive) and a fraction in (0, 1]; got P = {}, K = {}, fraction = {}",
+                self.classes_per_batch, self.per_class, self.fraction
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// How much of the data notebook 4's evaluation uses
+/// ([`crate::tasks::verification::evaluate_embedding`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalSizes {
+    /// Held-out (test) images: their pairs are verified, they are clustered and identified.
+    pub test: i64,
+    /// Training images in the identification gallery.
+    pub gallery: i64,
+    /// The false accept rate VAL is read at (the paper: 1e-3).
+    pub target_far: f64,
+    /// k-means restarts.
+    pub kmeans_restarts: usize,
 }

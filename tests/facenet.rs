@@ -7,7 +7,8 @@ use hw9::grading::check::{check_case, Fixtures};
 use hw9::models::facenet::{
     batch_hard_triplets, pairwise_squared_distances, semi_hard_triplets, triplet_loss, FaceNet, FacenetConfig, Mining,
 };
-use hw9::train::triplet::{triplet_step, TripletFns, TripletTrain};
+use hw9::plan::TripletTrain;
+use hw9::tasks::triplet::{triplet_step, TripletFns};
 use hw9::train::OptimConfig;
 use tch::nn::{self, ModuleT, OptimizerConfig};
 use tch::{Device, Kind, Tensor};

@@ -7,8 +7,9 @@
 use std::path::Path;
 
 use hw9::data::corpus::{corpus_path, read_pairs};
+use hw9::data::seq2seq::Batch;
+use hw9::data::text::SubwordTokenizer;
 use hw9::data::text::SummaryData;
-use hw9::data::text::{Batch, SubwordTokenizer};
 use hw9::models::summarizer::{Summarizer, SummarizerConfig};
 use hw9::plan::SummarizationPlan;
 use hw9::tasks::summarization::{evaluate, train_summarizer};
@@ -21,10 +22,10 @@ fn plan_and_data() -> (SummarizationPlan, SummaryData) {
     let mut plan = SummarizationPlan::for_profile(Profile::Quick, tok.vocab_size());
     plan.model =
         SummarizerConfig { d_model: 32, n_heads: 2, encoder_layers: 1, decoder_layers: 1, d_ffn: 64, ..plan.model };
-    plan.subset = Some((96, 32, 8));
+    plan.data.subset = Some((96, 32, 8));
     plan.train.epochs = 1;
     let pairs = read_pairs(&corpus_path()).unwrap();
-    let data = SummaryData::from_pairs(tok, &pairs, &plan).unwrap();
+    let data = SummaryData::from_pairs(tok, &pairs, &plan.data).unwrap();
     (plan, data)
 }
 

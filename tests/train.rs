@@ -5,7 +5,8 @@
 
 use hw9::data::images::{ImageSet, Splits};
 use hw9::models::vit::{Vit, VitConfig};
-use hw9::train::{load_checkpoint, save_checkpoint, train_classifier, TrainConfig};
+use hw9::tasks::images::train_classifier;
+use hw9::train::{load_checkpoint, save_checkpoint, TrainConfig};
 use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Tensor};
 
@@ -143,7 +144,7 @@ fn a_bf16_run_computes_its_products_in_bf16_keeps_fp32_weights_and_learns() {
         nn::seq_t().add_fn(|x| x.flatten(1, -1)).add(nn::linear(vs.root() / "linear", 64, 3, Default::default()));
     let fit = Fit::epochs("bf16", 4, 8, &OptimConfig::adamw(1e-2, (0.9, 0.95), 0.0)).precision(Precision::Bf16);
     let expected = if cpu_has_bf16() { Kind::BFloat16 } else { Kind::Float };
-    assert_eq!(fit.resolved_precision(Device::Cpu).unwrap() == Precision::Bf16, cpu_has_bf16());
+    assert_eq!(fit.resolved_precision(Device::Cpu) == Precision::Bf16, cpu_has_bf16());
     let mut kinds = Vec::new();
     let batches = |_| hw9::data::images::batches(&data.train, 32, true, Device::Cpu);
     let step = |(x, y): (Tensor, Tensor)| {
@@ -157,7 +158,7 @@ fn a_bf16_run_computes_its_products_in_bf16_keeps_fp32_weights_and_learns() {
         assert_eq!(w.kind(), Kind::Float, "{name}: master weights stay fp32");
     }
     assert!(history.epochs[3].train_loss < history.epochs[0].train_loss * 0.5, "{:?}", history.epochs);
-    let acc = hw9::train::evaluate(&model, &data, &data.test, Device::Cpu);
+    let acc = hw9::tasks::images::evaluate(&model, &data, &data.test, Device::Cpu);
     assert!(acc > 0.95, "accuracy {acc} after bf16 training");
     assert!(!hw9::train::precision::autocast_enabled(Device::Cpu), "autocast is off again after the run");
 }

@@ -457,9 +457,9 @@ fn run(cmd: Cmd) -> hw9::Result<bool> {
                     plan.model.dropout,
                 );
                 let wordpiece = hw9::data::text::SubwordTokenizer::bert_wordpiece(&bert_dir.join("tokenizer.json"))?;
-                SummaryData::load_with(wordpiece, &plan)?
+                SummaryData::load_with(wordpiece, &plan.data)?
             } else {
-                SummaryData::load(&plan)?
+                SummaryData::load(&plan.data)?
             };
             println!(
                 "profile {profile}: {:?}\n{:?}\ntrain {} / validation {} / test {} pairs (tokenized in {:.1} s)",
@@ -501,7 +501,7 @@ fn run(cmd: Cmd) -> hw9::Result<bool> {
             }
             println!("training {train_secs:.0} s for {} steps", history.step_losses.len());
             let docs: Vec<&str> = data.validation_pairs.iter().take(5).map(|p| p.document.as_str()).collect();
-            let samples = summarize(&model, &data.tokenizer, &docs, plan.max_src, plan.beam)?;
+            let samples = summarize(&model, &data.tokenizer, &docs, plan.data.max_src, plan.beam)?;
             for (p, s) in data.validation_pairs.iter().zip(&samples) {
                 println!("- {}\n  reference: {}\n  generated: {s}", p.package, p.summary);
             }
@@ -512,7 +512,7 @@ fn run(cmd: Cmd) -> hw9::Result<bool> {
             }
             for decode in [hw9::models::decoding::DecodeConfig::greedy(plan.beam.max_len), plan.beam] {
                 let t = std::time::Instant::now();
-                let (r1, r2, rl) = test_rouge(&model, &data, plan.max_src, plan.rouge_docs, decode)?;
+                let (r1, r2, rl) = test_rouge(&model, &data, plan.data.max_src, plan.rouge_docs, decode)?;
                 println!(
                     "test ROUGE ({} beam(s), {} docs): R1 {:.4} R2 {:.4} RL {:.4} in {:.0} s",
                     decode.beams,
@@ -779,8 +779,8 @@ fn evaluate_summarizer(
     let mut rows = Vec::new();
     for (name, decode) in decodes {
         let t = std::time::Instant::now();
-        let (r1, r2, rl) = test_rouge(model, data, plan.max_src, plan.rouge_docs, decode)?;
-        let items = gallery(model, data, plan.max_src, decode, 20, 9)?;
+        let (r1, r2, rl) = test_rouge(model, data, plan.data.max_src, plan.rouge_docs, decode)?;
+        let items = gallery(model, data, plan.data.max_src, decode, 20, 9)?;
         let repeats = items.iter().filter(|g| has_triple_repeat(&g.generated)).count();
         println!("{name}: R1 {r1:.4} R2 {r2:.4} RL {rl:.4}; gallery summaries with a word three times in a row: {repeats}/20 ({:.0} s)", t.elapsed().as_secs_f64());
         rows.push(serde_json::json!({"decoding": name, "config": decode, "rouge": [r1, r2, rl], "gallery_triple_repeats": repeats, "gallery": items}));

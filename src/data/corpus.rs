@@ -82,7 +82,7 @@ pub fn clean(raw: Vec<(String, String, String)>, min_words: usize) -> Vec<Pair> 
 
 /// Where the committed corpus is.
 pub fn corpus_path() -> PathBuf {
-    crate::paths::assets().join("corpus/debian-descriptions.jsonl.gz")
+    hw9_env::paths::assets().join("corpus/debian-descriptions.jsonl.gz")
 }
 
 /// Writes pairs as gzipped JSON lines.

@@ -1,5 +1,6 @@
 //! Image datasets: Fashion-MNIST (IDX files, from Debian's `dataset-fashion-mnist`), CIFAR-10's
-//! binary format, seeded shuffled batches, augmentation and normalisation.
+//! binary format, seeded shuffled batches, augmentation and normalisation, and `P × K` batches
+//! (classes × images of each) for triplet training ([`PkSampler`]).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -87,7 +88,7 @@ pub fn parse_idx(bytes: &[u8], path: &Path) -> Result<Tensor> {
 
 /// The Fashion-MNIST folder setup installs: `assets/data/fashion-mnist`.
 pub fn fashion_mnist_dir() -> PathBuf {
-    crate::paths::assets().join("data/fashion-mnist")
+    hw9_env::paths::assets().join("data/fashion-mnist")
 }
 
 /// Loads Fashion-MNIST (60k train, 10k test, 28×28×1) from `dir` (gzipped or plain IDX files).
@@ -253,4 +254,120 @@ pub fn batches(
 pub fn n_batches(set: &ImageSet, batch_size: i64) -> i64 {
     let n = set.images.size()[0];
     (n + batch_size - 1) / batch_size
+}
+
+/// The training images, grouped by class, to draw `P × K` batches from.
+#[derive(Debug)]
+pub struct PkSampler {
+    by_class: Vec<Tensor>,
+}
+
+impl PkSampler {
+    /// Groups the first `fraction` of a fixed shuffle (seed 0, so every run of the data-size
+    /// experiment sees a nested subset) of `set` by label.
+    pub fn new(set: &ImageSet, fraction: f64) -> Result<Self> {
+        let n = set.labels.size()[0];
+        let keep = ((n as f64 * fraction).round() as i64).clamp(1, n.max(1));
+        let order = fixed_shuffle(n);
+        let kept = order.narrow(0, 0, keep);
+        let labels = set.labels.index_select(0, &kept);
+        let n_classes = set.classes.len().max(1) as i64;
+        let by_class: Vec<Tensor> =
+            (0..n_classes).map(|c| kept.masked_select(&labels.eq(c))).filter(|ids| ids.numel() >= 2).collect();
+        if by_class.len() < 2 {
+            return Err(Error::Input(format!(
+                "triplet batches need at least 2 classes with 2 images each; {keep} training images have {}",
+                by_class.len()
+            )));
+        }
+        Ok(PkSampler { by_class })
+    }
+
+    /// Classes with at least two images.
+    pub fn n_classes(&self) -> i64 {
+        self.by_class.len() as i64
+    }
+
+    /// Images the sampler draws from.
+    pub fn n_images(&self) -> i64 {
+        self.by_class.iter().map(|t| t.numel() as i64).sum()
+    }
+
+    /// One batch's image indices: `p` classes drawn without replacement, `k` images of each drawn
+    /// without replacement (with replacement when a class has fewer than `k`), class by class.
+    pub fn draw(&self, p: i64, k: i64) -> Tensor {
+        let classes = Tensor::randperm(self.n_classes(), (Kind::Int64, Device::Cpu));
+        let picks: Vec<Tensor> = Vec::<i64>::try_from(classes.narrow(0, 0, p.min(self.n_classes())))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| {
+                let ids = &self.by_class[c as usize];
+                let m = ids.numel() as i64;
+                let at = if m >= k {
+                    Tensor::randperm(m, (Kind::Int64, Device::Cpu)).narrow(0, 0, k)
+                } else {
+                    Tensor::randint(m, [k], (Kind::Int64, Device::Cpu))
+                };
+                ids.index_select(0, &at)
+            })
+            .collect();
+        Tensor::cat(&picks, 0)
+    }
+}
+
+/// A permutation of `0..n` that does not depend on libtorch's global seed (so the data-size
+/// experiment's subsets stay nested whatever ran before).
+fn fixed_shuffle(n: i64) -> Tensor {
+    // A fixed pseudo-random key per image.
+    let mut keyed: Vec<(u64, i64)> =
+        (0..n).map(|i| (crate::rng::splitmix64((i as u64).wrapping_add(crate::rng::GOLDEN)), i)).collect();
+    keyed.sort_unstable();
+    Tensor::from_slice(&keyed.into_iter().map(|(_, i)| i).collect::<Vec<_>>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(n: i64, classes: i64) -> ImageSet {
+        ImageSet {
+            images: Tensor::randint(255, [n, 1, 12, 12], (Kind::Uint8, Device::Cpu)),
+            labels: Tensor::arange(n, (Kind::Int64, Device::Cpu)).remainder(classes),
+            classes: (0..classes).map(|c| c.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn pk_batches_hold_p_classes_of_k_images() {
+        tch::manual_seed(0);
+        let s = set(200, 10);
+        let sampler = PkSampler::new(&s, 1.0).unwrap();
+        let ids = sampler.draw(4, 6);
+        let labels = Vec::<i64>::try_from(s.labels.index_select(0, &ids)).unwrap();
+        assert_eq!(labels.len(), 24);
+        for chunk in labels.chunks(6) {
+            assert!(chunk.iter().all(|&l| l == chunk[0]), "{labels:?}");
+        }
+        let distinct: std::collections::BTreeSet<_> = labels.iter().collect();
+        assert_eq!(distinct.len(), 4);
+    }
+
+    #[test]
+    fn data_fractions_are_nested_and_sized() {
+        let s = set(1000, 10);
+        let small = PkSampler::new(&s, 0.1).unwrap();
+        let big = PkSampler::new(&s, 0.3).unwrap();
+        assert_eq!((small.n_images(), big.n_images()), (100, 300));
+        let members = |p: &PkSampler| {
+            p.by_class.iter().flat_map(|t| Vec::<i64>::try_from(t).unwrap()).collect::<std::collections::BTreeSet<_>>()
+        };
+        assert!(members(&small).is_subset(&members(&big)));
+    }
+
+    #[test]
+    fn one_class_is_an_error_that_says_what_is_needed() {
+        let s = set(20, 1);
+        let err = PkSampler::new(&s, 1.0).unwrap_err().to_string();
+        assert!(err.contains("at least 2 classes with 2 images each"), "{err}");
+    }
 }

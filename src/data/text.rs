@@ -2,40 +2,29 @@
 //! examples, padding-aware batches, and a loader for XSum / CNN-DailyMail exported by Hugging
 //! Face `datasets` as JSON lines (`document`, `summary`).
 //!
-//! Token ids follow T5's layout: `<pad>` = 0, `</s>` (EOS) = 1, `<unk>` = 2. A source is the
-//! document's tokens then EOS; a target is the summary's tokens then EOS; the decoder reads EOS
-//! followed by the target shifted right, and the loss ignores label -100 (padding).
-//!
-//! (Over 400 lines: about 80 of them are its unit tests, kept beside the code they test.)
+//! The token ids, examples and batches themselves are in [`super::seq2seq`]; the sizes the data is
+//! cut to ([`TextSizes`]) are the data's own, which notebook 2's plan embeds.
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
-use tch::{Device, Kind, Tensor};
+use serde::{Deserialize, Serialize};
 use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
 use tokenizers::models::TrainerWrapper;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::{AddedToken, Tokenizer};
 
 use crate::data::corpus::{corpus_path, read_pairs, split, Pair};
+use crate::data::seq2seq::{Example, EOS, PAD};
 use crate::data::token_cache;
 use crate::data::tokenize::read_tokenizer_json;
 use crate::error::{Error, Result};
-use crate::plan::SummarizationPlan;
 
-/// Padding id.
-pub const PAD: i64 = 0;
-/// End of sequence; also the decoder's first input.
-pub const EOS: i64 = 1;
-/// Unknown (byte-level BPE never needs it; kept for T5's layout).
-pub const UNK: i64 = 2;
-/// Labels with this value are ignored by the loss and the accuracy.
-pub const IGNORE: i64 = -100;
 const SPECIALS: [&str; 3] = ["<pad>", "</s>", "<unk>"];
 
 /// The committed tokenizer, trained on the corpus' training split (`hw9 tokenizer`).
 pub fn tokenizer_path() -> PathBuf {
-    crate::paths::assets().join("corpus/tokenizer.json")
+    hw9_env::paths::assets().join("corpus/tokenizer.json")
 }
 
 /// A byte-level BPE tokenizer (the `tokenizers` crate) with T5's special ids.
@@ -153,15 +142,6 @@ impl SubwordTokenizer {
     }
 }
 
-/// One tokenized pair: `src` = document tokens + EOS, `tgt` = summary tokens + EOS.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Example {
-    /// Document tokens, then EOS.
-    pub src: Vec<i64>,
-    /// Summary tokens, then EOS.
-    pub tgt: Vec<i64>,
-}
-
 /// Tokenizes pairs, truncating documents to `max_src` and summaries to `max_tgt` tokens (EOS
 /// included; the original homework used 1024 / 128).
 pub fn tokenize(tok: &SubwordTokenizer, pairs: &[&Pair], max_src: usize, max_tgt: usize) -> Result<Vec<Example>> {
@@ -181,71 +161,6 @@ pub fn tokenize(tok: &SubwordTokenizer, pairs: &[&Pair], max_src: usize, max_tgt
             Example { src, tgt }
         })
         .collect())
-}
-
-/// A padded batch.
-#[derive(Debug)]
-pub struct Batch {
-    /// `(B, S)` document ids, padded with [`PAD`].
-    pub src: Tensor,
-    /// `(B, T)` decoder input: EOS, then the target shifted right; padded with [`PAD`].
-    pub dec_in: Tensor,
-    /// `(B, T)` next-token labels (the target), padded with [`IGNORE`] = -100.
-    pub labels: Tensor,
-}
-
-impl Batch {
-    /// Pads `examples` to the longest of each side.
-    pub fn new(examples: &[&Example], device: Device) -> Batch {
-        let s = examples.iter().map(|e| e.src.len()).max().unwrap_or(1);
-        let t = examples.iter().map(|e| e.tgt.len()).max().unwrap_or(1);
-        let (mut src, mut dec_in, mut labels) = (Vec::new(), Vec::new(), Vec::new());
-        for e in examples {
-            src.extend(e.src.iter().copied().chain(std::iter::repeat(PAD)).take(s));
-            dec_in.extend(
-                std::iter::once(EOS)
-                    .chain(e.tgt[..e.tgt.len() - 1].iter().copied())
-                    .chain(std::iter::repeat(PAD))
-                    .take(t),
-            );
-            labels.extend(e.tgt.iter().copied().chain(std::iter::repeat(IGNORE)).take(t));
-        }
-        let b = examples.len() as i64;
-        let to = |v: Vec<i64>, n: usize| Tensor::from_slice(&v).reshape([b, n as i64]).to_device(device);
-        Batch { src: to(src, s), dec_in: to(dec_in, t), labels: to(labels, t) }
-    }
-
-    /// Examples in the batch `B`.
-    pub fn size(&self) -> i64 {
-        self.src.size()[0]
-    }
-}
-
-/// Padding-aware batches: examples of similar document length go together, so little compute
-/// goes to padding. With `shuffle`, examples are shuffled (libtorch's seeded generator), sorted
-/// by length within pools of 50 batches, and the batches' order is shuffled again; without,
-/// batches follow the sorted order of the whole set. Returns indices into `examples`.
-pub fn batch_indices(examples: &[Example], batch_size: usize, shuffle: bool) -> Vec<Vec<usize>> {
-    let n = examples.len();
-    let batch_size = batch_size.max(1);
-    let perm = |n: usize| -> Vec<usize> {
-        Vec::<i64>::try_from(Tensor::randperm(n as i64, (Kind::Int64, Device::Cpu)))
-            .unwrap_or_default()
-            .into_iter()
-            .map(|i| i as usize)
-            .collect()
-    };
-    let mut order: Vec<usize> = if shuffle { perm(n) } else { (0..n).collect() };
-    let pool = if shuffle { batch_size * 50 } else { n.max(1) };
-    for chunk in order.chunks_mut(pool) {
-        chunk.sort_by_key(|&i| std::cmp::Reverse(examples[i].src.len()));
-    }
-    let mut batches: Vec<Vec<usize>> = order.chunks(batch_size).map(<[usize]>::to_vec).collect();
-    if shuffle {
-        let p = perm(batches.len());
-        batches = p.into_iter().map(|i| std::mem::take(&mut batches[i])).collect();
-    }
-    batches
 }
 
 /// Reads XSum or CNN-DailyMail exported by Hugging Face `datasets` (`ds.to_json(path)`): one JSON
@@ -282,6 +197,17 @@ pub fn read_hf_jsonl(path: &Path, split: &str) -> Result<Vec<Pair>> {
     Ok(pairs)
 }
 
+/// How the summarization data is cut: truncation lengths and how many pairs of each split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TextSizes {
+    /// Documents are truncated to this many tokens, EOS included (original: 1024).
+    pub max_src: usize,
+    /// Summaries are truncated to this many tokens, EOS included (original: 128).
+    pub max_tgt: usize,
+    /// `(train, validation, test)` pairs kept, or `None` for all of them.
+    pub subset: Option<(usize, usize, usize)>,
+}
+
 /// The tokenized splits and their texts.
 #[derive(Debug)]
 pub struct SummaryData {
@@ -305,13 +231,13 @@ pub const DATA_VAR: &str = "HW9_SUMMARIZATION_DATA";
 
 impl SummaryData {
     /// The committed Debian corpus with the committed tokenizer, or the JSON lines in
-    /// `$HW9_SUMMARIZATION_DATA`; cut to the plan's subset and truncation lengths.
-    pub fn load(plan: &SummarizationPlan) -> Result<Self> {
-        Self::load_with(SubwordTokenizer::load_default()?, plan)
+    /// `$HW9_SUMMARIZATION_DATA`; cut to `sizes` (notebook 2: `plan.data`).
+    pub fn load(sizes: &TextSizes) -> Result<Self> {
+        Self::load_with(SubwordTokenizer::load_default()?, sizes)
     }
 
     /// The same pairs as [`SummaryData::load`], tokenized with `tokenizer`.
-    pub fn load_with(tokenizer: SubwordTokenizer, plan: &SummarizationPlan) -> Result<Self> {
+    pub fn load_with(tokenizer: SubwordTokenizer, sizes: &TextSizes) -> Result<Self> {
         let pairs = match std::env::var_os(DATA_VAR) {
             Some(dir) => ["train", "validation", "test"]
                 .iter()
@@ -320,14 +246,14 @@ impl SummaryData {
                 .concat(),
             None => read_pairs(&corpus_path())?,
         };
-        Self::from_pairs(tokenizer, &pairs, plan)
+        Self::from_pairs(tokenizer, &pairs, sizes)
     }
 
-    /// Tokenizes `pairs` (with their `split`) with `tokenizer`, cut as `plan` says; a second
+    /// Tokenizes `pairs` (with their `split`) with `tokenizer`, cut to `sizes`; a second
     /// call with the same content reads the tokenisation back from the disk cache
     /// ([`token_cache`]).
-    pub fn from_pairs(tokenizer: SubwordTokenizer, pairs: &[Pair], plan: &SummarizationPlan) -> Result<Self> {
-        let (n_train, n_val, n_test) = plan.subset.unwrap_or((usize::MAX, usize::MAX, usize::MAX));
+    pub fn from_pairs(tokenizer: SubwordTokenizer, pairs: &[Pair], sizes: &TextSizes) -> Result<Self> {
+        let (n_train, n_val, n_test) = sizes.subset.unwrap_or((usize::MAX, usize::MAX, usize::MAX));
         let take = |name: &str, n: usize| split(pairs, name).into_iter().take(n).collect::<Vec<_>>();
         let (train, val, test) = (take("train", n_train), take("validation", n_val), take("test", n_test));
         if train.is_empty() || val.is_empty() {
@@ -337,10 +263,10 @@ impl SummaryData {
                 val.len()
             )));
         }
-        let tok = |p: &[&Pair]| tokenize(&tokenizer, p, plan.max_src, plan.max_tgt);
+        let tok = |p: &[&Pair]| tokenize(&tokenizer, p, sizes.max_src, sizes.max_tgt);
         let json =
             tokenizer.inner.to_string(false).map_err(|e| Error::Input(format!("serialising the tokenizer: {e}")))?;
-        let key = token_cache::key(&json, [&train, &val, &test], plan.max_src, plan.max_tgt);
+        let key = token_cache::key(&json, [&train, &val, &test], sizes.max_src, sizes.max_tgt);
         let [train_ex, val_ex, test_ex] = match token_cache::read(&key) {
             Some(cached) => cached,
             None => {
@@ -363,40 +289,7 @@ impl SummaryData {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ex(src: usize, tgt: usize) -> Example {
-        Example { src: (10..10 + src as i64).collect(), tgt: (20..20 + tgt as i64).collect() }
-    }
-
-    #[test]
-    fn a_batch_pads_shifts_and_ignores_padding() {
-        let (a, b) =
-            (Example { src: vec![5, 6, EOS], tgt: vec![7, 8, EOS] }, Example { src: vec![9, EOS], tgt: vec![3, EOS] });
-        let batch = Batch::new(&[&a, &b], Device::Cpu);
-        assert_eq!(Vec::<i64>::try_from(batch.src.flatten(0, 1)).unwrap(), vec![5, 6, EOS, 9, EOS, PAD]);
-        assert_eq!(Vec::<i64>::try_from(batch.dec_in.flatten(0, 1)).unwrap(), vec![EOS, 7, 8, EOS, 3, PAD]);
-        assert_eq!(Vec::<i64>::try_from(batch.labels.flatten(0, 1)).unwrap(), vec![7, 8, EOS, 3, EOS, IGNORE]);
-    }
-
-    #[test]
-    fn batches_cover_every_example_once_and_group_lengths() {
-        tch::manual_seed(0);
-        let examples: Vec<Example> = (0..1000).map(|i| ex(1 + (i * 37) % 200, 3)).collect();
-        let batches = batch_indices(&examples, 16, true);
-        let mut seen: Vec<usize> = batches.iter().flatten().copied().collect();
-        seen.sort();
-        assert_eq!(seen, (0..1000).collect::<Vec<_>>());
-        // Sorting within pools keeps padding low: far less than random batches would have.
-        let pad: usize = batches
-            .iter()
-            .map(|b| {
-                b.iter().map(|&i| examples[i].src.len()).max().unwrap() * b.len()
-                    - b.iter().map(|&i| examples[i].src.len()).sum::<usize>()
-            })
-            .sum();
-        let real: usize = examples.iter().map(|e| e.src.len()).sum();
-        assert!(pad * 10 < real, "padding {pad} vs real tokens {real}");
-    }
+    use crate::data::seq2seq::UNK;
 
     #[test]
     fn reads_xsum_and_cnn_json_lines_and_names_bad_lines() {

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use sha2::{Digest, Sha256};
 
 use crate::data::corpus::Pair;
-use crate::data::text::Example;
+use crate::data::seq2seq::Example;
 
 const MAGIC: &[u8] = b"HW9TOK1\n";
 

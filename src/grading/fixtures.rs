@@ -37,7 +37,7 @@ pub use hw9_grade::fixtures::FIXTURES_FIX;
 impl Fixtures {
     /// Where a notebook's fixture file lives.
     pub fn path_of(notebook: &str) -> PathBuf {
-        crate::paths::assets().join("fixtures").join(format!("{notebook}.safetensors"))
+        hw9_env::paths::assets().join("fixtures").join(format!("{notebook}.safetensors"))
     }
 
     /// Loads `assets/fixtures/<notebook>.safetensors`.

@@ -257,6 +257,6 @@ impl Bert {
 pub fn default_bert_dir() -> PathBuf {
     match std::env::var_os("HW9_BERT_DIR") {
         Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => crate::paths::assets().join("models/all-MiniLM-L6-v2"),
+        _ => hw9_env::paths::assets().join("models/all-MiniLM-L6-v2"),
     }
 }

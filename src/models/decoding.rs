@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 
 use tch::{Kind, Tensor};
 
-use crate::data::text::EOS;
+use crate::data::seq2seq::EOS;
 use crate::error::{Error, Result};
 use crate::models::summarizer::Summarizer;
 
@@ -264,20 +264,20 @@ mod tests {
     use tch::Device;
 
     /// A tiny model trained for 300 steps to copy each of `seqs` (then EOS).
-    fn copy_model(seqs: &[Vec<i64>]) -> (nn::VarStore, Summarizer, crate::data::text::Batch) {
+    fn copy_model(seqs: &[Vec<i64>]) -> (nn::VarStore, Summarizer, crate::data::seq2seq::Batch) {
         tch::manual_seed(0);
         let vs = nn::VarStore::new(Device::Cpu);
         let cfg = SummarizerConfig { d_model: 32, d_ffn: 64, ..SummarizerConfig::tiny(12) };
         let m = Summarizer::new(&vs.root(), &cfg).unwrap();
         let mut opt = nn::Adam::default().build(&vs, 1e-2).unwrap();
-        let examples: Vec<crate::data::text::Example> = seqs
+        let examples: Vec<crate::data::seq2seq::Example> = seqs
             .iter()
-            .map(|s| crate::data::text::Example {
+            .map(|s| crate::data::seq2seq::Example {
                 src: [s.clone(), vec![EOS]].concat(),
                 tgt: [s.clone(), vec![EOS]].concat(),
             })
             .collect();
-        let batch = crate::data::text::Batch::new(&examples.iter().collect::<Vec<_>>(), Device::Cpu);
+        let batch = crate::data::seq2seq::Batch::new(&examples.iter().collect::<Vec<_>>(), Device::Cpu);
         for _ in 0..300 {
             let (loss, _, _) = m.loss(&batch, true).unwrap();
             opt.backward_step(&loss);
@@ -288,7 +288,7 @@ mod tests {
     /// Greedy and beam search must both copy what the model learned to copy.
     #[test]
     fn greedy_and_beam_search_decode_what_a_model_learned() {
-        let _rng = crate::test_rng_lock();
+        let _rng = crate::rng::test_lock();
         let seqs: Vec<Vec<i64>> = vec![vec![3, 4, 5], vec![6, 7], vec![8, 9, 10, 11], vec![4, 4, 9]];
         let (_vs, m, batch) = copy_model(&seqs);
         let greedy = generate(&m, &batch.src, DecodeConfig::greedy(10)).unwrap();
@@ -319,7 +319,7 @@ mod tests {
     /// min_len holds; one beam is still greedy.
     #[test]
     fn blocking_and_min_len_constrain_what_a_model_learned() {
-        let _rng = crate::test_rng_lock();
+        let _rng = crate::rng::test_lock();
         // Targets that repeat themselves: "4 4 9", "6 7 6 7", "8 8 8".
         let seqs: Vec<Vec<i64>> = vec![vec![4, 4, 9], vec![6, 7, 6, 7], vec![8, 8, 8], vec![3, 5]];
         let (_vs, m, batch) = copy_model(&seqs);
@@ -345,7 +345,7 @@ mod tests {
     /// Documents leave the batch as they finish: each one's summary is the one it gets alone.
     #[test]
     fn a_batch_decodes_each_document_as_it_would_alone() {
-        let _rng = crate::test_rng_lock();
+        let _rng = crate::rng::test_lock();
         let seqs: Vec<Vec<i64>> = vec![vec![3, 4, 5], vec![6, 7], vec![8, 9, 10, 11], vec![4, 4, 9]];
         let (_vs, trained, batch) = copy_model(&seqs);
         tch::manual_seed(2);
@@ -373,7 +373,7 @@ mod tests {
     /// Beam search with one beam is greedy decoding.
     #[test]
     fn one_beam_is_greedy() {
-        let _rng = crate::test_rng_lock();
+        let _rng = crate::rng::test_lock();
         tch::manual_seed(1);
         let vs = nn::VarStore::new(Device::Cpu);
         let m = Summarizer::new(&vs.root(), &SummarizerConfig::tiny(20)).unwrap();

@@ -131,7 +131,7 @@ impl ModuleT for ConvTrunk {
 /// negatives (another label), each `(M,)` int64.
 pub type Triplets = (Tensor, Tensor, Tensor);
 
-/// How triplets are chosen in a batch, for [`crate::train::triplet`]'s trainer and the
+/// How triplets are chosen in a batch, for [`crate::tasks::triplet`]'s trainer and the
 /// notebook's comparison.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -252,7 +252,7 @@ impl Gpt2 {
 pub fn default_gpt2_dir() -> std::path::PathBuf {
     match std::env::var_os("HW9_GPT2_DIR") {
         Some(p) if !p.is_empty() => std::path::PathBuf::from(p),
-        _ => crate::paths::assets().join("models/gpt2-hw9"),
+        _ => hw9_env::paths::assets().join("models/gpt2-hw9"),
     }
 }
 

@@ -526,7 +526,7 @@ impl Llama {
 pub fn default_llama_dir() -> PathBuf {
     match std::env::var_os("HW9_LLAMA_DIR") {
         Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => crate::paths::assets().join("models/smollm2-135m-instruct"),
+        _ => hw9_env::paths::assets().join("models/smollm2-135m-instruct"),
     }
 }
 

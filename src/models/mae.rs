@@ -102,41 +102,6 @@ pub fn forward_loss(images: &Tensor, pred: &Tensor, mask: &Tensor, patch_size: i
     Ok((per_patch * mask).sum(Kind::Float) / mask.sum(Kind::Float))
 }
 
-/// For each image, a row of: original | masked input | reconstruction | reconstruction with the
-/// visible patches pasted back, in pixel space (`images` are normalised with `mean`/`std`).
-///
-/// # Shapes
-/// `images: (B, C, H, W)` normalised; `mean`, `std`: per channel.
-pub fn reconstruction_grid<M: MaskedAutoencoder>(
-    model: &M,
-    images: &Tensor,
-    mean: &[f64],
-    std: &[f64],
-    channels: i64,
-) -> Result<crate::visuals::Figure> {
-    let p = model.patch_size();
-    let unpatchify = |x: &Tensor| model.unpatchify(x);
-    let (pred, mask) = tch::no_grad(|| model.reconstruct(images))?;
-    let patches = patchify(images, p)?; // (B, N, C·P·P)
-    let keep = mask.neg().g_add_scalar(1.0).unsqueeze(-1); // (B, N, 1), 1 = visible
-    let masked_in = unpatchify(&(&patches * &keep))?;
-    let pasted = unpatchify(&(&patches * &keep + &pred * mask.unsqueeze(-1)))?;
-    let recon = unpatchify(&pred)?;
-    let dev = images.device();
-    let m = Tensor::from_slice(mean).to_kind(Kind::Float).to_device(dev).reshape([1, channels, 1, 1]);
-    let s = Tensor::from_slice(std).to_kind(Kind::Float).to_device(dev).reshape([1, channels, 1, 1]);
-    let pix = |x: &Tensor| x * &s + &m;
-    // Masked patches show as mid-grey in the input column.
-    let grey = (&mask.unsqueeze(-1) * 0.5).expand_as(&patches);
-    let masked_in = pix(&masked_in) * unpatchify(&keep.expand_as(&patches))? + unpatchify(&grey)?;
-    let (orig, recon, pasted) = (pix(images), pix(&recon), pix(&pasted)); // (B, C, H, W) each
-    let b = images.size()[0];
-    let rows: Vec<Tensor> = (0..b).flat_map(|i| [orig.get(i), masked_in.get(i), recon.get(i), pasted.get(i)]).collect();
-    let labels: Vec<String> =
-        (0..b).flat_map(|_| ["original", "masked input", "reconstruction", "+ visible"].map(String::from)).collect();
-    crate::visuals::image_grid(&Tensor::stack(&rows, 0), 4, &labels, 3)
-}
-
 /// What MAE pretraining needs of a model: predictions and the mask for a batch.
 pub trait MaskedAutoencoder {
     /// `images: (B, C, H, W)` → `(pred (B, N, C·P·P), mask (B, N), 1 = masked)`.

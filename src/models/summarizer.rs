@@ -12,7 +12,7 @@ use tch::nn::{self, Module};
 use tch::{Kind, Reduction, Tensor};
 
 use super::transformer::{dropout, Activation, LayerCache, LayerConfig, SeqLayer, Stack};
-use crate::data::text::{Batch, IGNORE, PAD};
+use crate::data::seq2seq::{Batch, IGNORE, PAD};
 use crate::error::{Error, Result};
 
 /// The summarizer's sizes. Saved as `config.json` beside a checkpoint.
@@ -342,7 +342,7 @@ fn checked(out: Tensor, input: &Tensor, stack: &str, i: usize) -> Result<Tensor>
 #[cfg(all(test, feature = "reference"))]
 mod tests {
     use super::*;
-    use crate::data::text::{Example, EOS};
+    use crate::data::seq2seq::{Example, EOS};
     use tch::Device;
 
     fn model(dropout: f64) -> (nn::VarStore, Summarizer) {
@@ -360,7 +360,7 @@ mod tests {
 
     #[test]
     fn incremental_decoding_equals_full_decoding() {
-        let _rng = crate::test_rng_lock();
+        let _rng = crate::rng::test_lock();
         let (_vs, m) = model(0.0);
         let batch = batch();
         let (enc, mask) = m.encode(&batch.src, false).unwrap();
@@ -376,7 +376,7 @@ mod tests {
 
     #[test]
     fn padding_the_source_does_not_change_the_output() {
-        let _rng = crate::test_rng_lock();
+        let _rng = crate::rng::test_lock();
         let (_vs, m) = model(0.0);
         let short = Tensor::from_slice(&[12i64, 13, EOS]).reshape([1, 3]);
         let padded = Tensor::from_slice(&[12i64, 13, EOS, PAD, PAD]).reshape([1, 5]);
@@ -388,7 +388,7 @@ mod tests {
 
     #[test]
     fn the_loss_ignores_padding_and_falls_on_a_repeated_batch() {
-        let _rng = crate::test_rng_lock();
+        let _rng = crate::rng::test_lock();
         let (vs, m) = model(0.0);
         let batch = batch();
         let (loss, correct, counted) = m.loss(&batch, true).unwrap();
@@ -408,7 +408,7 @@ mod tests {
 
     #[test]
     fn every_parameter_gets_a_gradient_and_padding_positions_none() {
-        let _rng = crate::test_rng_lock();
+        let _rng = crate::rng::test_lock();
         let (vs, m) = model(0.1);
         let (loss, _, _) = m.loss(&batch(), true).unwrap();
         loss.backward();
@@ -425,7 +425,7 @@ mod tests {
 
     #[test]
     fn bad_inputs_and_configs_say_what_was_expected() {
-        let _rng = crate::test_rng_lock();
+        let _rng = crate::rng::test_lock();
         let (_vs, m) = model(0.0);
         let too_long = Tensor::ones([1, 65], (Kind::Int64, Device::Cpu));
         assert!(m.encode(&too_long, false).unwrap_err().to_string().contains("64 positions"));

@@ -81,7 +81,7 @@ pub fn warm_start_from_bert(vs: &nn::VarStore, cfg: &SummarizerConfig, bert_dir:
     let mut plan: Vec<(String, Tensor)> = Vec::new();
     // Embeddings: padding's rows stay zero (the summarizer never reads them).
     let words = get("embeddings.word_embeddings.weight")?.copy();
-    let _ = words.get(crate::data::text::PAD).zero_();
+    let _ = words.get(crate::data::seq2seq::PAD).zero_();
     plan.push(("embed_tokens.weight".into(), words));
     let (positions, segment) =
         (get("embeddings.position_embeddings.weight")?, get("embeddings.token_type_embeddings.weight")?);

@@ -11,10 +11,11 @@ use serde::{Deserialize, Serialize};
 use tch::nn::{self, ModuleT};
 use tch::Device;
 
-use super::verification::{embed, evaluate_embedding, nearest_neighbour_accuracy, EmbeddingReport, EvalSizes};
+use super::triplet::{train_triplets, TripletFns};
+use super::verification::{embed, evaluate_embedding, nearest_neighbour_accuracy, EmbeddingReport};
 use crate::data::images::Splits;
 use crate::error::Result;
-use crate::train::triplet::{train_triplets, TripletFns, TripletTrain};
+use crate::plan::{EvalSizes, TripletTrain};
 use crate::train::History;
 use crate::visuals::LineChart;
 

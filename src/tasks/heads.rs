@@ -33,7 +33,7 @@ pub fn repeated_tokens(batch: i64, len: i64, ids: Range<i64>, start: i64, seed: 
     for b in 0..batch {
         let half: Vec<i64> = (0..len)
             .map(|i| {
-                let z = crate::train::splitmix64(seed ^ ((b * len + i) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+                let z = crate::rng::stream(seed, (b * len + i) as u64);
                 ids.start + (z % span) as i64
             })
             .collect();

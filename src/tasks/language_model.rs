@@ -13,7 +13,7 @@ use crate::error::Result;
 use crate::io::write_atomic;
 use crate::models::gpt2::Gpt2;
 use crate::plan::GptPlan;
-use crate::train::{save_checkpoint, Evaluation, Fit, Step};
+use crate::train::{save_checkpoint, Evaluation, Fit, Precision, Step};
 
 /// GPT-2's `<|endoftext|>`, between documents.
 const END_OF_TEXT: i64 = 50256;
@@ -74,11 +74,9 @@ pub fn train_small_gpt2(plan: &GptPlan, out: &Path, device: Device) -> Result<Gp
         Ok(Step { loss, weight: 1.0, correct: None })
     };
     let start = std::time::Instant::now();
-    let fit = Fit::seconds("GPT-2", plan.seconds, &plan.optim).resumable_in(
-        plan.resume.as_ref(),
-        &vs,
-        &GptPlan { resume: None, ..plan.clone() },
-    )?;
+    let fit = Fit::seconds("GPT-2", plan.seconds, &plan.optim)
+        .precision(Precision::requested(Precision::Fp32)?)
+        .resumable_in(plan.resume.as_ref(), &vs, &GptPlan { resume: None, ..plan.clone() })?;
     let history = fit.run(&vs, |_| windows(), step, || Ok(Evaluation::default()))?;
     let losses = &history.step_losses;
     let tail = &losses[losses.len().saturating_sub(20)..];

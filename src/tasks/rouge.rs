@@ -126,7 +126,7 @@ mod tests {
     /// Every pair `rouge-score` scored in `assets/fixtures/rouge.json`.
     #[test]
     fn matches_rouge_score_on_its_fixture() {
-        let path = crate::paths::assets().join("fixtures/rouge.json");
+        let path = hw9_env::paths::assets().join("fixtures/rouge.json");
         let text = std::fs::read_to_string(&path).unwrap();
         let cases: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
         assert!(cases.len() >= 10);

@@ -8,7 +8,8 @@ use std::path::Path;
 use tch::{nn, Device};
 
 use crate::data::corpus::Pair;
-use crate::data::text::{batch_indices, Batch, Example, SubwordTokenizer, SummaryData, EOS};
+use crate::data::seq2seq::{batch_indices, Batch, Example, EOS};
+use crate::data::text::{SubwordTokenizer, SummaryData};
 use crate::error::Result;
 use crate::models::decoding::{generate, DecodeConfig};
 use crate::models::summarizer::Summarizer;
@@ -49,7 +50,7 @@ pub fn train_summarizer(
     let steps = data.train.len().div_ceil(cfg.batch_size.max(1) as usize);
     // bf16 halves the `full`-size step (0.48x); the `cpu` size gains nothing (BENCHMARKS.md).
     let fit = Fit::epochs("summarizer", cfg.epochs, steps, &cfg.optim)
-        .auto_precision(Precision::Bf16)
+        .precision(Precision::requested(Precision::Bf16)?)
         .tensorboard(logdir)
         .checkpoints(checkpoints, &model.cfg, resume)?
         .resumable_in(cfg.resume.as_ref(), vs, &(TrainConfig { resume: None, ..cfg.clone() }, &model.cfg))?;
@@ -70,7 +71,7 @@ pub fn train_summarizer_for(
     logdir: &Path,
 ) -> Result<History> {
     let fit = Fit::seconds("summarizer", seconds, &cfg.optim)
-        .auto_precision(Precision::Bf16)
+        .precision(Precision::requested(Precision::Bf16)?)
         .tensorboard(logdir)
         .checkpoints(checkpoints, &model.cfg, false)?
         .resumable_in(cfg.resume.as_ref(), vs, &(TrainConfig { resume: None, ..cfg.clone() }, &model.cfg, seconds))?;
@@ -234,7 +235,7 @@ pub fn gallery(
     let mut picked: Vec<usize> = Vec::with_capacity(n.min(total));
     let mut i = 0u64;
     while picked.len() < n.min(total) {
-        let j = (crate::train::splitmix64(seed ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15)) % total as u64) as usize;
+        let j = (crate::rng::stream(seed, i) % total as u64) as usize;
         if !picked.contains(&j) {
             picked.push(j);
         }

@@ -15,6 +15,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::data::images::{ImageSet, Splits};
 use crate::error::{Error, Result};
+use crate::plan::EvalSizes;
 use crate::visuals::{image_grid, Figure, LineChart};
 
 /// Embeds the first `n` images of `set` (all with `None`) in batches, without gradients, in
@@ -346,19 +347,6 @@ pub struct EmbeddingReport {
     pub test_images: i64,
     /// Gallery images.
     pub gallery_images: i64,
-}
-
-/// How much of the data [`evaluate_embedding`] uses.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EvalSizes {
-    /// Held-out (test) images: their pairs are verified, they are clustered and identified.
-    pub test: i64,
-    /// Training images in the identification gallery.
-    pub gallery: i64,
-    /// The false accept rate VAL is read at (the paper: 1e-3).
-    pub target_far: f64,
-    /// k-means restarts.
-    pub kmeans_restarts: usize,
 }
 
 /// Embeds held-out and gallery images with `model` and measures verification, identification and

@@ -6,13 +6,14 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device};
 
+use super::images::{train_classifier, train_mae};
 use crate::data::images::Splits;
 use crate::error::Result;
 use crate::models::mae::{Mae, MaeClassifier};
 use crate::models::vit::Vit;
 use crate::plan::VitMaePlan;
 use crate::profile::Profile;
-use crate::train::{load_checkpoint_into, save_checkpoint, train_classifier, train_mae, History};
+use crate::train::{load_checkpoint_into, save_checkpoint, History};
 
 /// What [`run_vit_mae`] measured.
 #[derive(Debug, Clone, Serialize, Deserialize)]

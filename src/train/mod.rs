@@ -5,18 +5,15 @@
 //! core owns everything else — AdamW and its schedule from one [`OptimConfig`], gradient
 //! clipping, a check that the loss stays finite, the progress bar, TensorBoard scalars, a
 //! checkpoint after each epoch and resuming from the newest one. The image classifier and the
-//! MAE ([`train_classifier`], [`train_mae`]), the summarizer
-//! ([`crate::tasks::summarization::train_summarizer`]) and the small GPT-2
-//! ([`crate::tasks::language_model::train_small_gpt2`]) and the FaceNet embedding
-//! ([`triplet::train_triplets`]) all train through it.
+//! MAE ([`crate::tasks::images`]), the summarizer ([`crate::tasks::summarization`]), the small
+//! GPT-2 ([`crate::tasks::language_model`]) and the FaceNet embedding ([`crate::tasks::triplet`])
+//! all train through it; this module knows no model, data set or plot.
 
 pub mod adamw;
 pub mod checkpoint;
-mod images;
 pub mod optim;
 pub mod precision;
 pub mod tensorboard;
-pub mod triplet;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -30,13 +27,12 @@ pub use checkpoint::{
     checkpoints_newest_first, latest_checkpoint, load_checkpoint, load_checkpoint_into, load_weights, save_checkpoint,
 };
 pub use hw9_env::progress::{self, Progress};
-pub use images::{evaluate, train_classifier, train_mae};
 pub use optim::{OptimConfig, Schedule};
 pub use precision::{autocast, Precision};
 
 use crate::error::{Error, Result};
 use crate::io::write_atomic;
-use crate::visuals::LineChart;
+use crate::rng::torch_seed;
 use tensorboard::SummaryWriter;
 
 /// How a model trains: epochs of batches and the optimizer.
@@ -167,43 +163,6 @@ impl History {
     pub fn final_val_loss(&self) -> Option<f64> {
         self.epochs.last().and_then(|e| e.val_loss)
     }
-
-    /// Training loss per step, its per-epoch means at epoch ends, and the validation loss per
-    /// epoch when there is one.
-    pub fn loss_chart(&self, title: &str) -> LineChart {
-        let ends: Vec<f64> = self.epochs.iter().map(|e| e.step as f64).collect();
-        let means: Vec<f64> = self.epochs.iter().map(|e| e.train_loss).collect();
-        let chart = LineChart::new(format!("{title}: loss"))
-            .x_label("step")
-            .y_label("loss")
-            .series("train (step)", &self.step_losses)
-            .series_xy("train (epoch mean)", &ends, &means);
-        if self.epochs.iter().any(|e| e.val_loss.is_some()) {
-            let val: Vec<f64> = self.epochs.iter().map(|e| e.val_loss.unwrap_or(f64::NAN)).collect();
-            return chart.series_xy("validation (epoch)", &ends, &val);
-        }
-        chart
-    }
-
-    /// Training and validation accuracy per epoch.
-    pub fn accuracy_chart(&self, title: &str) -> LineChart {
-        let x: Vec<f64> = self.epochs.iter().map(|e| e.epoch as f64).collect();
-        let train: Vec<f64> = self.epochs.iter().map(|e| e.train_acc.unwrap_or(f64::NAN)).collect();
-        let val: Vec<f64> = self.epochs.iter().map(|e| e.val_acc.unwrap_or(f64::NAN)).collect();
-        LineChart::new(format!("{title}: accuracy"))
-            .x_label("epoch")
-            .y_label("accuracy")
-            .series_xy("train", &x, &train)
-            .series_xy("validation", &x, &val)
-    }
-
-    /// Shows the loss chart and, when there are accuracies, the accuracy chart, inline.
-    pub fn show(&self, title: &str) {
-        self.loss_chart(title).show();
-        if self.epochs.iter().any(|e| e.val_acc.is_some()) {
-            self.accuracy_chart(title).show();
-        }
-    }
 }
 
 /// How long a run lasts.
@@ -250,10 +209,9 @@ pub struct Fit {
     pub checkpoints: Option<Checkpoints>,
     /// Mid-epoch checkpoints with the optimizer's state, resumed exactly ([`Fit::resumable`]).
     pub resumable: Option<Resumable>,
-    /// The forward pass's precision; `None`: what `HW9_PRECISION` says ([`Fit::precision`]).
-    pub precision: Option<Precision>,
-    /// What `HW9_PRECISION=auto` means for this run in the `full` profile ([`Fit::auto_precision`]).
-    pub auto_precision: Precision,
+    /// The forward pass's precision (fp32 unless [`Fit::precision`] says otherwise; the trainers
+    /// pass what `HW9_PRECISION` asks, [`Precision::requested`]).
+    pub precision: Precision,
 }
 
 /// How often a resumable run saves its state.
@@ -300,18 +258,6 @@ struct RunState {
     epoch_start: Option<f64>,
 }
 
-/// splitmix64's output function: a fixed, well-spread 64-bit value for each input.
-pub(crate) fn splitmix64(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// A seed from the run's seed and a counter: independent streams per epoch and step.
-fn mix(seed: u64, n: u64) -> i64 {
-    (splitmix64(seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15)) >> 1) as i64
-}
-
 /// The optimizer a run steps: tch's (libtorch's AdamW), or the crate's when its state must be
 /// saved.
 enum Optim {
@@ -339,41 +285,22 @@ impl Fit {
             log_every: 20,
             checkpoints: None,
             resumable: None,
-            precision: None,
-            auto_precision: Precision::Fp32,
+            precision: Precision::Fp32,
         }
     }
 
-    /// What `HW9_PRECISION=auto` gives this run in the `full` profile (in `cpu` and `quick` it is
-    /// fp32): bf16 for the trainers whose `full`-size step measured faster in bf16.
-    pub fn auto_precision(mut self, precision: Precision) -> Self {
-        self.auto_precision = precision;
-        self
-    }
-
     /// Runs each step's forward pass and loss in `precision` ([`precision::autocast`]: bf16
-    /// products, fp32 weights and optimizer). Without it, `HW9_PRECISION` decides: `fp32`
-    /// (default), `bf16`, or `auto` ([`Fit::auto_precision`] in the `full` profile, where the
-    /// products are large enough to gain; fp32 in `cpu` and `quick`, where bf16 measured slower).
-    /// bf16 falls back to fp32 on a CPU without bf16 dot products.
+    /// products, fp32 weights and optimizer); fp32 when not set. The loop reads no environment:
+    /// a trainer passes what `HW9_PRECISION` asks ([`Precision::requested`]). bf16 falls back to
+    /// fp32 on a CPU without bf16 dot products.
     pub fn precision(mut self, precision: Precision) -> Self {
-        self.precision = Some(precision);
+        self.precision = precision;
         self
     }
 
     /// The precision this run's steps use on `device`.
-    pub fn resolved_precision(&self, device: tch::Device) -> Result<Precision> {
-        let asked = match self.precision {
-            Some(p) => p,
-            None => {
-                let auto = match crate::profile::Profile::from_env()? {
-                    crate::profile::Profile::Full => self.auto_precision,
-                    _ => Precision::Fp32,
-                };
-                Precision::from_env(auto)?
-            }
-        };
-        Ok(asked.resolve(device))
+    pub fn resolved_precision(&self, device: tch::Device) -> Precision {
+        self.precision.resolve(device)
     }
 
     /// Makes the run resumable at any step: it saves the weights, the optimizer's moments and
@@ -504,7 +431,7 @@ impl Fit {
             println!("{}: already trained for {} epoch(s){whence}", self.title, history.epochs.len());
             return Ok(history);
         }
-        let precision = self.resolved_precision(vs.device())?;
+        let precision = self.resolved_precision(vs.device());
         let mut tb = self.tensorboard.as_deref().map(SummaryWriter::new).transpose()?;
         let total = per_epoch * epochs.max(0) as usize;
         let run_start = Instant::now();
@@ -525,14 +452,14 @@ impl Fit {
             let mut window = Sums::default();
             let seed = self.resumable.as_ref().map(|r| r.seed);
             if let Some(seed) = seed {
-                tch::manual_seed(mix(seed, epoch as u64));
+                tch::manual_seed(torch_seed(seed, epoch as u64));
             }
             let mut it = batches(epoch);
             // Resumed mid-epoch: draw the batches already trained, each with its step's seed.
             let done = history.step_losses.len();
             for k in 0..std::mem::take(&mut skip) {
                 if let Some(seed) = seed {
-                    tch::manual_seed(mix(seed, (1u64 << 40) + (done - epoch_sums.steps + k) as u64));
+                    tch::manual_seed(torch_seed(seed, (1u64 << 40) + (done - epoch_sums.steps + k) as u64));
                 }
                 let _ = it.next();
             }
@@ -540,7 +467,7 @@ impl Fit {
             loop {
                 let at = history.step_losses.len();
                 if let Some(seed) = seed {
-                    tch::manual_seed(mix(seed, (1u64 << 40) + at as u64));
+                    tch::manual_seed(torch_seed(seed, (1u64 << 40) + at as u64));
                 }
                 let Some(batch) = it.next() else { break };
                 let lr = match self.length {

@@ -26,9 +26,9 @@ use tch::Device;
 
 use crate::error::{Error, Result};
 
-/// The variable that picks the training precision of every [`super::Fit`] run that does not
-/// set one: `fp32` (default), `bf16` or `auto` (bf16 where the hardware has it, at the sizes
-/// where it pays: see [`Precision::resolve`]).
+/// The variable that picks the training precision of the crate's trainers: `fp32` (default),
+/// `bf16` or `auto` (bf16 where the hardware has it, at the sizes where it pays: see
+/// [`Precision::requested`] and [`Precision::resolve`]).
 pub const PRECISION_VAR: &str = "HW9_PRECISION";
 
 /// The precision of a training step's forward pass.
@@ -47,6 +47,18 @@ impl Precision {
     /// naming what was expected.
     pub fn from_env(auto: Precision) -> Result<Precision> {
         Self::parse(&std::env::var(PRECISION_VAR).unwrap_or_default(), auto)
+    }
+
+    /// What `HW9_PRECISION` asks of a trainer, read once when it starts and passed to
+    /// [`super::Fit::precision`]: `auto` means `auto_full` in the `full` profile (`HW9_PROFILE`),
+    /// where the products are large enough to gain, and fp32 in `cpu` and `quick`, where bf16
+    /// measured slower.
+    pub fn requested(auto_full: Precision) -> Result<Precision> {
+        let auto = match crate::profile::Profile::from_env()? {
+            crate::profile::Profile::Full => auto_full,
+            _ => Precision::Fp32,
+        };
+        Self::from_env(auto)
     }
 
     /// `fp32`, `bf16`, `auto` (gives `auto`) or empty (fp32).

@@ -1,5 +1,6 @@
 //! Figures that display inline in Jupyter (through evcxr's display protocol) and save as PNG, and
-//! the attention views built on them.
+//! the attention views built on them; a training history's charts (`History::loss_chart`,
+//! `History::show`) and an MAE's reconstructions ([`reconstruction_grid`]) are drawn here too.
 //!
 //! Drawn with plotters into an RGB buffer and encoded with `image`; text uses a font embedded in
 //! the crate (DejaVu Sans, `assets/fonts`), so no system fonts are needed. The font is registered
@@ -23,10 +24,11 @@ pub mod heatmap;
 pub mod images;
 pub mod line_chart;
 pub mod scatter;
+mod training;
 
 pub use figure::{Figure, PALETTE};
 pub use heatmap::Heatmap;
-pub use images::image_grid;
+pub use images::{image_grid, reconstruction_grid};
 pub use line_chart::LineChart;
 pub use scatter::Scatter;
 

@@ -4,7 +4,7 @@
 //! [`crate::models::facenet`].
 //!
 //! They have the notebook's signatures (tensors in, tensors out); the trainer checks their
-//! outputs' shapes ([`crate::train::triplet`]).
+//! outputs' shapes ([`crate::tasks::triplet`]).
 
 use tch::nn::{self, Module, ModuleT};
 use tch::{Kind, Tensor};

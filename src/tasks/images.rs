@@ -4,10 +4,10 @@
 use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Tensor};
 
-use super::{Evaluation, Fit, History, Precision, Step, TrainConfig};
 use crate::data::images::{augment, batches, n_batches, ImageSet, Splits};
 use crate::error::{Error, Result};
 use crate::models::mae::MaskedAutoencoder;
+use crate::train::{Evaluation, Fit, History, Precision, Step, TrainConfig};
 
 /// Accuracy of `model` on `set` (normalised as `data` does), without gradients.
 pub fn evaluate<M: ModuleT>(model: &M, data: &Splits, set: &ImageSet, device: Device) -> f64 {
@@ -34,7 +34,7 @@ fn fit_images(
 ) -> Result<History> {
     let device = vs.device();
     let fit = Fit::epochs(title, cfg.epochs, n_batches(&data.train, cfg.batch_size) as usize, &cfg.optim)
-        .auto_precision(auto)
+        .precision(Precision::requested(auto)?)
         .resumable_in(cfg.resume.as_ref(), vs, &TrainConfig { resume: None, ..cfg.clone() })?;
     let step = |(x, y): (Tensor, Tensor)| {
         let x = data.normalize(&x);
