@@ -76,7 +76,7 @@ fn main() -> hw9::Result<()> {
         let cfg = TrainConfig { epochs: 1, resume, ..splan.train.clone() };
         let vs = nn::VarStore::new(device);
         let model = Summarizer::new(&vs.root(), &splan.model)?;
-        train_summarizer(&model, &vs, &sdata, &cfg, &dir.join("ck"), &dir.join("tb"), false)
+        train_summarizer(&model, &vs, &sdata, &cfg, &dir.join("ck"), &dir.join("tb"))
     })?;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())

@@ -39,8 +39,7 @@ fn main() -> hw9::Result<()> {
     let model = Summarizer::new(&vs.root(), &plan.model)?;
     let out = Path::new("build/summarizer-sizes");
     let t = Instant::now();
-    let history =
-        hw9::tasks::summarization::train_summarizer(&model, &vs, &data, &plan.train, out, &out.join("runs"), false)?;
+    let history = hw9::tasks::summarization::train_summarizer(&model, &vs, &data, &plan.train, out, &out.join("runs"))?;
     for e in &history.epochs {
         println!(
             "epoch {}: train loss {:.4}, validation loss {:.4}, accuracy {:.4}",

@@ -458,7 +458,6 @@ fn summarization(variant: bool, resume: ResumeConfig, runs: &Path) -> Result<Val
         &plan.train,
         &runs.join("checkpoints"),
         &runs.join("tensorboard"),
-        false,
     )?;
     let first = h.epochs.first().and_then(|e| e.val_loss).unwrap_or(f64::NAN);
     let last = h.final_val_loss().unwrap_or(f64::NAN);

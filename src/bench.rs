@@ -14,6 +14,7 @@ use crate::models::summarizer::{Summarizer, SummarizerConfig};
 use crate::models::vit::Vit;
 use crate::plan::VitMaePlan;
 use crate::profile::Profile;
+use crate::train::adamw::AdamW;
 use crate::train::{autocast, OptimConfig, Precision};
 
 /// The median wall time of `steps` calls of `step` (at least one) after `warmup` untimed ones,
@@ -58,18 +59,18 @@ pub fn vit_mae_steps(
     let vs = nn::VarStore::new(device);
     let vit = Vit::new(&vs.root(), &plan.vit)?;
     let optim = &plan.vit_train.optim;
-    let mut opt = optim.build(&vs)?;
+    let mut opt = AdamW::new(&vs, optim);
     let vit_s = time(&mut || {
         let loss = autocast(precision, device, || vit.forward_t(&x, true).cross_entropy_for_logits(&y));
-        optim.step(&mut opt, &loss)
+        opt.backward_step(&loss)
     });
     let vs = nn::VarStore::new(device);
     let mae = Mae::new(&vs.root(), &plan.mae)?;
     let optim = &plan.mae_train.optim;
-    let mut opt = optim.build(&vs)?;
+    let mut opt = AdamW::new(&vs, optim);
     let mut err = None;
     let mae_s = time(&mut || match autocast(precision, device, || mae.loss(&x, None)) {
-        Ok(loss) => optim.step(&mut opt, &loss),
+        Ok(loss) => opt.backward_step(&loss),
         Err(e) => err = Some(e),
     });
     match err {
@@ -96,7 +97,7 @@ pub fn summarizer_step(
     let vs = nn::VarStore::new(device);
     let model = Summarizer::new(&vs.root(), cfg)?;
     let optim = OptimConfig::adamw(1e-4, (0.9, 0.999), 0.01).clip(1.0);
-    let mut opt = optim.build(&vs)?;
+    let mut opt = AdamW::new(&vs, &optim);
     let ids = |n| Tensor::randint_low(3, cfg.vocab_size, [batch, n], (Kind::Int64, device));
     let b = Batch { src: ids(src_len), dec_in: ids(tgt_len), labels: ids(tgt_len) };
     let mut err = None;
@@ -106,7 +107,7 @@ pub fn summarizer_step(
             warmup,
             steps,
             &mut || match autocast(precision, device, || model.loss(&b, true)) {
-                Ok((loss, _, _)) => optim.step(&mut opt, &loss),
+                Ok((loss, _, _)) => opt.backward_step(&loss),
                 Err(e) => err = Some(e),
             },
         );

@@ -10,12 +10,8 @@ use hw9::train::{Evaluation, Every, Fit, OptimConfig, Schedule, Step};
 use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Tensor};
 
-/// libtorch's generator is one per process and tests run in parallel threads: the in-process
-/// runs hold this lock, so that each run's seeded stream is its own.
-fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
+mod common;
+use common::rng_lock;
 
 /// A small MLP with dropout (randomness in every step) on fixed synthetic data, shuffled each
 /// epoch (randomness in every epoch); `fail_at` makes the step with that call number an error.

@@ -10,13 +10,8 @@ use hw9::train::{load_checkpoint, save_checkpoint, TrainConfig};
 use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Tensor};
 
-/// libtorch's generator is one per process and the tests run in parallel threads: every test here
-/// draws from it (data, initial weights, training), so each holds this lock, or a test that needs
-/// an exact random stream (the resumed runs below) would see another test's draws in its own.
-fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
+mod common;
+use common::rng_lock;
 
 /// 8×8 images whose class is which quarter of the image is bright: learnable in a few steps.
 fn quarters(n: i64) -> ImageSet {

@@ -109,15 +109,16 @@ enum Cmd {
     /// Train notebook 2's summarizer (crate layers) in the profile HW9_PROFILE names; print each
     /// epoch's validation loss and accuracy, test ROUGE and sample summaries.
     Summarize {
-        /// Checkpoints go to <out>/epoch-N.
+        /// Each epoch's weights are exported to <out>/epoch-N.
         #[arg(long, default_value = "build/summarizer")]
         out: PathBuf,
         /// TensorBoard event files.
         #[arg(long, default_value = "build/runs/summarizer")]
         logdir: PathBuf,
-        /// Continue from the newest checkpoint in <out>.
+        /// Save the run's state in this folder every minute; run the same command again after an
+        /// interruption and it continues where it stopped (mid-epoch, or the rest of --minutes).
         #[arg(long)]
-        resume: bool,
+        state: Option<PathBuf>,
         /// Override the profile's epochs.
         #[arg(long)]
         epochs: Option<i64>,
@@ -419,7 +420,7 @@ fn run(cmd: Cmd) -> hw9::Result<bool> {
         Cmd::Summarize {
             out,
             logdir,
-            resume,
+            state,
             epochs,
             label_smoothing,
             evaluate,
@@ -437,11 +438,8 @@ fn run(cmd: Cmd) -> hw9::Result<bool> {
             if let Some(e) = epochs {
                 plan.train.epochs = e;
             }
-            if minutes.is_some() && resume {
-                return Err(hw9::Error::Input(
-                    "--minutes trains for a time budget from the start; --resume continues the epochs of a run: use one"
-                        .into(),
-                ));
+            if let Some(dir) = state {
+                plan.resumable_in(dir, profile);
             }
             plan.train.label_smoothing = label_smoothing;
             if let Some(lr) = lr {
@@ -474,7 +472,7 @@ fn run(cmd: Cmd) -> hw9::Result<bool> {
             hw9::seed(0);
             let vs = tch::nn::VarStore::new(device);
             let model = hw9::models::summarizer::Summarizer::new(&vs.root(), &plan.model)?;
-            if warm_start && !resume {
+            if warm_start {
                 let n = hw9::models::warm_start::warm_start_from_bert(&vs, &plan.model, &bert_dir)?;
                 println!("warm start: {n} tensors from {}", bert_dir.display());
             }
@@ -489,7 +487,7 @@ fn run(cmd: Cmd) -> hw9::Result<bool> {
                     &out,
                     &logdir,
                 )?,
-                None => train_summarizer(&model, &vs, &data, &plan.train, &out, &logdir, resume)?,
+                None => train_summarizer(&model, &vs, &data, &plan.train, &out, &logdir)?,
             };
             let train_secs = train_start.elapsed().as_secs_f64();
             for e in &history.epochs {

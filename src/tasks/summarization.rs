@@ -33,11 +33,10 @@ pub fn evaluate(model: &Summarizer, examples: &[Example], batch_size: usize, dev
 /// Trains `model` (its variables are `vs`'s) for `cfg.epochs` through the crate's training core:
 /// AdamW with `cfg.optim`'s schedule and clipping, the validation loss and teacher-forced
 /// accuracy after each epoch, TensorBoard scalars in `logdir` (`loss/train`, `learning_rate`,
-/// `loss/validation`, `accuracy/validation`) and a checkpoint in `checkpoints/epoch-N`. With
-/// `resume`, it starts after the newest checkpoint there (its config must match the model's);
-/// AdamW's moments restart, the learning-rate schedule resumes. With `cfg.resume` the run also
-/// saves its whole state as it trains and continues exactly from it, mid-epoch and AdamW's
-/// moments included ([`Fit::resumable_in`]).
+/// `loss/validation`, `accuracy/validation`) and the weights exported to `checkpoints/epoch-N`.
+/// With `cfg.resume` the run saves its whole state as it trains and, run again after an
+/// interruption, continues exactly from it, mid-epoch and AdamW's moments included
+/// ([`Fit::resumable_in`]).
 pub fn train_summarizer(
     model: &Summarizer,
     vs: &nn::VarStore,
@@ -45,21 +44,20 @@ pub fn train_summarizer(
     cfg: &TrainConfig,
     checkpoints: &Path,
     logdir: &Path,
-    resume: bool,
 ) -> Result<History> {
     let steps = data.train.len().div_ceil(cfg.batch_size.max(1) as usize);
     // bf16 halves the `full`-size step (0.48x); the `cpu` size gains nothing (BENCHMARKS.md).
     let fit = Fit::epochs("summarizer", cfg.epochs, steps, &cfg.optim)
         .precision(Precision::requested(Precision::Bf16)?)
         .tensorboard(logdir)
-        .checkpoints(checkpoints, &model.cfg, resume)?
+        .exports(checkpoints, &model.cfg)?
         .resumable_in(cfg.resume.as_ref(), vs, &(TrainConfig { resume: None, ..cfg.clone() }, &model.cfg))?;
     fit_summarizer(model, vs, data, cfg, &fit, false)
 }
 
 /// [`train_summarizer`] for a wall-clock budget of `seconds` instead of a number of epochs
 /// (shuffled epochs one after another; the schedule runs over the budget), validated once at the
-/// end, with a checkpoint in `checkpoints/epoch-1`. With `cfg.resume` its state is saved as it
+/// end, with the weights exported to `checkpoints/epoch-1`. With `cfg.resume` its state is saved as it
 /// trains and a run started again after an interruption trains for the rest of the budget.
 pub fn train_summarizer_for(
     model: &Summarizer,
@@ -73,7 +71,7 @@ pub fn train_summarizer_for(
     let fit = Fit::seconds("summarizer", seconds, &cfg.optim)
         .precision(Precision::requested(Precision::Bf16)?)
         .tensorboard(logdir)
-        .checkpoints(checkpoints, &model.cfg, false)?
+        .exports(checkpoints, &model.cfg)?
         .resumable_in(cfg.resume.as_ref(), vs, &(TrainConfig { resume: None, ..cfg.clone() }, &model.cfg, seconds))?;
     fit_summarizer(model, vs, data, cfg, &fit, true)
 }

@@ -84,13 +84,22 @@ pub fn latest_checkpoint(dir: &Path) -> Option<(i64, PathBuf)> {
 }
 
 /// Every complete `epoch-N` checkpoint folder under `dir` (weights and history present), newest
-/// first: what a resume tries in turn when the newest turns out to be corrupt.
+/// first.
 pub fn checkpoints_newest_first(dir: &Path) -> Vec<(i64, PathBuf)> {
-    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
-    let mut found: Vec<(i64, PathBuf)> = entries
-        .filter_map(|e| e.ok())
-        .filter_map(|e| Some((e.file_name().to_str()?.strip_prefix("epoch-")?.parse::<i64>().ok()?, e.path())))
+    numbered_dirs(dir, "epoch-")
+        .into_iter()
         .filter(|(_, p)| p.join("history.json").exists() && p.join("model.safetensors").exists())
+        .map(|(n, p)| (n as i64, p))
+        .collect()
+}
+
+/// The `<prefix>N` folders under `dir`, highest `N` first (none when `dir` cannot be read).
+pub(crate) fn numbered_dirs(dir: &Path, prefix: &str) -> Vec<(usize, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut found: Vec<(usize, PathBuf)> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| Some((e.file_name().to_str()?.strip_prefix(prefix)?.parse::<usize>().ok()?, e.path())))
+        .filter(|(_, p)| p.is_dir())
         .collect();
     found.sort_by_key(|(n, _)| std::cmp::Reverse(*n));
     found

@@ -2,7 +2,6 @@
 //! as PyTorch's `torch.optim.AdamW`), warmup and decay, gradient clipping.
 
 use serde::{Deserialize, Serialize};
-use tch::nn::{self, OptimizerConfig};
 
 use crate::error::Result;
 
@@ -144,22 +143,6 @@ impl OptimConfig {
             return bad("the gradient clipping norm", "a positive number", c.to_string());
         }
         Ok(())
-    }
-
-    /// AdamW over `vs`'s trainable variables.
-    pub fn build(&self, vs: &nn::VarStore) -> Result<nn::Optimizer> {
-        self.validate()?;
-        let (beta1, beta2) = self.betas;
-        let opt = nn::AdamW { beta1, beta2, wd: self.weight_decay, eps: self.eps, amsgrad: false };
-        Ok(opt.build(vs, self.lr)?)
-    }
-
-    /// One optimizer step on `loss`: gradients, clipping when configured, update.
-    pub fn step(&self, opt: &mut nn::Optimizer, loss: &tch::Tensor) {
-        match self.clip_norm {
-            Some(max_norm) => opt.backward_step_clip_norm(loss, max_norm),
-            None => opt.backward_step(loss),
-        }
     }
 }
 
