@@ -27,27 +27,10 @@ pub enum Error {
         got: tch::Kind,
     },
 
-    /// A required file is not there; `fix` says how to get it.
-    #[error("missing {what}: {} does not exist. Fix: {fix}", .path.display())]
-    Missing {
-        /// What is missing.
-        what: String,
-        /// Where it was looked for.
-        path: PathBuf,
-        /// How to get it.
-        fix: String,
-    },
-
-    /// A file is there but its content is not what it should be.
-    #[error("corrupt {what} {}: {detail}", .path.display())]
-    Corrupt {
-        /// What the file should be.
-        what: String,
-        /// The file.
-        path: PathBuf,
-        /// What is wrong with it.
-        detail: String,
-    },
+    /// A file that is missing, unreadable or corrupt: the grader's [`FileError`], one type for
+    /// both crates.
+    #[error(transparent)]
+    File(#[from] FileError),
 
     /// A configuration that cannot work (for example `d_model % n_heads != 0`).
     #[error("invalid config: {0}")]
@@ -61,15 +44,6 @@ pub enum Error {
     #[error("plot: {0}")]
     Plot(String),
 
-    /// An I/O error on a named path.
-    #[error("{}: {source}", .path.display())]
-    Io {
-        /// The path the operation was on.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-
     /// An error raised by libtorch.
     #[error(transparent)]
     Torch(#[from] tch::TchError),
@@ -78,9 +52,10 @@ pub enum Error {
     #[error(transparent)]
     Json(#[from] serde_json::Error),
 
-    /// An error of the grader (`hw9_grade`): a rejected upload, a missing grading file.
+    /// An error of the grader (`hw9_grade`): a rejected upload. (Its file errors become
+    /// [`Error::File`], its bad input [`Error::Input`], its JSON errors [`Error::Json`].)
     #[error(transparent)]
-    Grade(#[from] hw9_grade::Error),
+    Grade(hw9_grade::Error),
 }
 
 /// `Result` with hw9's [`Error`].
@@ -89,11 +64,34 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// Wraps an I/O error with the path it happened on.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::File(FileError::Io { path: path.into(), source })
+    }
+
+    /// A required file that is not there, and how to get it.
+    pub fn missing(what: impl Into<String>, path: impl Into<PathBuf>, fix: impl Into<String>) -> Self {
+        Error::File(FileError::Missing { what: what.into(), path: path.into(), fix: fix.into() })
+    }
+
+    /// A file whose content is not what it should be.
+    pub fn corrupt(what: impl Into<String>, path: impl Into<PathBuf>, detail: impl Into<String>) -> Self {
+        Error::File(FileError::Corrupt { what: what.into(), path: path.into(), detail: detail.into() })
+    }
+}
+
+impl From<hw9_grade::Error> for Error {
+    /// The grader's errors, flattened: a missing file is [`Error::File`] whichever crate found it.
+    fn from(e: hw9_grade::Error) -> Self {
+        match e {
+            hw9_grade::Error::File(f) => Error::File(f),
+            hw9_grade::Error::Input(m) => Error::Input(m),
+            hw9_grade::Error::Json(j) => Error::Json(j),
+            other => Error::Grade(other),
+        }
     }
 }
 
 pub use hw9_grade::compare::fmt_shape;
+pub use hw9_grade::FileError;
 
 /// Checks that `t` has exactly `expected` as its shape.
 pub fn expect_shape(what: &str, t: &tch::Tensor, expected: &[i64]) -> Result<()> {

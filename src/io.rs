@@ -22,26 +22,25 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 /// says what a model folder holds; one that does not parse as `C` is reported as corrupt.
 pub fn read_config<C: DeserializeOwned>(dir: &Path) -> Result<C> {
     let path = dir.join("config.json");
-    let text = std::fs::read_to_string(&path).map_err(|_| Error::Missing {
-        what: "model config".into(),
-        path: path.clone(),
-        fix: "point at a model folder (config.json + model.safetensors): a checkpoint hw9 saved, or a Hugging Face \
-              folder (make setup installs MiniLM)"
-            .into(),
+    let text = std::fs::read_to_string(&path).map_err(|_| {
+        Error::missing(
+            "model config",
+            path.clone(),
+            "point at a model folder (config.json + model.safetensors): a checkpoint hw9 saved, or a Hugging Face \
+              folder (make setup installs MiniLM)",
+        )
     })?;
-    serde_json::from_str(&text).map_err(|e| Error::Corrupt { what: "model config".into(), path, detail: e.to_string() })
+    serde_json::from_str(&text).map_err(|e| Error::corrupt("model config", path, e.to_string()))
 }
 
 /// Reads a safetensors weights file by name; a missing file says `fix`, an unreadable one is
 /// reported as corrupt.
 pub fn read_weights(path: &Path, fix: &str) -> Result<HashMap<String, Tensor>> {
     if !path.exists() {
-        return Err(Error::Missing { what: "weights".into(), path: path.to_path_buf(), fix: fix.into() });
+        return Err(Error::missing("weights", path.to_path_buf(), fix));
     }
-    let tensors = Tensor::read_safetensors(path).map_err(|e| Error::Corrupt {
-        what: "weights file".into(),
-        path: path.to_path_buf(),
-        detail: format!("not a readable safetensors file ({e})"),
+    let tensors = Tensor::read_safetensors(path).map_err(|e| {
+        Error::corrupt("weights file", path.to_path_buf(), format!("not a readable safetensors file ({e})"))
     })?;
     Ok(tensors.into_iter().collect())
 }

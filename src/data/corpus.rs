@@ -98,27 +98,24 @@ pub fn write_pairs(pairs: &[Pair], path: &Path) -> Result<()> {
 
 /// Reads gzipped JSON lines of pairs; a broken line is an error naming it.
 pub fn read_pairs(path: &Path) -> Result<Vec<Pair>> {
-    let raw = std::fs::read(path).map_err(|_| Error::Missing {
-        what: "summarization corpus".into(),
-        path: path.to_path_buf(),
-        fix: "git checkout -- assets/corpus (it is committed), or rebuild it with make corpus".into(),
+    let raw = std::fs::read(path).map_err(|_| {
+        Error::missing(
+            "summarization corpus",
+            path.to_path_buf(),
+            "git checkout -- assets/corpus (it is committed), or rebuild it with make corpus",
+        )
     })?;
     let mut text = String::new();
-    flate2::read::GzDecoder::new(&raw[..]).read_to_string(&mut text).map_err(|e| Error::Corrupt {
-        what: "corpus".into(),
-        path: path.to_path_buf(),
-        detail: format!("not gzip-compressed JSON lines ({e})"),
-    })?;
+    flate2::read::GzDecoder::new(&raw[..])
+        .read_to_string(&mut text)
+        .map_err(|e| Error::corrupt("corpus", path.to_path_buf(), format!("not gzip-compressed JSON lines ({e})")))?;
     text.as_bytes()
         .lines()
         .enumerate()
         .map(|(i, line)| {
             let line = line.map_err(|e| Error::io(path, e))?;
-            serde_json::from_str(&line).map_err(|e| Error::Corrupt {
-                what: "corpus".into(),
-                path: path.to_path_buf(),
-                detail: format!("line {}: {e}", i + 1),
-            })
+            serde_json::from_str(&line)
+                .map_err(|e| Error::corrupt("corpus", path.to_path_buf(), format!("line {}: {e}", i + 1)))
         })
         .collect()
 }

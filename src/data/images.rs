@@ -41,17 +41,17 @@ pub const CIFAR10_CLASSES: [&str; 10] =
     ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
 
 fn read_maybe_gz(path: &Path, what: &str) -> Result<Vec<u8>> {
-    let raw = std::fs::read(path).map_err(|_| Error::Missing {
-        what: what.to_string(),
-        path: path.to_path_buf(),
-        fix: "make setup (installs Fashion-MNIST from the Debian package dataset-fashion-mnist)".into(),
+    let raw = std::fs::read(path).map_err(|_| {
+        Error::missing(
+            what.to_string(),
+            path.to_path_buf(),
+            "make setup (installs Fashion-MNIST from the Debian package dataset-fashion-mnist)",
+        )
     })?;
     if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&raw[..]).read_to_end(&mut out).map_err(|e| Error::Corrupt {
-            what: what.to_string(),
-            path: path.to_path_buf(),
-            detail: format!("not a valid gzip file ({e})"),
+        flate2::read::GzDecoder::new(&raw[..]).read_to_end(&mut out).map_err(|e| {
+            Error::corrupt(what.to_string(), path.to_path_buf(), format!("not a valid gzip file ({e})"))
         })?;
         Ok(out)
     } else {
@@ -61,7 +61,7 @@ fn read_maybe_gz(path: &Path, what: &str) -> Result<Vec<u8>> {
 
 /// Parses an IDX file (the MNIST format): magic `0x0000_08_<ndim>` (uint8 data), big-endian dims.
 pub fn parse_idx(bytes: &[u8], path: &Path) -> Result<Tensor> {
-    let corrupt = |detail: String| Error::Corrupt { what: "IDX file".into(), path: path.to_path_buf(), detail };
+    let corrupt = |detail: String| Error::corrupt("IDX file", path.to_path_buf(), detail);
     if bytes.len() < 4 || bytes[0] != 0 || bytes[1] != 0 || bytes[2] != 0x08 {
         return Err(corrupt(format!(
             "expected the IDX magic 00 00 08 <ndim>, got {:02x?}",
@@ -121,21 +121,17 @@ pub fn load_fashion_mnist(dir: &Path) -> Result<Splits> {
 pub fn parse_cifar10(bytes: &[u8], path: &Path) -> Result<ImageSet> {
     const RECORD: usize = 1 + 3 * 32 * 32;
     if bytes.is_empty() || bytes.len() % RECORD != 0 {
-        return Err(Error::Corrupt {
-            what: "CIFAR-10 batch".into(),
-            path: path.to_path_buf(),
-            detail: format!("expected a multiple of {RECORD}-byte records, got {} bytes", bytes.len()),
-        });
+        return Err(Error::corrupt(
+            "CIFAR-10 batch",
+            path.to_path_buf(),
+            format!("expected a multiple of {RECORD}-byte records, got {} bytes", bytes.len()),
+        ));
     }
     let n = (bytes.len() / RECORD) as i64;
     let all = Tensor::from_slice(bytes).reshape([n, RECORD as i64]);
     let labels = all.select(1, 0).to_kind(Kind::Int64);
     if labels.max().int64_value(&[]) > 9 {
-        return Err(Error::Corrupt {
-            what: "CIFAR-10 batch".into(),
-            path: path.to_path_buf(),
-            detail: "a label above 9".into(),
-        });
+        return Err(Error::corrupt("CIFAR-10 batch", path.to_path_buf(), "a label above 9"));
     }
     let images = all.narrow(1, 1, RECORD as i64 - 1).reshape([n, 3, 32, 32]);
     Ok(ImageSet { images, labels, classes: CIFAR10_CLASSES.iter().map(|s| s.to_string()).collect() })
@@ -146,10 +142,12 @@ pub fn parse_cifar10(bytes: &[u8], path: &Path) -> Result<ImageSet> {
 pub fn load_cifar10(dir: &Path) -> Result<Splits> {
     let read = |name: &str| -> Result<ImageSet> {
         let path = dir.join(name);
-        let bytes = std::fs::read(&path).map_err(|_| Error::Missing {
-            what: "CIFAR-10 batch".into(),
-            path: path.clone(),
-            fix: "point HW9_CIFAR10 at the folder of the CIFAR-10 binary version (cifar-10-batches-bin)".into(),
+        let bytes = std::fs::read(&path).map_err(|_| {
+            Error::missing(
+                "CIFAR-10 batch",
+                path.clone(),
+                "point HW9_CIFAR10 at the folder of the CIFAR-10 binary version (cifar-10-batches-bin)",
+            )
         })?;
         parse_cifar10(&bytes, &path)
     };

@@ -96,7 +96,7 @@ impl SubwordTokenizer {
         for &(id, s) in ids {
             if self.inner.token_to_id(s) != Some(id as u32) {
                 let detail = format!("expected {s:?} to have id {id}, got {:?}", self.inner.token_to_id(s));
-                return Err(Error::Corrupt { what: "tokenizer".into(), path: path.into(), detail });
+                return Err(Error::corrupt("tokenizer", path, detail));
             }
         }
         Ok(())
@@ -174,11 +174,8 @@ pub fn read_hf_jsonl(path: &Path, split: &str) -> Result<Vec<Pair>> {
         if line.trim().is_empty() {
             continue;
         }
-        let corrupt = |detail: String| Error::Corrupt {
-            what: "summarization JSON lines".into(),
-            path: path.into(),
-            detail: format!("line {}: {detail}", i + 1),
-        };
+        let corrupt =
+            |detail: String| Error::corrupt("summarization JSON lines", path, format!("line {}: {detail}", i + 1));
         let v: serde_json::Value = serde_json::from_str(&line).map_err(|e| corrupt(e.to_string()))?;
         let field =
             |names: [&str; 2]| names.iter().find_map(|n| v.get(*n).and_then(|x| x.as_str()).map(str::to_string));

@@ -34,7 +34,7 @@ pub fn key(tokenizer_json: &str, splits: [&[&Pair]; 3], max_src: usize, max_tgt:
             }
         }
     }
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    format!("{:x}", h.finalize())
 }
 
 /// Where the cache file of `key` lives.

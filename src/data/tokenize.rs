@@ -36,13 +36,9 @@ impl Tokenized {
 /// missing file is an error saying `fix`, one that does not parse is reported as corrupt.
 pub fn read_tokenizer_json(path: &Path, what: &str, fix: &str) -> Result<tokenizers::Tokenizer> {
     if !path.exists() {
-        return Err(Error::Missing { what: what.into(), path: path.to_path_buf(), fix: fix.into() });
+        return Err(Error::missing(what, path.to_path_buf(), fix));
     }
-    tokenizers::Tokenizer::from_file(path).map_err(|e| Error::Corrupt {
-        what: what.into(),
-        path: path.to_path_buf(),
-        detail: e.to_string(),
-    })
+    tokenizers::Tokenizer::from_file(path).map_err(|e| Error::corrupt(what, path.to_path_buf(), e.to_string()))
 }
 
 /// A Hugging Face `tokenizer.json` (WordPiece for BERT, byte-level BPE for GPT-2).

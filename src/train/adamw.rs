@@ -132,20 +132,15 @@ impl AdamW {
     /// Loads moment estimates written by [`AdamW::save`] and the step count; every variable's
     /// two tensors must be there with its shape.
     pub fn load(&mut self, path: &Path, step: i64) -> Result<()> {
-        let read = Tensor::read_safetensors(path).map_err(|e| Error::Corrupt {
-            what: "optimizer state".into(),
-            path: path.to_path_buf(),
-            detail: e.to_string(),
-        })?;
+        let read = Tensor::read_safetensors(path)
+            .map_err(|e| Error::corrupt("optimizer state", path.to_path_buf(), e.to_string()))?;
         let map: HashMap<String, Tensor> = read.into_iter().collect();
         let mut loaded = Vec::new();
         for (prefix, list) in [("exp_avg", &self.exp_avg), ("exp_avg_sq", &self.exp_avg_sq)] {
             for ((name, _), t) in self.vars.iter().zip(list.iter()) {
                 let key = format!("{prefix}.{name}");
-                let got = map.get(&key).ok_or_else(|| Error::Corrupt {
-                    what: "optimizer state".into(),
-                    path: path.to_path_buf(),
-                    detail: format!("{key} is missing"),
+                let got = map.get(&key).ok_or_else(|| {
+                    Error::corrupt("optimizer state", path.to_path_buf(), format!("{key} is missing"))
                 })?;
                 if got.size() != t.size() {
                     return Err(Error::Shape { what: key, expected: t.size(), got: got.size() });

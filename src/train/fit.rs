@@ -2,6 +2,9 @@
 //! restores the saved state or starts afresh ([`Fit::start`]), trains each epoch's batches
 //! ([`Run::train_epoch`], saving the state when due) and closes each epoch ([`Run::end_epoch`]:
 //! evaluation, TensorBoard, the epoch's numbers, an export of the weights).
+//!
+//! (Over 400 lines: about 150 are `Fit`'s options with their documentation, the rest the loop's
+//! phases; apart, a reader of the loop would look up in another file what each option does.)
 
 use std::path::PathBuf;
 use std::time::Instant;

@@ -66,7 +66,8 @@ pub(super) fn state_dir(
     shapes.sort();
     let key = serde_json::json!({ "title": title, "config": config, "variables": shapes });
     let digest = sha2::Sha256::digest(serde_json::to_vec(&key)?);
-    let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+    let hex = format!("{digest:x}"); // sha2's digests print as lowercase hex
+    let hex = &hex[..12];
     let slug: String =
         title.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
     let slug = slug.split('-').filter(|w| !w.is_empty()).collect::<Vec<_>>().join("-"); // "1 % of" -> "1-of"
@@ -122,9 +123,5 @@ pub(super) fn save(vs: &nn::VarStore, opt: &AdamW, r: &Resumable, st: &RunState)
 /// Reads a JSON file saved with a state; one that does not parse is corrupt.
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Result<T> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_str(&text).map_err(|e| Error::Corrupt {
-        what: what.into(),
-        path: path.into(),
-        detail: e.to_string(),
-    })
+    serde_json::from_str(&text).map_err(|e| Error::corrupt(what, path, e.to_string()))
 }

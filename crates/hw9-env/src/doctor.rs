@@ -269,7 +269,7 @@ fn sha256_file(path: &Path) -> std::io::Result<String> {
     let mut file = std::fs::File::open(path)?;
     let mut hasher = Sha256::new();
     std::io::copy(&mut file, &mut hasher)?;
-    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(format!("{:x}", hasher.finalize()))
 }
 
 /// Checks every file listed in `assets/checksums.sha256` against its committed checksum.

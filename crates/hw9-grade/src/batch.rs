@@ -47,17 +47,10 @@ pub struct Gradebook {
 /// Every `.zip` under `dir` at any depth, sorted; links are not followed.
 fn find_zips(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut found = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).map_err(|e| Error::io(&d, e))? {
-            let entry = entry.map_err(|e| Error::io(&d, e))?;
-            let kind = entry.file_type().map_err(|e| Error::io(entry.path(), e))?;
-            let path = entry.path();
-            if kind.is_dir() {
-                stack.push(path);
-            } else if kind.is_file() && path.extension().is_some_and(|x| x.eq_ignore_ascii_case("zip")) {
-                found.push(path);
-            }
+    for entry in walkdir::WalkDir::new(dir).follow_links(false) {
+        let entry = entry.map_err(|e| Error::walk(dir, e))?;
+        if entry.file_type().is_file() && entry.path().extension().is_some_and(|x| x.eq_ignore_ascii_case("zip")) {
+            found.push(entry.into_path());
         }
     }
     found.sort();

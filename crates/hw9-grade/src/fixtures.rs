@@ -89,16 +89,10 @@ impl Fixtures {
 
     /// The fixtures in `path`.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|_| Error::Missing {
-            what: "reference fixtures".into(),
-            path: path.to_path_buf(),
-            fix: FIXTURES_FIX.into(),
-        })?;
-        let tensors = parse_safetensors(&bytes, &path.display().to_string()).map_err(|e| Error::Corrupt {
-            what: "fixtures".into(),
-            path: path.to_path_buf(),
-            detail: e.to_string(),
-        })?;
+        let bytes =
+            std::fs::read(path).map_err(|_| Error::missing("reference fixtures", path.to_path_buf(), FIXTURES_FIX))?;
+        let tensors = parse_safetensors(&bytes, &path.display().to_string())
+            .map_err(|e| Error::corrupt("fixtures", path.to_path_buf(), e.to_string()))?;
         Ok(Fixtures { path: path.to_path_buf(), tensors })
     }
 

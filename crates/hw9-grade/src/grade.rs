@@ -13,7 +13,7 @@ use crate::fixtures::{parse_safetensors, Fixtures};
 use crate::log::{sha256_hex, Manifest, SubmissionLog};
 use crate::spec::GradingSpec;
 use crate::upload::{read_upload, rejected, Limits};
-use crate::{Error, Result};
+use crate::{Error, FileError, Result};
 
 /// Where the grader's files are: `<dir>/fixtures/<notebook>.safetensors` (with the autograder
 /// cases' expected outputs) and `<dir>/grading/<notebook>.json` (the points).
@@ -194,8 +194,8 @@ fn grade_parts(
         None => match Fixtures::load(&assets.dir, notebook) {
             Ok(f) => Some(f),
             // A notebook without graded code (written answers only) has no fixtures.
-            Err(Error::Missing { .. }) if outputs.is_empty() => None,
-            Err(Error::Missing { .. }) => {
+            Err(Error::File(FileError::Missing { .. })) if outputs.is_empty() => None,
+            Err(Error::File(FileError::Missing { .. })) => {
                 return Err(rejected(zip_path, format!("no notebook {notebook:?} is graded here")))
             }
             Err(e) => return Err(e),

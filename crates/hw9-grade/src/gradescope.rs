@@ -61,20 +61,16 @@ impl Layout {
 }
 
 /// The upload to grade: `hw9_submission.zip` if there is one, else another `.zip`, else a
-/// `submission_log.json` (at most 4 folders deep, 1,000 files looked at).
+/// `submission_log.json` (at most 4 folders deep, 10,000 entries looked at; links not followed).
 fn find_upload(dir: &Path) -> Option<PathBuf> {
-    let mut files = Vec::new();
-    let mut stack = vec![(dir.to_path_buf(), 0)];
-    while let Some((d, depth)) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
-        for e in entries.flatten().take(1000) {
-            match e.file_type() {
-                Ok(t) if t.is_dir() && depth < 4 => stack.push((e.path(), depth + 1)),
-                Ok(t) if t.is_file() => files.push(e.path()),
-                _ => {}
-            }
-        }
-    }
+    let mut files: Vec<PathBuf> = walkdir::WalkDir::new(dir)
+        .max_depth(5)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .take(10_000)
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.into_path())
+        .collect();
     files.sort();
     let named = |n: &str| files.iter().find(|p| p.file_name().is_some_and(|f| f == n)).cloned();
     named("hw9_submission.zip")
@@ -235,19 +231,17 @@ fn add_file(zip: &mut zip::ZipWriter<std::fs::File>, name: &str, bytes: &[u8], e
 }
 
 fn add_tree(zip: &mut zip::ZipWriter<std::fs::File>, root: &Path, rel: &Path, prefix: &str) -> Result<()> {
-    let path = root.join(rel);
-    if path.is_dir() {
-        let mut entries: Vec<PathBuf> =
-            std::fs::read_dir(&path).map_err(|e| crate::Error::io(&path, e))?.flatten().map(|e| e.path()).collect();
-        entries.sort();
-        for e in entries {
-            let child = rel.join(e.file_name().unwrap_or_default());
-            add_tree(zip, root, &child, prefix)?;
+    let top = root.join(rel);
+    for entry in walkdir::WalkDir::new(&top).follow_links(true).sort_by_file_name() {
+        let entry = entry.map_err(|e| crate::Error::walk(&top, e))?;
+        if entry.file_type().is_dir() {
+            continue;
         }
-        return Ok(());
+        let inside = entry.path().strip_prefix(root).unwrap_or(entry.path());
+        let bytes = std::fs::read(entry.path()).map_err(|e| crate::Error::io(entry.path(), e))?;
+        add_file(zip, &format!("{prefix}{}", inside.display()), &bytes, false)?;
     }
-    let bytes = std::fs::read(&path).map_err(|e| crate::Error::io(&path, e))?;
-    add_file(zip, &format!("{prefix}{}", rel.display()), &bytes, false)
+    Ok(())
 }
 
 /// Writes one autograder zip per [`ASSIGNMENTS`] entry into `out`: `setup.sh`, `run_autograder`,

@@ -25,6 +25,40 @@ pub mod written;
 
 use std::path::PathBuf;
 
+/// What can go wrong with a file, in the grader and in `hw9` alike (its `Error::File` holds this
+/// same type, so a missing file is one thing wherever it was found).
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    /// A required file is not there; `fix` says how to get it.
+    #[error("missing {what}: {} does not exist. Fix: {fix}", .path.display())]
+    Missing {
+        /// What is missing.
+        what: String,
+        /// Where it was looked for.
+        path: PathBuf,
+        /// How to get it.
+        fix: String,
+    },
+    /// A file is there but its content is not what it should be.
+    #[error("corrupt {what} {}: {detail}", .path.display())]
+    Corrupt {
+        /// What the file should be.
+        what: String,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// An I/O error on a named path.
+    #[error("{}: {source}", .path.display())]
+    Io {
+        /// The path the operation was on.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
 /// Errors of the grader; each says what was expected and what came.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -36,37 +70,12 @@ pub enum Error {
         /// Why it was rejected.
         why: String,
     },
-    /// A file the grader needs is missing; `fix` says how to get it.
-    #[error("missing {what}: {} does not exist. Fix: {fix}", .path.display())]
-    Missing {
-        /// What is missing.
-        what: String,
-        /// Where it was looked for.
-        path: PathBuf,
-        /// How to get it.
-        fix: String,
-    },
-    /// A grader file (fixtures, spec) is there but unreadable.
-    #[error("corrupt {what} {}: {detail}", .path.display())]
-    Corrupt {
-        /// What the file should be.
-        what: String,
-        /// The file.
-        path: PathBuf,
-        /// What is wrong with it.
-        detail: String,
-    },
+    /// A file that is missing, unreadable or corrupt ([`FileError`]).
+    #[error(transparent)]
+    File(#[from] FileError),
     /// Bad input to a function.
     #[error("invalid input: {0}")]
     Input(String),
-    /// An I/O error on a named path.
-    #[error("{}: {source}", .path.display())]
-    Io {
-        /// The path the operation was on.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
     /// A JSON (de)serialisation error.
     #[error(transparent)]
     Json(#[from] serde_json::Error),
@@ -78,7 +87,23 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// Wraps an I/O error with the path it happened on.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::File(FileError::Io { path: path.into(), source })
+    }
+
+    /// A required file that is not there, and how to get it.
+    pub fn missing(what: impl Into<String>, path: impl Into<PathBuf>, fix: impl Into<String>) -> Self {
+        Error::File(FileError::Missing { what: what.into(), path: path.into(), fix: fix.into() })
+    }
+
+    /// A directory walk's error, with the path it happened on (`root` when it has none).
+    pub fn walk(root: &std::path::Path, e: walkdir::Error) -> Self {
+        let path = e.path().unwrap_or(root).to_path_buf();
+        Error::io(path, e.into())
+    }
+
+    /// A file whose content is not what it should be.
+    pub fn corrupt(what: impl Into<String>, path: impl Into<PathBuf>, detail: impl Into<String>) -> Self {
+        Error::File(FileError::Corrupt { what: what.into(), path: path.into(), detail: detail.into() })
     }
 }
 

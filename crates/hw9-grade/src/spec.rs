@@ -96,16 +96,14 @@ impl GradingSpec {
     /// bundle's).
     pub fn load(assets: &Path, notebook: &str) -> Result<Self> {
         let path = Self::path_of(assets, notebook);
-        let text = std::fs::read_to_string(&path).map_err(|_| Error::Missing {
-            what: format!("grading spec of {notebook}"),
-            path: path.clone(),
-            fix: "make release (writes it from the solution notebook's hw9.grading metadata)".into(),
+        let text = std::fs::read_to_string(&path).map_err(|_| {
+            Error::missing(
+                format!("grading spec of {notebook}"),
+                path.clone(),
+                "make release (writes it from the solution notebook's hw9.grading metadata)",
+            )
         })?;
-        serde_json::from_str(&text).map_err(|e| Error::Corrupt {
-            what: "grading spec".into(),
-            path,
-            detail: e.to_string(),
-        })
+        serde_json::from_str(&text).map_err(|e| Error::corrupt("grading spec", path, e.to_string()))
     }
 
     /// The spec in a solution notebook's metadata (`hw9.grading`), if it has one.
