@@ -9,7 +9,7 @@ export LD_LIBRARY_PATH := $(LIBTORCH)/lib$(if $(LD_LIBRARY_PATH),:$(LD_LIBRARY_P
 PY := $(ROOT)/.venv/bin/python
 LAB_PORT ?= 8888
 
-.PHONY: setup lab tensorboard test lint fmt test-rust test-notebooks test-handout hub-setup test-hub bench-hub gradescope handout written notebooks release fixtures bench-compare corpus doctor clean-cache
+.PHONY: setup lab tensorboard test test-fast lint fmt test-rust test-notebooks test-handout hub-setup test-hub bench-hub gradescope handout written notebooks release fixtures bench-compare corpus doctor clean-cache
 
 setup:
 	@bash tools/setup.sh
@@ -45,6 +45,11 @@ fmt:
 	cargo fmt --all
 	$(ROOT)/.venv/bin/ruff format tools tests $(wildcard deploy)
 	$(ROOT)/.venv/bin/ruff check --fix tools tests $(wildcard deploy)
+
+## The edit loop (about 2-3 minutes once built; no setup, no notebooks): the lint gates and the
+## unit tests beside the code (`cargo test --lib` of every crate of the workspace).
+test-fast: lint
+	cargo test --locked --workspace --lib
 
 test-rust:
 	cargo test --locked --workspace

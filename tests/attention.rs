@@ -83,7 +83,8 @@ fn attention_rows_sum_to_one_and_padded_keys_get_nothing() {
 
 #[test]
 fn corrupt_weights_and_another_shape_are_refused_with_a_clear_message() {
-    let dir = std::env::temp_dir().join(format!("hw9-bert-{}", std::process::id()));
+    let dir_tmp = tempfile::tempdir().unwrap();
+    let dir = dir_tmp.path().to_path_buf();
     std::fs::create_dir_all(&dir).unwrap();
     let tiny = hw9::paths::assets().join("fixtures/tiny-bert");
     // A config of another shape than the weights.
@@ -101,7 +102,6 @@ fn corrupt_weights_and_another_shape_are_refused_with_a_clear_message() {
     assert!(err.contains("not a readable safetensors file"), "{err}");
     let err = Bert::load(Path::new("/nonexistent"), Device::Cpu).unwrap_err().to_string();
     assert!(err.contains("missing model config"), "{err}");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -134,7 +134,8 @@ fn the_gpt2_tokenizer_gives_gpt2_ids() {
 
 #[test]
 fn the_local_gpt2_trains_and_saves_in_gpt2s_layout() {
-    let out = std::env::temp_dir().join(format!("hw9-gpt-{}", std::process::id()));
+    let out_tmp = tempfile::tempdir().unwrap();
+    let out = out_tmp.path().to_path_buf();
     let cfg = hw9::models::gpt2::Gpt2Config {
         vocab_size: 50257,
         n_positions: 16,
@@ -180,12 +181,12 @@ fn the_local_gpt2_trains_and_saves_in_gpt2s_layout() {
     let fresh = hw9::models::gpt2::Gpt2::new(&fresh_vs.root(), &cfg).unwrap();
     let (trained, untrained) = (nll(&gpt), nll(&fresh));
     assert!(trained < untrained - 0.2, "after {} steps: {trained} vs untrained {untrained}", r.steps);
-    std::fs::remove_dir_all(&out).unwrap();
 }
 
 #[test]
 fn a_saved_and_reloaded_bert_gives_identical_attention() {
-    let dir = std::env::temp_dir().join(format!("hw9-bert-copy-{}", std::process::id()));
+    let dir_tmp = tempfile::tempdir().unwrap();
+    let dir = dir_tmp.path().to_path_buf();
     std::fs::create_dir_all(&dir).unwrap();
     let (vs, bert) = Bert::load(&default_bert_dir(), Device::Cpu).unwrap();
     vs.save(dir.join("model.safetensors")).unwrap();
@@ -197,5 +198,4 @@ fn a_saved_and_reloaded_bert_gives_identical_attention() {
     for (x, y) in a.layers.iter().zip(&b.layers) {
         assert!(x.probs.equal(&y.probs) && x.queries.equal(&y.queries));
     }
-    std::fs::remove_dir_all(&dir).unwrap();
 }

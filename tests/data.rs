@@ -40,7 +40,8 @@ fn corrupt_and_missing_files_are_named() {
 
 #[test]
 fn cifar10_binary_batches_load_in_channel_planes() {
-    let dir = std::env::temp_dir().join(format!("hw9-cifar-{}", std::process::id()));
+    let dir_tmp = tempfile::tempdir().unwrap();
+    let dir = dir_tmp.path().to_path_buf();
     std::fs::create_dir_all(&dir).unwrap();
     // Two records per file: label, then R, G and B planes of 32x32 bytes each.
     let record = |label: u8, fill: [u8; 3]| {
@@ -60,7 +61,6 @@ fn cifar10_binary_batches_load_in_channel_planes() {
     assert_eq!(data.train.classes[3], "cat");
     std::fs::write(dir.join("test_batch.bin"), [0u8; 100]).unwrap();
     assert!(load_cifar10(&dir).unwrap_err().to_string().contains("multiple of 3073-byte records"));
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// libtorch's generator is global and the tests of a file run on parallel threads: the tests that
@@ -91,20 +91,37 @@ fn batches_are_seeded_and_cover_the_set() {
 fn augmentation_flips_and_shifts_within_the_padding() {
     let _rng = RNG.lock().unwrap_or_else(|e| e.into_inner());
     tch::manual_seed(0);
-    let x = Tensor::arange(2 * 36, (Kind::Float, Device::Cpu)).reshape([2, 1, 6, 6]) + 1.0;
+    let n = 400;
+    // Every image different and asymmetric, so each shift and the flip change it.
+    let x = Tensor::arange(n * 36, (Kind::Float, Device::Cpu)).reshape([n, 1, 6, 6]) + 1.0;
     let y = augment(&x, false, 2);
-    assert_eq!(y.size(), [2, 1, 6, 6]);
-    // Each output is the input shifted by at most 2 pixels, zero-filled at the border.
-    for b in 0..2 {
+    assert_eq!(y.size(), [n, 1, 6, 6]);
+    // Each output is the input shifted by at most 2 pixels, zero-filled at the border; over 400
+    // images every one of the 25 offsets occurs (the chance of missing one is below 1e-5), so an
+    // augmentation that does nothing (offset (2, 2) always) or shifts one way only fails here.
+    let mut offsets = std::collections::BTreeMap::new();
+    for b in 0..n {
         let padded = x.get(b).constant_pad_nd([2, 2, 2, 2]);
-        let found = (0..5).any(|dy| (0..5).any(|dx| padded.narrow(1, dy, 6).narrow(2, dx, 6).equal(&y.get(b))));
-        assert!(found, "image {b} is not a shifted crop");
+        let at = (0..5)
+            .flat_map(|dy| (0..5).map(move |dx| (dy, dx)))
+            .find(|&(dy, dx)| padded.narrow(1, dy, 6).narrow(2, dx, 6).equal(&y.get(b)));
+        let at = at.unwrap_or_else(|| panic!("image {b} is not a shifted crop"));
+        *offsets.entry(at).or_insert(0) += 1;
     }
+    assert_eq!(offsets.len(), 25, "offsets seen: {offsets:?}");
+    assert!(offsets[&(2, 2)] < n / 10, "most images unshifted: {offsets:?}");
+    // Each image is itself or its mirror, and about half are mirrored.
     let flipped = augment(&x, true, 0);
-    for b in 0..2 {
-        let f = flipped.get(b);
-        assert!(f.equal(&x.get(b)) || f.equal(&x.get(b).flip([2])));
+    let mut mirrored = 0;
+    for b in 0..n {
+        let (f, xb) = (flipped.get(b), x.get(b));
+        if f.equal(&xb.flip([2])) {
+            mirrored += 1;
+        } else {
+            assert!(f.equal(&xb), "image {b} is neither itself nor its mirror");
+        }
     }
+    assert!((n * 3 / 10..=n * 7 / 10).contains(&mirrored), "{mirrored} of {n} mirrored");
 }
 
 #[test]

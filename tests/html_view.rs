@@ -28,7 +28,8 @@ fn chromium() -> &'static str {
 }
 
 fn headless(args: &[&str]) -> std::process::Output {
-    let profile = std::env::temp_dir().join(format!("hw9-chromium-{}", std::process::id()));
+    let profile_tmp = tempfile::tempdir().unwrap();
+    let profile = profile_tmp.path().to_path_buf();
     Command::new(chromium())
         .args([
             "--headless",

@@ -63,7 +63,7 @@ fn grading_specs_match_the_fixtures_the_plans_and_the_readme() {
         let total = spec.max_points();
         assert!(readme.contains(&format!("`{name}` {total}")), "README: the total of {name} ({total})");
     }
-    // The grader's thresholds are the notebook's (cpu and full profiles).
+    // The grader's thresholds are the notebooks' plans' (cpu and full profiles), every notebook.
     let spec = hw9::grading::spec::GradingSpec::load(&assets, "01_vit_mae").unwrap();
     for profile in [hw9::Profile::Cpu, hw9::Profile::Full] {
         let (v, p, f) = hw9::plan::VitMaePlan::for_profile(profile).thresholds;
@@ -71,4 +71,68 @@ fn grading_specs_match_the_fixtures_the_plans_and_the_readme() {
         assert_eq!(spec.thresholds["linear_probe_test_acc"].at_least, Some(p));
         assert_eq!(spec.thresholds["finetune_test_acc"].at_least, Some(f));
     }
+    let spec = hw9::grading::spec::GradingSpec::load(&assets, "02_summarization").unwrap();
+    for profile in [hw9::Profile::Cpu, hw9::Profile::Full] {
+        let (loss, acc) = hw9::plan::SummarizationPlan::for_profile(profile, 8000).expected;
+        assert_eq!(spec.thresholds["val_loss"].at_most, Some(loss), "{profile}");
+        assert_eq!(spec.thresholds["val_acc"].at_least, Some(acc), "{profile}");
+    }
+    let spec = hw9::grading::spec::GradingSpec::load(&assets, "04_facenet").unwrap();
+    for profile in [hw9::Profile::Cpu, hw9::Profile::Full] {
+        let (val, nn, purity) = hw9::plan::FacenetPlan::for_profile(profile).thresholds;
+        assert_eq!(spec.thresholds["val_at_far"].at_least, Some(val), "{profile}");
+        assert_eq!(spec.thresholds["nn_accuracy"].at_least, Some(nn), "{profile}");
+        assert_eq!(spec.thresholds["kmeans_purity"].at_least, Some(purity), "{profile}");
+    }
+    // Every notebook: each threshold the solution records (`rec.at_least` / `rec.at_most`) is in
+    // the grader's spec under its name, direction and title, with its bound when the notebook
+    // writes it as a number (the plans' bounds are compared above), and the spec has no other.
+    for name in ["00_setup_check", "01_vit_mae", "02_summarization", "03_visualizing_attention", "04_facenet"] {
+        let path = root.join("notebooks/solutions").join(format!("{name}.ipynb"));
+        let nb: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let code: String = nb["cells"].as_array().unwrap().iter().map(source_of).collect::<Vec<_>>().join("\n");
+        let spec = hw9::grading::spec::GradingSpec::load(&assets, name).unwrap();
+        let mut recorded = Vec::new();
+        for (direction, call) in [("at_least", "rec.at_least("), ("at_most", "rec.at_most(")] {
+            for (at, _) in code.match_indices(call) {
+                let args = top_level_args(&code[at + call.len()..]);
+                let (key, title, bound) = (args[0].trim_matches('"'), args[1].trim_matches('"'), &args[3]);
+                let t = spec.thresholds.get(key).unwrap_or_else(|| panic!("{name}: {key} is not in the spec"));
+                let spec_bound = if direction == "at_least" { t.at_least } else { t.at_most };
+                assert!(spec_bound.is_some(), "{name}: {key} is {direction} in the notebook");
+                assert_eq!(t.title, title, "{name}: {key}'s title");
+                if let Ok(v) = bound.parse::<f64>() {
+                    assert_eq!(spec_bound, Some(v), "{name}: {key}'s bound");
+                } else {
+                    assert!(bound.starts_with("plan."), "{name}: {key}'s bound is {bound}: a number or the plan's");
+                }
+                recorded.push(key.to_string());
+            }
+        }
+        recorded.sort();
+        assert_eq!(recorded, spec.thresholds.keys().cloned().collect::<Vec<_>>(), "{name}: thresholds");
+    }
+}
+
+/// The comma-separated arguments of a call whose text starts at `text` (after its `(`), up to
+/// its closing `)`: commas inside brackets or strings do not split.
+fn top_level_args(text: &str) -> Vec<String> {
+    let (mut args, mut cur, mut depth, mut quoted) = (Vec::new(), String::new(), 0, false);
+    for c in text.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            '(' | '[' | '{' if !quoted => depth += 1,
+            ')' | ']' | '}' if !quoted && depth == 0 => break,
+            ')' | ']' | '}' if !quoted => depth -= 1,
+            ',' if !quoted && depth == 0 => {
+                args.push(cur.trim().to_string());
+                cur.clear();
+                continue;
+            }
+            _ => {}
+        }
+        cur.push(c);
+    }
+    args.push(cur.trim().to_string());
+    args
 }

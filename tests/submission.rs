@@ -8,11 +8,9 @@ use hw9::grading::grade::{grade, Assets};
 use hw9::grading::submission::{write_submission_to, SubmissionLog};
 use tch::Tensor;
 
-fn temp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("hw9-sub-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A fresh folder, removed when the guard drops (also when the test fails).
+fn temp() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
 }
 
 fn setup_check_fixtures() -> Fixtures {
@@ -44,7 +42,8 @@ fn submit(dir: &Path, right: bool) -> PathBuf {
 
 #[test]
 fn a_correct_submission_grades_full_and_its_log_records_shapes_and_values() {
-    let dir = temp("ok");
+    let tmp = temp();
+    let dir = tmp.path().to_path_buf();
     let zip = submit(&dir, true);
     let report = grade(&zip, &Assets::default()).unwrap();
     assert_eq!(report.score(), (2, 2), "{:?}", report.results);
@@ -57,23 +56,23 @@ fn a_correct_submission_grades_full_and_its_log_records_shapes_and_values() {
     assert_eq!(log.outputs["mse"].shape, Vec::<i64>::new());
     assert_eq!(log.values["final_loss"], serde_json::json!(0.01));
     assert!(log.timestamp.ends_with('Z') && log.timestamp.starts_with("20"), "{}", log.timestamp);
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
 fn a_wrong_answer_fails_its_check_when_graded() {
-    let dir = temp("wrong");
+    let tmp = temp();
+    let dir = tmp.path().to_path_buf();
     let report = grade(&submit(&dir, false), &Assets::default()).unwrap();
     assert_eq!(report.score(), (1, 2));
     let bad = report.results.iter().find(|r| !r.passed).unwrap();
     assert_eq!(bad.name, "attention_weights");
     assert!(bad.message.contains("elements differ beyond"), "{}", bad.message);
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
 fn the_written_answers_go_into_the_zip_and_the_log_in_homework_order() {
-    let dir = temp("written");
+    let tmp = temp();
+    let dir = tmp.path().to_path_buf();
     let q = |id: &str, answer: &str| {
         serde_json::json!({"cell_type": "markdown", "metadata": {"hw9": {"question": id}},
             "source": format!("**Question {id}.** Why?\n\n**Your answer:** {answer}"),
@@ -93,7 +92,6 @@ fn the_written_answers_go_into_the_zip_and_the_log_in_homework_order() {
     std::io::Read::read_to_string(&mut zip.by_name("written_answers.md").unwrap(), &mut md).unwrap();
     assert!(md.find("### 1(b)").unwrap() < md.find("### 5(a)").unwrap(), "{md}");
     assert!(md.contains("![s](attachment:shot.png)") && md.contains("- 5(a) (04_facenet)"), "{md}");
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 /// Rewrites a zip with one member replaced (and the manifest left as it was).
@@ -116,7 +114,8 @@ fn replace_member(zip: &Path, member: &str, bytes: &[u8]) {
 
 #[test]
 fn tampered_and_malformed_zips_are_rejected_with_a_reason() {
-    let dir = temp("tamper");
+    let tmp = temp();
+    let dir = tmp.path().to_path_buf();
     let zip = submit(&dir, false);
     // Replace the outputs with the right answers, keeping the old manifest.
     let fx = setup_check_fixtures();
@@ -135,5 +134,4 @@ fn tampered_and_malformed_zips_are_rejected_with_a_reason() {
 
     std::fs::write(&zip, b"PK but not really a zip").unwrap();
     assert!(grade(&zip, &Assets::default()).unwrap_err().to_string().contains("not a zip archive"));
-    std::fs::remove_dir_all(dir).unwrap();
 }

@@ -100,7 +100,8 @@ fn a_nan_loss_stops_training_with_where_and_what_to_do() {
 fn a_checkpoint_reloads_to_identical_outputs_and_refuses_another_config() {
     let _rng = rng_lock();
     tch::manual_seed(0);
-    let dir = std::env::temp_dir().join(format!("hw9-ckpt-{}", std::process::id()));
+    let dir_tmp = tempfile::tempdir().unwrap();
+    let dir = dir_tmp.path().to_path_buf();
     let cfg = VitConfig::tiny();
     let vs = nn::VarStore::new(Device::Cpu);
     let vit = Vit::new(&vs.root(), &cfg).unwrap();
@@ -124,7 +125,6 @@ fn a_checkpoint_reloads_to_identical_outputs_and_refuses_another_config() {
     std::fs::write(dir.join("model.safetensors"), b"garbage").unwrap();
     let err = hw9::train::load_weights(&vs3, &dir.join("model.safetensors")).unwrap_err().to_string();
     assert!(err.contains("not a readable safetensors file"), "{err}");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -216,8 +216,8 @@ fn quarters_seeded(n: i64, seed: i64) -> ImageSet {
 #[test]
 fn an_image_trainer_stopped_mid_run_resumes_from_its_saved_state_and_ends_bit_for_bit_the_same() {
     let _rng = rng_lock();
-    let root = std::env::temp_dir().join(format!("hw9-train-resume-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
+    let root_tmp = tempfile::tempdir().unwrap();
+    let root = root_tmp.path().to_path_buf();
     let (whole, expected, _) = train_stoppable(&root.join("whole"), 3, None);
     let whole = whole.unwrap();
     assert_eq!(whole.step_losses.len(), 24);
@@ -249,7 +249,6 @@ fn an_image_trainer_stopped_mid_run_resumes_from_its_saved_state_and_ends_bit_fo
     let (longer, _, _) = train_stoppable(&dir, 4, None);
     assert_eq!(longer.unwrap().step_losses.len(), 32);
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2);
-    let _ = std::fs::remove_dir_all(&root);
 }
 
 /// A time-budgeted run (2 s, each step at least 50 ms) whose step fails at call `fail_at`,
@@ -279,8 +278,8 @@ fn train_for_a_second(dir: &std::path::Path, fail_at: Option<usize>) -> (hw9::Re
 #[test]
 fn a_time_budgeted_run_resumed_trains_for_the_rest_of_its_budget_only() {
     let _rng = rng_lock();
-    let dir = std::env::temp_dir().join(format!("hw9-budget-resume-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir_tmp = tempfile::tempdir().unwrap();
+    let dir = dir_tmp.path().to_path_buf();
     let (err, calls) = train_for_a_second(&dir, Some(8));
     assert!(err.unwrap_err().to_string().contains("stopped on purpose") && calls == 8);
     // Saved after steps 2, 4, 6 (at least 0.3 s of training): the rest of the budget is at most
@@ -296,5 +295,4 @@ fn a_time_budgeted_run_resumed_trains_for_the_rest_of_its_budget_only() {
     // Run again once the budget is spent: trains nothing, gives the same history.
     let (again, calls) = train_for_a_second(&dir, Some(1));
     assert_eq!((again.unwrap(), calls), (resumed, 0));
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -138,3 +138,56 @@ fn attention_differences_of_a_sentence_with_itself_vanish_and_lengths_must_match
         .to_string();
     assert!(err.contains("the sentences need as many tokens"), "{err}");
 }
+
+/// Pixels of `img` in viridis' two ends: yellow (attention 1) and dark purple (attention 0).
+fn viridis_ends(img: &image::RgbImage) -> (usize, usize) {
+    let yellow = img.pixels().filter(|p| p.0[0] > 200 && p.0[1] > 200 && p.0[2] < 90).count();
+    let purple = img.pixels().filter(|p| p.0[0] < 90 && p.0[1] < 30 && (60..110).contains(&p.0[2])).count();
+    (yellow, purple)
+}
+
+#[test]
+fn the_model_view_draws_each_heads_weights_cell_by_cell() {
+    // Two layers of one head over 8 tokens: layer 0 looks at the first token, layer 1 at itself.
+    let t = 8i64;
+    let first = tch::Tensor::zeros([t, t], (tch::Kind::Float, Device::Cpu));
+    let _ = first.narrow(1, 0, 1).fill_(1.0);
+    let own = tch::Tensor::eye(t, (tch::Kind::Float, Device::Cpu));
+    let layers: Vec<_> = one_layer(first).into_iter().chain(one_layer(own)).collect();
+    let img = decode(&model_view(&layers).unwrap());
+    // A cell is max(90 / T, 2) pixels square: each layer has T cells at 1 and T·(T−1) at 0.
+    let cell = (90 / t).max(2) as usize;
+    let (yellow, purple) = viridis_ends(&img);
+    assert_eq!((yellow, purple), (2 * 8 * cell * cell, 2 * 8 * 7 * cell * cell), "cells of weight 1 and 0");
+    // Where the ones are: layer 0's in its map's first column, layer 1's on its diagonal.
+    let (left, top, gap) = (40u32, 50u32, 8u32);
+    let map = cell as u32 * t as u32;
+    let at = |layer: u32, row: u32, col: u32| {
+        let (x, y) = (
+            left + col * cell as u32 + cell as u32 / 2,
+            top + layer * (map + gap) + row * cell as u32 + cell as u32 / 2,
+        );
+        let p = img.get_pixel(x, y).0;
+        p[0] > 200 && p[1] > 200
+    };
+    for r in 0..t as u32 {
+        assert!(at(0, r, 0) && (r == 0 || !at(0, r, r)), "layer 0, row {r}");
+        assert!(at(1, r, r) && (r == 0 || !at(1, r, 0)), "layer 1, row {r}");
+    }
+}
+
+#[test]
+fn the_neuron_and_qkv_views_change_with_the_query_they_show() {
+    let (tokens, out) = minilm();
+    let differ = |a: &hw9::visuals::Figure, b: &hw9::visuals::Figure| {
+        let (a, b) = (decode(a), decode(b));
+        assert_eq!(a.dimensions(), b.dimensions());
+        a.pixels().zip(b.pixels()).filter(|(p, q)| p != q).count() as f64 / (a.width() * a.height()) as f64
+    };
+    let n = |q| neuron_view(&out.layers, 1, 4, q, &tokens).unwrap();
+    assert_eq!(differ(&n(6), &n(6)), 0.0, "the same query draws the same figure");
+    assert!(differ(&n(6), &n(2)) > 0.01, "another query token, another query and products");
+    let v = |q| qkv_view(&out.layers, 3, 5, q, &tokens).unwrap();
+    assert_eq!(differ(&v(4), &v(4)), 0.0);
+    assert!(differ(&v(4), &v(1)) > 0.01, "another query token, another attention and output");
+}

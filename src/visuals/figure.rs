@@ -211,7 +211,8 @@ mod tests {
 
     #[test]
     fn figure_saves_png_atomically_and_rejects_other_extensions() {
-        let dir = std::env::temp_dir().join(format!("hw9-plot-{}", std::process::id()));
+        let dir_tmp = tempfile::tempdir().unwrap();
+        let dir = dir_tmp.path().to_path_buf();
         let fig = LineChart::new("x").series("a", &[1.0, 2.0]).draw().unwrap();
         let path = dir.join("sub/loss.png");
         fig.save(&path).unwrap();
@@ -220,6 +221,5 @@ mod tests {
         assert_eq!(std::fs::read_dir(path.parent().unwrap()).unwrap().count(), 1, "temporary file left behind");
         let err = fig.save(dir.join("loss.jpg")).unwrap_err();
         assert!(err.to_string().contains("expected a path ending in .png"), "{err}");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

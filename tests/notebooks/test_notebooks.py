@@ -167,7 +167,8 @@ def test_a_kernel_does_not_outlive_the_server_that_started_it():
 
 SLOW_TRAINING = """use hw9::prelude::*;
 use hw9::data::images::{ImageSet, Splits};
-use hw9::train::{train_classifier, Every, ResumeConfig, TrainConfig};
+use hw9::tasks::images::train_classifier;
+use hw9::train::{Every, ResumeConfig, TrainConfig};
 #[derive(Debug)]
 struct Slow(nn::Linear);
 impl ModuleT for Slow {
