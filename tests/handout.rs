@@ -43,6 +43,7 @@ fn the_handout_holds_no_answer_and_the_grader_files_hold_the_expected_outputs() 
         "tests/variants/facenet.rs",
         "tests/checks_across_cpus.rs",
         "tools/gen_fixtures.py",
+        "tools/fixtures",
     ] {
         assert!(!h.dir.join(gone).exists(), "the handout has {gone}");
     }

@@ -1,7 +1,8 @@
 """One training step of notebook 1's ViT and MAE in PyTorch eager, to compare with `hw9 bench`.
 
-Same models (tools/gen_fixtures.py's ViT and MAE, parameter for parameter hw9's), same sizes
-(hw9's cpu and full profiles), same batch, same optimizer, same thread count. Run in the tool venv:
+Same models (tools/fixtures/vit_mae.py's ViT and MAE, parameter for parameter hw9's), same sizes
+and optimizer settings (read from `hw9 plan`, tools/hw9_plan.py), same batch, same thread count.
+Run in the tool venv:
 
     ~/.cache/hw9/tool-venv/bin/python tools/bench_torch.py --threads 2
 """
@@ -11,13 +12,15 @@ import statistics
 import time
 
 import torch
-from gen_fixtures import MAE, ViT
+from fixtures.vit_mae import MAE, ViT
+from hw9_plan import encoder, plan
 
-# hw9::plan::VitMaePlan: (encoder, decoder, patch size) per profile.
-SIZES = {
-    "cpu": (dict(d=128, heads=4, layers=4, ffn=256), dict(d=64, heads=4, layers=2, ffn=128), 7),
-    "full": (dict(d=256, heads=4, layers=4, ffn=1024), dict(d=128, heads=4, layers=2, ffn=512), 4),
-}
+
+def adamw(params, optim: dict):
+    """torch's AdamW with an hw9 OptimConfig's settings (its peak rate)."""
+    return torch.optim.AdamW(
+        params, lr=optim["lr"], betas=tuple(optim["betas"]), weight_decay=optim["weight_decay"], eps=optim["eps"]
+    )
 
 
 def timed(step, warmup, steps):
@@ -47,17 +50,19 @@ def main():
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, "
         f"median of {args.steps} steps after {args.warmup}"
     )
-    for name, (enc, dec, patch) in SIZES.items():
-        vit = ViT(enc=enc, image=28, patch=patch)
-        opt = torch.optim.AdamW(vit.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.01)
+    for name in ("cpu", "full"):
+        p = plan(name)["vit_mae"]
+        vit = ViT(enc=encoder(p["vit"]["encoder"]), image=28, patch=p["vit"]["patch_size"])
+        opt = adamw(vit.parameters(), p["vit_train"]["optim"])
 
         def vit_step():
             opt.zero_grad()
             torch.nn.functional.cross_entropy(vit(x), y).backward()
             opt.step()
 
-        mae = MAE(enc=enc, dec=dec, image=28, patch=patch)
-        mopt = torch.optim.AdamW(mae.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.05)
+        m = p["mae"]
+        mae = MAE(enc=encoder(m["encoder"]), dec=encoder(m["decoder"]), image=28, patch=m["patch_size"])
+        mopt = adamw(mae.parameters(), p["mae_train"]["optim"])
 
         def mae_step():
             mopt.zero_grad()

@@ -16,20 +16,32 @@ import argparse
 import torch
 import torch.nn.functional as F
 from bench_torch import timed
+from hw9_plan import plan
 
 PAD = 0
-VOCAB = 8000
-# hw9::summarizer::SummarizerConfig::{cpu, full} and the lengths hw9 bench-summarizer uses.
-SIZES = {
-    "cpu": (dict(d=192, heads=4, layers=2, ffn=512, positions=256), 96, 16),
-    "full": (dict(d=512, heads=8, layers=4, ffn=2048, positions=1024), 512, 64),
-}
+
+
+def sizes() -> dict:
+    """hw9::summarizer::SummarizerConfig::{cpu, full} and the lengths hw9 bench-summarizer uses
+    (hw9::bench::SUMMARIZER_LENGTHS), read from `hw9 plan`: name -> (model, source, summary)."""
+    bench = plan("cpu")["bench_summarizer"]
+    out = {}
+    for row in bench["lengths"]:
+        c = bench[row["size"]]
+        assert c["encoder_layers"] == c["decoder_layers"], c
+        model = dict(d=c["d_model"], heads=c["n_heads"], layers=c["encoder_layers"], ffn=c["d_ffn"])
+        out[row["size"]] = (
+            model | dict(positions=c["max_positions"], vocab=c["vocab_size"]),
+            row["source"],
+            row["summary"],
+        )
+    return out
 
 
 class Summarizer(torch.nn.Module):
-    def __init__(self, d, heads, layers, ffn, positions, dropout=0.1):
+    def __init__(self, d, heads, layers, ffn, positions, vocab, dropout=0.1):
         super().__init__()
-        self.embed_tokens = torch.nn.Embedding(VOCAB, d, padding_idx=PAD)
+        self.embed_tokens = torch.nn.Embedding(vocab, d, padding_idx=PAD)
         self.embed_positions = torch.nn.Embedding(positions + 1, d, padding_idx=PAD)
         self.layernorm_embedding = torch.nn.LayerNorm(d)
         self.dropout = torch.nn.Dropout(dropout)
@@ -82,23 +94,25 @@ def main():
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    table = sizes()
+    vocab = table["cpu"][0]["vocab"]
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, vocab {VOCAB}, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, vocab {vocab}, "
         f"median of {args.steps} steps after {args.warmup}"
     )
-    for name, (size, src_len, tgt_len) in SIZES.items():
+    for name, (size, src_len, tgt_len) in table.items():
         if args.size not in ("both", name):
             continue
         torch.manual_seed(0)
         model = Summarizer(**size).train()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-        ids = lambda n: torch.randint(3, VOCAB, (args.batch, n))
+        ids = lambda n: torch.randint(3, vocab, (args.batch, n))
         src, dec_in, labels = ids(src_len), ids(tgt_len), ids(tgt_len)
 
         def step():
             opt.zero_grad()
             logits = model(src, dec_in)
-            loss = F.cross_entropy(logits.reshape(-1, VOCAB), labels.reshape(-1), ignore_index=-100)
+            loss = F.cross_entropy(logits.reshape(-1, vocab), labels.reshape(-1), ignore_index=-100)
             counted = labels.ne(-100)
             (logits.argmax(-1).eq(labels) & counted).sum().item()
             loss.backward()

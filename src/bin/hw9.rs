@@ -88,6 +88,13 @@ enum Cmd {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// Every notebook's plan for a profile as JSON (sizes, training, thresholds), and the
+    /// benchmarks' sizes: what tools/bench_torch*.py build their PyTorch models from.
+    Plan {
+        /// The profile: quick, cpu or full (default: HW9_PROFILE's).
+        #[arg(long, value_parser = |s: &str| hw9::Profile::parse(s).map_err(|e| e.to_string()))]
+        profile: Option<hw9::Profile>,
+    },
     #[cfg(feature = "reference")]
     /// Time one training step of notebook 1's ViT and MAE (batch 128) in the cpu and full sizes.
     Bench {
@@ -536,9 +543,10 @@ fn run(cmd: Cmd) -> hw9::Result<bool> {
                 tch::get_num_threads()
             );
             use hw9::models::summarizer::SummarizerConfig;
+            let [(_, cpu_src, cpu_tgt), (_, full_src, full_tgt)] = hw9::bench::SUMMARIZER_LENGTHS;
             for (which, name, cfg, src, tgt) in [
-                (Sizes::Cpu, "cpu", SummarizerConfig::cpu(vocab), 96, 16),
-                (Sizes::Full, "full", SummarizerConfig::full(vocab), 512, 64),
+                (Sizes::Cpu, "cpu", SummarizerConfig::cpu(vocab), cpu_src, cpu_tgt),
+                (Sizes::Full, "full", SummarizerConfig::full(vocab), full_src, full_tgt),
             ] {
                 if size != Sizes::Both && size != which {
                     continue;
@@ -569,6 +577,31 @@ fn run(cmd: Cmd) -> hw9::Result<bool> {
                 count("test"),
                 out.display()
             );
+            Ok(true)
+        }
+        Cmd::Plan { profile } => {
+            let profile = match profile {
+                Some(p) => p,
+                None => hw9::profile()?,
+            };
+            let vocab = hw9::data::text::SubwordTokenizer::load_default()?.vocab_size();
+            let lengths: Vec<_> = hw9::bench::SUMMARIZER_LENGTHS
+                .iter()
+                .map(|&(size, src, tgt)| serde_json::json!({"size": size, "source": src, "summary": tgt}))
+                .collect();
+            let plans = serde_json::json!({
+                "profile": profile,
+                "vit_mae": hw9::plan::VitMaePlan::for_profile(profile),
+                "summarization": hw9::plan::SummarizationPlan::for_profile(profile, vocab),
+                "gpt": hw9::plan::GptPlan::for_profile(profile),
+                "facenet": hw9::plan::FacenetPlan::for_profile(profile),
+                "bench_summarizer": {
+                    "cpu": hw9::models::summarizer::SummarizerConfig::cpu(vocab),
+                    "full": hw9::models::summarizer::SummarizerConfig::full(vocab),
+                    "lengths": lengths,
+                },
+            });
+            println!("{}", serde_json::to_string_pretty(&plans)?);
             Ok(true)
         }
         Cmd::Tokenizer { vocab, out } => {
