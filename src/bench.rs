@@ -17,10 +17,6 @@ use crate::profile::Profile;
 use crate::train::adamw::AdamW;
 use crate::train::{autocast, OptimConfig, Precision};
 
-/// The summarizer benchmark's `(size, source tokens, summary tokens)`: the `cpu` profile's
-/// documents (96 tokens) and `full`'s halved (512), with short summaries.
-pub const SUMMARIZER_LENGTHS: [(&str, i64, i64); 2] = [("cpu", 96, 16), ("full", 512, 64)];
-
 /// The median wall time of `steps` calls of `step` (at least one) after `warmup` untimed ones,
 /// waiting for the GPU after each call on CUDA.
 pub fn median_step_seconds(device: Device, warmup: usize, steps: usize, step: &mut dyn FnMut()) -> f64 {

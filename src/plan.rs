@@ -385,3 +385,8 @@ pub struct EvalSizes {
     /// k-means restarts.
     pub kmeans_restarts: usize,
 }
+
+/// The summarizer step benchmark's `(size, source tokens, summary tokens)` (`hw9 bench-summarizer`,
+/// tools/bench_torch_summarizer.py through `hw9 plan`): the `cpu` profile's documents (96 tokens)
+/// and `full`'s halved (512), with short summaries.
+pub const SUMMARIZER_BENCH_LENGTHS: [(&str, i64, i64); 2] = [("cpu", 96, 16), ("full", 512, 64)];

@@ -23,7 +23,7 @@ PAD = 0
 
 def sizes() -> dict:
     """hw9::summarizer::SummarizerConfig::{cpu, full} and the lengths hw9 bench-summarizer uses
-    (hw9::bench::SUMMARIZER_LENGTHS), read from `hw9 plan`: name -> (model, source, summary)."""
+    (hw9::plan::SUMMARIZER_BENCH_LENGTHS), read from `hw9 plan`: name -> (model, source, summary)."""
     bench = plan("cpu")["bench_summarizer"]
     out = {}
     for row in bench["lengths"]:

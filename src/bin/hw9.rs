@@ -127,7 +127,7 @@ enum Cmd {
         #[arg(long)]
         state: Option<PathBuf>,
         /// Override the profile's epochs.
-        #[arg(long)]
+        #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
         epochs: Option<i64>,
         /// Label smoothing ε of the training loss (0: the notebook's plain cross-entropy).
         #[arg(long, default_value_t = 0.0)]
@@ -141,13 +141,13 @@ enum Cmd {
         #[arg(long)]
         warm_start: bool,
         /// Decoder layers of the warm-started model (from BERT's first layers).
-        #[arg(long, default_value_t = 2)]
+        #[arg(long, default_value_t = 2, requires = "warm_start", value_parser = clap::value_parser!(i64).range(1..))]
         decoder_layers: i64,
         /// Override the profile's peak learning rate.
         #[arg(long)]
         lr: Option<f64>,
         /// Train for this many minutes of wall time instead of the profile's epochs.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "epochs")]
         minutes: Option<f64>,
     },
     #[cfg(feature = "reference")]
@@ -199,7 +199,7 @@ enum Cmd {
         #[arg(long)]
         state: Option<PathBuf>,
         /// Override the profile's windows per batch (16).
-        #[arg(long)]
+        #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
         batch: Option<i64>,
         /// Override the profile's peak learning rate (1e-3).
         #[arg(long)]
@@ -247,16 +247,31 @@ enum Cmd {
     },
     /// Grade a hw9_submission.zip against the reference fixtures (the TA's side), or every zip
     /// in a folder (any depth) into gradebook.csv and gradebook.json.
-    Grade {
-        /// The submission zip, or a folder of them.
-        zip: PathBuf,
-        /// Where a folder's gradebook goes (default: the folder).
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// A fixture file to grade against (default: the notebook's own in assets/fixtures).
-        #[arg(long)]
-        fixtures: Option<PathBuf>,
-    },
+    Grade(hw9_grade::GradeArgs),
+}
+
+/// Times a benchmark in each precision asked, a line each: `<label>: <name> <s> s, ...`, and after
+/// fp32 the other precision's ratio to it (tools/bench_pairs.py reads the fp32 lines).
+#[cfg(feature = "reference")]
+fn timed_precisions(
+    label: &str,
+    precisions: Precisions,
+    mut time: impl FnMut(Precision) -> hw9::Result<Vec<(&'static str, f64)>>,
+) -> hw9::Result<()> {
+    let mut fp32: Option<Vec<(&str, f64)>> = None;
+    for p in precisions.list() {
+        let figures = time(p)?;
+        let text: Vec<String> = figures.iter().map(|(n, s)| format!("{n} {s:.3} s")).collect();
+        let tag = if p == Precision::Fp32 { String::new() } else { format!(" [{p}]") };
+        let ratio = fp32.as_ref().map_or(String::new(), |base| {
+            let r: Vec<String> =
+                figures.iter().zip(base).map(|((n, s), (_, b))| format!("{n} {:.2}x", s / b)).collect();
+            format!(" (bf16/fp32: {})", r.join(", "))
+        });
+        println!("{label}: {}{tag}{ratio}", text.join(", "));
+        fp32 = fp32.or(Some(figures));
+    }
+    Ok(())
 }
 
 /// `hw9 fit-demo`: an MLP with dropout on synthetic data, 12 epochs of 40 steps, resumable.
@@ -409,17 +424,10 @@ fn run(cmd: Cmd) -> hw9::Result<bool> {
                 tch::get_num_threads()
             );
             for profile in [hw9::Profile::Cpu, hw9::Profile::Full] {
-                let mut fp32 = None;
-                for p in precision.list() {
+                timed_precisions(&format!("{profile:>4} sizes"), precision, |p| {
                     let (vit, mae) = hw9::bench::vit_mae_steps(profile, batch, warmup, steps, device, p)?;
-                    let tag = if p == Precision::Fp32 { String::new() } else { format!(" [{p}]") };
-                    let ratio = match fp32 {
-                        Some((v, m)) => format!(" (bf16/fp32: ViT {:.2}x, MAE {:.2}x)", vit / v, mae / m),
-                        None => String::new(),
-                    };
-                    println!("{profile:>4} sizes: ViT step {vit:.3} s, MAE step {mae:.3} s{tag}{ratio}");
-                    fp32 = fp32.or(Some((vit, mae)));
-                }
+                    Ok(vec![("ViT step", vit), ("MAE step", mae)])
+                })?;
             }
             Ok(true)
         }
@@ -436,96 +444,48 @@ fn run(cmd: Cmd) -> hw9::Result<bool> {
             lr,
             minutes,
         } => {
-            use hw9::data::text::SummaryData;
-            use hw9::tasks::summarization::{summarize, test_rouge, train_summarizer};
             let start = std::time::Instant::now();
-            let profile = hw9::profile()?;
-            let tok = hw9::data::text::SubwordTokenizer::load_default()?;
-            let mut plan = hw9::plan::SummarizationPlan::for_profile(profile, tok.vocab_size());
-            if let Some(e) = epochs {
-                plan.train.epochs = e;
-            }
-            if let Some(dir) = state {
-                plan.resumable_in(dir, profile);
-            }
-            plan.train.label_smoothing = label_smoothing;
-            if let Some(lr) = lr {
-                plan.train.optim.lr = lr;
-            }
-            let bert_dir = hw9::models::bert::default_bert_dir();
-            let data = if warm_start {
-                let bert: hw9::models::bert::BertConfig = hw9::io::read_config(&bert_dir)?;
-                plan.model = hw9::models::warm_start::bert2bert_config(
-                    &bert,
-                    decoder_layers,
-                    plan.model.max_positions,
-                    plan.model.dropout,
-                );
-                let wordpiece = hw9::data::text::SubwordTokenizer::bert_wordpiece(&bert_dir.join("tokenizer.json"))?;
-                SummaryData::load_with(wordpiece, &plan.data)?
-            } else {
-                SummaryData::load(&plan.data)?
+            let opts = hw9::tasks::summarization::SummarizeOptions {
+                out,
+                logdir,
+                state,
+                epochs,
+                minutes,
+                label_smoothing,
+                lr,
+                warm_start: warm_start.then_some(decoder_layers),
+                evaluate,
             };
-            println!(
-                "profile {profile}: {:?}\n{:?}\ntrain {} / validation {} / test {} pairs (tokenized in {:.1} s)",
-                plan.model,
-                plan.train,
-                data.train.len(),
-                data.validation.len(),
-                data.test.len(),
-                start.elapsed().as_secs_f64()
-            );
-            let device = hw9::device();
-            hw9::seed(0);
-            let vs = tch::nn::VarStore::new(device);
-            let model = hw9::models::summarizer::Summarizer::new(&vs.root(), &plan.model)?;
-            if warm_start {
-                let n = hw9::models::warm_start::warm_start_from_bert(&vs, &plan.model, &bert_dir)?;
-                println!("warm start: {n} tensors from {}", bert_dir.display());
-            }
-            let train_start = std::time::Instant::now();
-            let history = match minutes {
-                Some(m) => hw9::tasks::summarization::train_summarizer_for(
-                    &model,
-                    &vs,
-                    &data,
-                    &plan.train,
-                    m * 60.0,
-                    &out,
-                    &logdir,
-                )?,
-                None => train_summarizer(&model, &vs, &data, &plan.train, &out, &logdir)?,
-            };
-            let train_secs = train_start.elapsed().as_secs_f64();
-            for e in &history.epochs {
+            let r = hw9::tasks::summarization::run_summarization(hw9::profile()?, hw9::device(), &opts)?;
+            for e in &r.history.epochs {
                 let (loss, acc) = (e.val_loss.unwrap_or(f64::NAN), e.val_acc.unwrap_or(f64::NAN));
                 println!(
                     "epoch {}: train loss {:.4}, validation loss {loss:.4}, validation accuracy {acc:.4} ({:.0} s)",
                     e.epoch, e.train_loss, e.seconds
                 );
             }
-            println!("training {train_secs:.0} s for {} steps", history.step_losses.len());
-            let docs: Vec<&str> = data.validation_pairs.iter().take(5).map(|p| p.document.as_str()).collect();
-            let samples = summarize(&model, &data.tokenizer, &docs, plan.data.max_src, plan.beam)?;
-            for (p, s) in data.validation_pairs.iter().zip(&samples) {
-                println!("- {}\n  reference: {}\n  generated: {s}", p.package, p.summary);
+            println!("training {:.0} s for {} steps", r.training_seconds, r.history.step_losses.len());
+            for s in &r.samples {
+                println!("- {}\n  reference: {}\n  generated: {}", s.package, s.reference, s.generated);
             }
-            if evaluate {
-                evaluate_summarizer(&model, &data, &plan, &out, history.epochs.iter().map(|e| e.seconds).sum())?;
-                println!("total {:.0} s", start.elapsed().as_secs_f64());
-                return Ok(true);
-            }
-            for decode in [hw9::models::decoding::DecodeConfig::greedy(plan.beam.max_len), plan.beam] {
-                let t = std::time::Instant::now();
-                let (r1, r2, rl) = test_rouge(&model, &data, plan.data.max_src, plan.rouge_docs, decode)?;
+            if let Some(lead) = &r.lead {
+                let (r1, r2, rl) = lead.test;
+                let val = lead.validation.iter().find(|v| v.0 == lead.k).map_or(f64::NAN, |v| v.3);
                 println!(
-                    "test ROUGE ({} beam(s), {} docs): R1 {:.4} R2 {:.4} RL {:.4} in {:.0} s",
-                    decode.beams,
-                    plan.rouge_docs.min(data.test.len()),
-                    r1,
-                    r2,
-                    rl,
-                    t.elapsed().as_secs_f64()
+                    "Lead-k: k = {} (validation ROUGE-L {val:.4}); test R1 {r1:.4} R2 {r2:.4} RL {rl:.4} ({} docs)",
+                    lead.k, r.test_docs
+                );
+            }
+            for row in &r.model {
+                let [r1, r2, rl] = row.rouge;
+                let repeats = if row.gallery.is_empty() {
+                    String::new()
+                } else {
+                    format!("; gallery summaries with a word three times in a row: {}/20", row.gallery_triple_repeats)
+                };
+                println!(
+                    "test ROUGE, {} ({} docs): R1 {r1:.4} R2 {r2:.4} RL {rl:.4}{repeats} ({:.0} s)",
+                    row.decoding, r.test_docs, row.seconds
                 );
             }
             println!("total {:.0} s", start.elapsed().as_secs_f64());
@@ -543,7 +503,7 @@ fn run(cmd: Cmd) -> hw9::Result<bool> {
                 tch::get_num_threads()
             );
             use hw9::models::summarizer::SummarizerConfig;
-            let [(_, cpu_src, cpu_tgt), (_, full_src, full_tgt)] = hw9::bench::SUMMARIZER_LENGTHS;
+            let [(_, cpu_src, cpu_tgt), (_, full_src, full_tgt)] = hw9::plan::SUMMARIZER_BENCH_LENGTHS;
             for (which, name, cfg, src, tgt) in [
                 (Sizes::Cpu, "cpu", SummarizerConfig::cpu(vocab), cpu_src, cpu_tgt),
                 (Sizes::Full, "full", SummarizerConfig::full(vocab), full_src, full_tgt),
@@ -551,14 +511,9 @@ fn run(cmd: Cmd) -> hw9::Result<bool> {
                 if size != Sizes::Both && size != which {
                     continue;
                 }
-                let mut fp32 = None;
-                for p in precision.list() {
-                    let secs = hw9::bench::summarizer_step(&cfg, batch, src, tgt, warmup, steps, device, p)?;
-                    let tag = if p == Precision::Fp32 { String::new() } else { format!(" [{p}]") };
-                    let ratio = fp32.map_or(String::new(), |f: f64| format!(" (bf16/fp32 {:.2}x)", secs / f));
-                    println!("{name:>4} size (source {src}, summary {tgt} tokens): step {secs:.3} s{tag}{ratio}");
-                    fp32 = fp32.or(Some(secs));
-                }
+                timed_precisions(&format!("{name:>4} size (source {src}, summary {tgt} tokens)"), precision, |p| {
+                    Ok(vec![("step", hw9::bench::summarizer_step(&cfg, batch, src, tgt, warmup, steps, device, p)?)])
+                })?;
             }
             Ok(true)
         }
@@ -585,7 +540,7 @@ fn run(cmd: Cmd) -> hw9::Result<bool> {
                 None => hw9::profile()?,
             };
             let vocab = hw9::data::text::SubwordTokenizer::load_default()?.vocab_size();
-            let lengths: Vec<_> = hw9::bench::SUMMARIZER_LENGTHS
+            let lengths: Vec<_> = hw9::plan::SUMMARIZER_BENCH_LENGTHS
                 .iter()
                 .map(|&(size, src, tgt)| serde_json::json!({"size": size, "source": src, "summary": tgt}))
                 .collect();
@@ -651,9 +606,6 @@ fn run(cmd: Cmd) -> hw9::Result<bool> {
                 plan.seconds = m * 60.0;
             }
             if let Some(b) = batch {
-                if b <= 0 {
-                    return Err(hw9::Error::Config(format!("--batch must be at least 1 window, got {b}")));
-                }
                 plan.batch_size = b;
             }
             if let Some(lr) = lr {
@@ -712,10 +664,7 @@ fn run(cmd: Cmd) -> hw9::Result<bool> {
             );
             Ok(true)
         }
-        Cmd::Grade { zip, fixtures, out } => {
-            let assets = hw9::grading::grade::Assets { fixtures_file: fixtures, ..Default::default() };
-            Ok(hw9_grade::grade_path(&zip, out.as_deref(), &assets)?)
-        }
+        Cmd::Grade(args) => Ok(args.run()?),
     }
 }
 
@@ -773,57 +722,5 @@ fn smollm2(prompt: &str, chat: bool, max_new_tokens: usize, repeats: usize) -> h
     );
     println!("{prompt}{}", if chat { "\n→ " } else { "" });
     println!("{}", tok.decode(&g.ids)?);
-    Ok(())
-}
-
-/// `hw9 summarize --evaluate`: Lead-k (k chosen on the validation split) and the model's ROUGE on
-/// the same test documents, greedy and beam, with and without n-gram blocking; a gallery of 20
-/// random test summaries; all into <out>/evaluation.json.
-#[cfg(feature = "reference")]
-fn evaluate_summarizer(
-    model: &hw9::models::summarizer::Summarizer,
-    data: &hw9::data::text::SummaryData,
-    plan: &hw9::plan::SummarizationPlan,
-    out: &std::path::Path,
-    train_secs: f64,
-) -> hw9::Result<()> {
-    use hw9::models::decoding::DecodeConfig;
-    use hw9::tasks::summarization::{gallery, has_triple_repeat, lead_baseline, test_rouge};
-    let n = plan.rouge_docs.min(data.test.len());
-    let lead = lead_baseline(data, 4..=20, n)?;
-    println!(
-        "Lead-k: k = {} (validation ROUGE-L {:.4}); test R1 {:.4} R2 {:.4} RL {:.4} ({n} docs)",
-        lead.k,
-        lead.validation.iter().find(|v| v.0 == lead.k).map_or(f64::NAN, |v| v.3),
-        lead.test.0,
-        lead.test.1,
-        lead.test.2
-    );
-    let max_len = plan.beam.max_len;
-    let decodes = [
-        ("greedy", DecodeConfig::greedy(max_len)),
-        ("greedy, no repeated 2-gram", DecodeConfig::greedy(max_len).no_repeat_ngram(2)),
-        ("beam 4", plan.beam),
-        ("beam 4, no repeated 3-gram", plan.beam.no_repeat_ngram(3)),
-        ("beam 4, no repeated 2-gram", plan.beam.no_repeat_ngram(2)),
-    ];
-    let mut rows = Vec::new();
-    for (name, decode) in decodes {
-        let t = std::time::Instant::now();
-        let (r1, r2, rl) = test_rouge(model, data, plan.data.max_src, plan.rouge_docs, decode)?;
-        let items = gallery(model, data, plan.data.max_src, decode, 20, 9)?;
-        let repeats = items.iter().filter(|g| has_triple_repeat(&g.generated)).count();
-        println!("{name}: R1 {r1:.4} R2 {r2:.4} RL {rl:.4}; gallery summaries with a word three times in a row: {repeats}/20 ({:.0} s)", t.elapsed().as_secs_f64());
-        rows.push(serde_json::json!({"decoding": name, "config": decode, "rouge": [r1, r2, rl], "gallery_triple_repeats": repeats, "gallery": items}));
-    }
-    let report = serde_json::json!({
-        "plan": plan,
-        "training_seconds": train_secs,
-        "test_docs": n,
-        "lead": {"k": lead.k, "validation": lead.validation, "test": [lead.test.0, lead.test.1, lead.test.2]},
-        "model": rows,
-    });
-    hw9::io::write_atomic(&out.join("evaluation.json"), serde_json::to_string_pretty(&report)?.as_bytes())?;
-    println!("wrote {}", out.join("evaluation.json").display());
     Ok(())
 }

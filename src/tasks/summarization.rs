@@ -3,7 +3,9 @@
 //! on the test split. Its sizes are [`crate::plan::SummarizationPlan`], its data
 //! [`crate::data::text::SummaryData`].
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
 
 use tch::{nn, Device};
 
@@ -13,6 +15,8 @@ use crate::data::text::{SubwordTokenizer, SummaryData};
 use crate::error::Result;
 use crate::models::decoding::{generate, DecodeConfig};
 use crate::models::summarizer::Summarizer;
+use crate::plan::SummarizationPlan;
+use crate::profile::Profile;
 use crate::train::{Evaluation, Fit, History, Precision, Progress, Step, TrainConfig};
 
 /// Mean loss per real target token and teacher-forced accuracy on `examples`.
@@ -167,7 +171,7 @@ pub fn lead_k(document: &str, k: usize) -> String {
 }
 
 /// The Lead-k baseline with `k` chosen on the validation split.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LeadBaseline {
     /// The number of words that scored the best ROUGE-L on the validation documents.
     pub k: usize,
@@ -209,7 +213,7 @@ pub fn has_triple_repeat(text: &str) -> bool {
 }
 
 /// One summary of the gallery.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GalleryItem {
     /// The Debian package (or the document's id).
     pub package: String,
@@ -251,6 +255,221 @@ pub fn gallery(
         .collect())
 }
 
+/// What `hw9 summarize` is asked (its flags), for [`run_summarization`].
+#[derive(Debug, Clone, Default)]
+pub struct SummarizeOptions {
+    /// Each epoch's weights are exported to `<out>/epoch-N`; `--evaluate` writes
+    /// `<out>/evaluation.json`.
+    pub out: PathBuf,
+    /// TensorBoard event files.
+    pub logdir: PathBuf,
+    /// The run's state, saved every minute and continued from after an interruption.
+    pub state: Option<PathBuf>,
+    /// The profile's epochs, overridden.
+    pub epochs: Option<i64>,
+    /// Train for this wall-clock budget (minutes) instead of epochs.
+    pub minutes: Option<f64>,
+    /// Label smoothing ε of the training loss.
+    pub label_smoothing: f64,
+    /// The profile's peak learning rate, overridden.
+    pub lr: Option<f64>,
+    /// BERT2BERT with this many decoder layers: the encoder (and the decoder's self-attention and
+    /// feed-forward blocks) start from MiniLM-L6, with its WordPiece tokenizer.
+    pub warm_start: Option<i64>,
+    /// Also Lead-k, decoding options and a gallery of 20 test summaries (`evaluation.json`).
+    pub evaluate: bool,
+}
+
+/// A validation document's summary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    /// The Debian package (or the document's id).
+    pub package: String,
+    /// The reference summary.
+    pub reference: String,
+    /// The model's (beam search).
+    pub generated: String,
+}
+
+/// One decoding's ROUGE on the test documents.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RougeRow {
+    /// What decoded, e.g. `beam 4, no repeated 2-gram`.
+    pub decoding: String,
+    /// Its settings.
+    pub config: DecodeConfig,
+    /// ROUGE-1, ROUGE-2, ROUGE-L F1.
+    pub rouge: [f64; 3],
+    /// Seconds to decode and score.
+    #[serde(default)]
+    pub seconds: f64,
+    /// Gallery summaries with a word three times in a row (`--evaluate` only).
+    #[serde(default)]
+    pub gallery_triple_repeats: usize,
+    /// 20 random test summaries (`--evaluate` only).
+    #[serde(default)]
+    pub gallery: Vec<GalleryItem>,
+}
+
+/// What [`run_summarization`] measured (`hw9 summarize`; with `--evaluate` also written to
+/// `<out>/evaluation.json`, which [`evaluation_table`] reads back).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SummarizationReport {
+    /// The profile that ran.
+    #[serde(default)]
+    pub profile: Option<Profile>,
+    /// The plan, with the options applied.
+    pub plan: SummarizationPlan,
+    /// Training losses and each epoch's validation loss and accuracy.
+    #[serde(default)]
+    pub history: History,
+    /// Seconds of training.
+    pub training_seconds: f64,
+    /// Test documents ROUGE was computed on.
+    pub test_docs: usize,
+    /// Five validation documents' summaries.
+    #[serde(default)]
+    pub samples: Vec<Sample>,
+    /// The Lead-k baseline on the same test documents (`--evaluate` only).
+    #[serde(default)]
+    pub lead: Option<LeadBaseline>,
+    /// Each decoding's ROUGE: greedy and beam, and with `--evaluate` n-gram blocking too.
+    pub model: Vec<RougeRow>,
+}
+
+/// Notebook 2 end to end with the crate's layers (the `hw9 summarize` command): the data (the
+/// committed corpus and tokenizer, or MiniLM's WordPiece for BERT2BERT), training for the
+/// profile's epochs or a time budget, five sample summaries, and test ROUGE of greedy and beam
+/// search — with `evaluate`, the Lead-k baseline, n-gram blocking and a gallery, written to
+/// `<out>/evaluation.json`.
+#[cfg(feature = "reference")]
+pub fn run_summarization(profile: Profile, device: Device, opts: &SummarizeOptions) -> Result<SummarizationReport> {
+    use crate::models::bert::{default_bert_dir, BertConfig};
+    use crate::models::warm_start::{bert2bert_config, warm_start_from_bert};
+    let start = std::time::Instant::now();
+    let tok = SubwordTokenizer::load_default()?;
+    let mut plan = SummarizationPlan::for_profile(profile, tok.vocab_size());
+    if let Some(e) = opts.epochs {
+        plan.train.epochs = e;
+    }
+    if let Some(dir) = &opts.state {
+        plan.resumable_in(dir, profile);
+    }
+    plan.train.label_smoothing = opts.label_smoothing;
+    if let Some(lr) = opts.lr {
+        plan.train.optim.lr = lr;
+    }
+    let bert_dir = default_bert_dir();
+    let data = match opts.warm_start {
+        Some(layers) => {
+            let bert: BertConfig = crate::io::read_config(&bert_dir)?;
+            plan.model = bert2bert_config(&bert, layers, plan.model.max_positions, plan.model.dropout);
+            SummaryData::load_with(SubwordTokenizer::bert_wordpiece(&bert_dir.join("tokenizer.json"))?, &plan.data)?
+        }
+        None => SummaryData::load_with(tok, &plan.data)?,
+    };
+    println!(
+        "profile {profile}: {:?}\n{:?}\ntrain {} / validation {} / test {} pairs (tokenized in {:.1} s)",
+        plan.model,
+        plan.train,
+        data.train.len(),
+        data.validation.len(),
+        data.test.len(),
+        start.elapsed().as_secs_f64()
+    );
+    crate::seed(0);
+    let vs = nn::VarStore::new(device);
+    let model = Summarizer::new(&vs.root(), &plan.model)?;
+    if opts.warm_start.is_some() {
+        let n = warm_start_from_bert(&vs, &plan.model, &bert_dir)?;
+        println!("warm start: {n} tensors from {}", bert_dir.display());
+    }
+    let train_start = std::time::Instant::now();
+    let history = match opts.minutes {
+        Some(m) => train_summarizer_for(&model, &vs, &data, &plan.train, m * 60.0, &opts.out, &opts.logdir)?,
+        None => train_summarizer(&model, &vs, &data, &plan.train, &opts.out, &opts.logdir)?,
+    };
+    let training_seconds = train_start.elapsed().as_secs_f64();
+    let pairs: Vec<&Pair> = data.validation_pairs.iter().take(5).collect();
+    let docs: Vec<&str> = pairs.iter().map(|p| p.document.as_str()).collect();
+    let generated = summarize(&model, &data.tokenizer, &docs, plan.data.max_src, plan.beam)?;
+    let samples = pairs
+        .iter()
+        .zip(generated)
+        .map(|(p, g)| Sample { package: p.package.clone(), reference: p.summary.clone(), generated: g })
+        .collect();
+    let n = plan.rouge_docs.min(data.test.len());
+    let max_len = plan.beam.max_len;
+    let mut decodes = vec![("greedy", DecodeConfig::greedy(max_len)), ("beam 4", plan.beam)];
+    let lead = if opts.evaluate {
+        decodes = vec![
+            ("greedy", DecodeConfig::greedy(max_len)),
+            ("greedy, no repeated 2-gram", DecodeConfig::greedy(max_len).no_repeat_ngram(2)),
+            ("beam 4", plan.beam),
+            ("beam 4, no repeated 3-gram", plan.beam.no_repeat_ngram(3)),
+            ("beam 4, no repeated 2-gram", plan.beam.no_repeat_ngram(2)),
+        ];
+        Some(lead_baseline(&data, 4..=20, n)?)
+    } else {
+        None
+    };
+    let mut rows = Vec::new();
+    for (name, decode) in decodes {
+        let t = std::time::Instant::now();
+        let (r1, r2, rl) = test_rouge(&model, &data, plan.data.max_src, plan.rouge_docs, decode)?;
+        let gallery =
+            if opts.evaluate { gallery(&model, &data, plan.data.max_src, decode, 20, 9)? } else { Vec::new() };
+        let gallery_triple_repeats = gallery.iter().filter(|g| has_triple_repeat(&g.generated)).count();
+        let seconds = t.elapsed().as_secs_f64();
+        rows.push(RougeRow {
+            decoding: name.into(),
+            config: decode,
+            rouge: [r1, r2, rl],
+            seconds,
+            gallery_triple_repeats,
+            gallery,
+        });
+    }
+    let report = SummarizationReport {
+        profile: Some(profile),
+        plan,
+        history,
+        training_seconds,
+        test_docs: n,
+        samples,
+        lead,
+        model: rows,
+    };
+    if opts.evaluate {
+        let path = opts.out.join("evaluation.json");
+        crate::io::write_atomic(&path, serde_json::to_string_pretty(&report)?.as_bytes())?;
+        println!("wrote {}", path.display());
+    }
+    Ok(report)
+}
+
+/// What [`evaluation_table`] reads of an `evaluation.json` (the parts every version of the file
+/// has: files written before the report was typed hold them too).
+#[derive(Deserialize)]
+struct Evaluated {
+    lead: Option<EvaluatedLead>,
+    model: Vec<EvaluatedRow>,
+}
+
+#[derive(Deserialize)]
+struct EvaluatedLead {
+    k: usize,
+    test: (f64, f64, f64),
+}
+
+#[derive(Deserialize)]
+struct EvaluatedRow {
+    decoding: String,
+    rouge: [f64; 3],
+    #[serde(default)]
+    gallery_triple_repeats: usize,
+}
+
 /// The ROUGE table of `hw9 summarize --evaluate` runs, from each run's `<dir>/evaluation.json`:
 /// the Lead-k baseline once (the first run's), then every decoding of every run, as a plain-text
 /// table. Runs whose file is missing are listed with the command that makes them.
@@ -263,27 +482,19 @@ pub fn evaluation_table(runs: &[(&str, &Path, &str)]) -> Result<String> {
             lines.push(format!("{name}: not run yet ({command})"));
             continue;
         };
-        let v: serde_json::Value = serde_json::from_str(&text)
+        let v: Evaluated = serde_json::from_str(&text)
             .map_err(|e| crate::Error::corrupt("evaluation", path.clone(), e.to_string()))?;
-        let triple = |r: &serde_json::Value| -> Vec<f64> {
-            r.as_array().map(|a| a.iter().filter_map(serde_json::Value::as_f64).collect()).unwrap_or_default()
-        };
-        if !lead_done {
-            let t = triple(&v["lead"]["test"]);
-            if let [r1, r2, rl] = t[..] {
-                let k = v["lead"]["k"].as_u64().unwrap_or(0);
-                lines.push(format!("{:<58} {r1:>8.4} {r2:>8.4} {rl:>8.4}", format!("Lead-{k} (the first {k} words)")));
-                lead_done = true;
-            }
+        if let Some(lead) = v.lead.as_ref().filter(|_| !lead_done) {
+            let (r1, r2, rl) = lead.test;
+            let k = lead.k;
+            lines.push(format!("{:<58} {r1:>8.4} {r2:>8.4} {rl:>8.4}", format!("Lead-{k} (the first {k} words)")));
+            lead_done = true;
         }
-        for row in v["model"].as_array().into_iter().flatten() {
-            if let [r1, r2, rl] = triple(&row["rouge"])[..] {
-                let label = format!("{name}: {}", row["decoding"].as_str().unwrap_or("?"));
-                let repeats = row["gallery_triple_repeats"].as_u64().unwrap_or(0);
-                lines.push(format!(
-                    "{label:<58} {r1:>8.4} {r2:>8.4} {rl:>8.4}   ({repeats}/20 with a word 3× in a row)"
-                ));
-            }
+        for row in &v.model {
+            let [r1, r2, rl] = row.rouge;
+            let label = format!("{name}: {}", row.decoding);
+            let repeats = row.gallery_triple_repeats;
+            lines.push(format!("{label:<58} {r1:>8.4} {r2:>8.4} {rl:>8.4}   ({repeats}/20 with a word 3× in a row)"));
         }
     }
     Ok(lines.join("\n"))

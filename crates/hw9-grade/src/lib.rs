@@ -114,6 +114,32 @@ pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
 
 pub use grade::{grade, Assets, GradeReport};
 
+/// What `hw9-grade <path>` and `hw9 grade <path>` take: one set of arguments for one job.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GradeArgs {
+    /// A hw9_submission.zip (or a submission_log.json), or a folder of zips at any depth.
+    pub path: PathBuf,
+    /// Where a folder's gradebook.csv and gradebook.json go (default: the folder).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// The grader's files: `fixtures/` and `grading/` under this folder (default: the repository's
+    /// assets, or a grader bundle's root).
+    #[arg(long)]
+    pub assets: Option<PathBuf>,
+    /// A fixture file to grade against instead of the notebook's own (a point per check).
+    #[arg(long)]
+    pub fixtures: Option<PathBuf>,
+}
+
+impl GradeArgs {
+    /// Grades as [`grade_path`] does with these arguments; `Ok(false)` when a check failed.
+    pub fn run(&self) -> Result<bool> {
+        let mut assets = self.assets.clone().map_or_else(Assets::default, Assets::at);
+        assets.fixtures_file = self.fixtures.clone();
+        grade_path(&self.path, self.out.as_deref(), &assets)
+    }
+}
+
 /// What `hw9-grade <path>` and `hw9 grade <path>` do: a folder is graded into `gradebook.csv` and
 /// `gradebook.json` (in `out`, default the folder); a zip or a log is graded and printed item by
 /// item with its points.

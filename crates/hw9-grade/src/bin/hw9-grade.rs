@@ -11,25 +11,17 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use hw9_grade::gradescope::{run, Layout};
-use hw9_grade::{Assets, Result};
+use hw9_grade::{Assets, GradeArgs, Result};
 
 #[derive(Parser)]
 #[command(name = "hw9-grade", version, about = "Grade hw9 submissions (no libtorch needed)")]
+#[command(args_conflicts_with_subcommands = true, arg_required_else_help = true)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Cmd>,
-    /// A hw9_submission.zip (or a submission_log.json), or a folder of zips at any depth.
-    path: Option<PathBuf>,
-    /// Where a folder's gradebook.csv and gradebook.json go (default: the folder).
-    #[arg(long)]
-    out: Option<PathBuf>,
-    /// The grader's files: `fixtures/` and `grading/` under this folder (default: the repository's
-    /// assets, or a grader bundle's root).
-    #[arg(long, global = true)]
-    assets: Option<PathBuf>,
-    /// A fixture file to grade against instead of the notebook's own (a point per check).
-    #[arg(long)]
-    fixtures: Option<PathBuf>,
+    /// One upload or a folder (the arguments `hw9 grade` takes too).
+    #[command(flatten)]
+    grade: Option<GradeArgs>,
 }
 
 #[derive(Subcommand)]
@@ -42,34 +34,44 @@ enum Cmd {
         /// Gradescope's folder (`/autograder`; `$GRADESCOPE_ROOT` overrides it, for tests).
         #[arg(long, env = "GRADESCOPE_ROOT", default_value = "/autograder")]
         root: PathBuf,
+        /// The grader's files (default: a grader bundle's root, or the repository's assets).
+        #[arg(long)]
+        assets: Option<PathBuf>,
     },
     /// Write one Gradescope autograder zip per assignment (make gradescope).
     Bundle {
         /// Where the zips go.
         #[arg(long, default_value = "build/gradescope")]
         out: PathBuf,
+        /// The grader's files to bundle (default: the repository's assets).
+        #[arg(long)]
+        assets: Option<PathBuf>,
     },
 }
 
 fn main() {
     let cli = Cli::parse();
-    let mut assets = cli.assets.map_or_else(Assets::default, Assets::at);
-    assets.fixtures_file = cli.fixtures;
-    let outcome: Result<bool> = match (cli.command, cli.path) {
-        (Some(Cmd::Gradescope { notebook, root }), _) => run(&Layout::under(&root), &notebook, &assets).map(|r| {
-            println!("{}\nscore {} ({} tests)", r.output, r.score, r.tests.len());
-            true
-        }),
-        (Some(Cmd::Bundle { out }), _) => std::env::current_exe()
+    let assets_at = |dir: Option<PathBuf>| dir.map_or_else(Assets::default, Assets::at);
+    let outcome: Result<bool> = match (cli.command, cli.grade) {
+        (Some(Cmd::Gradescope { notebook, root, assets }), _) => {
+            run(&Layout::under(&root), &notebook, &assets_at(assets)).map(|r| {
+                println!("{}\nscore {} ({} tests)", r.output, r.score, r.tests.len());
+                true
+            })
+        }
+        (Some(Cmd::Bundle { out, assets }), _) => std::env::current_exe()
             .map_err(|e| hw9_grade::Error::io("hw9-grade", e))
-            .and_then(|exe| hw9_grade::gradescope::write_bundles(&hw9_env::paths::root(), &assets.dir, &exe, &out))
+            .and_then(|exe| {
+                let dir = assets_at(assets).dir;
+                hw9_grade::gradescope::write_bundles(&hw9_env::paths::root(), &dir, &exe, &out)
+            })
             .map(|zips| {
                 for (zip, a) in zips.iter().zip(hw9_grade::gradescope::ASSIGNMENTS) {
                     println!("{} -> \"{}\" (grades {})", zip.display(), a.title, a.notebook);
                 }
                 true
             }),
-        (None, Some(path)) => hw9_grade::grade_path(&path, cli.out.as_deref(), &assets),
+        (None, Some(grade)) => grade.run(),
         (None, None) => {
             eprintln!("give a submission zip or a folder (hw9-grade --help)");
             std::process::exit(2);
