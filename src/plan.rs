@@ -79,7 +79,9 @@ impl VitMaePlan {
                 probe_train: cosine(adamw(3, 1e-3, 0.01)),
                 finetune_train: cosine(adamw(5, 3e-4, 0.01)),
                 subset: None,
-                thresholds: (0.85, 0.70, 0.86),
+                // Each below the worst correct run by at least the runs' whole range (BENCHMARKS.md,
+                // "Thresholds over seeds"): ViT 0.868–0.880, probe 0.732–0.749, finetune 0.865–0.880.
+                thresholds: (0.85, 0.70, 0.85),
             },
             Profile::Full => VitMaePlan {
                 vit: VitConfig::fashion_mnist_full(),
@@ -89,7 +91,7 @@ impl VitMaePlan {
                 probe_train: adamw(20, 1e-4, 0.01),
                 finetune_train: adamw(20, 1e-4, 0.01),
                 subset: None,
-                thresholds: (0.85, 0.70, 0.86),
+                thresholds: (0.85, 0.70, 0.85),
             },
         }
     }
@@ -297,8 +299,10 @@ impl FacenetPlan {
                 fractions: vec![0.01, 0.1, 1.0],
                 eval: eval(2000, 10_000),
                 subset: None,
-                // Measured 0.351 / 0.891 / 0.907 (BENCHMARKS.md); the margins absorb run-to-run noise.
-                thresholds: (0.25, 0.87, 0.80),
+                // Each below the worst of 10 runs (5 seeds, the reference and an independent
+                // implementation) by at least their whole range: VAL 0.354–0.379, nearest-neighbour
+                // accuracy 0.884–0.898, purity 0.906–0.911 (BENCHMARKS.md, "Thresholds over seeds").
+                thresholds: (0.25, 0.86, 0.80),
             },
         }
     }
