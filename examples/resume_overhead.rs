@@ -1,6 +1,8 @@
 //! What saving a run's state costs (issue 17): notebook 4's main FaceNet training, `cpu` sizes,
-//! 300 steps without `resume` (libtorch's AdamW), then the same with `resume` (the crate's AdamW,
-//! per-step seeding, state every minute), back to back in one process; then the same pair for
+//! 300 steps without `resume`, then the same with `resume` (per-step seeding, state every
+//! minute), back to back in one process — since issue 28 both step the crate's AdamW (before, the
+//! runs without `resume` stepped libtorch's; BENCHMARKS.md, "The layering pass", compares the
+//! two optimizers' step times) —; then the same pair for
 //! notebook 1's ViT (cpu sizes, 60 steps) and notebook 2's summarizer (cpu sizes, 150 steps).
 //! Run: `cargo run --release --example resume_overhead` (BENCHMARKS.md has its figures).
 
