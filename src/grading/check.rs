@@ -259,7 +259,13 @@ pub struct Recorder {
     pub(crate) values: BTreeMap<String, serde_json::Value>,
     pub(crate) thresholds: BTreeMap<String, ThresholdRecord>,
     pub(crate) profile: String,
+    /// Set when the grader runs the notebook's TODO cells ([`Recorder::for_grader`]): the checks
+    /// not to run again.
+    pub(crate) grader: Option<std::collections::BTreeSet<String>>,
 }
+
+/// The lines a recorder in the grader's harness prints.
+pub use hw9_grade::harness::lines as grader_lines;
 
 impl Recorder {
     /// A recorder for the notebook `notebook` (its file stem, e.g. `"00_setup_check"`).
@@ -275,6 +281,77 @@ impl Recorder {
         Recorder { profile: profile.to_string(), ..self }
     }
 
+    /// The recorder of the grader's harness (`hw9_grade::harness`): each check runs the student's
+    /// code on the graded case only (the fixtures the grader hands it), and prints its outputs to
+    /// stdout as [`grader_lines`]; the checks named in `HW9_GRADE_SKIP` (comma-separated: done in
+    /// an earlier run of the harness, or the one that crashed it) do not run.
+    pub fn for_grader(notebook: &str) -> Result<Self> {
+        let skip = std::env::var("HW9_GRADE_SKIP").unwrap_or_default();
+        let skip = skip.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect();
+        Ok(Recorder {
+            notebook: notebook.to_string(),
+            profile: "grader".into(),
+            grader: Some(skip),
+            ..Default::default()
+        })
+    }
+
+    /// Ends a grader's run ([`Recorder::for_grader`]): prints `HW9-GRADE-END`. Nothing otherwise.
+    pub fn finish(&self) -> Result<()> {
+        if self.grader.is_some() {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "\n{}", grader_lines::END)
+                .and_then(|_| out.flush())
+                .map_err(|e| Error::Input(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// A check in the grader's harness: the graded case only, its outputs printed.
+    fn grader_check<O: Outputs>(&mut self, fixtures: &Fixtures, check: &str, f: impl Fn(&Case) -> O) -> bool {
+        use std::io::Write;
+        if self.grader.as_ref().is_some_and(|skip| skip.contains(check)) {
+            return false;
+        }
+        let say = |line: String| {
+            let mut out = std::io::stdout().lock();
+            // A line of its own even after a student's print without a newline.
+            let _ = writeln!(out, "\n{line}").and_then(|_| out.flush());
+        };
+        say(format!("{} {check}", grader_lines::BEGIN));
+        let outcome = fixtures.case(check, "autograder").map_err(|e| e.to_string()).and_then(|case| {
+            let outs = run_outputs(|| f(&case))?;
+            if outs.iter().any(|t| !t.defined()) {
+                return Err("an output was an undefined tensor".to_string());
+            }
+            let named: Vec<(String, Tensor)> = if outs.len() == 1 {
+                vec![(check.to_string(), outs[0].detach().to_device(tch::Device::Cpu))]
+            } else {
+                outs.iter()
+                    .enumerate()
+                    .map(|(i, t)| (format!("{check}.{i}"), t.detach().to_device(tch::Device::Cpu)))
+                    .collect()
+            };
+            crate::grading::submission::safetensors_bytes(&named).map_err(|e| e.to_string())
+        });
+        match outcome {
+            Ok(bytes) => {
+                use base64::Engine;
+                say(format!(
+                    "{} {check} {}",
+                    grader_lines::OUTPUT,
+                    base64::engine::general_purpose::STANDARD.encode(bytes)
+                ));
+                true
+            }
+            Err(why) => {
+                say(format!("{} {check} {}", grader_lines::FAILED, why.replace(['\n', '\r'], " ")));
+                false
+            }
+        }
+    }
+
     /// The notebook's name.
     pub fn notebook(&self) -> &str {
         &self.notebook
@@ -287,6 +364,9 @@ impl Recorder {
     /// graded input: …`).
     /// Returns whether the check passed.
     pub fn check<O: Outputs>(&mut self, fixtures: &Fixtures, check: &str, f: impl Fn(&Case) -> O) -> bool {
+        if self.grader.is_some() {
+            return self.grader_check(fixtures, check, f);
+        }
         let mut result = check_public(fixtures, check, &f);
         self.outputs.retain(|(n, _)| n != check && !n.starts_with(&format!("{check}.")));
         self.missing.remove(check);

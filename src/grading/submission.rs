@@ -43,7 +43,7 @@ fn temp_file() -> Result<tempfile::TempPath> {
 }
 
 /// Serialises tensors to safetensors bytes (through a temporary file: tch writes to paths).
-fn safetensors_bytes(tensors: &[(String, Tensor)]) -> Result<Vec<u8>> {
+pub(crate) fn safetensors_bytes(tensors: &[(String, Tensor)]) -> Result<Vec<u8>> {
     let tmp = temp_file()?;
     let named: Vec<(&str, Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t.contiguous())).collect();
     Tensor::write_safetensors(&named, &tmp)?;

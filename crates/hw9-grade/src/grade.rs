@@ -25,12 +25,15 @@ pub struct Assets {
     pub fixtures_file: Option<PathBuf>,
     /// What is read of an upload at most.
     pub limits: Limits,
+    /// Grade the checks by re-running the submission's TODO cells ([`crate::rerun`]) instead of
+    /// reading the outputs it carries.
+    pub rerun: Option<crate::rerun::RerunConfig>,
 }
 
 impl Default for Assets {
     /// The repository's `assets/` (or `$HW9_ROOT/assets`).
     fn default() -> Self {
-        Assets { dir: hw9_env::paths::assets(), fixtures_file: None, limits: Limits::default() }
+        Assets { dir: hw9_env::paths::assets(), fixtures_file: None, limits: Limits::default(), rerun: None }
     }
 }
 
@@ -96,6 +99,9 @@ pub struct GradeReport {
     pub results: Vec<CheckResult>,
     /// Every graded item with its points: the fixture checks, then the thresholds.
     pub items: Vec<GradeItem>,
+    /// What the grader noticed beside the items (a re-run: TODO cells not found or not compiling,
+    /// the time it took).
+    pub notes: Vec<String>,
 }
 
 impl GradeReport {
@@ -141,7 +147,23 @@ pub fn grade(zip_path: &Path, assets: &Assets) -> Result<GradeReport> {
     }
     let outputs = parse_safetensors(member("outputs.safetensors")?, "outputs.safetensors")
         .map_err(|e| rejected(zip_path, format!("outputs.safetensors is unreadable ({e})")))?;
-    grade_parts(zip_path, &log, &outputs, assets)
+    let Some(cfg) = &assets.rerun else {
+        return grade_parts(zip_path, &log, &outputs, assets, None);
+    };
+    // Re-running: the notebook is what counts, not the outputs the student's machine wrote.
+    let nb_name = format!("{}.ipynb", manifest.notebook);
+    let notebook: serde_json::Value = serde_json::from_slice(member(&nb_name)?)
+        .map_err(|e| rejected(zip_path, format!("{nb_name} is not a notebook ({e})")))?;
+    let report = crate::rerun::rerun(&manifest.notebook, &notebook, cfg)?;
+    let mut notes = report.notes.clone();
+    notes.push(format!(
+        "graded by re-running your TODO cells on inputs you have not seen (built in {:.1} s, ran in {:.1} s); \
+         the outputs your machine computed are not graded",
+        report.build_seconds, report.run_seconds
+    ));
+    let mut graded = grade_parts(zip_path, &log, &outputs, assets, Some(report.results))?;
+    graded.notes = notes;
+    Ok(graded)
 }
 
 /// Grades a lone `submission_log.json` (what the original homework's Summarization assignment
@@ -170,7 +192,7 @@ pub fn grade_log(path: &Path, assets: &Assets) -> Result<GradeReport> {
         }
         outputs.insert(name.clone(), Values { shape: r.shape.clone(), dtype: r.dtype.clone(), data: r.values.clone() });
     }
-    grade_parts(path, &log, &outputs, assets)
+    grade_parts(path, &log, &outputs, assets, None)
 }
 
 fn check_notebook_name(path: &Path, notebook: &str) -> Result<()> {
@@ -187,6 +209,7 @@ fn grade_parts(
     log: &SubmissionLog,
     outputs: &BTreeMap<String, Values>,
     assets: &Assets,
+    rerun: Option<Vec<CheckResult>>,
 ) -> Result<GradeReport> {
     let notebook = &log.notebook;
     let loaded = match &assets.fixtures_file {
@@ -207,9 +230,10 @@ fn grade_parts(
         checks: fixtures.map(|f| f.checks().into_iter().map(|c| (c, 1.0)).collect()).unwrap_or_default(),
         ..GradingSpec::default()
     });
-    let results = match fixtures {
-        Some(f) => f.checks().iter().map(|check| grade_check(f, check, outputs)).collect::<Result<Vec<_>>>()?,
-        None => Vec::new(),
+    let results = match (rerun, fixtures) {
+        (Some(results), _) => results,
+        (None, Some(f)) => f.checks().iter().map(|check| grade_check(f, check, outputs)).collect::<Result<Vec<_>>>()?,
+        (None, None) => Vec::new(),
     };
     let mut items: Vec<GradeItem> = results
         .iter()
@@ -257,7 +281,7 @@ fn grade_parts(
             Some(r) => item(Status::Failed, 0.0, t.describe(r.value)),
         });
     }
-    Ok(GradeReport { notebook: notebook.clone(), profile: log.profile.clone(), results, items })
+    Ok(GradeReport { notebook: notebook.clone(), profile: log.profile.clone(), results, items, notes: Vec::new() })
 }
 
 /// One fixture check recomputed from the submitted autograder outputs.

@@ -18,7 +18,10 @@ pub mod compare;
 pub mod fixtures;
 pub mod grade;
 pub mod gradescope;
+pub mod harness;
 pub mod log;
+pub mod rerun;
+pub mod sandbox;
 pub mod spec;
 pub mod upload;
 pub mod written;
@@ -127,8 +130,13 @@ pub struct GradeArgs {
     #[arg(long)]
     pub assets: Option<PathBuf>,
     /// A fixture file to grade against instead of the notebook's own (a point per check).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "rerun")]
     pub fixtures: Option<PathBuf>,
+    /// Grade the checks by re-running each submission's TODO cells in a sandbox on the hidden
+    /// cases (needs bubblewrap, the toolchain and libtorch; `make test` shows it), instead of
+    /// reading the outputs the student's machine computed.
+    #[arg(long)]
+    pub rerun: bool,
 }
 
 impl GradeArgs {
@@ -136,6 +144,9 @@ impl GradeArgs {
     pub fn run(&self) -> Result<bool> {
         let mut assets = self.assets.clone().map_or_else(Assets::default, Assets::at);
         assets.fixtures_file = self.fixtures.clone();
+        if self.rerun {
+            assets.rerun = Some(rerun::RerunConfig::for_root(&hw9_env::paths::root()));
+        }
         grade_path(&self.path, self.out.as_deref(), &assets)
     }
 }
@@ -165,6 +176,9 @@ pub fn grade_path(path: &std::path::Path, out: Option<&std::path::Path>, assets:
     };
     for item in &report.items {
         println!("{item}");
+    }
+    for note in &report.notes {
+        println!("note: {note}");
     }
     let (passed, total) = report.score();
     let (points, max) = report.points();

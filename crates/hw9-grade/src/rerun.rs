@@ -1,0 +1,393 @@
+//! Grading by re-running: the submission's TODO cells built into a harness ([`crate::harness`])
+//! against the crate as the handout ships it, run in a sandbox ([`crate::sandbox`]) on graded
+//! cases the student never saw, and compared with answers the student's machine never had.
+//!
+//! The graded cases are a **hidden** fixture file per notebook (`<hidden>/<notebook>.safetensors`,
+//! written by `tools/gen_fixtures.py --hidden SEED`, never in the handout). The sandbox gets a
+//! copy without the expected outputs (only their shapes and dtypes, as the handout's graded
+//! cases have); the expected outputs stay with the grader. Nothing the student's machine wrote
+//! is compared: the outputs come from the harness's stdout, in this run.
+//!
+//! One run of the harness runs every check; a check that panics fails alone (the recorder catches
+//! it); one that crashes the process (a stack overflow, an abort) or never ends (an endless loop,
+//! past the wall-clock or CPU limit) fails with what happened, and the harness runs again for the
+//! checks after it. A TODO cell that does not compile is replaced by the release's (its `todo!`)
+//! and costs its own checks only; the compiler's message is the feedback.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use serde_json::Value;
+
+use crate::compare::{compare_all, CheckResult, Values};
+use crate::fixtures::{parse_safetensors, Fixtures};
+use crate::harness::{Harness, PartKind, Source};
+use crate::sandbox::{self, Ended, Limits, Mounts};
+use crate::{Error, FileError, Result};
+
+/// What re-running needs: where the crate, the release, the hidden cases and the toolchain are.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RerunConfig {
+    /// The hw9 crate the harness builds against (a handout's root, or the repository built
+    /// without the `reference` feature).
+    pub crate_dir: PathBuf,
+    /// The released student notebooks (`<notebook>.ipynb`): where the TODO and check cells are.
+    pub release_dir: PathBuf,
+    /// The hidden cases with their expected outputs (`<notebook>.safetensors`).
+    pub hidden_dir: PathBuf,
+    /// The grader's build folder: the harness crate, its target folder (kept warm) and the cases
+    /// the sandbox reads. Writable for the sandbox's uid.
+    pub work_dir: PathBuf,
+    /// libtorch's folder (`LIBTORCH`): built against and loaded from, as the crate was built.
+    pub libtorch: PathBuf,
+    /// `CARGO_HOME` (its registry is read-only inside) and `RUSTUP_HOME`, when not the defaults.
+    pub cargo_home: PathBuf,
+    /// `RUSTUP_HOME`.
+    pub rustup_home: PathBuf,
+    /// Limits of a build.
+    pub build_limits: Limits,
+    /// Limits of one run of the harness.
+    pub run_limits: Limits,
+}
+
+impl RerunConfig {
+    /// The configuration for the repository (or a grader bundle) at `root`: the crate there,
+    /// `notebooks/` as the release, `assets/hidden/` for the hidden cases, `build/rerun` to work
+    /// in, libtorch from `LIBTORCH` (or `.venv`'s torch), the toolchain from `CARGO_HOME` /
+    /// `RUSTUP_HOME` (or `~/.cargo`, `~/.rustup`).
+    pub fn for_root(root: &Path) -> Self {
+        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"));
+        let env_or = |k: &str, d: PathBuf| std::env::var_os(k).map(PathBuf::from).unwrap_or(d);
+        RerunConfig {
+            crate_dir: root.to_path_buf(),
+            release_dir: root.join("notebooks"),
+            hidden_dir: env_or("HW9_HIDDEN_CASES", root.join("assets").join("hidden")),
+            work_dir: env_or("HW9_RERUN_DIR", root.join("build").join("rerun")),
+            libtorch: env_or("LIBTORCH", root.join(".venv/lib/python3.11/site-packages/torch")),
+            cargo_home: env_or("CARGO_HOME", home.join(".cargo")),
+            rustup_home: env_or("RUSTUP_HOME", home.join(".rustup")),
+            build_limits: Limits { cpu_seconds: 1200, wall: Duration::from_secs(900), ..Limits::default() },
+            run_limits: Limits::default(),
+        }
+    }
+}
+
+/// How re-running one submission went.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RerunReport {
+    /// One result per check of the hidden cases, in their order.
+    pub results: Vec<CheckResult>,
+    /// Where each TODO cell's code came from, and the cells replaced because they did not compile.
+    pub notes: Vec<String>,
+    /// Seconds spent building.
+    pub build_seconds: f64,
+    /// Seconds spent running.
+    pub run_seconds: f64,
+}
+
+const HARNESS: &str = "hw9-harness";
+
+/// The cases the sandbox reads: the hidden file without any expected output (each becomes its
+/// shape, `expected_shape[.i]`, and dtype, `expected_dtype[.i]`, as in the handout).
+pub fn cases_for_sandbox(hidden: &[u8]) -> Result<Vec<u8>> {
+    let st = SafeTensors::deserialize(hidden).map_err(|e| Error::Input(format!("hidden cases: {e:?}")))?;
+    let mut shapes: Vec<(String, Vec<u8>, usize)> = Vec::new();
+    let mut dtypes: Vec<(String, Dtype)> = Vec::new();
+    let mut kept: Vec<(String, TensorView<'_>)> = Vec::new();
+    for (name, view) in st.tensors() {
+        let Some((head, last)) = name.rsplit_once('/') else {
+            kept.push((name, view));
+            continue;
+        };
+        if let Some(suffix) = last.strip_prefix("expected") {
+            let shape: Vec<u8> = view.shape().iter().flat_map(|&d| (d as i64).to_le_bytes()).collect();
+            shapes.push((format!("{head}/expected_shape{suffix}"), shape, view.shape().len()));
+            dtypes.push((format!("{head}/expected_dtype{suffix}"), view.dtype()));
+        } else {
+            kept.push((name, view));
+        }
+    }
+    let mut all: Vec<(String, TensorView<'_>)> = kept;
+    for (name, bytes, n) in &shapes {
+        let v = TensorView::new(Dtype::I64, vec![*n], bytes).map_err(|e| Error::Input(format!("{name}: {e:?}")))?;
+        all.push((name.clone(), v));
+    }
+    for (name, dtype) in &dtypes {
+        let v = TensorView::new(*dtype, vec![0], &[]).map_err(|e| Error::Input(format!("{name}: {e:?}")))?;
+        all.push((name.clone(), v));
+    }
+    safetensors::tensor::serialize(all, &None).map_err(|e| Error::Input(format!("writing the sandbox's cases: {e:?}")))
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |e| Error::File(FileError::Io { path: path.to_path_buf(), source: e })
+}
+
+fn read_json(path: &Path, what: &str) -> Result<Value> {
+    let bytes = std::fs::read(path).map_err(|_| {
+        Error::File(FileError::Missing {
+            what: what.into(),
+            path: path.to_path_buf(),
+            fix: "make release (the student notebooks) or point --release at them".into(),
+        })
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::Input(format!("{} is not a notebook ({e})", path.display())))
+}
+
+/// Writes the harness crate for `main_rs` under `work/hw9-harness/` (once: the manifest and the
+/// lock file; each time: `src/main.rs`).
+fn write_crate(cfg: &RerunConfig, main_rs: &str) -> Result<PathBuf> {
+    let dir = cfg.work_dir.join(HARNESS);
+    std::fs::create_dir_all(dir.join("src")).map_err(io(&dir))?;
+    let manifest = format!(
+        "[package]\nname = \"{HARNESS}\"\nversion = \"0.1.0\"\nedition = \"2021\"\npublish = false\n\n\
+         [dependencies]\nhw9 = {{ path = {:?}, default-features = false }}\ntch = \"0.26.0\"\n\n\
+         [workspace]\n\n\
+         # As the crate's own dev profile, so the warm build is reused.\n\
+         [profile.dev]\nopt-level = 1\ndebug = false\n\n[profile.dev.package.\"*\"]\ndebug = false\n",
+        cfg.crate_dir.display().to_string()
+    );
+    hw9_env::write_atomic(&dir.join("Cargo.toml"), manifest.as_bytes()).map_err(io(&dir))?;
+    let lock = dir.join("Cargo.lock");
+    if !lock.exists() {
+        let from = cfg.crate_dir.join("Cargo.lock");
+        if from.exists() {
+            std::fs::copy(&from, &lock).map_err(io(&from))?;
+        }
+    }
+    hw9_env::write_atomic(&dir.join("src").join("main.rs"), main_rs.as_bytes()).map_err(io(&dir))?;
+    Ok(dir)
+}
+
+fn toolchain_env(cfg: &RerunConfig) -> Vec<(String, String)> {
+    let lib = cfg.libtorch.join("lib");
+    let cargo_bin = cfg.cargo_home.join("bin");
+    vec![
+        ("LIBTORCH".into(), cfg.libtorch.display().to_string()),
+        ("LIBTORCH_BYPASS_VERSION_CHECK".into(), std::env::var("LIBTORCH_BYPASS_VERSION_CHECK").unwrap_or_default()),
+        ("LD_LIBRARY_PATH".into(), lib.display().to_string()),
+        ("RUSTUP_HOME".into(), cfg.rustup_home.display().to_string()),
+        ("PATH".into(), format!("{}:/usr/local/bin:/usr/bin:/bin", cargo_bin.display())),
+        ("CARGO_TARGET_DIR".into(), cfg.work_dir.join("target").display().to_string()),
+        ("CARGO_HOME".into(), cfg.work_dir.join("cargo-home").display().to_string()),
+        ("CARGO_NET_OFFLINE".into(), "true".into()),
+    ]
+    .into_iter()
+    .filter(|(k, v)| !(k == "LIBTORCH_BYPASS_VERSION_CHECK" && v.is_empty()))
+    .collect()
+}
+
+/// What a build and a run may see: the crate's sources, libtorch, the toolchain; the work
+/// folder read-write. Never the hidden cases' folder or the submissions.
+fn mounts(cfg: &RerunConfig) -> Mounts {
+    let c = &cfg.crate_dir;
+    let mut ro: Vec<PathBuf> =
+        ["Cargo.toml", "Cargo.lock", "build.rs", "src", "crates", "assets/fonts"].iter().map(|p| c.join(p)).collect();
+    ro.retain(|p| p.exists());
+    ro.push(cfg.libtorch.clone());
+    ro.push(cfg.rustup_home.clone());
+    ro.push(cfg.cargo_home.join("bin"));
+    Mounts { ro, rw: vec![cfg.work_dir.clone()], ro_at: Vec::new() }
+}
+
+/// A private CARGO_HOME for the sandbox: the real registry read-only, bound over
+/// `work/cargo-home/registry`; the root writable for cargo's lock files.
+fn cargo_home(cfg: &RerunConfig, m: &mut Mounts) -> Result<()> {
+    let registry = cfg.work_dir.join("cargo-home").join("registry");
+    std::fs::create_dir_all(&registry).map_err(io(&registry))?;
+    let real = cfg.cargo_home.join("registry");
+    if real.exists() {
+        m.ro_at.push((real, registry));
+    }
+    Ok(())
+}
+
+/// Builds the harness; returns the compiler's errors mapped to TODO cells when it fails.
+fn build(cfg: &RerunConfig, harness: &Harness) -> Result<std::result::Result<PathBuf, (Option<usize>, String)>> {
+    let (main_rs, _) = harness.source();
+    let dir = write_crate(cfg, &main_rs)?;
+    let mut m = mounts(cfg);
+    cargo_home(cfg, &mut m)?;
+    let cargo = cfg.cargo_home.join("bin").join("cargo");
+    let args: Vec<String> =
+        ["build", "--offline", "--quiet", "--message-format=short"].iter().map(|s| s.to_string()).collect();
+    let out = sandbox::run(&cargo, &args, &m, &dir, &toolchain_env(cfg), &cfg.build_limits)?;
+    if out.ended == Ended::Exited(0) {
+        return Ok(Ok(cfg.work_dir.join("target").join("debug").join(HARNESS)));
+    }
+    let errors: Vec<&str> = out.stderr.lines().filter(|l| l.contains("error")).collect();
+    // `src/main.rs:LINE:COL: error[E…]: …` (short messages): the first error's line names the cell.
+    let cell = errors.iter().find_map(|l| {
+        let rest = l.split("src/main.rs:").nth(1)?;
+        let line: usize = rest.split(':').next()?.parse().ok()?;
+        match harness.cell_at_line(line)? {
+            PartKind::Todo(i) => Some(i),
+            _ => None,
+        }
+    });
+    let text = if errors.is_empty() {
+        format!("{} ({})", out.describe(&cfg.build_limits), tail(&out.stderr, 1500))
+    } else {
+        errors.iter().take(5).copied().collect::<Vec<_>>().join("\n")
+    };
+    Ok(Err((cell, text)))
+}
+
+fn tail(s: &str, n: usize) -> String {
+    let start = s.len().saturating_sub(n);
+    let start = (start..s.len()).find(|&i| s.is_char_boundary(i)).unwrap_or(s.len());
+    s[start..].trim().to_string()
+}
+
+/// Runs the built harness until every check has an output or a failure.
+fn run_checks(
+    cfg: &RerunConfig,
+    binary: &Path,
+    cases: &Path,
+    checks: &[String],
+) -> Result<(BTreeMap<String, Values>, BTreeMap<String, String>)> {
+    let mut outputs = BTreeMap::new();
+    let mut failed: BTreeMap<String, String> = BTreeMap::new();
+    let mut m = mounts(cfg);
+    m.rw.clear();
+    m.ro.retain(|p| p != &cfg.rustup_home && p != &cfg.cargo_home.join("bin"));
+    m.ro.push(binary.to_path_buf());
+    m.ro.push(cases.to_path_buf());
+    for _attempt in 0..=checks.len() {
+        let done: Vec<String> =
+            checks.iter().filter(|c| outputs.contains_key(*c) || failed.contains_key(*c)).cloned().collect();
+        if done.len() == checks.len() {
+            break;
+        }
+        let mut env = toolchain_env(cfg);
+        env.push(("HW9_GRADE_CASES".into(), cases.display().to_string()));
+        env.push(("HW9_GRADE_SKIP".into(), done.join(",")));
+        env.push(("HW9_THREADS".into(), "1".into()));
+        env.push(("OMP_NUM_THREADS".into(), "1".into()));
+        let out = sandbox::run(binary, &[], &m, Path::new("/tmp"), &env, &cfg.run_limits)?;
+        let mut pending: Option<String> = None;
+        let mut ended = false;
+        use crate::harness::lines as g;
+        for line in out.stdout.lines() {
+            let mut words = line.splitn(3, ' ');
+            match (words.next(), words.next(), words.next()) {
+                (Some(g::BEGIN), Some(c), None) => pending = Some(c.to_string()),
+                (Some(g::OUTPUT), Some(c), Some(b64)) if checks.iter().any(|k| k == c) => {
+                    use base64::Engine;
+                    let parsed = base64::engine::general_purpose::STANDARD
+                        .decode(b64.trim())
+                        .map_err(|e| e.to_string())
+                        .and_then(|bytes| parse_safetensors(&bytes, "the harness's output").map_err(|e| e.to_string()));
+                    match parsed {
+                        Ok(values) => outputs.extend(values),
+                        Err(e) => {
+                            failed.insert(c.to_string(), format!("its output was unreadable ({e})"));
+                        }
+                    }
+                    // Marks the check done even when its outputs were named otherwise.
+                    outputs.entry(format!("{c}#done")).or_insert(Values {
+                        shape: vec![],
+                        dtype: "Float".into(),
+                        data: vec![],
+                    });
+                    pending = None;
+                }
+                (Some(g::FAILED), Some(c), why) if checks.iter().any(|k| k == c) => {
+                    failed
+                        .insert(c.to_string(), format!("your code failed on the graded input: {}", why.unwrap_or("")));
+                    pending = None;
+                }
+                (Some(g::END), None, None) => ended = true,
+                _ => {}
+            }
+        }
+        if ended && out.ended == Ended::Exited(0) {
+            // Every check not skipped printed something, or did not run (its cell was not reached).
+            for c in checks {
+                if !outputs.contains_key(&format!("{c}#done")) && !failed.contains_key(c) {
+                    failed.insert(c.clone(), "its check did not run".into());
+                }
+            }
+            break;
+        }
+        let why = out.describe(&cfg.run_limits);
+        let stderr = tail(&out.stderr, 600);
+        let culprit = pending.or_else(|| {
+            checks.iter().find(|c| !outputs.contains_key(&format!("{c}#done")) && !failed.contains_key(*c)).cloned()
+        });
+        match culprit {
+            Some(c) => {
+                let msg = if stderr.is_empty() { why } else { format!("{why}; stderr: {stderr}") };
+                failed.insert(c, format!("the program {msg}"));
+            }
+            None => break,
+        }
+    }
+    outputs.retain(|k, _| !k.ends_with("#done"));
+    Ok((outputs, failed))
+}
+
+/// Re-runs the TODO cells of `student` (a submitted notebook's JSON) for `notebook` and grades
+/// each check on the hidden cases.
+pub fn rerun(notebook: &str, student: &Value, cfg: &RerunConfig) -> Result<RerunReport> {
+    let release = read_json(&cfg.release_dir.join(format!("{notebook}.ipynb")), "the released notebook")?;
+    let hidden_path = cfg.hidden_dir.join(format!("{notebook}.safetensors"));
+    let hidden = Fixtures::from_file(&hidden_path)?;
+    let hidden_bytes = std::fs::read(&hidden_path).map_err(io(&hidden_path))?;
+    std::fs::create_dir_all(&cfg.work_dir).map_err(io(&cfg.work_dir))?;
+    let cases = cfg.work_dir.join(format!("cases-{notebook}.safetensors"));
+    hw9_env::write_atomic(&cases, &cases_for_sandbox(&hidden_bytes)?).map_err(io(&cases))?;
+
+    let mut harness = Harness::new(notebook, &release, student)?;
+    let mut notes: Vec<String> = harness
+        .todos
+        .iter()
+        .filter_map(|t| match t.source {
+            Source::SameId => None,
+            Source::SameItems => Some(format!("TODO cell {}: found by what it defines (its cell id changed)", t.id)),
+            Source::Missing => Some(format!("TODO cell {}: not in your notebook; its checks fail", t.id)),
+        })
+        .collect();
+    let started = Instant::now();
+    let binary = loop {
+        match build(cfg, &harness)? {
+            Ok(b) => break b,
+            Err((Some(i), errors)) if !harness.replaced.iter().any(|(j, _)| *j == i) => {
+                notes.push(format!("TODO cell {} does not compile; its checks fail:\n{errors}", harness.todos[i].id));
+                harness = harness.without(i, &errors);
+            }
+            Err((_, errors)) => {
+                return Err(Error::Input(format!("the grader's harness for {notebook} does not build: {errors}")))
+            }
+        }
+    };
+    let build_seconds = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let (outputs, failed) = run_checks(cfg, &binary, &cases, &harness.checks)?;
+    let run_seconds = started.elapsed().as_secs_f64();
+    let mut results = Vec::new();
+    for check in hidden.checks() {
+        let tolerance = hidden.tolerance(&check)?;
+        let expected = hidden.expected(&check, "autograder");
+        if expected.is_empty() {
+            return Err(Error::Input(format!("{} has no expected output for {check}", hidden_path.display())));
+        }
+        if let Some(why) = failed.get(&check) {
+            results.push(CheckResult::failed(&check, Some(tolerance), why.clone()));
+            continue;
+        }
+        let names: Vec<String> = if expected.len() == 1 {
+            vec![check.clone()]
+        } else {
+            (0..expected.len()).map(|i| format!("{check}.{i}")).collect()
+        };
+        let got: Option<Vec<&Values>> = names.iter().map(|n| outputs.get(n)).collect();
+        results.push(match got {
+            Some(got) => compare_all(&check, &got, &expected, tolerance),
+            None => CheckResult::failed(&check, Some(tolerance), "no output on the graded input".into()),
+        });
+    }
+    Ok(RerunReport { results, notes, build_seconds, run_seconds })
+}
