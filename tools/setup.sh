@@ -182,6 +182,21 @@ if [ -n "${HW9_SETUP_TESTS:-}" ]; then
   fi
 fi
 
+# 6b. For the tests only: bubblewrap, the sandbox the grader re-runs students' code in
+#     (hw9-grade --rerun; tests/rerun.rs, crates/hw9-grade/tests/sandbox.rs).
+if [ -n "${HW9_SETUP_TESTS:-}" ]; then
+  if command -v bwrap >/dev/null; then
+    step bwrap "ok: $(bwrap --version 2>/dev/null | head -n1)"
+  elif [ "$(id -u)" = 0 ]; then
+    step bwrap "installing Debian's bubblewrap (the grader's sandbox)..."
+    { quiet apt-get install -y -q bubblewrap || { quiet apt-get update && quiet apt-get install -y -q bubblewrap; }; } ||
+      fail bwrap "apt-get could not install bubblewrap" "apt-get update && apt-get install bubblewrap, then make test"
+    step bwrap "ok: $(bwrap --version 2>/dev/null | head -n1)"
+  else
+    fail bwrap "bwrap is missing (the grader's sandbox is tested with it)" "sudo apt-get install bubblewrap, then make test"
+  fi
+fi
+
 # 7. Warm the kernel's build cache, so a notebook's first `:dep hw9` cell is quick.
 STAMP=$ROOT/.cache/evcxr/warm.stamp
 stale=yes

@@ -14,7 +14,7 @@
 //! body, the cells' statements run in the notebook's order, and `?` works as in a cell. The
 //! check cells call `rec.check(&fixtures, …)` as in the notebook; the harness's `fixtures` are
 //! the graded cases the grader hands it and its `rec` writes each check's outputs as it goes
-//! (`hw9::grading::Recorder::for_grader`). Each cell is marked by a line comment so a compiler
+//! (`hw9::grading::check::Recorder::for_grader`). Each cell is marked by a line comment so a compiler
 //! error's line names the cell it is in ([`Harness::cell_at_line`]).
 
 use std::collections::BTreeSet;
@@ -23,7 +23,7 @@ use serde_json::Value;
 
 use crate::{Error, Result};
 
-/// The lines the harness's recorder prints (`hw9::grading::Recorder::for_grader`), which
+/// The lines the harness's recorder prints (`hw9::grading::check::Recorder::for_grader`), which
 /// [`crate::rerun`] reads from its stdout.
 pub mod lines {
     /// `BEGIN <check>`: the check starts (a crash or a timeout before its output is this check's).
@@ -256,8 +256,8 @@ impl Harness {
              {imports}\n\
              let device = tch::Device::Cpu;\n\
              let profile = hw9::Profile::Cpu;\n\
-             let fixtures = hw9::grading::Fixtures::load_from(\"{nb}\", std::path::Path::new(&std::env::var(\"HW9_GRADE_CASES\")?))?;\n\
-             let mut rec = hw9::grading::Recorder::for_grader(\"{nb}\")?;\n",
+             let fixtures = hw9::grading::check::Fixtures::load_from(\"{nb}\", std::path::Path::new(&std::env::var(\"HW9_GRADE_CASES\")?))?;\n\
+             let mut rec = hw9::grading::check::Recorder::for_grader(\"{nb}\")?;\n",
             nb = self.notebook,
             imports = self.imports().join("\n"),
         );

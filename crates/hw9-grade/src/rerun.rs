@@ -37,9 +37,11 @@ pub struct RerunConfig {
     pub release_dir: PathBuf,
     /// The hidden cases with their expected outputs (`<notebook>.safetensors`).
     pub hidden_dir: PathBuf,
-    /// The grader's build folder: the harness crate, its target folder (kept warm) and the cases
-    /// the sandbox reads. Writable for the sandbox's uid.
+    /// The grader's build folder: the harness crate and the cases the sandbox reads.
     pub work_dir: PathBuf,
+    /// The harness's target folder, kept warm: a submission then compiles in seconds. The
+    /// repository's own `target/` shares its dependencies' builds (tch, torch-sys).
+    pub target_dir: PathBuf,
     /// libtorch's folder (`LIBTORCH`): built against and loaded from, as the crate was built.
     pub libtorch: PathBuf,
     /// `CARGO_HOME` (its registry is read-only inside) and `RUSTUP_HOME`, when not the defaults.
@@ -65,10 +67,16 @@ impl RerunConfig {
             release_dir: root.join("notebooks"),
             hidden_dir: env_or("HW9_HIDDEN_CASES", root.join("assets").join("hidden")),
             work_dir: env_or("HW9_RERUN_DIR", root.join("build").join("rerun")),
+            target_dir: env_or("CARGO_TARGET_DIR", root.join("target")),
             libtorch: env_or("LIBTORCH", root.join(".venv/lib/python3.11/site-packages/torch")),
             cargo_home: env_or("CARGO_HOME", home.join(".cargo")),
             rustup_home: env_or("RUSTUP_HOME", home.join(".rustup")),
-            build_limits: Limits { cpu_seconds: 1200, wall: Duration::from_secs(900), ..Limits::default() },
+            build_limits: Limits {
+                cpu_seconds: 1800,
+                wall: Duration::from_secs(1200),
+                drop_privileges: false,
+                ..Limits::default()
+            },
             run_limits: Limits::default(),
         }
     }
@@ -145,8 +153,14 @@ fn write_crate(cfg: &RerunConfig, main_rs: &str) -> Result<PathBuf> {
         "[package]\nname = \"{HARNESS}\"\nversion = \"0.1.0\"\nedition = \"2021\"\npublish = false\n\n\
          [dependencies]\nhw9 = {{ path = {:?}, default-features = false }}\ntch = \"0.26.0\"\n\n\
          [workspace]\n\n\
-         # As the crate's own dev profile, so the warm build is reused.\n\
-         [profile.dev]\nopt-level = 1\ndebug = false\n\n[profile.dev.package.\"*\"]\ndebug = false\n",
+         # The repository's dev profile, package by package, so its build of the crate without\n\
+         # `reference` (make test's api_probe) is this one: the same target folder builds it once.\n\
+         [profile.dev]\nopt-level = 1\ndebug = \"line-tables-only\"\n\n\
+         [profile.dev.package.\"*\"]\ndebug = false\n\n\
+         [profile.dev.package.hw9]\ndebug = \"line-tables-only\"\n\n\
+         [profile.dev.package.hw9-env]\ndebug = \"line-tables-only\"\n\n\
+         [profile.dev.package.hw9-grade]\ndebug = \"line-tables-only\"\n\n\
+         [profile.dev.package.{HARNESS}]\ndebug = false\n",
         cfg.crate_dir.display().to_string()
     );
     hw9_env::write_atomic(&dir.join("Cargo.toml"), manifest.as_bytes()).map_err(io(&dir))?;
@@ -170,8 +184,10 @@ fn toolchain_env(cfg: &RerunConfig) -> Vec<(String, String)> {
         ("LD_LIBRARY_PATH".into(), lib.display().to_string()),
         ("RUSTUP_HOME".into(), cfg.rustup_home.display().to_string()),
         ("PATH".into(), format!("{}:/usr/local/bin:/usr/bin:/bin", cargo_bin.display())),
-        ("CARGO_TARGET_DIR".into(), cfg.work_dir.join("target").display().to_string()),
-        ("CARGO_HOME".into(), cfg.work_dir.join("cargo-home").display().to_string()),
+        ("CARGO_TARGET_DIR".into(), cfg.target_dir.display().to_string()),
+        // The grader's own CARGO_HOME, at its own path: the registry's sources keep the paths the
+        // warm build's fingerprints name (another path rebuilds every dependency).
+        ("CARGO_HOME".into(), cfg.cargo_home.display().to_string()),
         ("CARGO_NET_OFFLINE".into(), "true".into()),
     ]
     .into_iter()
@@ -187,21 +203,34 @@ fn mounts(cfg: &RerunConfig) -> Mounts {
         ["Cargo.toml", "Cargo.lock", "build.rs", "src", "crates", "assets/fonts"].iter().map(|p| c.join(p)).collect();
     ro.retain(|p| p.exists());
     ro.push(cfg.libtorch.clone());
+    // What libtorch's own RUNPATH reaches beside it (`../../nvidia/cu13/lib`: the CUDA runtime
+    // libraries the PyPI wheel links against, loaded even on a CPU).
+    if let Some(site) = cfg.libtorch.parent() {
+        if let Ok(entries) = std::fs::read_dir(site) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name == "nvidia" || name.ends_with(".libs") {
+                    ro.push(e.path());
+                }
+            }
+        }
+    }
     ro.push(cfg.rustup_home.clone());
     ro.push(cfg.cargo_home.join("bin"));
-    Mounts { ro, rw: vec![cfg.work_dir.clone()], ro_at: Vec::new() }
+    Mounts { ro, rw: vec![cfg.work_dir.clone(), cfg.target_dir.clone()], ro_at: Vec::new(), scratch: Vec::new() }
 }
 
-/// A private CARGO_HOME for the sandbox: the real registry read-only, bound over
-/// `work/cargo-home/registry`; the root writable for cargo's lock files.
-fn cargo_home(cfg: &RerunConfig, m: &mut Mounts) -> Result<()> {
-    let registry = cfg.work_dir.join("cargo-home").join("registry");
-    std::fs::create_dir_all(&registry).map_err(io(&registry))?;
-    let real = cfg.cargo_home.join("registry");
-    if real.exists() {
-        m.ro_at.push((real, registry));
+/// CARGO_HOME inside the sandbox: a scratch folder at its own path (cargo writes its lock files
+/// there) with the registry and the binaries bound read-only inside.
+fn cargo_home(cfg: &RerunConfig, m: &mut Mounts) {
+    m.scratch.push(cfg.cargo_home.clone());
+    m.ro.retain(|p| !p.starts_with(&cfg.cargo_home));
+    for sub in ["registry", "bin", "git"] {
+        let p = cfg.cargo_home.join(sub);
+        if p.exists() {
+            m.ro.push(p);
+        }
     }
-    Ok(())
 }
 
 /// Builds the harness; returns the compiler's errors mapped to TODO cells when it fails.
@@ -209,13 +238,13 @@ fn build(cfg: &RerunConfig, harness: &Harness) -> Result<std::result::Result<Pat
     let (main_rs, _) = harness.source();
     let dir = write_crate(cfg, &main_rs)?;
     let mut m = mounts(cfg);
-    cargo_home(cfg, &mut m)?;
+    cargo_home(cfg, &mut m);
     let cargo = cfg.cargo_home.join("bin").join("cargo");
     let args: Vec<String> =
         ["build", "--offline", "--quiet", "--message-format=short"].iter().map(|s| s.to_string()).collect();
     let out = sandbox::run(&cargo, &args, &m, &dir, &toolchain_env(cfg), &cfg.build_limits)?;
     if out.ended == Ended::Exited(0) {
-        return Ok(Ok(cfg.work_dir.join("target").join("debug").join(HARNESS)));
+        return Ok(Ok(cfg.target_dir.join("debug").join(HARNESS)));
     }
     let errors: Vec<&str> = out.stderr.lines().filter(|l| l.contains("error")).collect();
     // `src/main.rs:LINE:COL: error[E…]: …` (short messages): the first error's line names the cell.
@@ -312,6 +341,10 @@ fn run_checks(
             }
             break;
         }
+        if out.stderr.contains("error while loading shared libraries") {
+            // The grader's installation, not the student's code: no points are taken for it.
+            return Err(Error::Input(format!("the harness cannot start in the sandbox: {}", tail(&out.stderr, 400))));
+        }
         let why = out.describe(&cfg.run_limits);
         let stderr = tail(&out.stderr, 600);
         let culprit = pending.or_else(|| {
@@ -339,6 +372,11 @@ pub fn rerun(notebook: &str, student: &Value, cfg: &RerunConfig) -> Result<Rerun
     std::fs::create_dir_all(&cfg.work_dir).map_err(io(&cfg.work_dir))?;
     let cases = cfg.work_dir.join(format!("cases-{notebook}.safetensors"));
     hw9_env::write_atomic(&cases, &cases_for_sandbox(&hidden_bytes)?).map_err(io(&cases))?;
+    // Readable by the sandbox's uid (the file holds no answers).
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&cases, std::fs::Permissions::from_mode(0o644)).map_err(io(&cases))?;
+    }
 
     let mut harness = Harness::new(notebook, &release, student)?;
     let mut notes: Vec<String> = harness

@@ -49,6 +49,10 @@ pub struct Limits {
     pub output_bytes: usize,
     /// The uid and gid it runs as when the grader is root.
     pub uid: u32,
+    /// Whether to drop to [`Limits::uid`] (root grader). Off for a build, which runs no code of
+    /// the student's (only the compiler and the trusted crates' build scripts) and writes the
+    /// grader's warm target folder; on for everything that runs the student's code.
+    pub drop_privileges: bool,
 }
 
 impl Default for Limits {
@@ -64,6 +68,7 @@ impl Default for Limits {
             tmp_bytes: 512 << 20,
             output_bytes: 8 << 20,
             uid: 64_000,
+            drop_privileges: true,
         }
     }
 }
@@ -78,6 +83,9 @@ pub struct Mounts {
     /// Read-only `(source, place inside)`, bound after the others (so one can cover a folder
     /// inside a read-write one).
     pub ro_at: Vec<(PathBuf, PathBuf)>,
+    /// Empty writable folders (a tmpfs each, gone with the sandbox), made before the binds so a
+    /// read-only bind can sit inside one.
+    pub scratch: Vec<PathBuf>,
 }
 
 /// How a sandboxed command ended.
@@ -174,7 +182,26 @@ fn bwrap_args(mounts: &Mounts, limits: &Limits, cwd: &Path, env: &[(String, Stri
         }
     }
     let tmp = limits.tmp_bytes.to_string();
-    push(&["--proc", "/proc", "--dev", "/dev", "--size", &tmp, "--tmpfs", "/tmp"]);
+    push(&["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", &tmp, "--tmpfs", "/tmp"]);
+    // The folders above each mount, traversable by the sandbox's uid (bwrap makes them 0700
+    // when it runs as root).
+    let mut above: Vec<PathBuf> = mounts
+        .ro
+        .iter()
+        .chain(&mounts.rw)
+        .chain(mounts.ro_at.iter().map(|(_, dest)| dest))
+        .chain(&mounts.scratch)
+        .flat_map(|p| p.ancestors().skip(1).map(Path::to_path_buf).collect::<Vec<_>>())
+        .filter(|p| p.components().count() > 1 && !p.starts_with("/usr") && !p.starts_with("/etc"))
+        .collect();
+    above.sort_by_key(|p| (p.components().count(), p.clone()));
+    above.dedup();
+    for dir in &above {
+        push(&["--perms", "0755", "--dir", &dir.to_string_lossy()]);
+    }
+    for p in &mounts.scratch {
+        push(&["--perms", "0777", "--tmpfs", &p.to_string_lossy()]);
+    }
     for p in &mounts.ro {
         let s = p.to_string_lossy();
         push(&["--ro-bind", &s, &s]);
@@ -207,7 +234,7 @@ pub fn run(
 ) -> Result<Outcome> {
     let mut cmd = Command::new("bwrap");
     cmd.args(bwrap_args(mounts, limits, cwd, env)).arg("--");
-    if is_root() {
+    if is_root() && limits.drop_privileges {
         // Inside the namespaces, drop to the sandbox's uid for good before the program runs.
         let id = limits.uid.to_string();
         cmd.args([
@@ -240,7 +267,7 @@ pub fn run(
             set(libc::RLIMIT_FSIZE, l.file_bytes, l.file_bytes)?;
             set(libc::RLIMIT_NOFILE, 256, 256)?;
             set(libc::RLIMIT_CORE, 0, 0)?;
-            if libc::geteuid() == 0 {
+            if libc::geteuid() == 0 && l.drop_privileges {
                 // Counted per uid: the sandbox's own, which nothing else uses.
                 set(libc::RLIMIT_NPROC, l.processes, l.processes)?;
             }

@@ -132,7 +132,7 @@ fn files_not_given_do_not_exist_and_nothing_outside_is_writable() {
     std::process::Command::new("chown").arg("-R").arg("64107:64107").arg(work.path()).status().ok();
     let m = Mounts { rw: vec![work.path().to_path_buf()], ..Mounts::default() };
     let script = format!(
-        "cat {s} && echo READ; ls {d} && echo LISTED; touch {w}/ok && echo WROTE; touch /usr/evil || echo NO_USR; \
+        "cat {s} && echo READ; ls {d} && echo LISTED; touch {w}/ok && echo WROTE; touch /tmp/scratch && echo TMP_OK; touch /usr/evil || echo NO_USR; \
          touch {d}/evil || echo NO_SECRET_DIR; cat /root/.bashrc >/dev/null 2>&1 || echo NO_ROOT",
         s = secret.display(),
         d = secret_dir.path().display(),
@@ -140,7 +140,7 @@ fn files_not_given_do_not_exist_and_nothing_outside_is_writable() {
     );
     let out = sh(&script, &m, &l);
     assert!(!out.stdout.contains("READ") && !out.stdout.contains("LISTED"), "{out:?}");
-    assert!(out.stdout.contains("WROTE"), "{out:?}");
+    assert!(out.stdout.contains("WROTE") && out.stdout.contains("TMP_OK"), "{out:?}");
     assert!(out.stdout.contains("NO_USR") && out.stdout.contains("NO_SECRET_DIR"), "{out:?}");
     assert!(work.path().join("ok").exists());
     assert!(!secret_dir.path().join("evil").exists());

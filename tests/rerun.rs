@@ -1,0 +1,193 @@
+//! Grading by re-running (issue 29): the grader builds a submission's TODO cells into a harness
+//! against the crate without its answers, runs it in the sandbox on the hidden cases
+//! (`assets/hidden/`), and compares with answers the submission never had.
+//!
+//! - a correct notebook (the solution) passes every check;
+//! - a notebook whose outputs and log were forged (PyTorch's own answers, every check "passed",
+//!   re-hashed) but whose TODO cells are empty scores 0 on every check, where reading its outputs
+//!   gave full marks;
+//! - one notebook with a different fault in each TODO cell loses exactly those checks: a wrong
+//!   formula, an endless loop (stopped at the wall-clock limit), a stack overflow (a crash),
+//!   reading the hidden answers (not there), a network connection (none), and the one correct
+//!   cell still passes;
+//! - a TODO cell that does not compile (including one that tries to `include_bytes!` the hidden
+//!   answers at compile time) costs its own checks only.
+//!
+//! The first harness build compiles hw9 without `reference` into `target/` (a minute or two,
+//! sharing tch and torch-sys with the repository's build); each later one takes seconds.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use hw9_grade::rerun::{rerun, RerunConfig};
+use hw9_grade::sandbox;
+use serde_json::Value;
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn config() -> Option<RerunConfig> {
+    if let Err(why) = sandbox::available() {
+        if std::env::var("HW9_SKIP_SANDBOX").is_ok_and(|v| v == "1") {
+            eprintln!("SKIPPED (HW9_SKIP_SANDBOX=1): {why}");
+            return None;
+        }
+        panic!("{why} (set HW9_SKIP_SANDBOX=1 to skip on a machine that cannot make namespaces)");
+    }
+    let mut cfg = RerunConfig::for_root(&root());
+    cfg.work_dir = root().join("target").join("rerun-tests");
+    cfg.run_limits.wall = Duration::from_secs(20);
+    cfg.run_limits.cpu_seconds = 30;
+    Some(cfg)
+}
+
+fn notebook(path: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).expect("notebook")).expect("notebook JSON")
+}
+
+/// The solution notebook with the code of the cell `id` replaced by `code`.
+fn with_cell(mut nb: Value, id: &str, code: &str) -> Value {
+    let cells = nb["cells"].as_array_mut().expect("cells");
+    let cell = cells.iter_mut().find(|c| c["id"] == id).unwrap_or_else(|| panic!("no cell {id}"));
+    cell["source"] = Value::String(code.to_string());
+    nb
+}
+
+fn outcome(report: &hw9_grade::rerun::RerunReport) -> Vec<(String, bool, String)> {
+    report.results.iter().map(|r| (r.name.clone(), r.passed, r.message.clone())).collect()
+}
+
+fn solution(name: &str) -> Value {
+    notebook(&root().join("notebooks/solutions").join(format!("{name}.ipynb")))
+}
+
+#[test]
+fn a_correct_notebook_passes_every_check_on_the_hidden_cases() {
+    let Some(cfg) = config() else { return };
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    for name in ["00_setup_check", "04_facenet"] {
+        let report = rerun(name, &solution(name), &cfg).expect("re-run");
+        let all = outcome(&report);
+        assert!(!all.is_empty());
+        assert!(all.iter().all(|(_, ok, _)| *ok), "{name}: {all:#?}\nnotes: {:?}", report.notes);
+        eprintln!("{name}: built in {:.1} s, ran in {:.1} s", report.build_seconds, report.run_seconds);
+    }
+}
+
+// The cell ids of 04_facenet's TODO cells (the release and the solution share them).
+const EMBEDDING: &str = "51cda2e3";
+const DISTANCES: &str = "31681ede";
+const LOSS: &str = "a6da77e7";
+const SEMI_HARD: &str = "dfa31980";
+
+#[test]
+fn each_fault_costs_its_own_check_and_nothing_leaks() {
+    let Some(cfg) = config() else { return };
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let hidden = root().join("assets/hidden/04_facenet.safetensors");
+    let nb = solution("04_facenet");
+    let embedding = format!(
+        r#"#[derive(Debug)]
+struct FaceNet {{ trunk: ConvTrunk, head: nn::Linear }}
+impl FaceNet {{
+    fn new(vs: &nn::Path, cfg: &FacenetConfig) -> Self {{
+        FaceNet {{ trunk: ConvTrunk::new(&(vs / "trunk"), cfg).expect("cfg"), head: nn::linear(vs / "head", cfg.trunk_dim(), cfg.embedding_dim, Default::default()) }}
+    }}
+}}
+impl nn::ModuleT for FaceNet {{
+    fn forward_t(&self, images: &Tensor, train: bool) -> Tensor {{
+        // Reads the grader's answers, then tries the network: neither is there.
+        let answers = std::fs::read({hidden:?}).map(|b| b.len()).map_err(|e| e.to_string());
+        let net = std::net::TcpStream::connect_timeout(&"1.1.1.1:80".parse().unwrap(), std::time::Duration::from_secs(2)).map_err(|e| e.to_string());
+        panic!("LEAK CHECK answers={{answers:?}} network={{net:?}}");
+    }}
+}}"#
+    );
+    let nb = with_cell(nb, EMBEDDING, &embedding);
+    // Wrong: distances, not squared.
+    let nb = with_cell(
+        nb,
+        DISTANCES,
+        "fn pairwise_squared_distances(e: &Tensor) -> Tensor {\n    let sq = e.square().sum_dim_intlist([-1].as_slice(), false, Kind::Float);\n    (sq.unsqueeze(1) + sq.unsqueeze(0) - e.matmul(&e.transpose(0, 1)) * 2.0).clamp_min(0.0).sqrt()\n}",
+    );
+    let nb = with_cell(
+        nb,
+        LOSS,
+        "fn triplet_loss(a: &Tensor, p: &Tensor, n: &Tensor, margin: f64) -> Tensor {\n    while std::hint::black_box(true) {}\n    a.sum(Kind::Float)\n}",
+    );
+    let nb = with_cell(
+        nb,
+        SEMI_HARD,
+        "fn deeper(n: u64) -> u64 { if n == u64::MAX { 0 } else { 1 + deeper(n + 1) } }\nfn semi_hard_triplets(d: &Tensor, l: &Tensor) -> (Tensor, Tensor, Tensor) {\n    let n = deeper(0) as i64;\n    (Tensor::from(n), Tensor::from(n), Tensor::from(n))\n}",
+    );
+    let report = rerun("04_facenet", &nb, &cfg).expect("re-run");
+    let all = outcome(&report);
+    let get = |name: &str| all.iter().find(|(n, ..)| n == name).unwrap_or_else(|| panic!("no {name} in {all:#?}"));
+    assert!(get("batch_hard_triplets").1, "the correct cell passes: {all:#?}");
+    let embedding = get("embedding");
+    assert!(!embedding.1);
+    assert!(embedding.2.contains("LEAK CHECK"), "{all:#?}");
+    assert!(embedding.2.contains("No such file"), "the hidden answers are not there: {}", embedding.2);
+    assert!(!embedding.2.contains("network=Ok"), "no network: {}", embedding.2);
+    assert!(!get("pairwise_distances").1);
+    assert!(get("pairwise_distances").2.contains("expected"), "{all:#?}");
+    let looped = get("triplet_loss");
+    assert!(!looped.1 && looped.2.contains("endless loop"), "{looped:?}");
+    let crashed = get("semi_hard_triplets");
+    assert!(
+        !crashed.1
+            && (crashed.2.contains("SIGSEGV") || crashed.2.contains("SIGABRT") || crashed.2.contains("overflow")),
+        "{crashed:?}"
+    );
+    assert_eq!(all.iter().filter(|(_, ok, _)| *ok).count(), 1, "{all:#?}");
+}
+
+#[test]
+fn a_cell_that_does_not_compile_costs_its_own_checks_only() {
+    let Some(cfg) = config() else { return };
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let hidden = root().join("assets/hidden/04_facenet.safetensors");
+    let nb = with_cell(
+        solution("04_facenet"),
+        DISTANCES,
+        &format!("static ANSWERS: &[u8] = include_bytes!({hidden:?});\nfn pairwise_squared_distances(e: &Tensor) -> Tensor {{ Tensor::from(ANSWERS.len() as f64) }}"),
+    );
+    let nb = with_cell(nb, LOSS, "fn triplet_loss(a: &Tensor, p: &Tensor, n: &Tensor, margin: f64) -> Tensor {\n    a + 1u8 == \"a type error\"\n}");
+    let report = rerun("04_facenet", &nb, &cfg).expect("re-run");
+    let all = outcome(&report);
+    let failed: Vec<&str> = all.iter().filter(|(_, ok, _)| !ok).map(|(n, ..)| n.as_str()).collect();
+    assert_eq!(failed, ["pairwise_distances", "triplet_loss"], "{all:#?}");
+    let notes = report.notes.join("\n");
+    assert!(notes.contains("does not compile") && notes.contains(DISTANCES) && notes.contains(LOSS), "{notes}");
+    assert!(notes.contains("No such file") || notes.contains("couldn't read"), "include_bytes! found nothing: {notes}");
+}
+
+#[test]
+fn a_forged_submission_scores_what_its_code_earns() {
+    let Some(cfg) = config() else { return };
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    use hw9::grading::check::Recorder;
+    use hw9::grading::fixtures::Fixtures;
+    // The student's machine reports PyTorch's own answers on every case (all checks pass) for a
+    // notebook whose TODO cells are the release's `todo!`s.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fixtures = Fixtures::load("04_facenet").expect("fixtures");
+    let mut rec = Recorder::new("04_facenet");
+    for check in fixtures.checks() {
+        rec.check(&fixtures, &check, |c| c.expected().into_iter().map(|t| t.shallow_clone()).collect::<Vec<_>>());
+    }
+    let nb_file = dir.path().join("04_facenet.ipynb");
+    std::fs::copy(root().join("notebooks/04_facenet.ipynb"), &nb_file).expect("copy");
+    let paths = hw9::grading::submission::write_submission_to(&rec, &nb_file, &dir.path().join("sub")).expect("zip");
+    let mut assets = hw9_grade::Assets::default();
+    let trusted = hw9_grade::grade(&paths.zip, &assets).expect("grade the outputs");
+    assert_eq!(trusted.score(), (5, 5), "reading the outputs, the forgery passes: {:?}", trusted.items);
+    assets.rerun = Some(cfg);
+    let measured = hw9_grade::grade(&paths.zip, &assets).expect("grade by re-running");
+    assert_eq!(measured.score(), (0, 5), "{:#?}", measured.items);
+    assert!(measured.notes.iter().any(|n| n.contains("re-running")));
+}
