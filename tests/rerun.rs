@@ -74,7 +74,12 @@ fn a_correct_notebook_passes_every_check_on_the_hidden_cases() {
         let all = outcome(&report);
         assert!(!all.is_empty());
         assert!(all.iter().all(|(_, ok, _)| *ok), "{name}: {all:#?}\nnotes: {:?}", report.notes);
-        eprintln!("{name}: built in {:.1} s, ran in {:.1} s", report.build_seconds, report.run_seconds);
+        eprintln!(
+            "{name}: built in {:.1} s, ran in {:.1} s, peak resident set {:.0} MiB (of any build or run so far)",
+            report.build_seconds,
+            report.run_seconds,
+            report.peak_rss_bytes as f64 / (1 << 20) as f64
+        );
     }
 }
 
@@ -190,4 +195,7 @@ fn a_forged_submission_scores_what_its_code_earns() {
     let measured = hw9_grade::grade(&paths.zip, &assets).expect("grade by re-running");
     assert_eq!(measured.score(), (0, 5), "{:#?}", measured.items);
     assert!(measured.notes.iter().any(|n| n.contains("re-running")));
+    // The command's own path (`hw9-grade --rerun <zip>`) grades it the same way.
+    let args = hw9_grade::GradeArgs { path: paths.zip.clone(), out: None, assets: None, fixtures: None, rerun: true };
+    args.run().expect("hw9-grade --rerun");
 }

@@ -34,6 +34,9 @@ pub mod lines {
     pub const FAILED: &str = "HW9-GRADE-FAILED";
     /// `END`: the harness reached its end.
     pub const END: &str = "HW9-GRADE-END";
+    /// `HARNESS <nonce>`: printed first, before any student code runs, so the grader knows the
+    /// binary it ran is the one it just built from this submission.
+    pub const HARNESS: &str = "HW9-GRADE-HARNESS";
 }
 
 /// What marks a TODO cell in a released notebook.
@@ -157,6 +160,8 @@ pub struct Harness {
     /// The TODO cells whose code is the release's `todo!` instead of the student's, and why (a
     /// cell that did not compile is replaced by [`Harness::without`]).
     pub replaced: Vec<(usize, String)>,
+    /// A number unique to this harness, which its program prints first ([`lines::HARNESS`]).
+    pub nonce: String,
     /// The release's code cells (kept to rebuild the source).
     release: Vec<Cell>,
     /// Which release cells are TODO cells (index into `todos`) or check cells.
@@ -226,7 +231,17 @@ impl Harness {
         if checks.is_empty() {
             return Err(Error::Input(format!("the release of {notebook} has no check cells: nothing to re-run")));
         }
-        Ok(Harness { notebook: notebook.to_string(), todos, checks, replaced: Vec::new(), release, layout })
+        let nonce = {
+            use sha2::Digest;
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            let mut h = sha2::Sha256::new();
+            h.update(format!("{}{:?}{}", std::process::id(), now, notebook));
+            for t in &todos {
+                h.update(t.code.as_bytes());
+            }
+            h.finalize().iter().take(12).map(|b| format!("{b:02x}")).collect()
+        };
+        Ok(Harness { notebook: notebook.to_string(), todos, checks, replaced: Vec::new(), nonce, release, layout })
     }
 
     /// The release's `use` lines (from its first cell that loads the fixtures).
@@ -253,12 +268,15 @@ impl Harness {
             "// The grader's harness for {nb} (hw9-grade): the student's TODO cells, the release's check cells.\n\
              #![allow(warnings)]\n\
              fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {{\n\
+             println!(\"\\n{marker} {nonce}\");\n\
              {imports}\n\
              let device = tch::Device::Cpu;\n\
              let profile = hw9::Profile::Cpu;\n\
              let fixtures = hw9::grading::check::Fixtures::load_from(\"{nb}\", std::path::Path::new(&std::env::var(\"HW9_GRADE_CASES\")?))?;\n\
              let mut rec = hw9::grading::check::Recorder::for_grader(\"{nb}\")?;\n",
             nb = self.notebook,
+            marker = lines::HARNESS,
+            nonce = self.nonce,
             imports = self.imports().join("\n"),
         );
         push(&mut out, &prelude, PartKind::Prelude, &mut parts);

@@ -93,9 +93,19 @@ pub struct RerunReport {
     pub build_seconds: f64,
     /// Seconds spent running.
     pub run_seconds: f64,
+    /// The largest resident set of a build or a run so far (see [`sandbox::Outcome::peak_rss_bytes`]).
+    pub peak_rss_bytes: u64,
 }
 
-const HARNESS: &str = "hw9-harness";
+/// The harness package's name for a work folder: one name per folder. Cargo identifies a path
+/// package by its name and its path *relative to its workspace*, so two work folders with one
+/// name would share a fingerprint in the shared target folder and one would run the other's
+/// build (the nonce check caught it: [`crate::harness::lines::HARNESS`]).
+fn package_name(cfg: &RerunConfig) -> String {
+    use sha2::Digest;
+    let h = sha2::Sha256::digest(cfg.work_dir.display().to_string().as_bytes());
+    format!("hw9-harness-{}", h.iter().take(4).map(|b| format!("{b:02x}")).collect::<String>())
+}
 
 /// The cases the sandbox reads: the hidden file without any expected output (each becomes its
 /// shape, `expected_shape[.i]`, and dtype, `expected_dtype[.i]`, as in the handout).
@@ -147,10 +157,11 @@ fn read_json(path: &Path, what: &str) -> Result<Value> {
 /// Writes the harness crate for `main_rs` under `work/hw9-harness/` (once: the manifest and the
 /// lock file; each time: `src/main.rs`).
 fn write_crate(cfg: &RerunConfig, main_rs: &str) -> Result<PathBuf> {
-    let dir = cfg.work_dir.join(HARNESS);
+    let name = package_name(cfg);
+    let dir = cfg.work_dir.join(&name);
     std::fs::create_dir_all(dir.join("src")).map_err(io(&dir))?;
     let manifest = format!(
-        "[package]\nname = \"{HARNESS}\"\nversion = \"0.1.0\"\nedition = \"2021\"\npublish = false\n\n\
+        "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2021\"\npublish = false\n\n\
          [dependencies]\nhw9 = {{ path = {:?}, default-features = false }}\ntch = \"0.26.0\"\n\n\
          [workspace]\n\n\
          # The repository's dev profile, package by package, so its build of the crate without\n\
@@ -160,7 +171,7 @@ fn write_crate(cfg: &RerunConfig, main_rs: &str) -> Result<PathBuf> {
          [profile.dev.package.hw9]\ndebug = \"line-tables-only\"\n\n\
          [profile.dev.package.hw9-env]\ndebug = \"line-tables-only\"\n\n\
          [profile.dev.package.hw9-grade]\ndebug = \"line-tables-only\"\n\n\
-         [profile.dev.package.{HARNESS}]\ndebug = false\n",
+         [profile.dev.package.{name}]\ndebug = false\n",
         cfg.crate_dir.display().to_string()
     );
     hw9_env::write_atomic(&dir.join("Cargo.toml"), manifest.as_bytes()).map_err(io(&dir))?;
@@ -244,7 +255,7 @@ fn build(cfg: &RerunConfig, harness: &Harness) -> Result<std::result::Result<Pat
         ["build", "--offline", "--quiet", "--message-format=short"].iter().map(|s| s.to_string()).collect();
     let out = sandbox::run(&cargo, &args, &m, &dir, &toolchain_env(cfg), &cfg.build_limits)?;
     if out.ended == Ended::Exited(0) {
-        return Ok(Ok(cfg.target_dir.join("debug").join(HARNESS)));
+        return Ok(Ok(cfg.target_dir.join("debug").join(package_name(cfg))));
     }
     let errors: Vec<&str> = out.stderr.lines().filter(|l| l.contains("error")).collect();
     // `src/main.rs:LINE:COL: error[E…]: …` (short messages): the first error's line names the cell.
@@ -276,6 +287,7 @@ fn run_checks(
     binary: &Path,
     cases: &Path,
     checks: &[String],
+    nonce: &str,
 ) -> Result<(BTreeMap<String, Values>, BTreeMap<String, String>)> {
     let mut outputs = BTreeMap::new();
     let mut failed: BTreeMap<String, String> = BTreeMap::new();
@@ -299,6 +311,18 @@ fn run_checks(
         let mut pending: Option<String> = None;
         let mut ended = false;
         use crate::harness::lines as g;
+        // The program just built from this submission, or a stale build? (Nothing printed at all
+        // is a crash before `main`, which the loop below charges to the first check.)
+        let said = out.stdout.lines().find_map(|l| l.strip_prefix(g::HARNESS)).map(str::trim);
+        match said {
+            Some(n) if n != nonce => {
+                return Err(Error::Input(format!("the harness that ran was built for another submission ({n})")))
+            }
+            None if out.ended == Ended::Exited(0) => {
+                return Err(Error::Input("the harness that ran did not say which build it is".into()))
+            }
+            _ => {}
+        }
         for line in out.stdout.lines() {
             let mut words = line.splitn(3, ' ');
             match (words.next(), words.next(), words.next()) {
@@ -403,8 +427,9 @@ pub fn rerun(notebook: &str, student: &Value, cfg: &RerunConfig) -> Result<Rerun
     };
     let build_seconds = started.elapsed().as_secs_f64();
     let started = Instant::now();
-    let (outputs, failed) = run_checks(cfg, &binary, &cases, &harness.checks)?;
+    let (outputs, failed) = run_checks(cfg, &binary, &cases, &harness.checks, &harness.nonce)?;
     let run_seconds = started.elapsed().as_secs_f64();
+    let peak_rss_bytes = sandbox::peak_children_rss();
     let mut results = Vec::new();
     for check in hidden.checks() {
         let tolerance = hidden.tolerance(&check)?;
@@ -427,5 +452,5 @@ pub fn rerun(notebook: &str, student: &Value, cfg: &RerunConfig) -> Result<Rerun
             None => CheckResult::failed(&check, Some(tolerance), "no output on the graded input".into()),
         });
     }
-    Ok(RerunReport { results, notes, build_seconds, run_seconds })
+    Ok(RerunReport { results, notes, build_seconds, run_seconds, peak_rss_bytes })
 }

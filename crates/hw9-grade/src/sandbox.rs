@@ -112,6 +112,9 @@ pub struct Outcome {
     pub truncated: bool,
     /// Wall-clock time.
     pub wall: Duration,
+    /// The largest resident set of any process the grader has waited for so far, this one's
+    /// included (`getrusage(RUSAGE_CHILDREN)`: a high-water mark over the grader's life).
+    pub peak_rss_bytes: u64,
 }
 
 impl Outcome {
@@ -155,6 +158,20 @@ pub fn available() -> std::result::Result<(), String> {
         Ok(o) if o.status.success() => Ok(()),
         Ok(o) => Err(format!("bwrap cannot make a sandbox here: {}", String::from_utf8_lossy(&o.stderr).trim())),
         Err(e) => Err(format!("bwrap is not installed ({e}); install it: apt-get install bubblewrap")),
+    }
+}
+
+/// The largest resident set of any child process this process has waited for, in bytes
+/// (`getrusage(RUSAGE_CHILDREN)`; descendants count through their parents).
+pub fn peak_children_rss() -> u64 {
+    // SAFETY: getrusage only writes into the struct it is given.
+    unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        if libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) == 0 {
+            usage.ru_maxrss.max(0) as u64 * 1024
+        } else {
+            0
+        }
     }
 }
 
@@ -333,7 +350,9 @@ pub fn run(
     } else {
         Ended::Signal(status.signal().unwrap_or(0))
     };
+    let peak_rss_bytes = peak_children_rss();
     Ok(Outcome {
+        peak_rss_bytes,
         ended,
         stdout: String::from_utf8_lossy(&stdout).into_owned(),
         stderr: String::from_utf8_lossy(&stderr).into_owned(),
