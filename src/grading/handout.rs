@@ -63,6 +63,8 @@ const LEFT_OUT: &[&str] = &[
     "tests/handout",
     "tests/grading.rs",
     "tests/submission.rs",
+    // Re-runs the solutions on the hidden cases, which the handout has neither of.
+    "tests/rerun.rs",
     "crates/hw9-grade/tests",
     "tests/notebooks/test_notebooks.py",
     "tests/notebooks/test_summarization.py",
