@@ -167,34 +167,24 @@ if ! check_assets; then
 fi
 step data "ok: Fashion-MNIST, MiniLM-L6 and SmolLM2-135M match assets/checksums.sha256"
 
-# 6. For the tests only (HW9_SETUP_TESTS=1, set by `make test`): headless Chromium renders the
-#    interactive attention page.
-if [ -n "${HW9_SETUP_TESTS:-}" ]; then
-  if [ -x /usr/bin/chromium ]; then
-    step chromium "ok: $(/usr/bin/chromium --version 2>/dev/null | head -n1)"
+# 6. For the tests only (HW9_SETUP_TESTS=1, set by `make test`): Debian packages the tests run:
+#    headless Chromium renders the interactive attention page; bubblewrap is the sandbox the
+#    grader re-runs students' code in (hw9-grade --rerun; tests/rerun.rs, hw9-grade's sandbox tests).
+test_package() { # step, Debian package, the binary it installs, what the tests use it for
+  if [ -x "$3" ]; then
+    step "$1" "ok: $("$3" --version 2>/dev/null | head -n1)"
   elif [ "$(id -u)" = 0 ]; then
-    step chromium "installing Debian's chromium (for the HTML view test)..."
-    { quiet apt-get install -y -q chromium || { quiet apt-get update && quiet apt-get install -y -q chromium; }; } ||
-      fail chromium "apt-get could not install chromium" "apt-get update && apt-get install chromium, then make test"
-    step chromium "ok: $(/usr/bin/chromium --version 2>/dev/null | head -n1)"
+    step "$1" "installing Debian's $2 ($4)..."
+    { quiet apt-get install -y -q "$2" || { quiet apt-get update && quiet apt-get install -y -q "$2"; }; } ||
+      fail "$1" "apt-get could not install $2" "apt-get update && apt-get install $2, then make test"
+    step "$1" "ok: $("$3" --version 2>/dev/null | head -n1)"
   else
-    fail chromium "/usr/bin/chromium is missing (the HTML attention view is tested in it)" "sudo apt-get install chromium, then make test"
+    fail "$1" "$3 is missing ($4)" "sudo apt-get install $2, then make test"
   fi
-fi
-
-# 6b. For the tests only: bubblewrap, the sandbox the grader re-runs students' code in
-#     (hw9-grade --rerun; tests/rerun.rs, crates/hw9-grade/tests/sandbox.rs).
+}
 if [ -n "${HW9_SETUP_TESTS:-}" ]; then
-  if command -v bwrap >/dev/null; then
-    step bwrap "ok: $(bwrap --version 2>/dev/null | head -n1)"
-  elif [ "$(id -u)" = 0 ]; then
-    step bwrap "installing Debian's bubblewrap (the grader's sandbox)..."
-    { quiet apt-get install -y -q bubblewrap || { quiet apt-get update && quiet apt-get install -y -q bubblewrap; }; } ||
-      fail bwrap "apt-get could not install bubblewrap" "apt-get update && apt-get install bubblewrap, then make test"
-    step bwrap "ok: $(bwrap --version 2>/dev/null | head -n1)"
-  else
-    fail bwrap "bwrap is missing (the grader's sandbox is tested with it)" "sudo apt-get install bubblewrap, then make test"
-  fi
+  test_package chromium chromium /usr/bin/chromium "the HTML attention view is tested in it"
+  test_package bwrap bubblewrap /usr/bin/bwrap "the grader's sandbox is tested with it"
 fi
 
 # 7. Warm the kernel's build cache, so a notebook's first `:dep hw9` cell is quick.

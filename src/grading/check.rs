@@ -249,6 +249,16 @@ pub fn graded_problem(case: &Case, got: &[Tensor]) -> Option<String> {
     None
 }
 
+/// A check's outputs as the submission names them: `<check>` for one, `<check>.<i>` for several;
+/// detached, on the CPU.
+fn named_outputs(check: &str, outs: &[Tensor]) -> Vec<(String, Tensor)> {
+    let cpu = |t: &Tensor| t.detach().to_device(tch::Device::Cpu);
+    match outs {
+        [one] => vec![(check.to_string(), cpu(one))],
+        _ => outs.iter().enumerate().map(|(i, t)| (format!("{check}.{i}"), cpu(t))).collect(),
+    }
+}
+
 /// What a notebook graded: check results, the outputs on autograder inputs, and named values.
 #[derive(Debug, Default)]
 pub struct Recorder {
@@ -325,15 +335,7 @@ impl Recorder {
             if outs.iter().any(|t| !t.defined()) {
                 return Err("an output was an undefined tensor".to_string());
             }
-            let named: Vec<(String, Tensor)> = if outs.len() == 1 {
-                vec![(check.to_string(), outs[0].detach().to_device(tch::Device::Cpu))]
-            } else {
-                outs.iter()
-                    .enumerate()
-                    .map(|(i, t)| (format!("{check}.{i}"), t.detach().to_device(tch::Device::Cpu)))
-                    .collect()
-            };
-            crate::grading::submission::safetensors_bytes(&named).map_err(|e| e.to_string())
+            crate::grading::submission::safetensors_bytes(&named_outputs(check, &outs)).map_err(|e| e.to_string())
         });
         match outcome {
             Ok(bytes) => {
@@ -375,14 +377,7 @@ impl Recorder {
             Ok(case) => match run_outputs(|| f(case)) {
                 Ok(outs) => {
                     let problem = graded_problem(case, &outs);
-                    let mut named: Vec<(String, Tensor)> = if outs.len() == 1 {
-                        vec![(check.to_string(), outs[0].detach().to_device(tch::Device::Cpu))]
-                    } else {
-                        outs.iter()
-                            .enumerate()
-                            .map(|(i, t)| (format!("{check}.{i}"), t.detach().to_device(tch::Device::Cpu)))
-                            .collect()
-                    };
+                    let mut named = named_outputs(check, &outs);
                     if named.iter().any(|(_, t)| !t.defined()) {
                         self.missing.insert(check.to_string(), "an output was an undefined tensor".into());
                         named.clear();
