@@ -45,7 +45,7 @@ pub struct Gradebook {
 }
 
 /// Every `.zip` under `dir` at any depth, sorted; links are not followed.
-fn find_zips(dir: &Path) -> Result<Vec<PathBuf>> {
+pub(crate) fn find_zips(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut found = Vec::new();
     for entry in walkdir::WalkDir::new(dir).follow_links(false) {
         let entry = entry.map_err(|e| Error::walk(dir, e))?;
@@ -58,7 +58,7 @@ fn find_zips(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// The student a zip belongs to (see [`GradebookRow::student`]).
-fn student_of(rel: &Path) -> String {
+pub(crate) fn student_of(rel: &Path) -> String {
     let named_default = rel.file_name().is_some_and(|n| n == "hw9_submission.zip");
     let who = match rel.parent().filter(|p| named_default && !p.as_os_str().is_empty()) {
         Some(parent) => parent.to_path_buf(),

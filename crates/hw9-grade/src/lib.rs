@@ -22,6 +22,7 @@ pub mod harness;
 pub mod log;
 pub mod rerun;
 pub mod sandbox;
+pub mod similarity;
 pub mod spec;
 pub mod upload;
 pub mod written;

@@ -5,6 +5,7 @@
 //! hw9-grade uploads/ --out grades/    # every zip under a folder into gradebook.csv and .json
 //! hw9-grade gradescope --notebook 01_vit_mae   # Gradescope's run_autograder
 //! hw9-grade bundle --out build/gradescope     # one autograder zip per Gradescope assignment
+//! hw9-grade similarity uploads/ --out similarity.html   # TODO code shared between submissions
 //! ```
 
 use std::path::PathBuf;
@@ -38,6 +39,17 @@ enum Cmd {
         #[arg(long)]
         assets: Option<PathBuf>,
     },
+    /// How much TODO code the submissions under a folder share, template removed (an HTML table).
+    Similarity {
+        /// The folder of submission zips (any depth, as for grading).
+        folder: PathBuf,
+        /// The released student notebooks (the template).
+        #[arg(long, default_value = "notebooks")]
+        release: PathBuf,
+        /// The report.
+        #[arg(long, default_value = "similarity.html")]
+        out: PathBuf,
+    },
     /// Write one Gradescope autograder zip per assignment (make gradescope).
     Bundle {
         /// Where the zips go.
@@ -59,6 +71,14 @@ fn main() {
                 true
             })
         }
+        (Some(Cmd::Similarity { folder, release, out }), _) => hw9_grade::similarity::report(&folder, &release, &out)
+            .map(|pairs| {
+                for p in pairs.iter().take(10) {
+                    println!("{:>4.0} %  {:>4} shared  {}  {} ~ {}", p.overlap * 100.0, p.shared, p.notebook, p.a, p.b);
+                }
+                println!("{} pairs compared: {}", pairs.len(), out.display());
+                true
+            }),
         (Some(Cmd::Bundle { out, assets }), _) => std::env::current_exe()
             .map_err(|e| hw9_grade::Error::io("hw9-grade", e))
             .and_then(|exe| {
