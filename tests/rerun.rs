@@ -199,3 +199,38 @@ fn a_forged_submission_scores_what_its_code_earns() {
     let args = hw9_grade::GradeArgs { path: paths.zip.clone(), out: None, assets: None, fixtures: None, rerun: true };
     args.run().expect("hw9-grade --rerun");
 }
+
+#[test]
+fn a_folder_is_graded_by_two_workers_into_the_gradebook_and_the_canvas_csv() {
+    let Some(cfg) = config() else { return };
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    use hw9::grading::check::Recorder;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // alice hands in the solution, carol the untouched handout; both logs claim nothing.
+    for (student, source) in
+        [("alice", "notebooks/solutions/04_facenet.ipynb"), ("carol", "notebooks/04_facenet.ipynb")]
+    {
+        let work = dir.path().join("work").join(student);
+        std::fs::create_dir_all(&work).expect("mkdir");
+        let nb = work.join("04_facenet.ipynb");
+        std::fs::copy(root().join(source), &nb).expect("copy");
+        let rec = Recorder::new("04_facenet");
+        let paths = hw9::grading::submission::write_submission_to(&rec, &nb, &work.join("sub")).expect("zip");
+        let to = dir.path().join("uploads").join(student).join("hw9_submission.zip");
+        std::fs::create_dir_all(to.parent().expect("parent")).expect("mkdir");
+        std::fs::copy(&paths.zip, &to).expect("copy zip");
+    }
+    std::env::set_var("HW9_GRADE_JOBS", "2");
+    let mut assets = hw9_grade::Assets::default();
+    assets.rerun = Some(cfg);
+    let book = hw9_grade::batch::grade_folder(&dir.path().join("uploads"), &assets).expect("batch");
+    std::env::remove_var("HW9_GRADE_JOBS");
+    let points: Vec<(&str, f64)> = book.rows.iter().map(|r| (r.student.as_str(), r.points)).collect();
+    // The checks are 11 of notebook 4's 19 points; the thresholds were not recorded.
+    assert_eq!(points, [("alice", 11.0), ("carol", 0.0)], "{:#?}", book.rows);
+    let out = dir.path().join("grades");
+    std::fs::create_dir_all(&out).expect("mkdir");
+    book.write(&out).expect("write");
+    let canvas = std::fs::read_to_string(out.join("canvas.csv")).expect("canvas.csv");
+    assert!(canvas.contains("alice,,,alice,,11"), "{canvas}");
+}
