@@ -51,12 +51,18 @@ pub struct Layout {
     pub submission: PathBuf,
     /// The results file (`/autograder/results/results.json`).
     pub results: PathBuf,
+    /// Gradescope's `submission_metadata.json` (due dates, earlier submissions).
+    pub metadata: PathBuf,
 }
 
 impl Layout {
     /// Gradescope's layout under `root` (`/autograder` on Gradescope).
     pub fn under(root: &Path) -> Self {
-        Layout { submission: root.join("submission"), results: root.join("results/results.json") }
+        Layout {
+            submission: root.join("submission"),
+            results: root.join("results/results.json"),
+            metadata: root.join("submission_metadata.json"),
+        }
     }
 }
 
@@ -93,6 +99,86 @@ fn nothing_graded(spec: &GradingSpec, why: &str) -> Vec<TestResult> {
             visibility: "visible".into(),
         })
         .collect()
+}
+
+/// An assignment's policy on Gradescope, from `<assets>/grading/gradescope.json` when the course
+/// writes one (every field optional), else these defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Policy {
+    /// Share of the score taken per day (or part of one) after the due date, until the late due
+    /// date (Gradescope's "late submissions"); after it, nothing is graded. Default 0.10.
+    pub late_penalty_per_day: f64,
+    /// Uploads graded per student in any 24 hours; more are answered with the last score and a
+    /// message (the grader re-runs code, which costs minutes). Default 10.
+    pub max_per_day: usize,
+    /// Visibility of the check tests (their inputs are the hidden cases): Gradescope's `visible`,
+    /// `after_due_date`, `after_published` or `hidden`. Default `after_due_date`; the thresholds
+    /// and the total stay visible.
+    pub checks_visibility: String,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy { late_penalty_per_day: 0.10, max_per_day: 10, checks_visibility: "after_due_date".into() }
+    }
+}
+
+impl Policy {
+    /// The course's policy under `assets` (`grading/gradescope.json`), or the defaults.
+    pub fn load(assets: &Path) -> Result<Self> {
+        let path = assets.join("grading").join("gradescope.json");
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| crate::Error::corrupt("Gradescope policy", path, e.to_string())),
+            Err(_) => Ok(Policy::default()),
+        }
+    }
+}
+
+fn parse_time(v: &serde_json::Value) -> Option<time::OffsetDateTime> {
+    time::OffsetDateTime::parse(v.as_str()?, &time::format_description::well_known::Rfc3339).ok()
+}
+
+/// What Gradescope's metadata says about this upload: how late it is and whether the student is
+/// over the rate limit (then the last score to keep).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Timing {
+    /// Days (or parts of one) after the due date; 0 when on time or unknown.
+    pub late_days: u32,
+    /// After the late due date: not graded.
+    pub too_late: bool,
+    /// Over the rate limit: the previous score, if any.
+    pub rate_limited: Option<f64>,
+}
+
+/// Reads `submission_metadata.json` (missing or unreadable: on time, no limit).
+pub fn timing(metadata: &Path, policy: &Policy) -> Timing {
+    let none = Timing { late_days: 0, too_late: false, rate_limited: None };
+    let Ok(bytes) = std::fs::read(metadata) else { return none };
+    let Ok(m) = serde_json::from_slice::<serde_json::Value>(&bytes) else { return none };
+    let Some(created) = parse_time(&m["created_at"]) else { return none };
+    let due = parse_time(&m["assignment"]["due_date"]);
+    let late_due = parse_time(&m["assignment"]["late_due_date"]);
+    let late_days = match due {
+        Some(d) if created > d => ((created - d).whole_seconds() as f64 / 86_400.0).ceil() as u32,
+        _ => 0,
+    };
+    let too_late = match (due, late_due) {
+        (_, Some(l)) => created > l,
+        (Some(d), None) => created > d && policy.late_penalty_per_day >= 1.0,
+        _ => false,
+    };
+    let earlier: Vec<&serde_json::Value> =
+        m["previous_submissions"].as_array().map(|a| a.iter().collect()).unwrap_or_default();
+    let recent = earlier
+        .iter()
+        .filter(|s| parse_time(&s["submission_time"]).is_some_and(|t| created - t < time::Duration::days(1)))
+        .count();
+    let rate_limited = (recent >= policy.max_per_day).then(|| {
+        earlier.last().and_then(|s| s["score"].as_f64().or_else(|| s["score"].as_str()?.parse().ok())).unwrap_or(0.0)
+    });
+    Timing { late_days, too_late, rate_limited }
 }
 
 /// Grades the upload in `layout` as a submission of `notebook` and writes `results.json`.
@@ -149,6 +235,57 @@ pub fn run(layout: &Layout, notebook: &str, assets: &Assets) -> Result<Results> 
             }
         }
     };
+    write_atomic(&layout.results, &serde_json::to_vec_pretty(&res)?)?;
+    Ok(res)
+}
+
+/// [`run`] under the course's [`Policy`] and Gradescope's metadata: an upload over the rate limit
+/// is not graded (the last score stands), one after the late due date scores 0, a late one loses
+/// the policy's share per day, and the check tests get the policy's visibility.
+pub fn run_with_policy(layout: &Layout, notebook: &str, assets: &Assets) -> Result<Results> {
+    let policy = Policy::load(&assets.dir)?;
+    let when = timing(&layout.metadata, &policy);
+    let limited = |why: String, score: f64| -> Result<Results> {
+        let res = Results {
+            score,
+            output: why,
+            visibility: "visible".into(),
+            stdout_visibility: "visible".into(),
+            tests: Vec::new(),
+        };
+        write_atomic(&layout.results, &serde_json::to_vec_pretty(&res)?)?;
+        Ok(res)
+    };
+    if let Some(last) = when.rate_limited {
+        return limited(
+            format!(
+                "Not graded: {} uploads in the last 24 hours is this assignment's limit (it re-runs your code). \
+                 Your last score, {last}, stands; upload again later.",
+                policy.max_per_day
+            ),
+            last,
+        );
+    }
+    if when.too_late {
+        return limited("Not graded: uploaded after the late due date.".into(), 0.0);
+    }
+    let mut res = run(layout, notebook, assets)?;
+    for t in &mut res.tests {
+        if t.name.ends_with("(check)") {
+            t.visibility = policy.checks_visibility.clone();
+        }
+    }
+    if when.late_days > 0 {
+        let keep = (1.0 - policy.late_penalty_per_day * when.late_days as f64).max(0.0);
+        res.output += &format!(
+            "\nLate by {} day(s): {:.0} % of the score is kept ({} → {}).",
+            when.late_days,
+            keep * 100.0,
+            res.score,
+            res.score * keep
+        );
+        res.score *= keep;
+    }
     write_atomic(&layout.results, &serde_json::to_vec_pretty(&res)?)?;
     Ok(res)
 }

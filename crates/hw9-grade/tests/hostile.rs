@@ -187,7 +187,15 @@ fn run_autograder_grades_every_kind_of_upload() {
         let results: Results =
             serde_json::from_slice(&std::fs::read(root.join("results/results.json")).unwrap()).unwrap();
         assert_eq!(results.tests.iter().map(|t| t.max_score).sum::<f64>(), max_of(nb), "{name}: every item listed");
-        assert!(results.tests.iter().all(|t| t.visibility == "visible" && !t.output.is_empty()));
+        // The checks (graded inputs) show after the due date, the rest at once (the default policy).
+        let want = |t: &hw9_grade::gradescope::TestResult| {
+            if t.name.ends_with("(check)") {
+                "after_due_date"
+            } else {
+                "visible"
+            }
+        };
+        assert!(results.tests.iter().all(|t| t.visibility == want(t) && !t.output.is_empty()), "{results:#?}");
         results
     };
     let autograde = |name: &str, upload: &dyn Fn(&Path)| autograde_nb(name, NB, upload);
@@ -274,4 +282,50 @@ fn an_unpacked_gradescope_bundle_grades_through_its_own_run_autograder() {
     let results: Results = serde_json::from_slice(&std::fs::read(root.join("results/results.json")).unwrap()).unwrap();
     let max = hw9_grade::spec::GradingSpec::load(&source.join("assets"), NB).unwrap().max_points();
     assert_eq!(results.score, max - 1.0, "{results:#?}");
+}
+
+#[test]
+fn late_and_rate_limited_uploads_follow_the_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let grade_with = |name: &str, metadata: serde_json::Value| -> Results {
+        let root = dir.path().join(name);
+        std::fs::create_dir_all(root.join("submission")).unwrap();
+        zip_of(&root.join("submission/hw9_submission.zip"), &members(true, "quick"));
+        std::fs::write(root.join("submission_metadata.json"), metadata.to_string()).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_hw9-grade"))
+            .args(["gradescope", "--notebook", NB])
+            .env("GRADESCOPE_ROOT", &root)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&std::fs::read(root.join("results/results.json")).unwrap()).unwrap()
+    };
+    let meta = |created: &str, previous: Vec<(&str, f64)>| {
+        serde_json::json!({
+            "created_at": created,
+            "assignment": {"due_date": "2026-12-10T23:59:00.000000-08:00", "late_due_date": "2026-12-13T23:59:00.000000-08:00"},
+            "previous_submissions": previous.iter().map(|(t, s)| serde_json::json!({"submission_time": t, "score": s})).collect::<Vec<_>>(),
+        })
+    };
+    let on_time = grade_with("on-time", meta("2026-12-10T10:00:00.000000-08:00", vec![]));
+    assert!(on_time.score > 0.0 && !on_time.output.contains("Late"));
+    // 1 day and 1 minute late: two days' penalty (parts of a day count), 80 % kept.
+    let late = grade_with("late", meta("2026-12-12T00:00:00.000000-08:00", vec![]));
+    assert!((late.score - on_time.score * 0.8).abs() < 1e-9, "{} vs {}", late.score, on_time.score);
+    assert!(late.output.contains("Late by 2 day(s)"), "{}", late.output);
+    let too_late = grade_with("too-late", meta("2026-12-14T00:00:00.000000-08:00", vec![]));
+    assert_eq!(too_late.score, 0.0);
+    assert!(too_late.output.contains("after the late due date"));
+    // Ten uploads in the last 24 hours (the default limit): the last score stands, nothing re-run.
+    let earlier: Vec<(&str, f64)> = (0..10).map(|_| ("2026-12-10T01:00:00.000000-08:00", 7.0)).collect();
+    let limited = grade_with("limited", meta("2026-12-10T10:00:00.000000-08:00", earlier.clone()));
+    assert_eq!(limited.score, 7.0);
+    assert!(
+        limited.output.contains("10 uploads in the last 24 hours") && limited.tests.is_empty(),
+        "{}",
+        limited.output
+    );
+    // The same ten a day and more before: graded.
+    let later = grade_with("next-day", meta("2026-12-11T02:00:00.000000-08:00", earlier));
+    assert!(later.score > 0.0 && !later.tests.is_empty());
 }

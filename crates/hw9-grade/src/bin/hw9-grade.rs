@@ -11,7 +11,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use hw9_grade::gradescope::{run, Layout};
+use hw9_grade::gradescope::{run_with_policy, Layout};
 use hw9_grade::{Assets, GradeArgs, Result};
 
 #[derive(Parser)]
@@ -66,7 +66,7 @@ fn main() {
     let assets_at = |dir: Option<PathBuf>| dir.map_or_else(Assets::default, Assets::at);
     let outcome: Result<bool> = match (cli.command, cli.grade) {
         (Some(Cmd::Gradescope { notebook, root, assets }), _) => {
-            run(&Layout::under(&root), &notebook, &assets_at(assets)).map(|r| {
+            run_with_policy(&Layout::under(&root), &notebook, &assets_at(assets)).map(|r| {
                 println!("{}\nscore {} ({} tests)", r.output, r.score, r.tests.len());
                 true
             })
