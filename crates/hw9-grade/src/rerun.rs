@@ -394,6 +394,16 @@ pub fn rerun(notebook: &str, student: &Value, cfg: &RerunConfig) -> Result<Rerun
     let hidden = Fixtures::from_file(&hidden_path)?;
     let hidden_bytes = std::fs::read(&hidden_path).map_err(io(&hidden_path))?;
     std::fs::create_dir_all(&cfg.work_dir).map_err(io(&cfg.work_dir))?;
+    // One grader at a time in a work folder (two would overwrite each other's harness).
+    let lock_path = cfg.work_dir.join(".lock");
+    let lock = std::fs::File::create(&lock_path).map_err(io(&lock_path))?;
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock on a file descriptor we own; released when `lock` is dropped.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(io(&lock_path)(std::io::Error::last_os_error()));
+        }
+    }
     let cases = cfg.work_dir.join(format!("cases-{notebook}.safetensors"));
     hw9_env::write_atomic(&cases, &cases_for_sandbox(&hidden_bytes)?).map_err(io(&cases))?;
     // Readable by the sandbox's uid (the file holds no answers).
