@@ -221,8 +221,7 @@ fn a_folder_is_graded_by_two_workers_into_the_gradebook_and_the_canvas_csv() {
         std::fs::copy(&paths.zip, &to).expect("copy zip");
     }
     std::env::set_var("HW9_GRADE_JOBS", "2");
-    let mut assets = hw9_grade::Assets::default();
-    assets.rerun = Some(cfg);
+    let assets = hw9_grade::Assets { rerun: Some(cfg), ..Default::default() };
     let book = hw9_grade::batch::grade_folder(&dir.path().join("uploads"), &assets).expect("batch");
     std::env::remove_var("HW9_GRADE_JOBS");
     let points: Vec<(&str, f64)> = book.rows.iter().map(|r| (r.student.as_str(), r.points)).collect();
