@@ -297,8 +297,13 @@ fn run_checks(
     m.ro.push(binary.to_path_buf());
     m.ro.push(cases.to_path_buf());
     for _attempt in 0..=checks.len() {
-        let done: Vec<String> =
-            checks.iter().filter(|c| outputs.contains_key(*c) || failed.contains_key(*c)).cloned().collect();
+        // Done: an output came (marked `<check>#done`: a check of several outputs names them
+        // `<check>.0`, …) or it failed.
+        let done: Vec<String> = checks
+            .iter()
+            .filter(|c| outputs.contains_key(&format!("{c}#done")) || failed.contains_key(*c))
+            .cloned()
+            .collect();
         if done.len() == checks.len() {
             break;
         }
