@@ -228,7 +228,24 @@ fn mounts(cfg: &RerunConfig) -> Mounts {
     }
     ro.push(cfg.rustup_home.clone());
     ro.push(cfg.cargo_home.join("bin"));
+    // A toolchain outside rustup's folders (cargo in /usr/local/bin, say): its folder too.
+    if let Some(dir) = cargo_program(cfg).parent() {
+        ro.push(dir.to_path_buf());
+    }
+    ro.retain(|p| p.exists() && !p.starts_with("/usr"));
+    ro.dedup();
     Mounts { ro, rw: vec![cfg.work_dir.clone(), cfg.target_dir.clone()], ro_at: Vec::new(), scratch: Vec::new() }
+}
+
+/// The cargo to build with: `CARGO_HOME/bin/cargo` (rustup's), else the first `cargo` on PATH.
+fn cargo_program(cfg: &RerunConfig) -> PathBuf {
+    let own = cfg.cargo_home.join("bin").join("cargo");
+    if own.exists() {
+        return own;
+    }
+    std::env::var_os("PATH")
+        .and_then(|path| std::env::split_paths(&path).map(|d| d.join("cargo")).find(|p| p.exists()))
+        .unwrap_or(own)
 }
 
 /// CARGO_HOME inside the sandbox: a scratch folder at its own path (cargo writes its lock files
@@ -250,7 +267,7 @@ fn build(cfg: &RerunConfig, harness: &Harness) -> Result<std::result::Result<Pat
     let dir = write_crate(cfg, &main_rs)?;
     let mut m = mounts(cfg);
     cargo_home(cfg, &mut m);
-    let cargo = cfg.cargo_home.join("bin").join("cargo");
+    let cargo = cargo_program(cfg);
     let args: Vec<String> =
         ["build", "--offline", "--quiet", "--message-format=short"].iter().map(|s| s.to_string()).collect();
     let out = sandbox::run(&cargo, &args, &m, &dir, &toolchain_env(cfg), &cfg.build_limits)?;
