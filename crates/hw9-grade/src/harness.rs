@@ -21,6 +21,7 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
+use crate::written::source_of;
 use crate::{Error, Result};
 
 /// The lines the harness's recorder prints (`hw9::grading::check::Recorder::for_grader`), which
@@ -60,14 +61,6 @@ pub fn code_cells(notebook: &Value) -> Result<Vec<Cell>> {
         .filter(|c| c["cell_type"] == "code")
         .map(|c| Cell { id: c["id"].as_str().map(str::to_string), source: source_of(c) })
         .collect())
-}
-
-fn source_of(cell: &Value) -> String {
-    match &cell["source"] {
-        Value::String(s) => s.clone(),
-        Value::Array(lines) => lines.iter().filter_map(Value::as_str).collect(),
-        _ => String::new(),
-    }
 }
 
 /// The items a cell defines at its top level, as `fn name`, `struct Name`, `impl Trait for

@@ -139,10 +139,6 @@ pub fn cases_for_sandbox(hidden: &[u8]) -> Result<Vec<u8>> {
     safetensors::tensor::serialize(all, &None).map_err(|e| Error::Input(format!("writing the sandbox's cases: {e:?}")))
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |e| Error::File(FileError::Io { path: path.to_path_buf(), source: e })
-}
-
 fn read_json(path: &Path, what: &str) -> Result<Value> {
     let bytes = std::fs::read(path).map_err(|_| {
         Error::File(FileError::Missing {
@@ -159,7 +155,7 @@ fn read_json(path: &Path, what: &str) -> Result<Value> {
 fn write_crate(cfg: &RerunConfig, main_rs: &str) -> Result<PathBuf> {
     let name = package_name(cfg);
     let dir = cfg.work_dir.join(&name);
-    std::fs::create_dir_all(dir.join("src")).map_err(io(&dir))?;
+    std::fs::create_dir_all(dir.join("src")).map_err(|e| Error::io(&dir, e))?;
     let manifest = format!(
         "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2021\"\npublish = false\n\n\
          [dependencies]\nhw9 = {{ path = {:?}, default-features = false }}\ntch = \"0.26.0\"\n\n\
@@ -174,15 +170,15 @@ fn write_crate(cfg: &RerunConfig, main_rs: &str) -> Result<PathBuf> {
          [profile.dev.package.{name}]\ndebug = false\n",
         cfg.crate_dir.display().to_string()
     );
-    hw9_env::write_atomic(&dir.join("Cargo.toml"), manifest.as_bytes()).map_err(io(&dir))?;
+    crate::write_atomic(&dir.join("Cargo.toml"), manifest.as_bytes())?;
     let lock = dir.join("Cargo.lock");
     if !lock.exists() {
         let from = cfg.crate_dir.join("Cargo.lock");
         if from.exists() {
-            std::fs::copy(&from, &lock).map_err(io(&from))?;
+            std::fs::copy(&from, &lock).map_err(|e| Error::io(&from, e))?;
         }
     }
-    hw9_env::write_atomic(&dir.join("src").join("main.rs"), main_rs.as_bytes()).map_err(io(&dir))?;
+    crate::write_atomic(&dir.join("src").join("main.rs"), main_rs.as_bytes())?;
     Ok(dir)
 }
 
@@ -414,24 +410,24 @@ pub fn rerun(notebook: &str, student: &Value, cfg: &RerunConfig) -> Result<Rerun
     let release = read_json(&cfg.release_dir.join(format!("{notebook}.ipynb")), "the released notebook")?;
     let hidden_path = cfg.hidden_dir.join(format!("{notebook}.safetensors"));
     let hidden = Fixtures::from_file(&hidden_path)?;
-    let hidden_bytes = std::fs::read(&hidden_path).map_err(io(&hidden_path))?;
-    std::fs::create_dir_all(&cfg.work_dir).map_err(io(&cfg.work_dir))?;
+    let hidden_bytes = std::fs::read(&hidden_path).map_err(|e| Error::io(&hidden_path, e))?;
+    std::fs::create_dir_all(&cfg.work_dir).map_err(|e| Error::io(&cfg.work_dir, e))?;
     // One grader at a time in a work folder (two would overwrite each other's harness).
     let lock_path = cfg.work_dir.join(".lock");
-    let lock = std::fs::File::create(&lock_path).map_err(io(&lock_path))?;
+    let lock = std::fs::File::create(&lock_path).map_err(|e| Error::io(&lock_path, e))?;
     {
         use std::os::fd::AsRawFd;
         // SAFETY: flock on a file descriptor we own; released when `lock` is dropped.
         if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(io(&lock_path)(std::io::Error::last_os_error()));
+            return Err(Error::io(&lock_path, std::io::Error::last_os_error()));
         }
     }
     let cases = cfg.work_dir.join(format!("cases-{notebook}.safetensors"));
-    hw9_env::write_atomic(&cases, &cases_for_sandbox(&hidden_bytes)?).map_err(io(&cases))?;
+    crate::write_atomic(&cases, &cases_for_sandbox(&hidden_bytes)?)?;
     // Readable by the sandbox's uid (the file holds no answers).
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&cases, std::fs::Permissions::from_mode(0o644)).map_err(io(&cases))?;
+        std::fs::set_permissions(&cases, std::fs::Permissions::from_mode(0o644)).map_err(|e| Error::io(&cases, e))?;
     }
 
     let mut harness = Harness::new(notebook, &release, student)?;

@@ -22,6 +22,7 @@ use serde_json::Value;
 
 use crate::harness::{Harness, Source};
 use crate::upload::{read_upload, Limits};
+use crate::written::escape;
 use crate::{Error, Result};
 
 /// Tokens in a fingerprinted run (MOSS's default noise threshold is of this order).
@@ -176,10 +177,6 @@ pub fn pairs(entries: &[Entry]) -> Vec<Pair> {
     }
     out.sort_by(|x, y| y.overlap.total_cmp(&x.overlap).then(y.shared.cmp(&x.shared)));
     out
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
 /// The report: one HTML page, a table of pairs sorted by overlap.

@@ -86,7 +86,7 @@ pub fn order_key(id: &str) -> Vec<(Option<u32>, String)> {
     out
 }
 
-fn source_of(cell: &Value) -> String {
+pub(crate) fn source_of(cell: &Value) -> String {
     match &cell["source"] {
         Value::String(s) => s.clone(),
         Value::Array(lines) => lines.iter().filter_map(Value::as_str).collect(),
@@ -225,7 +225,7 @@ fn to_html(markdown: &str, answer: &Answer, base: Option<&Path>) -> String {
     html
 }
 
-fn escape(s: &str) -> String {
+pub(crate) fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
