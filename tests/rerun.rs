@@ -233,3 +233,109 @@ fn a_folder_is_graded_by_two_workers_into_the_gradebook_and_the_canvas_csv() {
     let canvas = std::fs::read_to_string(out.join("canvas.csv")).expect("canvas.csv");
     assert!(canvas.contains("alice,,,alice,,11"), "{canvas}");
 }
+
+/// The figure in a threshold item's message: `measured by the grader: 0.8123 >= …`.
+fn measured_in(message: &str) -> f64 {
+    let rest = message.split("measured by the grader: ").nth(1).unwrap_or_else(|| panic!("not measured: {message}"));
+    rest.split(' ').next().and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("no figure in {message}"))
+}
+
+#[test]
+fn thresholds_are_graded_on_what_the_grader_measures_of_the_submitted_weights() {
+    let Some(cfg) = config() else { return };
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    use hw9::grading::check::Recorder;
+    use hw9::grading::submission::write_submission_to;
+    use hw9::plan::FacenetPlan;
+    use hw9::tasks::triplet::{train_triplets, TripletFns};
+    use hw9::tasks::verification::evaluate_embedding;
+    use hw9::Profile;
+    use hw9_grade::grade::{grade, Status};
+    use tch::{nn, Device};
+
+    // A quick-profile FaceNet trained here with the crate's reference model (the solution
+    // notebook's own model code: the same variables), and what it measures here.
+    let plan = FacenetPlan::for_profile(Profile::Quick);
+    let data = plan.data().expect("Fashion-MNIST");
+    tch::manual_seed(0);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let model = hw9::models::facenet::FaceNet::new(&vs.root(), &plan.model).expect("model");
+    train_triplets(&model, &vs, &data, &TripletFns::reference(), &plan.train, "FaceNet (test)", || Ok(0.0))
+        .expect("train");
+    let (here, _, _) = evaluate_embedding(&model, &data, &plan.eval, Device::Cpu).expect("evaluate");
+    assert!(here.nn_accuracy < 0.95, "the quick model is not that good: {here:?}");
+
+    // The grader's files: the repository's fixtures; the quick profile graded, with thresholds
+    // this model's figures pass (VAL, purity) and fail (nearest-neighbour accuracy).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let assets_dir = dir.path().join("assets");
+    std::fs::create_dir_all(assets_dir.join("fixtures")).expect("mkdir");
+    std::fs::create_dir_all(assets_dir.join("grading")).expect("mkdir");
+    std::fs::copy(
+        root().join("assets/fixtures/04_facenet.safetensors"),
+        assets_dir.join("fixtures/04_facenet.safetensors"),
+    )
+    .expect("copy fixtures");
+    let mut spec: Value =
+        serde_json::from_slice(&std::fs::read(root().join("assets/grading/04_facenet.json")).expect("spec"))
+            .expect("json");
+    spec["graded_profiles"] = serde_json::json!(["quick", "cpu"]);
+    spec["thresholds"]["val_at_far"]["at_least"] = serde_json::json!((here.verification.val - 0.1).max(0.0));
+    spec["thresholds"]["nn_accuracy"]["at_least"] = serde_json::json!(0.99);
+    spec["thresholds"]["kmeans_purity"]["at_least"] = serde_json::json!((here.purity - 0.15).max(0.0));
+    std::fs::write(assets_dir.join("grading/04_facenet.json"), serde_json::to_vec(&spec).expect("json")).expect("spec");
+    let assets = hw9_grade::Assets { dir: assets_dir, rerun: Some(cfg), ..Default::default() };
+
+    // The student: the solution notebook; a log that claims 0.99 for every figure.
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).expect("mkdir");
+    let nb = work.join("04_facenet.ipynb");
+    std::fs::copy(root().join("notebooks/solutions/04_facenet.ipynb"), &nb).expect("copy");
+    let submit = |profile: Profile, weights: bool, name: &str| {
+        let mut rec = Recorder::new("04_facenet").with_profile(profile);
+        for figure in ["val_at_far", "nn_accuracy", "kmeans_purity"] {
+            rec.at_least(figure, figure, 0.99, 0.0);
+        }
+        if weights {
+            rec.weights("facenet", &vs).expect("weights");
+        }
+        let paths = write_submission_to(&rec, &nb, &work.join(name)).expect("zip");
+        let report = grade(&paths.zip, &assets).expect("grade");
+        report
+            .items
+            .into_iter()
+            .filter(|i| i.kind == "threshold")
+            .map(|i| (i.name.clone(), i))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+
+    let items = submit(Profile::Quick, true, "forged");
+    let (val, nn, purity) = (&items["val_at_far"], &items["nn_accuracy"], &items["kmeans_purity"]);
+    assert_eq!((val.status, nn.status, purity.status), (Status::Passed, Status::Failed, Status::Passed), "{items:#?}");
+    assert_eq!(nn.points, 0.0, "the log's 0.99 earned nothing: {nn:?}");
+    // The grader's figures are this model's (the same weights on the same held-out images, in
+    // another order, one thread; k-means from other starts, which moves the purity of a model
+    // this little trained by a few hundredths: the cpu profile's runs differ by 0.005).
+    assert!((measured_in(&val.message) - here.verification.val).abs() < 0.02, "{val:?} vs {here:?}");
+    assert!((measured_in(&nn.message) - here.nn_accuracy).abs() < 0.02, "{nn:?} vs {here:?}");
+    assert!((measured_in(&purity.message) - here.purity).abs() < 0.08, "{purity:?} vs {here:?}");
+    assert!(
+        items.values().all(|i| i.message.contains("FLAGGED") && i.message.contains("recorded 0.9900")),
+        "{items:#?}"
+    );
+
+    // No weights: nothing is measured, every threshold fails, and the message says what to do.
+    let items = submit(Profile::Quick, false, "no-weights");
+    assert!(
+        items.values().all(|i| i.status == Status::Failed && i.message.contains("no trained weights")),
+        "{items:#?}"
+    );
+
+    // The log's profile edited to `cpu`: the quick weights do not fit the cpu profile's model.
+    let items = submit(Profile::Cpu, true, "profile-edited");
+    assert!(
+        items.values().all(|i| i.status == Status::Failed
+            && i.message.contains("must fit the model your notebook builds in the cpu profile")),
+        "{items:#?}"
+    );
+}

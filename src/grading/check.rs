@@ -272,6 +272,18 @@ pub struct Recorder {
     /// Set when the grader runs the notebook's TODO cells ([`Recorder::for_grader`]): the checks
     /// not to run again.
     pub(crate) grader: Option<std::collections::BTreeSet<String>>,
+    /// Trained weights for the submission, by model ([`Recorder::weights`]).
+    pub(crate) weights: BTreeMap<String, Vec<(String, Tensor)>>,
+}
+
+/// A model's name in the submission (`weights/<name>.safetensors`): letters, digits and `_`.
+fn check_model_name(model: &str) -> Result<()> {
+    if model.is_empty() || model.len() > 64 || !model.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(Error::Input(format!(
+            "a model's name for the submission must be 1–64 letters, digits or '_', got {model:?}"
+        )));
+    }
+    Ok(())
 }
 
 /// The lines a recorder in the grader's harness prints.
@@ -320,38 +332,84 @@ impl Recorder {
 
     /// A check in the grader's harness: the graded case only, its outputs printed.
     fn grader_check<O: Outputs>(&mut self, fixtures: &Fixtures, check: &str, f: impl Fn(&Case) -> O) -> bool {
+        self.grader_output(check, || {
+            let case = fixtures.case(check, "autograder").map_err(|e| e.to_string())?;
+            let outs = run_outputs(|| f(&case))?;
+            if outs.iter().any(|t| !t.defined()) {
+                return Err("an output was an undefined tensor".to_string());
+            }
+            Ok(named_outputs(check, &outs))
+        })
+    }
+
+    /// In the grader's harness ([`Recorder::for_grader`]): runs `f` (catching a panic) and prints
+    /// its named tensors as `name`'s output, or why it failed, as [`grader_lines`]; skipped when
+    /// `HW9_GRADE_SKIP` names it. Outside the grader's harness it does nothing and returns false.
+    /// The grader's measurement of submitted models (`hw9::tasks::measure`) reports through it.
+    pub fn grader_output(
+        &mut self,
+        name: &str,
+        f: impl FnOnce() -> std::result::Result<Vec<(String, Tensor)>, String>,
+    ) -> bool {
         use std::io::Write;
-        if self.grader.as_ref().is_some_and(|skip| skip.contains(check)) {
-            return false;
+        match &self.grader {
+            Some(skip) if !skip.contains(name) => {}
+            _ => return false,
         }
         let say = |line: String| {
             let mut out = std::io::stdout().lock();
             // A line of its own even after a student's print without a newline.
             let _ = writeln!(out, "\n{line}").and_then(|_| out.flush());
         };
-        say(format!("{} {check}", grader_lines::BEGIN));
-        let outcome = fixtures.case(check, "autograder").map_err(|e| e.to_string()).and_then(|case| {
-            let outs = run_outputs(|| f(&case))?;
-            if outs.iter().any(|t| !t.defined()) {
-                return Err("an output was an undefined tensor".to_string());
-            }
-            crate::grading::submission::safetensors_bytes(&named_outputs(check, &outs)).map_err(|e| e.to_string())
-        });
+        say(format!("{} {name}", grader_lines::BEGIN));
+        let outcome = catch(f)
+            .and_then(|r| r)
+            .and_then(|named| crate::grading::submission::safetensors_bytes(&named).map_err(|e| e.to_string()));
         match outcome {
             Ok(bytes) => {
                 use base64::Engine;
                 say(format!(
-                    "{} {check} {}",
+                    "{} {name} {}",
                     grader_lines::OUTPUT,
                     base64::engine::general_purpose::STANDARD.encode(bytes)
                 ));
                 true
             }
             Err(why) => {
-                say(format!("{} {check} {}", grader_lines::FAILED, why.replace(['\n', '\r'], " ")));
+                say(format!("{} {name} {}", grader_lines::FAILED, why.replace(['\n', '\r'], " ")));
                 false
             }
         }
+    }
+
+    /// Records the trained weights of `vs` as `model` for the submission
+    /// (`weights/<model>.safetensors`), which the grader loads into the notebook's own model code
+    /// and measures on held-out data (`hw9::tasks::measure`): the thresholds are graded on what
+    /// the grader measures, not on the numbers this notebook printed. A copy is kept, so later
+    /// cells that change the model do not change what is submitted.
+    pub fn weights(&mut self, model: &str, vs: &tch::nn::VarStore) -> Result<()> {
+        check_model_name(model)?;
+        let mut named: Vec<(String, Tensor)> =
+            vs.variables().into_iter().map(|(n, t)| (n, t.detach().to_device(tch::Device::Cpu).copy())).collect();
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        if named.is_empty() {
+            return Err(Error::Input(format!("weights {model:?}: the variable store has no variables")));
+        }
+        self.weights.insert(model.to_string(), named);
+        Ok(())
+    }
+
+    /// Like [`Recorder::weights`] for weights saved in a safetensors file (an epoch's export,
+    /// `output/summarizer/epoch-1/model.safetensors`).
+    pub fn weights_file(&mut self, model: &str, path: &std::path::Path) -> Result<()> {
+        check_model_name(model)?;
+        let mut named: Vec<(String, Tensor)> =
+            crate::io::read_weights(path, "run the training cell first (it exports each epoch's weights)")?
+                .into_iter()
+                .collect();
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        self.weights.insert(model.to_string(), named);
+        Ok(())
     }
 
     /// The notebook's name.

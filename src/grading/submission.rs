@@ -6,8 +6,10 @@
 //!   the original homework's `TO_SAVE` records them), named values, the written answers, a
 //!   timestamp and the crate version;
 //! - `hw9_submission.zip`: the notebook file, the graded outputs as `outputs.safetensors`, the
-//!   log, the written answers as `written_answers.md` (when the notebook has questions), and
-//!   `manifest.json` with every member's SHA-256.
+//!   log, the written answers as `written_answers.md` (when the notebook has questions), the
+//!   trained weights of each graded model as `weights/<model>.safetensors` (recorded with
+//!   [`Recorder::weights`]: the grader measures the thresholds on them), and `manifest.json` with
+//!   every member's SHA-256.
 //!
 //! `hw9 grade` and `hw9-grade` (the TA's side, the `hw9_grade` crate) read them back.
 
@@ -109,6 +111,30 @@ pub fn write_submission_to(rec: &Recorder, notebook_file: &Path, dir: &Path) -> 
     if !written.is_empty() {
         members.push(("written_answers.md".to_string(), written_md.as_bytes()));
     }
+    let weights: Vec<(String, Vec<u8>)> = rec
+        .weights
+        .iter()
+        .map(|(model, tensors)| Ok((format!("weights/{model}.safetensors"), safetensors_bytes(tensors)?)))
+        .collect::<Result<_>>()?;
+    for (name, bytes) in &weights {
+        members.push((name.clone(), bytes));
+    }
+    // What the grader reads of an upload at most: a submission it would refuse is not written.
+    let limits = hw9_grade::upload::Limits::default();
+    let total: u64 = members.iter().map(|(_, b)| b.len() as u64).sum();
+    if let Some((name, b)) = members.iter().find(|(_, b)| b.len() as u64 > limits.max_entry_bytes) {
+        return Err(Error::Input(format!(
+            "{name} is {} bytes, more than the {} the grader reads of one file",
+            b.len(),
+            limits.max_entry_bytes
+        )));
+    }
+    if total > limits.max_total_bytes {
+        return Err(Error::Input(format!(
+            "the submission's files are {total} bytes in all, more than the {} the grader reads",
+            limits.max_total_bytes
+        )));
+    }
     let manifest = Manifest {
         notebook: rec.notebook.clone(),
         crate_version: log.crate_version.clone(),
@@ -132,12 +158,22 @@ pub fn write_submission_to(rec: &Recorder, notebook_file: &Path, dir: &Path) -> 
     let paths = SubmissionPaths { log: dir.join("submission_log.json"), zip: dir.join("hw9_submission.zip") };
     write_atomic(&paths.log, &log_bytes)?;
     write_atomic(&paths.zip, zip_bytes.get_ref())?;
+    let weight_bytes: usize = weights.iter().map(|(_, b)| b.len()).sum();
     println!(
-        "wrote {} and {} ({}; {} graded outputs)",
+        "wrote {} and {} ({}; {} graded outputs{})",
         paths.log.display(),
         paths.zip.display(),
         rec.summary(),
-        rec.outputs.len()
+        rec.outputs.len(),
+        if weights.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; weights of {} ({:.1} MB)",
+                rec.weights.keys().cloned().collect::<Vec<_>>().join(", "),
+                weight_bytes as f64 / 1e6
+            )
+        }
     );
     if !written.is_empty() {
         let missing: Vec<&str> = written.iter().filter(|a| !a.answered()).map(|a| a.id.as_str()).collect();

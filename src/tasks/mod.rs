@@ -8,6 +8,7 @@ pub mod facenet;
 pub mod heads;
 pub mod images;
 pub mod language_model;
+pub mod measure;
 pub mod rouge;
 pub mod summarization;
 pub mod triplet;

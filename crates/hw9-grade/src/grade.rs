@@ -154,17 +154,53 @@ pub fn grade(zip_path: &Path, assets: &Assets) -> Result<GradeReport> {
     let nb_name = format!("{}.ipynb", manifest.notebook);
     let notebook: serde_json::Value = serde_json::from_slice(member(&nb_name)?)
         .map_err(|e| rejected(zip_path, format!("{nb_name} is not a notebook ({e})")))?;
-    let report = crate::rerun::rerun(&manifest.notebook, &notebook, cfg)?;
+    // The trained models are measured when their thresholds count (a graded profile).
+    let graded_profile = GradingSpec::load(&assets.dir, &manifest.notebook)
+        .map(|s| s.graded_profiles.contains(&log.profile))
+        .unwrap_or(false);
+    let submitted = graded_profile.then(|| crate::rerun::Submitted {
+        profile: log.profile.clone(),
+        weights: members
+            .iter()
+            .filter_map(|(n, b)| {
+                let model = n.strip_prefix("weights/")?.strip_suffix(".safetensors")?;
+                Some((model.to_string(), b.clone()))
+            })
+            .collect(),
+    });
+    let report = crate::rerun::rerun_submission(&manifest.notebook, &notebook, submitted.as_ref(), cfg)?;
     let mut notes = report.notes.clone();
     notes.push(format!(
         "graded by re-running your TODO cells on inputs you have not seen (built in {:.1} s, ran in {:.1} s); \
          the outputs your machine computed are not graded",
         report.build_seconds, report.run_seconds
     ));
-    let mut graded = grade_parts(zip_path, &log, &outputs, assets, Some(report.results))?;
+    if submitted.is_some() {
+        notes.push(format!(
+            "the thresholds are graded on what the grader measured: your submitted weights in your notebook's own \
+             model code, on held-out data ({:.1} s besides the run); the figures your notebook recorded are shown \
+             beside them and not scored",
+            report.measure_seconds
+        ));
+    }
+    let measured = Measured { figures: report.measured.clone(), error: report.measure_error.clone() };
+    let mut graded = grade_parts(zip_path, &log, &outputs, assets, Some((report.results, measured)))?;
     graded.notes = notes;
     Ok(graded)
 }
+
+/// What the grader measured of a submission's models (by threshold name), and why nothing could
+/// be measured, if so.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Measured {
+    figures: BTreeMap<String, std::result::Result<f64, String>>,
+    error: Option<String>,
+}
+
+/// How far a measured figure may be from the one the notebook recorded before it is flagged: the
+/// same weights on the same held-out data differ only by the order of floating-point sums (and,
+/// for k-means purity, by its random restarts), well under this.
+pub const RECORDED_NOISE: f64 = 0.03;
 
 /// Grades a lone `submission_log.json` (what the original homework's Summarization assignment
 /// asked students to upload): the outputs come from the values it records. It has no manifest,
@@ -209,7 +245,7 @@ fn grade_parts(
     log: &SubmissionLog,
     outputs: &BTreeMap<String, Values>,
     assets: &Assets,
-    rerun: Option<Vec<CheckResult>>,
+    rerun: Option<(Vec<CheckResult>, Measured)>,
 ) -> Result<GradeReport> {
     let notebook = &log.notebook;
     let loaded = match &assets.fixtures_file {
@@ -230,6 +266,10 @@ fn grade_parts(
         checks: fixtures.map(|f| f.checks().into_iter().map(|c| (c, 1.0)).collect()).unwrap_or_default(),
         ..GradingSpec::default()
     });
+    let (rerun, measured) = match rerun {
+        Some((results, measured)) => (Some(results), Some(measured)),
+        None => (None, None),
+    };
     let results = match (rerun, fixtures) {
         (Some(results), _) => results,
         (None, Some(f)) => f.checks().iter().map(|check| grade_check(f, check, outputs)).collect::<Result<Vec<_>>>()?,
@@ -265,20 +305,56 @@ fn grade_parts(
             status,
             message,
         };
-        items.push(match log.thresholds.get(name) {
-            None => item(Status::NotSubmitted, 0.0, "not recorded (the cell that records it did not run)".into()),
-            Some(r) if !graded_profile => item(
-                Status::NotGraded,
-                0.0,
-                format!(
-                    "{:.4} in the {} profile, which is not graded (run it in {})",
-                    r.value,
-                    log.profile,
-                    spec.graded_profiles.join(" or ")
+        let recorded = log.thresholds.get(name).map(|r| r.value);
+        items.push(match (&measured, recorded) {
+            (_, _) if !graded_profile => match recorded {
+                None => item(Status::NotSubmitted, 0.0, "not recorded (the cell that records it did not run)".into()),
+                Some(v) => item(
+                    Status::NotGraded,
+                    0.0,
+                    format!(
+                        "{v:.4} in the {} profile, which is not graded (run it in {})",
+                        log.profile,
+                        spec.graded_profiles.join(" or ")
+                    ),
                 ),
-            ),
-            Some(r) if t.passes(r.value) => item(Status::Passed, t.points, t.describe(r.value)),
-            Some(r) => item(Status::Failed, 0.0, t.describe(r.value)),
+            },
+            // Re-running: the grader's own measurement decides; the recorded figure is shown.
+            (Some(m), _) => {
+                let said = match recorded {
+                    Some(r) => format!("your notebook recorded {r:.4}"),
+                    None => "your notebook recorded none".to_string(),
+                };
+                match m.figures.get(name) {
+                    Some(Ok(v)) => {
+                        let flag = match recorded {
+                            Some(r) if (r - v).abs() > RECORDED_NOISE => format!(
+                                "; FLAGGED: the recorded figure differs from the measured one by {:.4}, more than \
+                                 the {RECORDED_NOISE} two runs of the same weights differ by",
+                                (r - v).abs()
+                            ),
+                            _ => String::new(),
+                        };
+                        let status = if t.passes(*v) { Status::Passed } else { Status::Failed };
+                        let points = if t.passes(*v) { t.points } else { 0.0 };
+                        item(status, points, format!("measured by the grader: {} ({said}){flag}", t.describe(*v)))
+                    }
+                    Some(Err(why)) => item(Status::Failed, 0.0, format!("could not be measured: {why} ({said})")),
+                    None => {
+                        let why = m.error.clone().unwrap_or_else(|| {
+                            "the submission has no weights for it: run the cell that trains the model and \
+                             records its weights (rec.weights), then the notebook's last cell"
+                                .into()
+                        });
+                        item(Status::Failed, 0.0, format!("not measured: {why} ({said})"))
+                    }
+                }
+            }
+            (None, None) => {
+                item(Status::NotSubmitted, 0.0, "not recorded (the cell that records it did not run)".into())
+            }
+            (None, Some(v)) if t.passes(v) => item(Status::Passed, t.points, t.describe(v)),
+            (None, Some(v)) => item(Status::Failed, 0.0, t.describe(v)),
         });
     }
     Ok(GradeReport { notebook: notebook.clone(), profile: log.profile.clone(), results, items, notes: Vec::new() })

@@ -16,6 +16,10 @@
 //! the graded cases the grader hands it and its `rec` writes each check's outputs as it goes
 //! (`hw9::grading::check::Recorder::for_grader`). Each cell is marked by a line comment so a compiler
 //! error's line names the cell it is in ([`Harness::cell_at_line`]).
+//!
+//! After the check cells comes the grader's measurement of the submitted models
+//! (`assets/grading/measure/<notebook>.rs`, [`Harness::with_measure`]): the submission's weights
+//! loaded into the models the student's TODO cells define, on held-out data (`hw9::tasks::measure`).
 
 use std::collections::BTreeSet;
 
@@ -139,6 +143,8 @@ pub enum PartKind {
     Todo(usize),
     /// A check cell of the release.
     Check,
+    /// The grader's measurement of the submitted models.
+    Measure,
 }
 
 /// The program that runs a submission's TODO cells on the graded cases.
@@ -155,6 +161,10 @@ pub struct Harness {
     pub replaced: Vec<(usize, String)>,
     /// A number unique to this harness, which its program prints first ([`lines::HARNESS`]).
     pub nonce: String,
+    /// The grader's measurement code, when it measures the submitted models.
+    pub measure: Option<String>,
+    /// The outputs the measurement prints (`measure.<model>`).
+    pub measures: Vec<String>,
     /// The release's code cells (kept to rebuild the source).
     release: Vec<Cell>,
     /// Which release cells are TODO cells (index into `todos`) or check cells.
@@ -234,7 +244,25 @@ impl Harness {
             }
             h.finalize().iter().take(12).map(|b| format!("{b:02x}")).collect()
         };
-        Ok(Harness { notebook: notebook.to_string(), todos, checks, replaced: Vec::new(), nonce, release, layout })
+        Ok(Harness {
+            notebook: notebook.to_string(),
+            todos,
+            checks,
+            replaced: Vec::new(),
+            nonce,
+            measure: None,
+            measures: Vec::new(),
+            release,
+            layout,
+        })
+    }
+
+    /// The same harness measuring the submitted models with `code` (the grader's
+    /// `assets/grading/measure/<notebook>.rs`) after the checks; `None` measures nothing.
+    pub fn with_measure(mut self, code: Option<String>) -> Self {
+        self.measures = code.as_deref().map(measures_in).unwrap_or_default();
+        self.measure = code;
+        self
     }
 
     /// The release's `use` lines (from its first cell that loads the fixtures).
@@ -284,6 +312,14 @@ impl Harness {
             };
             push(&mut out, &format!("{label}{code}\n;\n"), *kind, &mut parts);
         }
+        if let Some(code) = &self.measure {
+            push(
+                &mut out,
+                &format!("// ---- the grader's measurement ----\n{code}\n;\n"),
+                PartKind::Measure,
+                &mut parts,
+            );
+        }
         push(&mut out, "rec.finish()?;\nOk(())\n}\n", PartKind::Prelude, &mut parts);
         (out, parts)
     }
@@ -303,6 +339,15 @@ impl Harness {
         h.replaced.push((i, why.to_string()));
         h
     }
+}
+
+/// The outputs a measurement prints: `measure.<model>` for each `&measure, "<model>"` it names.
+pub fn measures_in(code: &str) -> Vec<String> {
+    code.split("&measure, \"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .map(|m| format!("measure.{m}"))
+        .collect()
 }
 
 /// A cell without evcxr's commands (`:dep`, `:timing`, …): lines that start with `:` at the top

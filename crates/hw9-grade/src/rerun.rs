@@ -13,6 +13,12 @@
 //! past the wall-clock or CPU limit) fails with what happened, and the harness runs again for the
 //! checks after it. A TODO cell that does not compile is replaced by the release's (its `todo!`)
 //! and costs its own checks only; the compiler's message is the feedback.
+//!
+//! With the submission's weights ([`Submitted`]), the same run measures its trained models
+//! (`hw9::tasks::measure`): the grader's own program (`measure`, built beside the harness, with no
+//! student code in it) writes held-out inputs for the sandbox and keeps their labels; the harness
+//! loads the weights into the student's model code and prints what the models compute; the
+//! grader's program scores it. Those figures are what the thresholds are graded on.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -37,6 +43,8 @@ pub struct RerunConfig {
     pub release_dir: PathBuf,
     /// The hidden cases with their expected outputs (`<notebook>.safetensors`).
     pub hidden_dir: PathBuf,
+    /// The grader's measurement code per notebook (`<notebook>.rs`, `assets/grading/measure/`).
+    pub measure_dir: PathBuf,
     /// The grader's build folder: the harness crate and the cases the sandbox reads.
     pub work_dir: PathBuf,
     /// The harness's target folder, kept warm: a submission then compiles in seconds. The
@@ -66,6 +74,7 @@ impl RerunConfig {
             crate_dir: root.to_path_buf(),
             release_dir: root.join("notebooks"),
             hidden_dir: env_or("HW9_HIDDEN_CASES", root.join("assets").join("hidden")),
+            measure_dir: root.join("assets").join("grading").join("measure"),
             work_dir: env_or("HW9_RERUN_DIR", root.join("build").join("rerun")),
             target_dir: env_or("CARGO_TARGET_DIR", root.join("target")),
             libtorch: env_or("LIBTORCH", root.join(".venv/lib/python3.11/site-packages/torch")),
@@ -95,6 +104,24 @@ pub struct RerunReport {
     pub run_seconds: f64,
     /// The largest resident set of a build or a run so far (see [`sandbox::Outcome::peak_rss_bytes`]).
     pub peak_rss_bytes: u64,
+    /// The figures measured on the submitted models (by threshold name), or why one could not
+    /// be; empty when nothing was measured.
+    pub measured: BTreeMap<String, std::result::Result<f64, String>>,
+    /// Why the submitted models could not be measured at all (the grader could not build them
+    /// from the notebook's code), when so.
+    pub measure_error: Option<String>,
+    /// Seconds spent measuring (preparing the held-out inputs and scoring; the models' own
+    /// evaluation is in `run_seconds`).
+    pub measure_seconds: f64,
+}
+
+/// What a submission hands the grader beside its notebook for measuring its models.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Submitted {
+    /// The profile it ran in (its plan sizes the models).
+    pub profile: String,
+    /// `weights/<model>.safetensors` by model name.
+    pub weights: BTreeMap<String, Vec<u8>>,
 }
 
 /// The harness package's name for a work folder: one name per folder. Cargo identifies a path
@@ -158,6 +185,9 @@ fn write_crate(cfg: &RerunConfig, main_rs: &str) -> Result<PathBuf> {
     std::fs::create_dir_all(dir.join("src")).map_err(|e| Error::io(&dir, e))?;
     let manifest = format!(
         "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2021\"\npublish = false\n\n\
+         [[bin]]\nname = \"{name}\"\npath = \"src/main.rs\"\n\n\
+         # The grader's own program (no student code): held-out inputs and scores.\n\
+         [[bin]]\nname = \"{name}-measure\"\npath = \"src/measure.rs\"\n\n\
          [dependencies]\nhw9 = {{ path = {:?}, default-features = false }}\ntch = \"0.26.0\"\n\n\
          [workspace]\n\n\
          # The repository's dev profile, package by package, so its build of the crate without\n\
@@ -179,6 +209,11 @@ fn write_crate(cfg: &RerunConfig, main_rs: &str) -> Result<PathBuf> {
         }
     }
     crate::write_atomic(&dir.join("src").join("main.rs"), main_rs.as_bytes())?;
+    crate::write_atomic(
+        &dir.join("src").join("measure.rs"),
+        b"// The grader's measurement program (hw9-grade): no student code.\n\
+          fn main() -> hw9::Result<()> {\n    hw9::tasks::measure::trusted_main()\n}\n",
+    )?;
     Ok(dir)
 }
 
@@ -257,8 +292,9 @@ fn cargo_home(cfg: &RerunConfig, m: &mut Mounts) {
     }
 }
 
-/// Builds the harness; returns the compiler's errors mapped to TODO cells when it fails.
-fn build(cfg: &RerunConfig, harness: &Harness) -> Result<std::result::Result<PathBuf, (Option<usize>, String)>> {
+/// Builds the harness; returns the compiler's errors and the part of the harness the first is in
+/// when it fails.
+fn build(cfg: &RerunConfig, harness: &Harness) -> Result<std::result::Result<PathBuf, (Option<PartKind>, String)>> {
     let (main_rs, _) = harness.source();
     let dir = write_crate(cfg, &main_rs)?;
     let mut m = mounts(cfg);
@@ -275,10 +311,7 @@ fn build(cfg: &RerunConfig, harness: &Harness) -> Result<std::result::Result<Pat
     let cell = errors.iter().find_map(|l| {
         let rest = l.split("src/main.rs:").nth(1)?;
         let line: usize = rest.split(':').next()?.parse().ok()?;
-        match harness.cell_at_line(line)? {
-            PartKind::Todo(i) => Some(i),
-            _ => None,
-        }
+        harness.cell_at_line(line)
     });
     let text = if errors.is_empty() {
         format!("{} ({})", out.describe(&cfg.build_limits), tail(&out.stderr, 1500))
@@ -301,6 +334,8 @@ fn run_checks(
     cases: &Path,
     checks: &[String],
     nonce: &str,
+    measuring: &[(String, String)],
+    extra_ro: &[PathBuf],
 ) -> Result<(BTreeMap<String, Values>, BTreeMap<String, String>)> {
     let mut outputs = BTreeMap::new();
     let mut failed: BTreeMap<String, String> = BTreeMap::new();
@@ -309,6 +344,7 @@ fn run_checks(
     m.ro.retain(|p| p != &cfg.rustup_home && p != &cfg.cargo_home.join("bin"));
     m.ro.push(binary.to_path_buf());
     m.ro.push(cases.to_path_buf());
+    m.ro.extend(extra_ro.iter().cloned());
     for _attempt in 0..=checks.len() {
         // Done: an output came (marked `<check>#done`: a check of several outputs names them
         // `<check>.0`, …) or it failed.
@@ -325,6 +361,7 @@ fn run_checks(
         env.push(("HW9_GRADE_SKIP".into(), done.join(",")));
         env.push(("HW9_THREADS".into(), "1".into()));
         env.push(("OMP_NUM_THREADS".into(), "1".into()));
+        env.extend(measuring.iter().cloned());
         let out = sandbox::run(binary, &[], &m, Path::new("/tmp"), &env, &cfg.run_limits)?;
         let mut pending: Option<String> = None;
         let mut ended = false;
@@ -407,6 +444,186 @@ fn run_checks(
 /// Re-runs the TODO cells of `student` (a submitted notebook's JSON) for `notebook` and grades
 /// each check on the hidden cases.
 pub fn rerun(notebook: &str, student: &Value, cfg: &RerunConfig) -> Result<RerunReport> {
+    rerun_submission(notebook, student, None, cfg)
+}
+
+/// The grader's measuring program, built beside the harness.
+fn measure_program(cfg: &RerunConfig) -> PathBuf {
+    cfg.target_dir.join("debug").join(format!("{}-measure", package_name(cfg)))
+}
+
+/// Runs the grader's measuring program (outside the sandbox: it holds no student code).
+fn run_measure(cfg: &RerunConfig, args: &[String]) -> Result<String> {
+    let program = measure_program(cfg);
+    let mut cmd = std::process::Command::new(&program);
+    cmd.args(args).envs(toolchain_env(cfg));
+    if std::env::var_os("HW9_ROOT").is_none() {
+        cmd.env("HW9_ROOT", &cfg.crate_dir);
+    }
+    let out = cmd.output().map_err(|e| Error::io(&program, e))?;
+    if !out.status.success() {
+        return Err(Error::Input(format!(
+            "the grader's measurement ({}) failed: {}",
+            args.first().map(String::as_str).unwrap_or(""),
+            tail(&String::from_utf8_lossy(&out.stderr), 800)
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A file the sandbox's uid may read (it holds nothing secret).
+fn world_readable(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = if path.is_dir() { 0o755 } else { 0o644 };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|e| Error::io(path, e))
+}
+
+/// A seed no one can guess before the grading run: the held-out inputs' order.
+fn fresh_seed(nonce: &str) -> u64 {
+    use sha2::Digest;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let h = sha2::Sha256::digest(format!("{nonce}{now:?}{}", std::process::id()).as_bytes());
+    u64::from_le_bytes(h[..8].try_into().unwrap_or([0; 8])) >> 1
+}
+
+/// Writes `values` as a safetensors file of F64 tensors (what the measuring program reads).
+fn write_values(path: &Path, values: &BTreeMap<String, Values>) -> Result<()> {
+    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = values
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.clone(),
+                v.data.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                v.shape.iter().map(|&d| d.max(0) as usize).collect(),
+            )
+        })
+        .collect();
+    let views = bytes
+        .iter()
+        .map(|(n, b, shape)| {
+            TensorView::new(Dtype::F64, shape.clone(), b)
+                .map(|v| (n.clone(), v))
+                .map_err(|e| Error::Input(format!("{n}: {e:?}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let out = safetensors::tensor::serialize(views, &None).map_err(|e| Error::Input(format!("{e:?}")))?;
+    crate::write_atomic(path, &out)
+}
+
+/// Where a measurement stands before the harness runs.
+struct Measuring {
+    /// The environment that tells the harness to measure.
+    env: Vec<(String, String)>,
+    /// What the sandbox may read for it: the inputs and the weights' folder.
+    ro: Vec<PathBuf>,
+    /// The key (labels) that stays outside.
+    key: PathBuf,
+    profile: String,
+}
+
+/// Writes the submitted weights and the held-out inputs for the harness.
+fn prepare_measure(cfg: &RerunConfig, notebook: &str, submitted: &Submitted, nonce: &str) -> Result<Measuring> {
+    let weights = cfg.work_dir.join("weights");
+    if weights.exists() {
+        std::fs::remove_dir_all(&weights).map_err(|e| Error::io(&weights, e))?;
+    }
+    std::fs::create_dir_all(&weights).map_err(|e| Error::io(&weights, e))?;
+    world_readable(&weights)?;
+    for (model, bytes) in &submitted.weights {
+        if model.is_empty() || !model.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            continue; // not a model the measurement names
+        }
+        let path = weights.join(format!("{model}.safetensors"));
+        crate::write_atomic(&path, bytes)?;
+        world_readable(&path)?;
+    }
+    let inputs = cfg.work_dir.join(format!("measure-{notebook}.safetensors"));
+    let private = cfg.work_dir.join("private");
+    std::fs::create_dir_all(&private).map_err(|e| Error::io(&private, e))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| Error::io(&private, e))?;
+    }
+    let key = private.join(format!("key-{notebook}.safetensors"));
+    let seed = fresh_seed(nonce).to_string();
+    let args: Vec<String> = ["prepare", notebook, &submitted.profile, &seed].iter().map(|s| s.to_string()).collect();
+    let mut args = args;
+    args.push(inputs.display().to_string());
+    args.push(key.display().to_string());
+    run_measure(cfg, &args)?;
+    world_readable(&inputs)?;
+    Ok(Measuring {
+        env: vec![
+            ("HW9_GRADE_MEASURE".into(), inputs.display().to_string()),
+            ("HW9_GRADE_WEIGHTS".into(), weights.display().to_string()),
+            ("HW9_GRADE_PROFILE".into(), submitted.profile.clone()),
+        ],
+        ro: vec![inputs, weights],
+        key,
+        profile: submitted.profile.clone(),
+    })
+}
+
+/// The figures from the measurement's outputs, scored by the grader's program.
+fn score_measure(
+    cfg: &RerunConfig,
+    notebook: &str,
+    m: &Measuring,
+    outputs: &BTreeMap<String, Values>,
+    failed: &BTreeMap<String, String>,
+    measures: &[String],
+) -> Result<BTreeMap<String, std::result::Result<f64, String>>> {
+    let mine: BTreeMap<String, Values> =
+        outputs.iter().filter(|(k, _)| k.starts_with("measure.")).map(|(k, v)| (k.clone(), v.clone())).collect();
+    let path = cfg.work_dir.join("private").join(format!("outputs-{notebook}.safetensors"));
+    write_values(&path, &mine)?;
+    let args: Vec<String> = vec![
+        "score".into(),
+        notebook.into(),
+        m.profile.clone(),
+        path.display().to_string(),
+        m.key.display().to_string(),
+    ];
+    let line = run_measure(cfg, &args)?;
+    let v: Value = serde_json::from_str(line.trim())
+        .map_err(|e| Error::Input(format!("the grader's measurement printed no figures ({e})")))?;
+    let mut figures = BTreeMap::new();
+    if let Some(ok) = v["figures"].as_object() {
+        for (k, x) in ok {
+            if let Some(x) = x.as_f64() {
+                figures.insert(k.clone(), Ok(x));
+            }
+        }
+    }
+    if let Some(errors) = v["errors"].as_object() {
+        for (k, why) in errors {
+            let why = why.as_str().unwrap_or("").to_string();
+            figures.insert(k.clone(), Err(why));
+        }
+    }
+    // Why a model printed nothing: its own failure line, said in each figure it gives.
+    for fig in figures.values_mut() {
+        if let Err(why) = fig {
+            if let Some(missing) = why.strip_prefix("no output ") {
+                let own = measures.iter().filter(|n| missing.starts_with(n.as_str())).find_map(|n| failed.get(n));
+                if let Some(reason) = own {
+                    *why = reason.clone();
+                }
+            }
+        }
+    }
+    Ok(figures)
+}
+
+/// Re-runs the TODO cells of `student` for `notebook`, grades each check on the hidden cases and,
+/// given the submission's weights, measures its models (`assets/grading/measure/<notebook>.rs`).
+pub fn rerun_submission(
+    notebook: &str,
+    student: &Value,
+    submitted: Option<&Submitted>,
+    cfg: &RerunConfig,
+) -> Result<RerunReport> {
     let release = read_json(&cfg.release_dir.join(format!("{notebook}.ipynb")), "the released notebook")?;
     let hidden_path = cfg.hidden_dir.join(format!("{notebook}.safetensors"));
     let hidden = Fixtures::from_file(&hidden_path)?;
@@ -425,12 +642,22 @@ pub fn rerun(notebook: &str, student: &Value, cfg: &RerunConfig) -> Result<Rerun
     let cases = cfg.work_dir.join(format!("cases-{notebook}.safetensors"));
     crate::write_atomic(&cases, &cases_for_sandbox(&hidden_bytes)?)?;
     // Readable by the sandbox's uid (the file holds no answers).
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&cases, std::fs::Permissions::from_mode(0o644)).map_err(|e| Error::io(&cases, e))?;
-    }
+    world_readable(&cases)?;
 
-    let mut harness = Harness::new(notebook, &release, student)?;
+    let mut measure_failed: Option<String> = None;
+    let measure_code = match submitted {
+        Some(s) if s.weights.is_empty() => {
+            measure_failed = Some(
+                "the submission has no trained weights (weights/<model>.safetensors): run the cells that train \
+                 the models and record their weights (rec.weights), then the notebook's last cell"
+                    .into(),
+            );
+            None
+        }
+        Some(_) => std::fs::read_to_string(cfg.measure_dir.join(format!("{notebook}.rs"))).ok(),
+        None => None,
+    };
+    let mut harness = Harness::new(notebook, &release, student)?.with_measure(measure_code);
     let mut notes: Vec<String> = harness
         .todos
         .iter()
@@ -444,9 +671,15 @@ pub fn rerun(notebook: &str, student: &Value, cfg: &RerunConfig) -> Result<Rerun
     let binary = loop {
         match build(cfg, &harness)? {
             Ok(b) => break b,
-            Err((Some(i), errors)) if !harness.replaced.iter().any(|(j, _)| *j == i) => {
+            Err((Some(PartKind::Todo(i)), errors)) if !harness.replaced.iter().any(|(j, _)| *j == i) => {
                 notes.push(format!("TODO cell {} does not compile; its checks fail:\n{errors}", harness.todos[i].id));
                 harness = harness.without(i, &errors);
+            }
+            Err((Some(PartKind::Measure), errors)) if harness.measure.is_some() => {
+                let why = format!("the grader could not build your models for measuring them: {errors}");
+                notes.push(why.clone());
+                measure_failed = Some(why);
+                harness = harness.with_measure(None);
             }
             Err((_, errors)) => {
                 return Err(Error::Input(format!("the grader's harness for {notebook} does not build: {errors}")))
@@ -454,9 +687,24 @@ pub fn rerun(notebook: &str, student: &Value, cfg: &RerunConfig) -> Result<Rerun
         }
     };
     let build_seconds = started.elapsed().as_secs_f64();
+    let measure_started = Instant::now();
+    let measuring = match (submitted, harness.measure.is_some()) {
+        (Some(s), true) => Some(prepare_measure(cfg, notebook, s, &harness.nonce)?),
+        _ => None,
+    };
+    let mut measure_seconds = measure_started.elapsed().as_secs_f64();
     let started = Instant::now();
-    let (outputs, failed) = run_checks(cfg, &binary, &cases, &harness.checks, &harness.nonce)?;
+    let mut names = harness.checks.clone();
+    names.extend(harness.measures.iter().cloned());
+    let (env, ro) = measuring.as_ref().map(|m| (m.env.clone(), m.ro.clone())).unwrap_or_default();
+    let (outputs, failed) = run_checks(cfg, &binary, &cases, &names, &harness.nonce, &env, &ro)?;
     let run_seconds = started.elapsed().as_secs_f64();
+    let measure_started = Instant::now();
+    let measured = match &measuring {
+        Some(m) => score_measure(cfg, notebook, m, &outputs, &failed, &harness.measures)?,
+        None => BTreeMap::new(),
+    };
+    measure_seconds += measure_started.elapsed().as_secs_f64();
     let peak_rss_bytes = sandbox::peak_children_rss();
     let mut results = Vec::new();
     for check in hidden.checks() {
@@ -480,5 +728,14 @@ pub fn rerun(notebook: &str, student: &Value, cfg: &RerunConfig) -> Result<Rerun
             None => CheckResult::failed(&check, Some(tolerance), "no output on the graded input".into()),
         });
     }
-    Ok(RerunReport { results, notes, build_seconds, run_seconds, peak_rss_bytes })
+    Ok(RerunReport {
+        results,
+        notes,
+        build_seconds,
+        run_seconds,
+        peak_rss_bytes,
+        measured,
+        measure_error: measure_failed,
+        measure_seconds,
+    })
 }
