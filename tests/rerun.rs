@@ -339,3 +339,40 @@ fn thresholds_are_graded_on_what_the_grader_measures_of_the_submitted_weights() 
         "{items:#?}"
     );
 }
+
+#[test]
+fn every_notebooks_measurement_builds_against_its_solution_and_a_bad_weights_file_fails_alone() {
+    let Some(cfg) = config() else { return };
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    use hw9_grade::rerun::{rerun_submission, Submitted};
+    // A safetensors file that holds one tensor no model has.
+    let stray = {
+        let t = tch::Tensor::from_slice(&[1.0f32, 2.0]);
+        let file = tempfile::NamedTempFile::new().expect("tmp");
+        tch::Tensor::write_safetensors(&[("stray", t)], file.path()).expect("write");
+        std::fs::read(file.path()).expect("read")
+    };
+    for (nb, model, figures) in [
+        ("01_vit_mae", "vit", vec!["vit_test_acc", "linear_probe_test_acc", "finetune_test_acc"]),
+        ("02_summarization", "summarizer", vec!["val_loss", "val_acc", "val_loss_decrease"]),
+        ("04_facenet", "facenet", vec!["val_at_far", "nn_accuracy", "kmeans_purity"]),
+    ] {
+        let submitted = Submitted { profile: "quick".into(), weights: [(model.to_string(), stray.clone())].into() };
+        let report = rerun_submission(nb, &solution(nb), Some(&submitted), &cfg).expect("re-run");
+        assert_eq!(report.measure_error, None, "{nb}: the measurement must build against the solution: {:?}", report.notes);
+        assert!(report.results.iter().all(|r| r.passed), "{nb}: the checks are unaffected: {:#?}", report.results);
+        let mut got: Vec<&str> = report.measured.keys().map(String::as_str).collect();
+        got.sort();
+        let mut want = figures.clone();
+        want.sort();
+        assert_eq!(got, want, "{nb}");
+        for (figure, m) in &report.measured {
+            let why = m.as_ref().expect_err("nothing can be measured");
+            assert!(
+                why.contains("has no tensor") || why.contains("no such weights") || why.contains("no output"),
+                "{nb} {figure}: {why}"
+            );
+        }
+        eprintln!("{nb}: measuring took {:.1} s beside the run ({:.1} s)", report.measure_seconds, report.run_seconds);
+    }
+}
