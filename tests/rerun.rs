@@ -359,7 +359,11 @@ fn every_notebooks_measurement_builds_against_its_solution_and_a_bad_weights_fil
     ] {
         let submitted = Submitted { profile: "quick".into(), weights: [(model.to_string(), stray.clone())].into() };
         let report = rerun_submission(nb, &solution(nb), Some(&submitted), &cfg).expect("re-run");
-        assert_eq!(report.measure_error, None, "{nb}: the measurement must build against the solution: {:?}", report.notes);
+        assert_eq!(
+            report.measure_error, None,
+            "{nb}: the measurement must build against the solution: {:?}",
+            report.notes
+        );
         assert!(report.results.iter().all(|r| r.passed), "{nb}: the checks are unaffected: {:#?}", report.results);
         let mut got: Vec<&str> = report.measured.keys().map(String::as_str).collect();
         got.sort();
