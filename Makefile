@@ -106,10 +106,11 @@ written:
 handout:
 	cargo run -q --bin hw9 -- handout --out build/handout
 
-## One Gradescope autograder zip per assignment into build/gradescope/ (the grader without libtorch).
-gradescope:
+## One Gradescope autograder zip per assignment into build/gradescope/: each re-runs the uploads'
+## code against the student handout's crate (its setup.sh provisions Rust, libtorch, a warm build).
+gradescope: handout
 	cargo build --release --locked -p hw9-grade
-	target/release/hw9-grade bundle --out build/gradescope
+	target/release/hw9-grade bundle --handout build/handout/hw9 --out build/gradescope
 
 ## Rewrites the reference fixtures with PyTorch (needs the tool venv: see environment.md).
 TOOL_VENV ?= $(HOME)/.cache/hw9/tool-venv

@@ -144,7 +144,13 @@ fn a_folder_becomes_one_gradebook_and_bad_uploads_get_their_row() {
 #[test]
 fn hostile_zips_are_refused_before_they_cost_memory() {
     let dir = tempfile::tempdir().unwrap();
-    let limits = Limits { max_zip_bytes: 1 << 20, max_entries: 4, max_entry_bytes: 1 << 16, max_total_bytes: 1 << 17 };
+    let limits = Limits {
+        max_zip_bytes: 1 << 20,
+        max_entries: 4,
+        max_entry_bytes: 1 << 16,
+        max_weights_bytes: 1 << 16,
+        max_total_bytes: 1 << 17,
+    };
     let refused = |members: &[(&str, &[u8])], why: &str| {
         let path = dir.path().join("x.zip");
         zip_of(&path, members);

@@ -380,3 +380,115 @@ fn every_notebooks_measurement_builds_against_its_solution_and_a_bad_weights_fil
         eprintln!("{nb}: measuring took {:.1} s beside the run ({:.1} s)", report.measure_seconds, report.run_seconds);
     }
 }
+
+/// Runs `script` with bash and `env`, returning (success, stdout + stderr, seconds).
+fn bash(script: &Path, env: &[(&str, &Path)]) -> (bool, String, f64) {
+    let started = std::time::Instant::now();
+    let mut cmd = std::process::Command::new("bash");
+    cmd.arg(script);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    // The bundle must find its own crate and data, not the repository's.
+    cmd.env_remove("HW9_ROOT");
+    let out = cmd.output().expect("bash");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text, started.elapsed().as_secs_f64())
+}
+
+#[test]
+fn a_gradescope_bundle_sets_itself_up_and_grades_uploads_by_re_running_them() {
+    let Some(_) = config() else { return };
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    use hw9::grading::check::Recorder;
+    use hw9::grading::submission::write_submission_to;
+    use hw9_grade::gradescope::Results;
+    const NB: &str = "04_facenet";
+    // A fixed place under target/: the bundle's paths stay the same from run to run, so its
+    // warm build is reused (the harness's fingerprints name them).
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"));
+    let base = target.join("gradescope-test");
+    let handout = hw9::grading::handout::write_handout(&root(), &base.join("handout")).expect("handout");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let built = std::process::Command::new(cargo)
+        .args(["build", "-q", "--locked", "-p", "hw9-grade", "--bin", "hw9-grade"])
+        .current_dir(root())
+        .status()
+        .expect("cargo");
+    assert!(built.success(), "hw9-grade does not build");
+    let zips = hw9_grade::gradescope::write_bundles(
+        &root(),
+        &root().join("assets"),
+        &target.join("debug/hw9-grade"),
+        Some(&handout.dir),
+        &base.join("bundles"),
+    )
+    .expect("bundles");
+    let zip = zips.iter().find(|z| z.ends_with("hw9-code-facenet.zip")).expect("FaceNet's bundle");
+    let size = std::fs::metadata(zip).expect("zip").len();
+
+    // Gradescope unpacks the bundle into /autograder/source and runs setup.sh once, as root.
+    let tree = base.join("autograder");
+    let source = tree.join("source");
+    for stale in ["hw9", "assets", "submission", "results"] {
+        let _ = std::fs::remove_dir_all(if stale == "submission" || stale == "results" {
+            tree.join(stale)
+        } else {
+            source.join(stale)
+        });
+    }
+    zip::ZipArchive::new(std::fs::File::open(zip).expect("zip")).expect("zip").extract(&source).expect("unzip");
+    for f in ["hw9/Cargo.toml", "hw9/notebooks/04_facenet.ipynb", "assets/hidden/04_facenet.safetensors"] {
+        assert!(source.join(f).exists(), "the bundle has no {f}");
+    }
+    assert!(
+        !source.join("hw9/src/models/reference/facenet.rs").exists()
+            && !source.join("hw9/notebooks/solutions").exists(),
+        "the bundle holds the handout, not the answers"
+    );
+    // This machine's libtorch and target folder (shared: torch-sys is not built again); on
+    // Gradescope setup.sh fetches libtorch itself.
+    let libtorch = RerunConfig::for_root(&root()).libtorch;
+    let env = [("LIBTORCH", libtorch.as_path()), ("CARGO_TARGET_DIR", target.as_path())];
+    let (ok, log, setup_s) = bash(&source.join("setup.sh"), &env);
+    assert!(ok, "setup.sh failed:\n{log}");
+    let step_ok =
+        |step: &str| log.lines().any(|l| l.starts_with(step) && l[step.len()..].trim_start().starts_with("ok:"));
+    assert!(step_ok("sandbox") && step_ok("warm"), "{log}");
+
+    // An upload: the solution notebook (quick profile). Gradescope puts it in /autograder/submission.
+    let upload = |notebook: &Path, rec: &Recorder| -> (Results, f64) {
+        let _ = std::fs::remove_dir_all(tree.join("submission"));
+        let work = base.join("student");
+        std::fs::create_dir_all(&work).expect("mkdir");
+        let nb = work.join("04_facenet.ipynb");
+        std::fs::copy(notebook, &nb).expect("copy");
+        let paths = write_submission_to(rec, &nb, &work.join("sub")).expect("zip");
+        std::fs::create_dir_all(tree.join("submission")).expect("mkdir");
+        std::fs::copy(&paths.zip, tree.join("submission/hw9_submission.zip")).expect("copy");
+        let (ok, log, secs) = bash(&source.join("run_autograder"), &[("GRADESCOPE_ROOT", tree.as_path())]);
+        assert!(ok, "run_autograder failed:\n{log}");
+        let results = std::fs::read(tree.join("results/results.json")).expect("results.json");
+        (serde_json::from_slice(&results).expect("results"), secs)
+    };
+    let (correct, correct_s) = upload(&root().join("notebooks/solutions/04_facenet.ipynb"), &Recorder::new(NB));
+    // The checks are 11 of notebook 4's 19 points; a quick run's thresholds are not graded.
+    assert_eq!(correct.score, 11.0, "{correct:#?}");
+    assert!(correct.output.contains("re-running your TODO cells"), "{}", correct.output);
+    let checks: Vec<_> = correct.tests.iter().filter(|t| t.name.ends_with("(check)")).collect();
+    assert!(!checks.is_empty() && checks.iter().all(|t| t.status == "passed" && t.visibility == "after_due_date"));
+
+    // A forged upload: the handout's notebook, with PyTorch's own answers as its outputs.
+    let fixtures = hw9::grading::fixtures::Fixtures::load(NB).expect("fixtures");
+    let mut rec = Recorder::new(NB);
+    for check in fixtures.checks() {
+        rec.check(&fixtures, &check, |c| c.expected().into_iter().map(|t| t.shallow_clone()).collect::<Vec<_>>());
+    }
+    let (forged, forged_s) = upload(&root().join("notebooks/04_facenet.ipynb"), &rec);
+    assert_eq!(forged.score, 0.0, "{forged:#?}");
+    eprintln!(
+        "FaceNet's bundle: {:.1} MB; setup.sh {setup_s:.0} s (libtorch and target folder given); \
+         run_autograder {correct_s:.1} s (solution), {forged_s:.1} s (forged)",
+        size as f64 / 1e6
+    );
+}

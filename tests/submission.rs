@@ -135,3 +135,70 @@ fn tampered_and_malformed_zips_are_rejected_with_a_reason() {
     std::fs::write(&zip, b"PK but not really a zip").unwrap();
     assert!(grade(&zip, &Assets::default()).unwrap_err().to_string().contains("not a zip archive"));
 }
+
+/// The trained weights a graded profile's submission carries (issue 29): every notebook's models,
+/// at the `cpu` and `full` profiles' sizes, recorded as the solution notebooks record them and
+/// written into a submission, which the grader's bounded reader then accepts. Prints each size.
+#[test]
+fn every_graded_profiles_weights_fit_the_graders_upload_limits() {
+    use hw9::data::text::SubwordTokenizer;
+    use hw9::models::facenet::FaceNet;
+    use hw9::models::reference::mae::{Mae, MaeClassifier};
+    use hw9::models::reference::vit::Vit;
+    use hw9::models::summarizer::Summarizer;
+    use hw9::plan::{FacenetPlan, SummarizationPlan, VitMaePlan};
+    use hw9::Profile;
+    use tch::nn::VarStore;
+    use tch::Device;
+
+    let limits = hw9_grade::upload::Limits::default();
+    let vocab = SubwordTokenizer::load_default().expect("the committed tokenizer").vocab_size();
+    let dir = temp();
+    for profile in [Profile::Cpu, Profile::Full] {
+        let mut recs = Vec::new();
+        let vm = VitMaePlan::for_profile(profile);
+        let mut rec = Recorder::new("01_vit_mae").with_profile(profile);
+        let vs = VarStore::new(Device::Cpu);
+        Vit::new(&vs.root(), &vm.vit).expect("ViT");
+        rec.weights("vit", &vs).expect("vit");
+        for (name, detach) in [("probe", true), ("finetune", false)] {
+            let vs = VarStore::new(Device::Cpu);
+            let mae = Mae::new(&(vs.root() / "mae"), &vm.mae).expect("MAE");
+            MaeClassifier::new(&(vs.root() / "classifier"), mae, 10, detach);
+            rec.weights(name, &vs).expect(name);
+        }
+        recs.push(rec);
+        let sp = SummarizationPlan::for_profile(profile, vocab);
+        let mut rec = Recorder::new("02_summarization").with_profile(profile);
+        let vs = VarStore::new(Device::Cpu);
+        Summarizer::new(&vs.root(), &sp.model).expect("summarizer");
+        rec.weights("summarizer", &vs).expect("summarizer");
+        rec.weights("summarizer_previous", &vs).expect("summarizer_previous");
+        recs.push(rec);
+        let fp = FacenetPlan::for_profile(profile);
+        let mut rec = Recorder::new("04_facenet").with_profile(profile);
+        let vs = VarStore::new(Device::Cpu);
+        FaceNet::new(&vs.root(), &fp.model).expect("FaceNet");
+        rec.weights("facenet", &vs).expect("facenet");
+        recs.push(rec);
+
+        for rec in recs {
+            let nb = rec.notebook().to_string();
+            let work = dir.path().join(format!("{profile:?}-{nb}"));
+            std::fs::create_dir_all(&work).unwrap();
+            let file = work.join(format!("{nb}.ipynb"));
+            std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("notebooks").join(format!("{nb}.ipynb")), &file)
+                .unwrap();
+            let paths = write_submission_to(&rec, &file, &work.join("sub")).expect("submission");
+            let members = hw9_grade::upload::read_upload(&paths.zip, &limits)
+                .unwrap_or_else(|e| panic!("{profile:?} {nb}: the grader refuses the submission: {e}"));
+            let weights: Vec<String> = members
+                .iter()
+                .filter(|(n, _)| n.starts_with("weights/"))
+                .map(|(n, b)| format!("{} {:.2} MB", n, b.len() as f64 / 1e6))
+                .collect();
+            let zip = std::fs::metadata(&paths.zip).unwrap().len();
+            eprintln!("{profile:?} {nb}: zip {:.2} MB; {}", zip as f64 / 1e6, weights.join(", "));
+        }
+    }
+}

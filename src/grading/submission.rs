@@ -122,11 +122,11 @@ pub fn write_submission_to(rec: &Recorder, notebook_file: &Path, dir: &Path) -> 
     // What the grader reads of an upload at most: a submission it would refuse is not written.
     let limits = hw9_grade::upload::Limits::default();
     let total: u64 = members.iter().map(|(_, b)| b.len() as u64).sum();
-    if let Some((name, b)) = members.iter().find(|(_, b)| b.len() as u64 > limits.max_entry_bytes) {
+    if let Some((name, b)) = members.iter().find(|(n, b)| b.len() as u64 > limits.entry_bytes(n)) {
         return Err(Error::Input(format!(
-            "{name} is {} bytes, more than the {} the grader reads of one file",
+            "{name} is {} bytes, more than the {} the grader reads of this file",
             b.len(),
-            limits.max_entry_bytes
+            limits.entry_bytes(name)
         )));
     }
     if total > limits.max_total_bytes {

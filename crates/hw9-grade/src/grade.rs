@@ -206,6 +206,14 @@ pub const RECORDED_NOISE: f64 = 0.03;
 /// asked students to upload): the outputs come from the values it records. It has no manifest,
 /// so nothing proves it unchanged; a zip is preferred.
 pub fn grade_log(path: &Path, assets: &Assets) -> Result<GradeReport> {
+    if assets.rerun.is_some() {
+        return Err(rejected(
+            path,
+            "a submission_log.json alone holds no code to re-run: upload hw9_submission.zip, which the \
+             notebook's last cell writes"
+                .to_string(),
+        ));
+    }
     let len = std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
     if len > assets.limits.max_entry_bytes {
         return Err(rejected(

@@ -230,7 +230,11 @@ pub fn run(layout: &Layout, notebook: &str, assets: &Assets) -> Result<Results> 
                         })
                         .collect();
                     let (got, max) = report.points();
-                    results(format!("Graded {name} ({} profile): {got}/{max} points.", report.profile), tests)
+                    let mut output = format!("Graded {name} ({} profile): {got}/{max} points.", report.profile);
+                    for note in &report.notes {
+                        output += &format!("\n{note}");
+                    }
+                    results(output, tests)
                 }
             }
         }
@@ -290,6 +294,40 @@ pub fn run_with_policy(layout: &Layout, notebook: &str, assets: &Assets) -> Resu
     Ok(res)
 }
 
+/// Warms a re-running bundle's build (`setup.sh` calls it once): the released notebook of
+/// `notebook` (its TODOs unanswered) re-run as an upload would be, with a weights file that is not
+/// one so the grader's measurement program is built too. Builds the harness's dependencies (tch,
+/// torch-sys, the handout's crate) into `cfg.target_dir`; an error means the chain does not work
+/// in this image. Returns what it did, in a line.
+pub fn warm(notebook: &str, cfg: &crate::rerun::RerunConfig) -> Result<String> {
+    let path = cfg.release_dir.join(format!("{notebook}.ipynb"));
+    let bytes = std::fs::read(&path).map_err(|e| crate::Error::io(&path, e))?;
+    let release: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| crate::Error::corrupt("the released notebook", &path, e.to_string()))?;
+    let measures = cfg.measure_dir.join(format!("{notebook}.rs")).exists();
+    let submitted = measures.then(|| crate::rerun::Submitted {
+        profile: "quick".into(),
+        weights: [("warm-up".to_string(), b"not a safetensors file".to_vec())].into(),
+    });
+    let report = crate::rerun::rerun_submission(notebook, &release, submitted.as_ref(), cfg)?;
+    if report.results.is_empty() {
+        return Err(crate::Error::Input(format!(
+            "warming {notebook}: the harness ran no check ({})",
+            report.notes.join("; ")
+        )));
+    }
+    if let Some(why) = report.measure_error.as_deref().filter(|w| w.contains("could not build")) {
+        return Err(crate::Error::Input(format!("warming {notebook}: {why}")));
+    }
+    Ok(format!(
+        "ok: {notebook}'s harness{} built in {:.0} s and ran {} checks in {:.1} s (the release's TODOs fail them, as they should)",
+        if measures { " and measurement" } else { "" },
+        report.build_seconds,
+        report.results.len(),
+        report.run_seconds
+    ))
+}
+
 /// A Gradescope assignment hw9 grades: its title and the notebook it grades.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Assignment {
@@ -314,13 +352,14 @@ pub const ASSIGNMENTS: [Assignment; 4] = [
     Assignment { title: "Homework 9 (Setup check)", notebook: "00_setup_check", bundle: "hw9-setup-check.zip" },
 ];
 
-/// `setup.sh`: Gradescope runs it once when it builds the autograder image. The bundle carries a
-/// prebuilt `hw9-grade`; when the image cannot run it, the grader is built from the bundled
-/// sources (a pure-Rust crate: no libtorch, about a minute).
-const SETUP_SH: &str = r#"#!/usr/bin/env bash
+/// `setup.sh` of a bundle that only reads the outputs a submission carries (no handout given to
+/// [`write_bundles`]): the prebuilt `hw9-grade`, or one built from the bundled sources.
+const SETUP_SH_READING: &str = r#"#!/usr/bin/env bash
 # Gradescope autograder setup for hw9 (runs once, as root, when the image is built).
+# This bundle grades the outputs the student's machine recorded: it cannot tell an edited
+# submission from a real one. `make gradescope` writes bundles that re-run the student's code.
 set -euo pipefail
-cd /autograder/source
+cd "$(dirname "$0")"
 chmod +x run_autograder bin/hw9-grade
 if ./bin/hw9-grade --version >/dev/null 2>&1; then
   echo "hw9-grade: the prebuilt binary runs here"
@@ -334,16 +373,125 @@ curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profil
 cp grader/target/release/hw9-grade bin/hw9-grade
 "#;
 
-/// `run_autograder`: Gradescope runs it for every upload.
-fn run_autograder(notebook: &str) -> String {
+/// The Rust toolchain `setup.sh` installs where the image has none (the one hw9 is tested with).
+pub const RUST_VERSION: &str = "1.95.0";
+
+/// `setup.sh` of a re-running bundle: provisions what re-running a submission needs and warms the
+/// build, so each upload compiles only its own cells. Steps print one line each; a failing step
+/// names itself and stops, so a problem shows when the autograder is uploaded, not on a student's
+/// submission. What is already there is kept (an image with Rust, a `LIBTORCH` given, a
+/// `CARGO_TARGET_DIR` given): the tests run it that way on this machine.
+fn setup_sh_rerun(notebook: &str) -> String {
     format!(
         r#"#!/usr/bin/env bash
-# Gradescope autograder for hw9's {notebook}: grades the upload in $GRADESCOPE_ROOT/submission
-# (/autograder/submission on Gradescope) and writes $GRADESCOPE_ROOT/results/results.json.
+# Gradescope autograder setup for hw9's {notebook} (runs once, as root, when Gradescope builds
+# the autograder image). Re-running a submission needs: bubblewrap (the sandbox), a C compiler,
+# Rust {rust}, libtorch (torch 2.13.0's wheel from PyPI, as hw9's own setup installs it, without
+# the CUDA libraries), the crates of hw9/Cargo.lock, and a warm build of the handout's crate.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+cd "$here"
+step() {{ printf '%-10s %s\n' "$1" "$2"; }}
+fail() {{ printf '%-10s FAILED: %s\n' "$1" "$2" >&2; exit 1; }}
+t0=$(date +%s)
+chmod +x run_autograder bin/hw9-grade
+
+# 1. System packages (Debian or Ubuntu, as Gradescope's images are).
+need=()
+command -v bwrap >/dev/null || need+=(bubblewrap)
+command -v cc >/dev/null || need+=(build-essential)
+command -v cargo >/dev/null || [ -x "${{CARGO_HOME:-$HOME/.cargo}}/bin/cargo" ] || command -v curl >/dev/null ||
+  need+=(curl ca-certificates)
+[ -n "${{LIBTORCH:-}}" ] || python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
+if [ "${{#need[@]}}" -gt 0 ]; then
+  {{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${{need[@]}}"; }} \
+    >/tmp/hw9-apt.log 2>&1 || {{ tail -n 5 /tmp/hw9-apt.log >&2; fail packages "apt-get install ${{need[*]}}"; }}
+fi
+step packages "ok: ${{need[*]:+installed }}${{need[*]:-bwrap, cc and what else is needed are there}}"
+
+# 2. Rust (rustup, minimal profile) unless the image has cargo.
+export CARGO_HOME="${{CARGO_HOME:-$HOME/.cargo}}" RUSTUP_HOME="${{RUSTUP_HOME:-$HOME/.rustup}}"
+if ! command -v cargo >/dev/null && [ -f "$CARGO_HOME/env" ]; then . "$CARGO_HOME/env"; fi
+if ! command -v cargo >/dev/null; then
+  curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs |
+    sh -s -- -y -q --profile minimal --default-toolchain {rust} >/tmp/hw9-rustup.log 2>&1 ||
+    {{ tail -n 5 /tmp/hw9-rustup.log >&2; fail rust "rustup could not install Rust {rust}"; }}
+  . "$CARGO_HOME/env"
+fi
+step rust "ok: $(cargo --version)"
+
+# The bundled grader binary, or one built from the handout's copy of its sources (a pure-Rust
+# crate: about a minute) where this image cannot run it.
+if ! ./bin/hw9-grade --version >/dev/null 2>&1; then
+  (cd hw9 && cargo build -q --release --locked -p hw9-grade --target-dir "$here/grader-target") >/tmp/hw9-grader.log 2>&1 ||
+    {{ tail -n 5 /tmp/hw9-grader.log >&2; fail grader "hw9-grade could not be built"; }}
+  cp "$here/grader-target/release/hw9-grade" bin/hw9-grade
+fi
+step grader "ok: $(./bin/hw9-grade --version)"
+
+# 3. libtorch: the torch wheel's files, whatever Python the image has (the wheel's libraries do
+#    not depend on it), into libtorch/ — unless LIBTORCH names one already.
+if [ -z "${{LIBTORCH:-}}" ]; then
+  LIBTORCH="$here/libtorch/torch"
+  if [ ! -f "$LIBTORCH/lib/libtorch_cpu.so" ]; then
+    python3 -m pip install -q --disable-pip-version-check --no-deps --only-binary=:all: --python-version 3.11 \
+      --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
+      --platform manylinux2014_x86_64 --target "$here/libtorch" \
+      $(grep -E '^(torch|nvidia-)' hw9/requirements-nodeps.txt) >/tmp/hw9-pip.log 2>&1 ||
+      {{ tail -n 5 /tmp/hw9-pip.log >&2; fail libtorch "pip could not fetch the torch wheel from PyPI"; }}
+  fi
+fi
+[ -f "$LIBTORCH/lib/libtorch_cpu.so" ] || fail libtorch "$LIBTORCH/lib/libtorch_cpu.so is missing"
+step libtorch "ok: $LIBTORCH"
+
+# 4. The sandbox must work in this container: student code never runs without it.
+bwrap --ro-bind / / --unshare-net --unshare-pid --dev /dev --proc /proc -- true 2>/tmp/hw9-bwrap.log ||
+  fail sandbox "bubblewrap cannot make namespaces here ($(head -c 300 /tmp/hw9-bwrap.log)); hw9 re-runs student code only inside it"
+step sandbox "ok: bubblewrap makes its namespaces here"
+
+# 5. What run_autograder needs to find again.
+{{
+  echo "export PATH=\"$(dirname "$(command -v cargo)"):\$PATH\""
+  echo "export CARGO_HOME=\"$CARGO_HOME\" RUSTUP_HOME=\"$RUSTUP_HOME\""
+  echo "export LIBTORCH=\"$LIBTORCH\" LD_LIBRARY_PATH=\"$LIBTORCH/lib\" HW9_ROOT=\"$here/hw9\""
+  if [ -n "${{CARGO_TARGET_DIR:-}}" ]; then echo "export CARGO_TARGET_DIR=\"$CARGO_TARGET_DIR\""; fi
+  if [ -n "${{HW9_RERUN_DIR:-}}" ]; then echo "export HW9_RERUN_DIR=\"$HW9_RERUN_DIR\""; fi
+}} >env.sh
+. ./env.sh
+
+# 6. The crates, then a warm build: the released notebook (TODOs unanswered) built and run as a
+#    submission would be, which also proves the whole chain works in this image.
+(cd hw9 && cargo fetch --locked -q --target "$(rustc -vV | sed -n 's/^host: //p')") >/tmp/hw9-fetch.log 2>&1 ||
+  {{ tail -n 5 /tmp/hw9-fetch.log >&2; fail crates "cargo fetch could not download hw9's crates"; }}
+step crates "ok: hw9/Cargo.lock's crates are in $CARGO_HOME"
+./bin/hw9-grade gradescope --notebook {notebook} --bundle "$here" --warm || fail warm "the warm build failed (above)"
+step done "in $(( $(date +%s) - t0 )) s"
+"#,
+        rust = RUST_VERSION
+    )
+}
+
+/// `run_autograder`: Gradescope runs it for every upload; `bundle` re-runs the submission's code
+/// with the bundle's crate and hidden cases.
+fn run_autograder(notebook: &str, rerun: bool) -> String {
+    let (how, env, bundle) = if rerun {
+        (
+            "re-runs the student's code from the upload's notebook",
+            "[ -f \"$here/env.sh\" ] && . \"$here/env.sh\"\nexport HW9_ROOT=\"$here/hw9\"\n",
+            " --bundle \"$here\"",
+        )
+    } else {
+        ("grades the outputs the upload recorded", "", "")
+    };
+    format!(
+        r#"#!/usr/bin/env bash
+# Gradescope autograder for hw9's {notebook}: {how}; grades the upload in
+# $GRADESCOPE_ROOT/submission (/autograder/submission on Gradescope) and writes
+# $GRADESCOPE_ROOT/results/results.json.
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-export GRADESCOPE_ROOT="${{GRADESCOPE_ROOT:-/autograder}}"
-exec "$here/bin/hw9-grade" gradescope --notebook {notebook} --assets "$here/assets"
+{env}export GRADESCOPE_ROOT="${{GRADESCOPE_ROOT:-/autograder}}"
+exec "$here/bin/hw9-grade" gradescope --notebook {notebook} --assets "$here/assets"{bundle}
 "#
     )
 }
@@ -381,33 +529,130 @@ fn add_tree(zip: &mut zip::ZipWriter<std::fs::File>, root: &Path, rel: &Path, pr
     Ok(())
 }
 
+/// Folders of a handout never bundled: builds, environments, the student's own runs.
+const HANDOUT_SKIPPED: [&str; 9] =
+    ["target", ".venv", "build", ".tools", ".cache", ".git", "submission", "notebooks/output", "runs"];
+
+/// The handout's files (`handout`, `build/handout/hw9`) under `hw9/` in the zip: the crate the
+/// harness builds against, its released notebooks (`notebooks/*.ipynb`), the corpus and fonts.
+fn add_handout(zip: &mut zip::ZipWriter<std::fs::File>, handout: &Path) -> Result<()> {
+    let skipped: Vec<PathBuf> = HANDOUT_SKIPPED.iter().map(|p| handout.join(p)).collect();
+    let walk = walkdir::WalkDir::new(handout)
+        .follow_links(true)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| !skipped.iter().any(|s| e.path() == s));
+    for entry in walk {
+        let entry = entry.map_err(|e| crate::Error::walk(handout, e))?;
+        if entry.file_type().is_dir() {
+            continue;
+        }
+        let inside = entry.path().strip_prefix(handout).unwrap_or(entry.path());
+        let bytes = std::fs::read(entry.path()).map_err(|e| crate::Error::io(entry.path(), e))?;
+        let executable = {
+            use std::os::unix::fs::PermissionsExt;
+            entry.metadata().map(|m| m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+        };
+        add_file(zip, &format!("hw9/{}", inside.display()), &bytes, executable)?;
+    }
+    Ok(())
+}
+
+/// The notebooks whose measurement reads Fashion-MNIST (their plans load its train and test
+/// files), which the handout does not ship (`make setup` installs it from Debian).
+const NEEDS_FASHION_MNIST: [&str; 2] = ["01_vit_mae", "04_facenet"];
+
 /// Writes one autograder zip per [`ASSIGNMENTS`] entry into `out`: `setup.sh`, `run_autograder`,
-/// the `hw9-grade` binary `grader_exe`, the notebook's fixtures and grading spec from `assets`,
-/// and the grader's sources from `repo` (with a workspace manifest) to build it where the binary
-/// cannot run. Returns the zips' paths.
-pub fn write_bundles(repo: &Path, assets: &Path, grader_exe: &Path, out: &Path) -> Result<Vec<PathBuf>> {
+/// the `hw9-grade` binary `grader_exe`, the notebook's fixtures and grading spec from `assets`.
+///
+/// With `handout` (the student handout's crate, `build/handout/hw9`), the bundle **re-runs** each
+/// upload's code ([`crate::rerun`]): it carries the handout under `hw9/`, the notebook's hidden
+/// cases and measurement code, the course's `grading/gradescope.json` if any, and Fashion-MNIST
+/// for the notebooks that measure on it; its `setup.sh` provisions Rust, libtorch and a warm
+/// build. Without it the bundle only reads the outputs an upload recorded, and carries the
+/// grader's sources from `repo` to build it where the binary cannot run. Returns the zips' paths.
+pub fn write_bundles(
+    repo: &Path,
+    assets: &Path,
+    grader_exe: &Path,
+    handout: Option<&Path>,
+    out: &Path,
+) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(out).map_err(|e| crate::Error::io(out, e))?;
     let exe = std::fs::read(grader_exe).map_err(|e| crate::Error::io(grader_exe, e))?;
+    if let Some(h) = handout {
+        for needed in ["Cargo.toml", "Cargo.lock", "src", "notebooks"] {
+            if !h.join(needed).exists() {
+                return Err(crate::Error::missing(
+                    "the student handout's crate",
+                    h.join(needed),
+                    "make handout (it writes build/handout/hw9), then pass --handout build/handout/hw9",
+                ));
+            }
+        }
+    }
     let workspace = "[workspace]\nmembers = [\"crates/hw9-env\", \"crates/hw9-grade\"]\nresolver = \"2\"\n";
+    let read = |rel: &str| std::fs::read(assets.join(rel)).map_err(|e| crate::Error::io(assets.join(rel), e));
     let mut written = Vec::new();
     for a in ASSIGNMENTS {
         let path = out.join(a.bundle);
         let file = std::fs::File::create(&path).map_err(|e| crate::Error::io(&path, e))?;
         let mut zip = zip::ZipWriter::new(file);
-        add_file(&mut zip, "setup.sh", SETUP_SH.as_bytes(), true)?;
-        add_file(&mut zip, "run_autograder", run_autograder(a.notebook).as_bytes(), true)?;
         add_file(&mut zip, "bin/hw9-grade", &exe, true)?;
-        for (dir, ext) in [("fixtures", "safetensors"), ("grading", "json")] {
-            let rel = format!("{dir}/{}.{ext}", a.notebook);
-            let bytes = std::fs::read(assets.join(&rel)).map_err(|e| crate::Error::io(assets.join(&rel), e))?;
-            add_file(&mut zip, &format!("assets/{rel}"), &bytes, false)?;
+        for rel in [format!("fixtures/{}.safetensors", a.notebook), format!("grading/{}.json", a.notebook)] {
+            add_file(&mut zip, &format!("assets/{rel}"), &read(&rel)?, false)?;
         }
-        add_file(&mut zip, "grader/Cargo.toml", workspace.as_bytes(), false)?;
-        for src in GRADER_SOURCES {
-            add_tree(&mut zip, repo, Path::new(src), "grader/")?;
-        }
+        let how = match handout {
+            Some(h) => {
+                add_file(&mut zip, "setup.sh", setup_sh_rerun(a.notebook).as_bytes(), true)?;
+                add_file(&mut zip, "run_autograder", run_autograder(a.notebook, true).as_bytes(), true)?;
+                let hidden = format!("hidden/{}.safetensors", a.notebook);
+                add_file(&mut zip, &format!("assets/{hidden}"), &read(&hidden)?, false)?;
+                let measure = format!("grading/measure/{}.rs", a.notebook);
+                if assets.join(&measure).exists() {
+                    add_file(&mut zip, &format!("assets/{measure}"), &read(&measure)?, false)?;
+                }
+                if assets.join("grading/gradescope.json").exists() {
+                    add_file(&mut zip, "assets/grading/gradescope.json", &read("grading/gradescope.json")?, false)?;
+                }
+                add_handout(&mut zip, h)?;
+                if NEEDS_FASHION_MNIST.contains(&a.notebook) {
+                    let fm = assets.join("data/fashion-mnist");
+                    let mut n = 0;
+                    for entry in std::fs::read_dir(&fm).map_err(|e| crate::Error::io(&fm, e))?.flatten() {
+                        let name = entry.file_name().to_string_lossy().into_owned();
+                        if name.ends_with("-ubyte.gz") || name.ends_with("-ubyte") {
+                            let bytes = std::fs::read(entry.path()).map_err(|e| crate::Error::io(entry.path(), e))?;
+                            add_file(&mut zip, &format!("hw9/assets/data/fashion-mnist/{name}"), &bytes, false)?;
+                            n += 1;
+                        }
+                    }
+                    if n < 4 {
+                        return Err(crate::Error::missing(
+                            "Fashion-MNIST (train and test images and labels)",
+                            fm,
+                            "make setup (it installs Debian's dataset-fashion-mnist)",
+                        ));
+                    }
+                }
+                "It re-runs each upload's TODO cells on hidden cases and measures the submitted models \
+                 (setup.sh provisions Rust, libtorch and a warm build: about 10 minutes on Gradescope's \
+                 image builder)."
+            }
+            None => {
+                add_file(&mut zip, "setup.sh", SETUP_SH_READING.as_bytes(), true)?;
+                add_file(&mut zip, "run_autograder", run_autograder(a.notebook, false).as_bytes(), true)?;
+                add_file(&mut zip, "grader/Cargo.toml", workspace.as_bytes(), false)?;
+                for src in GRADER_SOURCES {
+                    add_tree(&mut zip, repo, Path::new(src), "grader/")?;
+                }
+                "It grades the outputs each upload recorded: it cannot tell an edited submission from a real \
+                 one. `make gradescope` writes bundles that re-run the students' code."
+            }
+        };
         let readme = format!(
-            "Gradescope autograder for \"{}\" (hw9 notebook {}).\nUpload this zip as the assignment's autograder; students upload submission/{}/hw9_submission.zip.\n",
+            "Gradescope autograder for \"{}\" (hw9 notebook {}).\nUpload this zip as the assignment's autograder; \
+             students upload submission/{}/hw9_submission.zip.\n{how}\n",
             a.title, a.notebook, a.notebook
         );
         add_file(&mut zip, "README.txt", readme.as_bytes(), false)?;

@@ -89,6 +89,25 @@ impl RerunConfig {
             run_limits: Limits::default(),
         }
     }
+
+    /// The configuration inside an unpacked Gradescope bundle (`/autograder/source`, see
+    /// [`crate::gradescope::write_bundles`]): the handout's crate and released notebooks in
+    /// `hw9/`, the hidden cases and the measurement code in `assets/`, libtorch where `setup.sh`
+    /// put it (`libtorch/torch`), the warm build in `target/`; `LIBTORCH`, `CARGO_TARGET_DIR`
+    /// and `HW9_RERUN_DIR` override them (the bundle's `env.sh` sets what `setup.sh` chose).
+    pub fn for_bundle(source: &Path) -> Self {
+        let env_or = |k: &str, d: PathBuf| std::env::var_os(k).map(PathBuf::from).unwrap_or(d);
+        let crate_dir = source.join("hw9");
+        RerunConfig {
+            release_dir: crate_dir.join("notebooks"),
+            hidden_dir: source.join("assets").join("hidden"),
+            measure_dir: source.join("assets").join("grading").join("measure"),
+            work_dir: env_or("HW9_RERUN_DIR", source.join("work")),
+            target_dir: env_or("CARGO_TARGET_DIR", source.join("target")),
+            libtorch: env_or("LIBTORCH", source.join("libtorch").join("torch")),
+            ..RerunConfig::for_root(&crate_dir)
+        }
+    }
 }
 
 /// How re-running one submission went.

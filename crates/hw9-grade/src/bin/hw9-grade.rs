@@ -4,7 +4,7 @@
 //! hw9-grade submission.zip            # one upload: each item with its points, and the total
 //! hw9-grade uploads/ --out grades/    # every zip under a folder into gradebook.csv and .json
 //! hw9-grade gradescope --notebook 01_vit_mae   # Gradescope's run_autograder
-//! hw9-grade bundle --out build/gradescope     # one autograder zip per Gradescope assignment
+//! hw9-grade bundle --handout build/handout/hw9 --out build/gradescope   # Gradescope autograder zips
 //! hw9-grade similarity uploads/ --out similarity.html   # TODO code shared between submissions
 //! ```
 
@@ -38,6 +38,13 @@ enum Cmd {
         /// The grader's files (default: a grader bundle's root, or the repository's assets).
         #[arg(long)]
         assets: Option<PathBuf>,
+        /// Re-run the upload's code with an unpacked re-running bundle (`/autograder/source`):
+        /// its handout crate, hidden cases and warm build.
+        #[arg(long)]
+        bundle: Option<PathBuf>,
+        /// With --bundle: build and run the released notebook once (setup.sh's warm build), grade nothing.
+        #[arg(long, requires = "bundle")]
+        warm: bool,
     },
     /// How much TODO code the submissions under a folder share, template removed (an HTML table).
     Similarity {
@@ -58,6 +65,10 @@ enum Cmd {
         /// The grader's files to bundle (default: the repository's assets).
         #[arg(long)]
         assets: Option<PathBuf>,
+        /// The student handout's crate (`make handout` writes build/handout/hw9): the bundles then
+        /// re-run each upload's code; without it they only read what the upload recorded.
+        #[arg(long)]
+        handout: Option<PathBuf>,
     },
 }
 
@@ -65,11 +76,19 @@ fn main() {
     let cli = Cli::parse();
     let assets_at = |dir: Option<PathBuf>| dir.map_or_else(Assets::default, Assets::at);
     let outcome: Result<bool> = match (cli.command, cli.grade) {
-        (Some(Cmd::Gradescope { notebook, root, assets }), _) => {
-            run_with_policy(&Layout::under(&root), &notebook, &assets_at(assets)).map(|r| {
-                println!("{}\nscore {} ({} tests)", r.output, r.score, r.tests.len());
-                true
-            })
+        (Some(Cmd::Gradescope { notebook, root, assets, bundle, warm }), _) => {
+            let mut assets = assets_at(assets);
+            assets.rerun = bundle.as_deref().map(hw9_grade::rerun::RerunConfig::for_bundle);
+            match (&assets.rerun, warm) {
+                (Some(cfg), true) => hw9_grade::gradescope::warm(&notebook, cfg).map(|line| {
+                    println!("{:<10} {line}", "warm");
+                    true
+                }),
+                _ => run_with_policy(&Layout::under(&root), &notebook, &assets).map(|r| {
+                    println!("{}\nscore {} ({} tests)", r.output, r.score, r.tests.len());
+                    true
+                }),
+            }
         }
         (Some(Cmd::Similarity { folder, release, out }), _) => hw9_grade::similarity::report(&folder, &release, &out)
             .map(|pairs| {
@@ -79,11 +98,11 @@ fn main() {
                 println!("{} pairs compared: {}", pairs.len(), out.display());
                 true
             }),
-        (Some(Cmd::Bundle { out, assets }), _) => std::env::current_exe()
+        (Some(Cmd::Bundle { out, assets, handout }), _) => std::env::current_exe()
             .map_err(|e| hw9_grade::Error::io("hw9-grade", e))
             .and_then(|exe| {
                 let dir = assets_at(assets).dir;
-                hw9_grade::gradescope::write_bundles(&hw9_env::paths::root(), &dir, &exe, &out)
+                hw9_grade::gradescope::write_bundles(&hw9_env::paths::root(), &dir, &exe, handout.as_deref(), &out)
             })
             .map(|zips| {
                 for (zip, a) in zips.iter().zip(hw9_grade::gradescope::ASSIGNMENTS) {
