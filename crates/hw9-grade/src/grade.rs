@@ -171,9 +171,11 @@ pub fn grade(zip_path: &Path, assets: &Assets) -> Result<GradeReport> {
     let report = crate::rerun::rerun_submission(&manifest.notebook, &notebook, submitted.as_ref(), cfg)?;
     let mut notes = report.notes.clone();
     notes.push(format!(
-        "graded by re-running your TODO cells on inputs you have not seen (built in {:.1} s, ran in {:.1} s); \
-         the outputs your machine computed are not graded",
-        report.build_seconds, report.run_seconds
+        "graded by re-running your TODO cells on inputs you have not seen (built in {:.1} s, ran in {:.1} s, \
+         at most {:.0} MiB resident); the outputs your machine computed are not graded",
+        report.build_seconds,
+        report.run_seconds,
+        report.peak_rss_bytes as f64 / (1u64 << 20) as f64
     ));
     if submitted.is_some() {
         notes.push(format!(
