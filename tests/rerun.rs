@@ -195,9 +195,9 @@ fn a_forged_submission_scores_what_its_code_earns() {
     let measured = hw9_grade::grade(&paths.zip, &assets).expect("grade by re-running");
     assert_eq!(measured.score(), (0, 5), "{:#?}", measured.items);
     assert!(measured.notes.iter().any(|n| n.contains("re-running")));
-    // The command's own path (`hw9-grade --rerun <zip>`) grades it the same way.
-    let args = hw9_grade::GradeArgs { path: paths.zip.clone(), out: None, assets: None, fixtures: None, rerun: true };
-    args.run().expect("hw9-grade --rerun");
+    // The command's own path (`hw9-grade <zip>`: re-running by default) grades it the same way.
+    let args = hw9_grade::GradeArgs { path: paths.zip.clone(), out: None, assets: None, fixtures: None, read_outputs: false };
+    args.run().expect("hw9-grade <zip> (re-running by default)");
 }
 
 #[test]

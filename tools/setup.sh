@@ -169,7 +169,7 @@ step data "ok: Fashion-MNIST, MiniLM-L6 and SmolLM2-135M match assets/checksums.
 
 # 6. For the tests only (HW9_SETUP_TESTS=1, set by `make test`): Debian packages the tests run:
 #    headless Chromium renders the interactive attention page; bubblewrap is the sandbox the
-#    grader re-runs students' code in (hw9-grade --rerun; tests/rerun.rs, hw9-grade's sandbox tests).
+#    grader re-runs students' code in (hw9-grade; tests/rerun.rs, hw9-grade's sandbox tests).
 test_package() { # step, Debian package, the binary it installs, what the tests use it for
   if [ -x "$3" ]; then
     step "$1" "ok: $("$3" --version 2>/dev/null | head -n1)"

@@ -245,8 +245,9 @@ enum Cmd {
         #[arg(long, default_value = "build/handout")]
         out: PathBuf,
     },
-    /// Grade a hw9_submission.zip against the reference fixtures (the TA's side), or every zip
-    /// in a folder (any depth) into gradebook.csv and gradebook.json.
+    /// Grade a hw9_submission.zip by re-running its code on the hidden cases (the TA's side), or
+    /// every zip in a folder (any depth) into gradebook.csv and gradebook.json; --read-outputs
+    /// checks the outputs it recorded instead.
     Grade(hw9_grade::GradeArgs),
 }
 

@@ -2,14 +2,18 @@
 //!
 //! A notebook's last cell writes `hw9_submission.zip` (see `hw9::grading::submission`): the
 //! notebook, the outputs of its checks on the autograder inputs (`outputs.safetensors`), the log
-//! (`submission_log.json`: checks, thresholds, profile) and a manifest of SHA-256s. This crate
-//! reads it within fixed bounds ([`upload`]), recomputes each check against the reference outputs
-//! ([`fixtures`], [`compare`]), grades each threshold against the grader's own, gives every item its
-//! points from the notebook's [`spec`] ([`grade`]), and does so for a whole folder into a gradebook
-//! ([`batch`]) or for Gradescope's autograder ([`gradescope`]).
+//! (`submission_log.json`: checks, thresholds, profile), the trained models' weights
+//! (`weights/<model>.safetensors`) and a manifest of SHA-256s. This crate reads it within fixed
+//! bounds ([`upload`]) and grades it by re-running its code ([`rerun`]: the TODO cells built into
+//! a [`harness`], run in a [`sandbox`] on hidden cases, the models measured on held-out data) — or,
+//! asked to (`--read-outputs`, the reading bundles), by recomputing each check from the recorded
+//! outputs ([`fixtures`], [`compare`]); it gives every item its points from the notebook's [`spec`]
+//! ([`grade`]), and does so for a whole folder into a gradebook ([`batch`]) or for Gradescope's
+//! autograder ([`gradescope`]).
 //!
 //! It has no libtorch on purpose: `hw9-grade` builds in about a minute with a bare Rust toolchain
-//! (a Gradescope image), starts in milliseconds and stays within a few MB on any upload.
+//! (a Gradescope image), starts in milliseconds and stays within a few MB on any upload; the
+//! programs it builds to re-run a submission link libtorch.
 
 #![warn(missing_docs)]
 
@@ -130,23 +134,41 @@ pub struct GradeArgs {
     /// assets, or a grader bundle's root).
     #[arg(long)]
     pub assets: Option<PathBuf>,
-    /// A fixture file to grade against instead of the notebook's own (a point per check).
-    #[arg(long, conflicts_with = "rerun")]
+    /// A fixture file to grade against instead of the notebook's own (a point per check; with
+    /// --read-outputs).
+    #[arg(long, requires = "read_outputs")]
     pub fixtures: Option<PathBuf>,
-    /// Grade the checks by re-running each submission's TODO cells in a sandbox on the hidden
-    /// cases (needs bubblewrap, the toolchain and libtorch; `make test` shows it), instead of
-    /// reading the outputs the student's machine computed.
+    /// Read the outputs and figures the submission recorded instead of re-running its code: a
+    /// check of one's own work (the student handout has no hidden cases to re-run on), never a
+    /// grade — the student's machine computed them, and they can be edited.
     #[arg(long)]
-    pub rerun: bool,
+    pub read_outputs: bool,
 }
 
 impl GradeArgs {
-    /// Grades as [`grade_path`] does with these arguments; `Ok(false)` when a check failed.
+    /// Grades as [`grade_path`] does with these arguments; `Ok(false)` when a check failed. By
+    /// default it re-runs each submission's code ([`rerun`]): that needs bubblewrap, the toolchain,
+    /// libtorch and the hidden cases, and says which is missing.
     pub fn run(&self) -> Result<bool> {
         let mut assets = self.assets.clone().map_or_else(Assets::default, Assets::at);
         assets.fixtures_file = self.fixtures.clone();
-        if self.rerun {
-            assets.rerun = Some(rerun::RerunConfig::for_root(&hw9_env::paths::root()));
+        if !self.read_outputs {
+            let cfg = rerun::RerunConfig::for_root(&hw9_env::paths::root());
+            let instead = "--read-outputs grades the outputs the submission recorded instead: a check of your own \
+                           work, not a grade";
+            if !cfg.hidden_dir.is_dir() {
+                return Err(Error::Input(format!(
+                    "grading re-runs the submission's code on the hidden cases, which are not here ({}: the \
+                     repository's assets/hidden, never in the student handout); {instead}",
+                    cfg.hidden_dir.display()
+                )));
+            }
+            if let Err(why) = sandbox::available() {
+                return Err(Error::Input(format!(
+                    "grading re-runs the submission's code in a bubblewrap sandbox: {why}; {instead}"
+                )));
+            }
+            assets.rerun = Some(cfg);
         }
         grade_path(&self.path, self.out.as_deref(), &assets)
     }

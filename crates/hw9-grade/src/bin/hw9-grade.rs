@@ -1,8 +1,9 @@
 //! `hw9-grade`: grades hw9 submissions without libtorch (see the `hw9_grade` crate).
 //!
 //! ```text
-//! hw9-grade submission.zip            # one upload: each item with its points, and the total
+//! hw9-grade submission.zip            # one upload re-run: each item with its points, and the total
 //! hw9-grade uploads/ --out grades/    # every zip under a folder into gradebook.csv and .json
+//! hw9-grade --read-outputs submission.zip   # the outputs it recorded (a self-check, not a grade)
 //! hw9-grade gradescope --notebook 01_vit_mae   # Gradescope's run_autograder
 //! hw9-grade bundle --handout build/handout/hw9 --out build/gradescope   # Gradescope autograder zips
 //! hw9-grade similarity uploads/ --out similarity.html   # TODO code shared between submissions
@@ -15,7 +16,7 @@ use hw9_grade::gradescope::{run_with_policy, Layout};
 use hw9_grade::{Assets, GradeArgs, Result};
 
 #[derive(Parser)]
-#[command(name = "hw9-grade", version, about = "Grade hw9 submissions (no libtorch needed)")]
+#[command(name = "hw9-grade", version, about = "Grade hw9 submissions by re-running their code (the grader itself links no libtorch)")]
 #[command(args_conflicts_with_subcommands = true, arg_required_else_help = true)]
 struct Cli {
     #[command(subcommand)]
