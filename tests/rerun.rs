@@ -196,7 +196,8 @@ fn a_forged_submission_scores_what_its_code_earns() {
     assert_eq!(measured.score(), (0, 5), "{:#?}", measured.items);
     assert!(measured.notes.iter().any(|n| n.contains("re-running")));
     // The command's own path (`hw9-grade <zip>`: re-running by default) grades it the same way.
-    let args = hw9_grade::GradeArgs { path: paths.zip.clone(), out: None, assets: None, fixtures: None, read_outputs: false };
+    let args =
+        hw9_grade::GradeArgs { path: paths.zip.clone(), out: None, assets: None, fixtures: None, read_outputs: false };
     args.run().expect("hw9-grade <zip> (re-running by default)");
 }
 

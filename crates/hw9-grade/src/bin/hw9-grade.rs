@@ -16,7 +16,7 @@ use hw9_grade::gradescope::{run_with_policy, Layout};
 use hw9_grade::{Assets, GradeArgs, Result};
 
 #[derive(Parser)]
-#[command(name = "hw9-grade", version, about = "Grade hw9 submissions by re-running their code (the grader itself links no libtorch)")]
+#[command(name = "hw9-grade", version, about = "Grade hw9 submissions by re-running their code")]
 #[command(args_conflicts_with_subcommands = true, arg_required_else_help = true)]
 struct Cli {
     #[command(subcommand)]
