@@ -507,9 +507,22 @@ const GRADER_SOURCES: [&str; 5] = [
 
 fn add_file(zip: &mut zip::ZipWriter<std::fs::File>, name: &str, bytes: &[u8], executable: bool) -> Result<()> {
     let mode = if executable { 0o755 } else { 0o644 };
-    let opts = zip::write::SimpleFileOptions::default()
+    let mut opts = zip::write::SimpleFileOptions::default()
         .compression_method(zip::CompressionMethod::Deflated)
         .unix_permissions(mode);
+    // The time of writing, not zip's default of 1980: cargo decides what to rebuild by comparing
+    // mtimes, and a bundle unpacked over an older one must not look older than its build.
+    let now = time::OffsetDateTime::now_utc();
+    if let Ok(t) = zip::DateTime::from_date_and_time(
+        now.year() as u16,
+        now.month() as u8,
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second(),
+    ) {
+        opts = opts.last_modified_time(t);
+    }
     let zerr = |e: zip::result::ZipError| crate::Error::Input(format!("writing the bundle: {e}"));
     zip.start_file(name, opts).map_err(zerr)?;
     std::io::Write::write_all(zip, bytes).map_err(|e| crate::Error::io(name, e))
