@@ -467,7 +467,9 @@ fn a_gradescope_bundle_sets_itself_up_and_grades_uploads_by_re_running_them() {
         let paths = write_submission_to(rec, &nb, &work.join("sub")).expect("zip");
         std::fs::create_dir_all(tree.join("submission")).expect("mkdir");
         std::fs::copy(&paths.zip, tree.join("submission/hw9_submission.zip")).expect("copy");
-        let (ok, log, secs) = bash(&source.join("run_autograder"), &[("GRADESCOPE_ROOT", tree.as_path())]);
+        // Gradescope runs a copy of it as /autograder/run_autograder.
+        std::fs::copy(source.join("run_autograder"), tree.join("run_autograder")).expect("copy run_autograder");
+        let (ok, log, secs) = bash(&tree.join("run_autograder"), &[("GRADESCOPE_ROOT", tree.as_path())]);
         assert!(ok, "run_autograder failed:\n{log}");
         let results = std::fs::read(tree.join("results/results.json")).expect("results.json");
         (serde_json::from_slice(&results).expect("results"), secs)
@@ -492,4 +494,39 @@ fn a_gradescope_bundle_sets_itself_up_and_grades_uploads_by_re_running_them() {
          run_autograder {correct_s:.1} s (solution), {forged_s:.1} s (forged)",
         size as f64 / 1e6
     );
+}
+
+#[test]
+fn the_setup_checks_line_fit_is_trained_again_with_the_notebooks_own_mse() {
+    let Some(cfg) = config() else { return };
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    use hw9_grade::rerun::{rerun_submission, Submitted};
+    const NB: &str = "00_setup_check";
+    let fit = |nb: &Value| {
+        // No weights: the line is trained in the harness with the notebook's `mse`.
+        let submitted = Submitted { profile: "quick".into(), weights: Default::default() };
+        let report = rerun_submission(NB, nb, Some(&submitted), &cfg).expect("re-run");
+        assert_eq!(report.measure_error, None, "{:?}", report.notes);
+        report.measured["line_fit"].clone()
+    };
+    let right = fit(&solution(NB)).expect("the solution's fit");
+    assert!(right > 0.9, "the solution's mse fits the line: {right}");
+    // A sum instead of a mean: 64 times the gradient, SGD at 0.1 diverges.
+    let summed = with_cell(
+        solution(NB),
+        "cf701ed1",
+        "fn mse(pred: &Tensor, target: &Tensor) -> Tensor {\n    (pred - target).square().sum(Kind::Float)\n}\n",
+    );
+    match fit(&summed) {
+        Ok(f) => assert!(f < 0.9, "a summed loss must not fit the line: {f}"),
+        Err(why) => assert!(why.contains("not a number"), "{why}"),
+    }
+    // A loss that is not one number fails with what was expected.
+    let unreduced = with_cell(
+        solution(NB),
+        "cf701ed1",
+        "fn mse(pred: &Tensor, target: &Tensor) -> Tensor {\n    (pred - target).square()\n}\n",
+    );
+    let why = fit(&unreduced).expect_err("an unreduced loss");
+    assert!(why.contains("expected the loss as one number"), "{why}");
 }

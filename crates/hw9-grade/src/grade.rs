@@ -151,6 +151,12 @@ pub fn grade(zip_path: &Path, assets: &Assets) -> Result<GradeReport> {
         return grade_parts(zip_path, &log, &outputs, assets, None);
     };
     // Re-running: the notebook is what counts, not the outputs the student's machine wrote.
+    if !cfg.hidden_dir.join(format!("{}.safetensors", manifest.notebook)).is_file() {
+        return Err(rejected(
+            zip_path,
+            format!("it is a submission of {}, which is not graded here", manifest.notebook),
+        ));
+    }
     let nb_name = format!("{}.ipynb", manifest.notebook);
     let notebook: serde_json::Value = serde_json::from_slice(member(&nb_name)?)
         .map_err(|e| rejected(zip_path, format!("{nb_name} is not a notebook ({e})")))?;
@@ -158,13 +164,15 @@ pub fn grade(zip_path: &Path, assets: &Assets) -> Result<GradeReport> {
     let graded_profile = GradingSpec::load(&assets.dir, &manifest.notebook)
         .map(|s| s.graded_profiles.contains(&log.profile))
         .unwrap_or(false);
+    let mut members = members;
     let submitted = graded_profile.then(|| crate::rerun::Submitted {
         profile: log.profile.clone(),
-        weights: members
-            .iter()
+        // Moved, not copied: a `full` profile's weights are a few hundred MB.
+        weights: std::mem::take(&mut members)
+            .into_iter()
             .filter_map(|(n, b)| {
-                let model = n.strip_prefix("weights/")?.strip_suffix(".safetensors")?;
-                Some((model.to_string(), b.clone()))
+                let model = n.strip_prefix("weights/")?.strip_suffix(".safetensors")?.to_string();
+                Some((model, b))
             })
             .collect(),
     });

@@ -205,10 +205,14 @@ pub fn run(layout: &Layout, notebook: &str, assets: &Assets) -> Result<Results> 
                 grade(&upload, assets)
             };
             match graded {
-                Err(e) => {
+                Err(e @ crate::Error::Rejected { .. }) => {
                     let why = format!("{name} could not be graded: {e}");
                     results(why, nothing_graded(&spec, "not graded: the upload was rejected (see above)"))
                 }
+                // The grader's own failure (its harness does not build, the sandbox cannot start, a
+                // file of the bundle is missing): no results, so Gradescope shows that the
+                // autograder failed rather than a zero the student did not earn.
+                Err(e) => return Err(e),
                 Ok(report) if report.notebook != notebook => {
                     let why = format!(
                         "{name} is a submission of {}, but this assignment grades {notebook}: upload {expected}.",
@@ -304,6 +308,12 @@ pub fn warm(notebook: &str, cfg: &crate::rerun::RerunConfig) -> Result<String> {
     let bytes = std::fs::read(&path).map_err(|e| crate::Error::io(&path, e))?;
     let release: serde_json::Value = serde_json::from_slice(&bytes)
         .map_err(|e| crate::Error::corrupt("the released notebook", &path, e.to_string()))?;
+    // The first build compiles libtorch's bindings (torch-sys's C++) and every crate: give it the
+    // time a cold image builder needs, not a submission's build limit.
+    let mut cfg = cfg.clone();
+    cfg.build_limits.wall = std::time::Duration::from_secs(3600);
+    cfg.build_limits.cpu_seconds = 4 * 3600;
+    let cfg = &cfg;
     let measures = cfg.measure_dir.join(format!("{notebook}.rs")).exists();
     let submitted = measures.then(|| crate::rerun::Submitted {
         profile: "quick".into(),
@@ -360,6 +370,8 @@ const SETUP_SH_READING: &str = r#"#!/usr/bin/env bash
 # submission from a real one. `make gradescope` writes bundles that re-run the student's code.
 set -euo pipefail
 cd "$(dirname "$0")"
+# Gradescope may run a copy of this script from /autograder: the bundle is unpacked in source/.
+if [ -d source/bin ] && [ ! -d bin ]; then cd source; fi
 chmod +x run_autograder bin/hw9-grade
 if ./bin/hw9-grade --version >/dev/null 2>&1; then
   echo "hw9-grade: the prebuilt binary runs here"
@@ -390,6 +402,8 @@ fn setup_sh_rerun(notebook: &str) -> String {
 # the CUDA libraries), the crates of hw9/Cargo.lock, and a warm build of the handout's crate.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
+# Gradescope may run a copy of this script from /autograder: the bundle is unpacked in source/.
+if [ -d "$here/source/hw9" ] && [ ! -d "$here/hw9" ]; then here="$here/source"; fi
 cd "$here"
 step() {{ printf '%-10s %s\n' "$1" "$2"; }}
 fail() {{ printf '%-10s FAILED: %s\n' "$1" "$2" >&2; exit 1; }}
@@ -399,7 +413,7 @@ chmod +x run_autograder bin/hw9-grade
 # 1. System packages (Debian or Ubuntu, as Gradescope's images are).
 need=()
 command -v bwrap >/dev/null || need+=(bubblewrap)
-command -v cc >/dev/null || need+=(build-essential)
+command -v cc >/dev/null && command -v c++ >/dev/null || need+=(build-essential)
 command -v cargo >/dev/null || [ -x "${{CARGO_HOME:-$HOME/.cargo}}/bin/cargo" ] || command -v curl >/dev/null ||
   need+=(curl ca-certificates)
 [ -n "${{LIBTORCH:-}}" ] || python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
@@ -433,8 +447,8 @@ step grader "ok: $(./bin/hw9-grade --version)"
 #    not depend on it), into libtorch/ — unless LIBTORCH names one already.
 if [ -z "${{LIBTORCH:-}}" ]; then
   LIBTORCH="$here/libtorch/torch"
-  if [ ! -f "$LIBTORCH/lib/libtorch_cpu.so" ]; then
-    python3 -m pip install -q --disable-pip-version-check --no-deps --only-binary=:all: --python-version 3.11 \
+  if [ ! -f "$LIBTORCH/lib/libtorch_cpu.so" ] || [ ! -d "$here/libtorch/nvidia" ]; then
+    python3 -m pip install -q --upgrade --disable-pip-version-check --no-deps --only-binary=:all: --python-version 3.11 \
       --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
       --platform manylinux2014_x86_64 --target "$here/libtorch" \
       $(grep -E '^(torch|nvidia-)' hw9/requirements-nodeps.txt) >/tmp/hw9-pip.log 2>&1 ||
@@ -490,6 +504,8 @@ fn run_autograder(notebook: &str, rerun: bool) -> String {
 # $GRADESCOPE_ROOT/results/results.json.
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
+# Gradescope runs a copy of this script as /autograder/run_autograder: the bundle is in source/.
+if [ -x "$here/source/bin/hw9-grade" ]; then here="$here/source"; fi
 {env}export GRADESCOPE_ROOT="${{GRADESCOPE_ROOT:-/autograder}}"
 exec "$here/bin/hw9-grade" gradescope --notebook {notebook} --assets "$here/assets"{bundle}
 "#
@@ -543,8 +559,21 @@ fn add_tree(zip: &mut zip::ZipWriter<std::fs::File>, root: &Path, rel: &Path, pr
 }
 
 /// Folders of a handout never bundled: builds, environments, the student's own runs.
-const HANDOUT_SKIPPED: [&str; 9] =
-    ["target", ".venv", "build", ".tools", ".cache", ".git", "submission", "notebooks/output", "runs"];
+const HANDOUT_SKIPPED: [&str; 12] = [
+    "target",
+    ".venv",
+    "build",
+    ".tools",
+    ".cache",
+    ".git",
+    "submission",
+    "notebooks/output",
+    "notebooks/submission",
+    "runs",
+    // What `make setup` installs (the bundle adds the data the measurements need itself).
+    "assets/data",
+    "assets/models",
+];
 
 /// The handout's files (`handout`, `build/handout/hw9`) under `hw9/` in the zip: the crate the
 /// harness builds against, its released notebooks (`notebooks/*.ipynb`), the corpus and fonts.
@@ -649,8 +678,8 @@ pub fn write_bundles(
                     }
                 }
                 "It re-runs each upload's TODO cells on hidden cases and measures the submitted models \
-                 (setup.sh provisions Rust, libtorch and a warm build: about 10 minutes on Gradescope's \
-                 image builder)."
+                 (setup.sh provisions Rust, libtorch and a warm build, which compiles libtorch's bindings: \
+                 several minutes on Gradescope's image builder, not measured there)."
             }
             None => {
                 add_file(&mut zip, "setup.sh", SETUP_SH_READING.as_bytes(), true)?;

@@ -84,9 +84,9 @@ pub fn read_upload(path: &Path, limits: &Limits) -> Result<BTreeMap<String, Vec<
             return Err(rejected(path, format!("entry {name:?} is not a plain relative file name")));
         }
         let room = limits.entry_bytes(&name).min(limits.max_total_bytes - total);
-        // The declared size, when within the room, saves the vector's doubling (a weights file
-        // is up to 160 MiB); it is only a hint: what is read is capped by `take`.
-        let mut bytes = Vec::with_capacity(entry.size().min(room + 1) as usize);
+        // The declared size, when within the room (and 64 MiB), saves the vector's doublings (a
+        // weights file is up to 160 MiB); it is only a hint: what is read is capped by `take`.
+        let mut bytes = Vec::with_capacity(entry.size().min(room + 1).min(64 << 20) as usize);
         entry
             .take(room + 1)
             .read_to_end(&mut bytes)
@@ -101,6 +101,8 @@ pub fn read_upload(path: &Path, limits: &Limits) -> Result<BTreeMap<String, Vec<
                 ),
             ));
         }
+        // An entry that declared more than it holds gives back what it reserved.
+        bytes.shrink_to_fit();
         total += bytes.len() as u64;
         if members.insert(name.clone(), bytes).is_some() {
             return Err(rejected(path, format!("{name} appears twice")));
