@@ -1,4 +1,4 @@
-"""Writes a class's worth of uploads for timing `hw9-grade <folder>` (BENCHMARKS.md).
+"""Writes a class's worth of uploads for timing `hw9-grade [--read-outputs] <folder>` (BENCHMARKS.md).
 
     python tools/gen_submissions.py --from A.zip [B.zip ...] --out build/class --students 300
 
