@@ -80,8 +80,10 @@ impl VitMaePlan {
                 finetune_train: cosine(adamw(5, 3e-4, 0.01)),
                 subset: None,
                 // Each below the worst correct run by at least the runs' whole range (BENCHMARKS.md,
-                // "Thresholds over seeds"): ViT 0.868–0.880, probe 0.732–0.749, finetune 0.865–0.880.
-                thresholds: (0.85, 0.70, 0.85),
+                // "Thresholds over seeds": 10 seed runs, seeds 0–4 × reference and an independent
+                // implementation, and the notebook's own runs): ViT 0.868–0.882, probe 0.732–0.749,
+                // finetune 0.865–0.884 (a range of 0.019: 0.85 sat 0.015 under the worst run).
+                thresholds: (0.85, 0.70, 0.84),
             },
             Profile::Full => VitMaePlan {
                 vit: VitConfig::fashion_mnist_full(),
@@ -91,7 +93,8 @@ impl VitMaePlan {
                 probe_train: adamw(20, 1e-4, 0.01),
                 finetune_train: adamw(20, 1e-4, 0.01),
                 subset: None,
-                thresholds: (0.85, 0.70, 0.85),
+                // One grading spec for both graded profiles: the cpu profile's thresholds.
+                thresholds: (0.85, 0.70, 0.84),
             },
         }
     }
