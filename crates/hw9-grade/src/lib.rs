@@ -12,8 +12,9 @@
 //! autograder ([`gradescope`]).
 //!
 //! It has no libtorch on purpose: `hw9-grade` builds in about a minute with a bare Rust toolchain
-//! (a Gradescope image), starts in milliseconds and stays within a few MB on any upload; the
-//! programs it builds to re-run a submission link libtorch.
+//! (a Gradescope image) and starts in milliseconds; it reads an upload within fixed bounds
+//! ([`upload::Limits`]: a zip bomb costs 36 MB, 164 MB named as weights); the programs it builds to
+//! re-run a submission link libtorch.
 
 #![warn(missing_docs)]
 
