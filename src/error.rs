@@ -44,6 +44,18 @@ pub enum Error {
     #[error("plot: {0}")]
     Plot(String),
 
+    /// A training run stopped between two steps by the notebook's stop button (or Ctrl-C):
+    /// [`crate::train::interrupt`].
+    #[error("{title}: stopped by the interrupt after {steps} step(s); {resume}")]
+    Interrupted {
+        /// The run's title.
+        title: String,
+        /// Steps trained so far (by this run and the runs it resumed).
+        steps: usize,
+        /// Where its state went and how to go on.
+        resume: String,
+    },
+
     /// An error raised by libtorch.
     #[error(transparent)]
     Torch(#[from] tch::TchError),

@@ -1,9 +1,11 @@
 """Run notebooks headless on the hw9 kernel ("Rust (hw9)") through nbclient, a real Jupyter client.
 
-A cell fails on any `error` output AND on `panicked at` in its stderr: evcxr reports a panic
-(`todo!()`) with status "ok", so nbconvert alone would pass it. A cell tagged `plot` must produce
-an `image/png` output. Every cell has a timeout. With `--rerun`, every cell is then run once more
-in the same kernel and must run clean again (a cell tagged `no-rerun` is skipped, and says why).
+A cell fails on any `error` output AND on `panicked at` in its stderr. The hw9 kernel (evcxr with
+tools/evcxr/'s patches) gives a panic or a `?` error an `error` output and status "error"; stock
+evcxr replied "ok" to both with the message on stderr only, so the stderr check stays as a guard.
+A cell tagged `plot` must produce an `image/png` output. Every cell has a timeout. With `--rerun`,
+every cell is then run once more in the same kernel and must run clean again (a cell tagged
+`no-rerun` is skipped, and says why).
 
     python tools/nbrun.py notebooks/00_setup_check.ipynb [--out build/notebooks] [--timeout 600]
     python tools/nbrun.py --warm-up      # compile hw9 in the kernel's build folder (setup's last step)
@@ -35,12 +37,17 @@ def cell_problems(cell, i: int) -> list[str]:
     """What went wrong in one executed code cell (empty: all good)."""
     found = []
     outputs = cell.get("outputs", [])
-    for o in outputs:
-        if o.output_type == "error":
-            msg = (o.get("evalue") or "").strip() or "\n".join(o.get("traceback", []))
-            found.append(f"cell {i}: error {o.get('ename', '')}: {msg[:2000]}")
     # A panic's message arrives in several stderr chunks: read them as one text.
     stderr = "".join(o.text for o in outputs if o.output_type == "stream" and o.name == "stderr")
+    for o in outputs:
+        if o.output_type == "error":
+            ename = o.get("ename", "")
+            if ename == "Panic" and "panicked at" in stderr:
+                continue  # reported below, with the panic's own message
+            msg = (o.get("evalue") or "").strip() or "\n".join(o.get("traceback", []))
+            if ename == "Error" and "through `?`" in msg and stderr.strip():
+                msg = " ".join(stderr.split())[-2000:]  # the error `?` returned, printed on stderr
+            found.append(f"cell {i}: error {ename}: {msg[:2000]}")
     if "panicked at" in stderr:
         panic = stderr[stderr.index("panicked at") :].strip()
         found.append(f"cell {i}: panicked: {' '.join(panic.split())[:2000]}")

@@ -38,6 +38,7 @@ PY=$(command -v python3.11 || command -v python3)
   fail prereqs "Python's venv/ensurepip module is missing (no python3-venv)" "sudo apt-get install python3-venv"
 command -v cargo >/dev/null || fail prereqs "cargo is not on PATH" "install Rust with rustup (https://rustup.rs)"
 command -v flock >/dev/null || fail prereqs "flock is missing (the kernel launcher uses it)" "sudo apt-get install util-linux"
+command -v patch >/dev/null || fail prereqs "patch is missing (setup applies hw9's patch to evcxr)" "sudo apt-get install patch"
 step prereqs "ok: $("$PY" -V), $(cargo --version | cut -d' ' -f1-2)"
 
 # 2. The project venv: Jupyter client side + slim libtorch + MiniLM weights (pinned).
@@ -81,21 +82,46 @@ fi
   fail libtorch "$LIBTORCH/lib/libtorch_cpu.so is missing" "rm -rf .venv && make setup"
 step libtorch "ok: torch $TORCH_VERSION at .venv/lib/python3.11/site-packages/torch"
 
-# 3. evcxr_jupyter, built from crates.io into .tools/ (or copied from the cache outside the clone).
+# 3. evcxr_jupyter from crates.io with hw9's patches (tools/evcxr/README.md: progress shown live,
+#    errors under their own cell and failing it, the stop button keeping the variables), built into
+#    .tools/ (or copied from the cache outside the clone). The stamp names the patch's hash.
 EVCXR_ROOT=$ROOT/.tools/evcxr-$EVCXR_VERSION
-installed() { grep -q "evcxr_jupyter $EVCXR_VERSION " "$1/.crates.toml" 2>/dev/null && [ -x "$1/bin/evcxr_jupyter" ]; }
+EVCXR_PATCH=$ROOT/tools/evcxr/hw9.patch
+EVCXR_STAMP="evcxr_jupyter $EVCXR_VERSION + hw9 patch $(sha_of "$EVCXR_PATCH")"
+EVCXR_CACHE=$CACHE/evcxr-$EVCXR_VERSION-$(sha_of "$EVCXR_PATCH")
+installed() { [ "$(cat "$1/.hw9-evcxr" 2>/dev/null)" = "$EVCXR_STAMP" ] && [ -x "$1/bin/evcxr_jupyter" ]; }
 if installed "$EVCXR_ROOT"; then
-  step evcxr "ok: evcxr_jupyter $EVCXR_VERSION in .tools/"
-elif installed "$CACHE/evcxr-$EVCXR_VERSION"; then
-  mkdir -p "$ROOT/.tools" && rm -rf "$EVCXR_ROOT" && cp -a "$CACHE/evcxr-$EVCXR_VERSION" "$EVCXR_ROOT"
-  step evcxr "ok: evcxr_jupyter $EVCXR_VERSION copied from $CACHE"
+  step evcxr "ok: $EVCXR_STAMP in .tools/"
+elif installed "$EVCXR_CACHE"; then
+  mkdir -p "$ROOT/.tools" && rm -rf "$EVCXR_ROOT" && cp -a "$EVCXR_CACHE" "$EVCXR_ROOT"
+  step evcxr "ok: $EVCXR_STAMP copied from $EVCXR_CACHE"
 else
-  step evcxr "building evcxr_jupyter $EVCXR_VERSION with cargo install --locked (about 13 min on 2 cores)..."
-  quiet cargo install --locked --quiet evcxr_jupyter --version "$EVCXR_VERSION" --root "$EVCXR_ROOT" ||
-    fail evcxr "cargo install evcxr_jupyter $EVCXR_VERSION failed" \
+  step evcxr "building $EVCXR_STAMP with cargo install --locked (about 13 min on 2 cores)..."
+  # The two crates' sources, through cargo (a registry mirror configured for cargo is used too):
+  # fetching a throwaway package that depends on them puts their .crate files in cargo's cache.
+  SRC=$ROOT/.tools/evcxr-src
+  rm -rf "$SRC" && mkdir -p "$SRC/fetch/src" && : >"$SRC/fetch/src/lib.rs"
+  printf '[package]\nname = "hw9-evcxr-fetch"\nversion = "0.0.0"\nedition = "2021"\n[dependencies]\nevcxr_jupyter = "=%s"\n' \
+    "$EVCXR_VERSION" >"$SRC/fetch/Cargo.toml"
+  quiet cargo fetch --manifest-path "$SRC/fetch/Cargo.toml" ||
+    fail evcxr "cargo could not fetch evcxr_jupyter $EVCXR_VERSION" \
       "check that crates.io is reachable (cargo search evcxr works), then make setup"
-  mkdir -p "$CACHE" && rm -rf "$CACHE/evcxr-$EVCXR_VERSION" && cp -a "$EVCXR_ROOT" "$CACHE/evcxr-$EVCXR_VERSION" || true
-  step evcxr "ok: built evcxr_jupyter $EVCXR_VERSION"
+  CARGO_CACHE=${CARGO_HOME:-$HOME/.cargo}/registry/cache
+  for krate in evcxr evcxr_jupyter; do
+    file=$(ls "$CARGO_CACHE"/*/"$krate-$EVCXR_VERSION.crate" 2>/dev/null | head -n 1)
+    [ -n "$file" ] && tar -xzf "$file" -C "$SRC" && mv "$SRC/$krate-$EVCXR_VERSION" "$SRC/$krate" ||
+      fail evcxr "$krate-$EVCXR_VERSION.crate is not in $CARGO_CACHE after cargo fetch" "rm -rf .tools/evcxr-src && make setup"
+  done
+  patch -s -p1 -d "$SRC" <"$EVCXR_PATCH" ||
+    fail evcxr "tools/evcxr/hw9.patch does not apply to evcxr $EVCXR_VERSION" "git checkout tools/evcxr, then make setup"
+  rm -rf "$EVCXR_ROOT"
+  quiet cargo install --locked --quiet --path "$SRC/evcxr_jupyter" --root "$EVCXR_ROOT" ||
+    fail evcxr "cargo install of the patched evcxr_jupyter $EVCXR_VERSION failed" \
+      "check that crates.io is reachable (cargo search evcxr works), then make setup"
+  echo "$EVCXR_STAMP" >"$EVCXR_ROOT/.hw9-evcxr"
+  rm -rf "$SRC"
+  mkdir -p "$CACHE" && rm -rf "$EVCXR_CACHE" && cp -a "$EVCXR_ROOT" "$EVCXR_CACHE" || true
+  step evcxr "ok: built $EVCXR_STAMP"
 fi
 
 # 4. The kernelspec (found through JUPYTER_PATH=jupyter): absolute paths of this clone.

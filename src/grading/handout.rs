@@ -31,6 +31,7 @@ const COPIED: &[&str] = &[
     "requirements-nodeps.txt",
     "environment.md",
     "tools/setup.sh",
+    "tools/evcxr",
     "tools/nbrun.py",
     "tools/convert_smollm2.py",
     "jupyter/kernels/hw9-rust/launch",

@@ -195,6 +195,8 @@ impl Fit {
         I: Iterator<Item = B>,
     {
         self.optim.validate()?;
+        // The stop button stops the run between two steps instead of ending the process.
+        let _armed = super::interrupt::arm();
         let mut opt = AdamW::new(vs, &self.optim);
         let start = self.start(vs, &mut opt)?;
         let epochs = match self.length {
@@ -226,6 +228,10 @@ impl Fit {
             let (skip, sums) = resumed.take().unwrap_or((0, None));
             let trained = run.train_epoch(epoch, epochs, &mut batches, &mut step, skip, sums)?;
             run.end_epoch(epoch, trained, evaluate()?)?;
+            if super::interrupt::requested() && epoch < epochs {
+                // Pressed during the evaluation: the epoch is complete and its state saved.
+                return Err(run.interrupted(None));
+            }
         }
         Ok(run.history)
     }
@@ -371,6 +377,11 @@ impl Run<'_> {
                 window = Sums::default();
             }
             bar.tick(&format!("loss {:.4}{} lr {lr:.1e}", sums.mean_loss(), sums.acc_text()));
+            if super::interrupt::requested() {
+                bar.finish(&format!("loss {:.4}{} (stopped)", sums.mean_loss(), sums.acc_text()));
+                let st = self.state(epoch, in_epoch, &sums, epoch_start);
+                return Err(self.interrupted(Some(&st)));
+            }
         }
         Ok(Epoch { sums, start: epoch_start, bar })
     }
@@ -383,18 +394,40 @@ impl Run<'_> {
             Every::Seconds(secs) => self.last_save.0.elapsed().as_secs_f64() >= secs,
         };
         if due {
-            let st = RunState {
-                epoch,
-                in_epoch,
-                optimizer_step: self.opt.step,
-                history: self.history.clone(),
-                sums: sums.clone(),
-                seconds: self.trained(),
-                epoch_start: Some(epoch_start),
-            };
+            let st = self.state(epoch, in_epoch, sums, epoch_start);
             self.save(&st)?;
         }
         Ok(())
+    }
+
+    /// The state to save mid-epoch.
+    fn state(&self, epoch: i64, in_epoch: usize, sums: &Sums, epoch_start: f64) -> RunState {
+        RunState {
+            epoch,
+            in_epoch,
+            optimizer_step: self.opt.step,
+            history: self.history.clone(),
+            sums: sums.clone(),
+            seconds: self.trained(),
+            epoch_start: Some(epoch_start),
+        }
+    }
+
+    /// The error of a run stopped by the interrupt, after saving `state` when the run is
+    /// resumable (`None`: the state saved at the end of the last epoch is the newest).
+    fn interrupted(&mut self, state: Option<&RunState>) -> Error {
+        let title = self.fit.title.clone();
+        let steps = self.history.step_losses.len();
+        let resume = match (&self.fit.resumable, state.map(|st| self.save(st))) {
+            (_, Some(Err(e))) => format!("saving its state failed ({e}); the model keeps the weights it has now"),
+            (Some(r), _) => {
+                format!("its state is saved in {}: run the cell again to continue from there", r.dir.display())
+            }
+            (None, _) => "the model keeps the weights it has now (this run is not resumable: running the cell \
+                          again starts it afresh)"
+                .to_string(),
+        };
+        Error::Interrupted { title, steps, resume }
     }
 
     fn save(&mut self, st: &RunState) -> Result<()> {

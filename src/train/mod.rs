@@ -13,13 +13,15 @@
 //!
 //! Files: [`config`] (what a run is asked), [`history`] (what it records), [`fit`] (the loop),
 //! [`state`] (what it saves to resume), [`adamw`], [`optim`] (schedules, clipping), [`precision`]
-//! (bf16 autocast), [`checkpoint`] (weights with their config), [`tensorboard`].
+//! (bf16 autocast), [`checkpoint`] (weights with their config), [`tensorboard`], [`interrupt`]
+//! (the notebook's stop button: a run stops between two steps, its state saved).
 
 pub mod adamw;
 pub mod checkpoint;
 pub mod config;
 pub mod fit;
 pub mod history;
+pub mod interrupt;
 pub mod optim;
 pub mod precision;
 pub mod state;
