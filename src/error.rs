@@ -44,13 +44,13 @@ pub enum Error {
     #[error("plot: {0}")]
     Plot(String),
 
-    /// A training run stopped between two steps by the notebook's stop button (or Ctrl-C):
-    /// [`crate::train::interrupt`].
+    /// A training run (or an evaluation) stopped between two steps by the notebook's stop button
+    /// (or Ctrl-C): [`crate::train::interrupt`].
     #[error("{title}: stopped by the interrupt after {steps} step(s); {resume}")]
     Interrupted {
         /// The run's title.
         title: String,
-        /// Steps trained so far (by this run and the runs it resumed).
+        /// Steps done so far (trained by this run and the runs it resumed; documents evaluated).
         steps: usize,
         /// Where its state went and how to go on.
         resume: String,

@@ -5,7 +5,7 @@
 //! if the cell still runs 10 s later. While a [`Fit`](super::Fit) runs, SIGINT only sets a flag:
 //! the loop sees it after the step in progress, saves its state when the run is resumable and
 //! returns [`Error::Interrupted`](crate::Error::Interrupted); the cell ends with that error and
-//! every variable of the notebook is kept. Outside training SIGINT does what it always did (the
+//! the variables of earlier cells are kept (evcxr drops those a failed cell defined itself). Outside training SIGINT does what it always did (the
 //! process ends), so a student's own endless loop still stops. In a terminal, Ctrl-C does the
 //! same to a training run.
 //!

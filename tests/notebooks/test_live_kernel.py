@@ -127,6 +127,19 @@ def test_a_progress_bar_moves_while_the_cell_runs_as_one_display_updated_in_plac
     assert not any("\r" in m["content"]["text"] for _, m in of(iopub, mid, "stream")), of(iopub, mid, "stream")
 
 
+def test_through_nbclient_the_executed_notebook_keeps_one_progress_output_in_its_last_state():
+    nb = nbrun.code_notebook(
+        DEP,
+        'let mut bar = hw9::train::Progress::new("saved", 30);\n'
+        "for _ in 0..30 { std::thread::sleep(std::time::Duration::from_millis(100)); bar.tick(\"\"); }\n"
+        'bar.finish("done");',
+    )
+    assert nbrun.execute(nb, ROOT / "notebooks") == []
+    outputs = nb.cells[1].outputs
+    assert [o.output_type for o in outputs] == ["display_data"], outputs
+    assert "30/30" in outputs[0].data["text/plain"] and "done" in outputs[0].data["text/plain"]
+
+
 def test_fifty_failing_cells_each_show_their_error_under_themselves_and_fail(kernel):
     _, kc = kernel
     cells = ["let kept_before_failures = 7;"]

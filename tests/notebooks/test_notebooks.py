@@ -52,6 +52,15 @@ def test_harness_fails_on_a_panic_that_evcxr_reports_as_ok():
     assert nb.cells[2].outputs[0]["data"]["text/plain"] == "2"
 
 
+def test_harness_fails_on_an_error_that_the_last_cell_returns_through_question_mark():
+    # Stock evcxr replied "ok" with the error on stderr (sometimes under the next execution): a
+    # notebook whose last cell failed so passed. The hw9 kernel fails the cell.
+    nb = nbrun.code_notebook("let x: i32 = 1;", 'Err::<(), String>("no weights file at output/vit".into())?;')
+    problems = run(nb)
+    assert len(problems) == 1, problems
+    assert problems[0].startswith("cell 1: error Error:") and "no weights file at output/vit" in problems[0]
+
+
 def test_harness_fails_on_a_compile_error_and_a_missing_plot():
     nb = nbrun.code_notebook('let y: i32 = "text";', 'println!("no figure here");', tags=[[], ["plot"]])
     problems = run(nb)
@@ -206,13 +215,15 @@ def drain_iopub(kc) -> str:
 
 
 def test_an_interrupted_training_cell_continues_when_run_again(tmp_path):
-    """evcxr's interrupt kills its child process: every variable is gone. Run again from the top,
-    the training cell continues from the state it saved mid-run (not from step 0) and says so."""
+    """The stop button stops the training between two steps (the hw9 kernel sends SIGINT; Fit saves
+    its state and returns an error): the cell fails, the variables of earlier cells stay (a failed
+    cell's own new variables are dropped, evcxr's rule), and the training cell run again continues
+    from the state it saved (not from step 0) and says so."""
     runs = tmp_path / "runs"
     cells = [':dep hw9 = { path = ".." }', SLOW_TRAINING.replace("RUNS", str(runs))]
     km, kc = start_new_kernel(kernel_name=nbrun.KERNEL, cwd=str(NOTEBOOKS))
     try:
-        assert kc.execute_interactive(cells[0], timeout=300)["content"]["status"] == "ok"
+        assert kc.execute_interactive(cells[0] + "\nlet kept = 41;", timeout=300)["content"]["status"] == "ok"
         msg_id = kc.execute(cells[1])
         deadline = time.time() + 300
         while not list(runs.glob("slow-*/step-*")):
@@ -229,10 +240,16 @@ def test_an_interrupted_training_cell_continues_when_run_again(tmp_path):
             if reply["parent_header"].get("msg_id") == msg_id:
                 break
         assert not list(runs.glob("slow-*/step-400")), "interrupted too late: training had finished"
+        assert reply["content"]["status"] == "error", reply["content"]
+        assert "slow: stopped by the interrupt" in drain_iopub(kc)
         out = []
-        for code in cells:
+        for code in ["kept + 1", cells[1]]:
             r = kc.execute_interactive(
-                code, timeout=300, output_hook=lambda m: out.append(m["content"].get("text", ""))
+                code,
+                timeout=300,
+                output_hook=lambda m: out.append(
+                    m["content"].get("text", "") or m["content"].get("data", {}).get("text/plain", "")
+                ),
             )
             assert r["content"]["status"] == "ok", "".join(out)
     finally:
@@ -243,3 +260,4 @@ def test_an_interrupted_training_cell_continues_when_run_again(tmp_path):
     resumed = [line for line in text.splitlines() if "slow: resumed from" in line]
     assert resumed and " step 0)" not in resumed[0], text
     assert "trained steps: 400" in text, text
+    assert text.startswith("42"), text  # a variable defined before the interrupt was still there
