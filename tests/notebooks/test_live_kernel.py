@@ -131,7 +131,7 @@ def test_through_nbclient_the_executed_notebook_keeps_one_progress_output_in_its
     nb = nbrun.code_notebook(
         DEP,
         'let mut bar = hw9::train::Progress::new("saved", 30);\n'
-        "for _ in 0..30 { std::thread::sleep(std::time::Duration::from_millis(100)); bar.tick(\"\"); }\n"
+        'for _ in 0..30 { std::thread::sleep(std::time::Duration::from_millis(100)); bar.tick(""); }\n'
         'bar.finish("done");',
     )
     assert nbrun.execute(nb, ROOT / "notebooks") == []
