@@ -99,8 +99,10 @@ else
   step evcxr "building $EVCXR_STAMP with cargo install --locked (about 13 min on 2 cores)..."
   # The two crates' sources, through cargo (a registry mirror configured for cargo is used too):
   # fetching a throwaway package that depends on them puts their .crate files in cargo's cache.
-  SRC=$ROOT/.tools/evcxr-src
-  rm -rf "$SRC" && mkdir -p "$SRC/fetch/src" && : >"$SRC/fetch/src/lib.rs"
+  # Outside the clone: under it, cargo would take the crates for members of hw9's workspace.
+  SRC=$(mktemp -d "${TMPDIR:-/tmp}/hw9-evcxr-src.XXXXXX") && mkdir -p "$SRC/fetch/src" && : >"$SRC/fetch/src/lib.rs" ||
+    fail evcxr "could not create a temporary folder for evcxr's sources" "check that ${TMPDIR:-/tmp} is writable"
+  trap 'rm -rf "$SRC"' EXIT
   printf '[package]\nname = "hw9-evcxr-fetch"\nversion = "0.0.0"\nedition = "2021"\n[dependencies]\nevcxr_jupyter = "=%s"\n' \
     "$EVCXR_VERSION" >"$SRC/fetch/Cargo.toml"
   quiet cargo fetch --manifest-path "$SRC/fetch/Cargo.toml" ||
@@ -110,7 +112,7 @@ else
   for krate in evcxr evcxr_jupyter; do
     file=$(ls "$CARGO_CACHE"/*/"$krate-$EVCXR_VERSION.crate" 2>/dev/null | head -n 1)
     [ -n "$file" ] && tar -xzf "$file" -C "$SRC" && mv "$SRC/$krate-$EVCXR_VERSION" "$SRC/$krate" ||
-      fail evcxr "$krate-$EVCXR_VERSION.crate is not in $CARGO_CACHE after cargo fetch" "rm -rf .tools/evcxr-src && make setup"
+      fail evcxr "$krate-$EVCXR_VERSION.crate is not in $CARGO_CACHE after cargo fetch" "make setup again"
   done
   patch -s -p1 -d "$SRC" <"$EVCXR_PATCH" ||
     fail evcxr "tools/evcxr/hw9.patch does not apply to evcxr $EVCXR_VERSION" "git checkout tools/evcxr, then make setup"
@@ -216,7 +218,7 @@ fi
 # 7. Warm the kernel's build cache, so a notebook's first `:dep hw9` cell is quick.
 STAMP=$ROOT/.cache/evcxr/warm.stamp
 stale=yes
-if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$(sha_of Cargo.toml Cargo.lock "$KDIR/kernel.json")" ]; then
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$(sha_of Cargo.toml Cargo.lock "$KDIR/kernel.json" jupyter/evcxr/cargo-config.toml)" ]; then
   [ -z "$(find src build.rs assets/fonts -newer "$STAMP" -type f 2>/dev/null | head -n1)" ] && stale=
 fi
 # The warm-up also keeps a pristine copy of the warm build (.cache/evcxr/seed) that new kernel
@@ -230,7 +232,7 @@ else
   JUPYTER_PATH=$ROOT/jupyter quiet "$VENV/bin/python" tools/nbrun.py --warm-up ||
     fail warm-up "the hw9 kernel could not compile the crate" \
       "run: JUPYTER_PATH=jupyter .venv/bin/python tools/nbrun.py --warm-up   to see the compiler's errors"
-  sha_of Cargo.toml Cargo.lock "$KDIR/kernel.json" >"$STAMP"
+  sha_of Cargo.toml Cargo.lock "$KDIR/kernel.json" jupyter/evcxr/cargo-config.toml >"$STAMP"
   step warm-up "ok: kernel build cache warmed in $(( $(date +%s) - t0 )) s"
 fi
 echo "setup: done in $(( $(date +%s) - START )) s"

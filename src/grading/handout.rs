@@ -36,6 +36,7 @@ const COPIED: &[&str] = &[
     "tools/convert_smollm2.py",
     "jupyter/kernels/hw9-rust/launch",
     "jupyter/evcxr/evcxr.toml",
+    "jupyter/evcxr/cargo-config.toml",
     "crates/hw9-env",
     "crates/hw9-grade",
     "src",

@@ -95,7 +95,9 @@ def test_in_jupyterlab_training_moves_a_figure_shows_and_the_stop_button_keeps_v
                 if prompt(i) not in ("[ ]:", "[*]:", ""):
                     return
                 time.sleep(0.2)
-            pytest.fail(f"cell {i} did not finish in {timeout} s (prompt {prompt(i)!r})")
+            shot = folder / f"cell-{i}-timeout.png"
+            page.screenshot(path=str(shot), full_page=True)
+            pytest.fail(f"cell {i} did not finish in {timeout} s (prompt {prompt(i)!r}); the page: {shot}")
 
         def output(i: int) -> str:
             return cells.nth(i).locator(".jp-OutputArea").inner_text()
