@@ -177,6 +177,25 @@ struct LlamaAttention {
     head_dim: i64,
 }
 
+/// What replaces the output of an ablated head (its context vectors, before `o_proj`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ablation {
+    /// Zeros: the head writes nothing into the residual stream.
+    Zero,
+    /// The head's mean output over the batch and positions of the same input: what it writes on
+    /// average, without what depends on the token (TransformerLens' mean ablation).
+    Mean,
+}
+
+/// Heads to ablate in one forward pass, as `(layer, head)`, and how ([`Llama::logits_ablated`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeadAblation {
+    /// `(layer, query head)` pairs; an empty list ablates nothing.
+    pub heads: Vec<(usize, i64)>,
+    /// What replaces their output.
+    pub mode: Ablation,
+}
+
 /// One layer's keys and values so far (after RoPE), `(B, KV, S, Dh)` each.
 #[derive(Debug)]
 struct LayerCache {
@@ -193,6 +212,7 @@ impl LlamaAttention {
         rope: (&Tensor, &Tensor),
         cache: Option<&mut LayerCache>,
         need_weights: bool,
+        ablate: Option<(&[i64], Ablation)>,
     ) -> (Tensor, Option<LayerAttention>) {
         let (b, t, _) = x.size3().unwrap_or((0, 0, 0));
         let heads = |y: Tensor, n: i64| y.reshape([b, t, n, self.head_dim]).transpose(1, 2); // (B, n, T, Dh)
@@ -216,7 +236,19 @@ impl LlamaAttention {
         let g = self.heads / self.kv_heads;
         let (k, v) = (repeat_kv(&k, g), repeat_kv(&v, g)); // (B, H, S, Dh)
         let out = attention(&q, &k, &v, Mask::default().causal(causal && t > 1), need_weights);
-        let context = self.o_proj.forward(&merge_heads(&out.context));
+        let mut heads_out = out.context; // (B, H, T, Dh)
+        if let Some((ablated, mode)) = ablate.filter(|(a, _)| !a.is_empty()) {
+            let ablated = Tensor::from_slice(ablated).to_device(heads_out.device());
+            let keep = Tensor::ones([self.heads], (heads_out.kind(), heads_out.device()))
+                .index_fill(0, &ablated, 0.0)
+                .view([1, -1, 1, 1]);
+            let replacement = match mode {
+                Ablation::Zero => heads_out.zeros_like(),
+                Ablation::Mean => heads_out.mean_dim([0, 2].as_slice(), true, heads_out.kind()).expand_as(&heads_out),
+            };
+            heads_out = &heads_out * &keep + replacement * (1.0 - &keep);
+        }
+        let context = self.o_proj.forward(&merge_heads(&heads_out));
         let att =
             out.weights.map(|probs| LayerAttention { probs, queries: q, keys: k, values: v, kv_heads: self.kv_heads });
         (context, att)
@@ -274,8 +306,9 @@ impl DecoderLayer {
         rope: (&Tensor, &Tensor),
         cache: Option<&mut LayerCache>,
         need_weights: bool,
+        ablate: Option<(&[i64], Ablation)>,
     ) -> (Tensor, Option<LayerAttention>) {
-        let (a, att) = self.self_attn.forward(&self.input_layernorm.forward(x), rope, cache, need_weights);
+        let (a, att) = self.self_attn.forward(&self.input_layernorm.forward(x), rope, cache, need_weights, ablate);
         let x = x + a;
         let h = self.post_attention_layernorm.forward(&x);
         let ffn = self.mlp.down_proj.forward(&(self.mlp.gate_proj.forward(&h).silu() * self.mlp.up_proj.forward(&h)));
@@ -393,14 +426,27 @@ impl Llama {
     fn run(
         &self,
         input_ids: &Tensor,
-        mut cache: Option<&mut KvCache>,
+        cache: Option<&mut KvCache>,
         need_weights: bool,
         keep_states: bool,
     ) -> Result<Run> {
         let start = cache.as_ref().map_or(0, |c| c.len);
-        let t = self.check_ids(input_ids, start)?;
+        self.check_ids(input_ids, start)?;
+        self.run_embedded(self.embed_tokens.forward(input_ids), cache, need_weights, keep_states, None)
+    }
+
+    /// The decoder layers over embeddings `x (B, T, D)` (shape checked by the callers).
+    fn run_embedded(
+        &self,
+        mut x: Tensor,
+        mut cache: Option<&mut KvCache>,
+        need_weights: bool,
+        keep_states: bool,
+        ablate: Option<&HeadAblation>,
+    ) -> Result<Run> {
+        let start = cache.as_ref().map_or(0, |c| c.len);
+        let t = x.size().get(1).copied().unwrap_or(0);
         let (cos, sin) = self.rope.cos_sin(start, t);
-        let mut x = self.embed_tokens.forward(input_ids); // (B, T, D)
         let mut states = Vec::new();
         let mut layers = Vec::with_capacity(if need_weights { self.layers.len() } else { 0 });
         for (i, layer) in self.layers.iter().enumerate() {
@@ -408,7 +454,10 @@ impl Llama {
                 states.push(x.shallow_clone());
             }
             let c = cache.as_deref_mut().map(|c| &mut c.layers[i]);
-            let (y, att) = layer.forward(&x, (&cos, &sin), c, need_weights);
+            let in_layer: Vec<i64> =
+                ablate.map(|a| a.heads.iter().filter(|(l, _)| *l == i).map(|&(_, h)| h).collect()).unwrap_or_default();
+            let ablated = ablate.map(|a| (in_layer.as_slice(), a.mode));
+            let (y, att) = layer.forward(&x, (&cos, &sin), c, need_weights, ablated);
             x = y;
             layers.extend(att);
         }
@@ -448,6 +497,69 @@ impl Llama {
     pub fn logits(&self, input_ids: &Tensor) -> Result<Tensor> {
         let run = tch::no_grad(|| self.run(input_ids, None, false, false))?;
         Ok(self.head(&run.hidden))
+    }
+
+    /// The next-token logits `(B, T, V)` with `ablation`'s heads ablated (no gradients). An
+    /// empty list of heads gives [`Llama::logits`] exactly.
+    pub fn logits_ablated(&self, input_ids: &Tensor, ablation: &HeadAblation) -> Result<Tensor> {
+        let (layers, heads) = (self.layers.len(), self.cfg.num_attention_heads);
+        if let Some(&(l, h)) = ablation.heads.iter().find(|&&(l, h)| l >= layers || !(0..heads).contains(&h)) {
+            return Err(Error::Input(format!(
+                "ablate head (layer {l}, head {h}): the model has layers 0..{layers} and heads 0..{heads}"
+            )));
+        }
+        self.check_ids(input_ids, 0)?;
+        let run = tch::no_grad(|| {
+            self.run_embedded(self.embed_tokens.forward(input_ids), None, false, false, Some(ablation))
+        })?;
+        Ok(self.head(&run.hidden))
+    }
+
+    /// The token embeddings of `input_ids (B, T)`: `(B, T, D)`, the input of
+    /// [`Llama::logits_from_embeddings`].
+    pub fn embed(&self, input_ids: &Tensor) -> Result<Tensor> {
+        self.check_ids(input_ids, 0)?;
+        Ok(self.embed_tokens.forward(input_ids))
+    }
+
+    /// The mean of the token embedding matrix, `(D,)`: an "average token", the neutral baseline
+    /// of [`crate::tasks::interpret::integrated_gradients`].
+    pub fn mean_embedding(&self) -> Tensor {
+        tch::no_grad(|| self.embed_tokens.ws.mean_dim([0].as_slice(), false, Kind::Float))
+    }
+
+    /// Next-token logits `(B, T, V)` from token embeddings `(B, T, D)` (which may require
+    /// gradients: attribution differentiates the output with respect to them).
+    pub fn logits_from_embeddings(&self, embeddings: &Tensor) -> Result<Tensor> {
+        let size = embeddings.size();
+        let d = self.cfg.hidden_size;
+        match size[..] {
+            [_, t, dd] if dd == d && t >= 1 && t <= self.cfg.max_position_embeddings => {}
+            _ => {
+                return Err(Error::Input(format!(
+                    "Llama embeddings: expected (B, T, {d}) with 1 ≤ T ≤ {}, got shape {}",
+                    self.cfg.max_position_embeddings,
+                    crate::error::fmt_shape(&size)
+                )))
+            }
+        }
+        let run = self.run_embedded(embeddings.shallow_clone(), None, false, false, None)?;
+        Ok(self.head(&run.hidden))
+    }
+
+    /// The logit lens (nostalgebraist, 2020): the residual stream after the embeddings and after
+    /// each layer, read through the final RMSNorm and the unembedding as if the model ended
+    /// there: `(L + 1, B, T, V)` logits. The last is the model's own logits (the final state is
+    /// already normed, so only the unembedding is applied to it).
+    pub fn logit_lens(&self, input_ids: &Tensor) -> Result<Tensor> {
+        let states = tch::no_grad(|| self.hidden_states(input_ids))?;
+        let last = states.len().saturating_sub(1);
+        let per_layer: Vec<Tensor> = states
+            .iter()
+            .enumerate()
+            .map(|(i, s)| tch::no_grad(|| if i == last { self.head(s) } else { self.head(&self.norm.forward(s)) }))
+            .collect();
+        Ok(Tensor::stack(&per_layer, 0))
     }
 
     /// An empty cache for this model.
