@@ -127,6 +127,14 @@ pub fn summarize(
         .collect::<Result<Vec<_>>>()?;
     let mut out = vec![String::new(); documents.len()];
     for idx in batch_indices(&examples, 32, false) {
+        // Inside an evaluation the stop button armed (test_rouge): stop between batches.
+        if crate::train::interrupt::requested() {
+            return Err(crate::Error::Interrupted {
+                title: "summaries".into(),
+                steps: out.iter().filter(|s| !s.is_empty()).count(),
+                resume: "nothing is kept of an evaluation: run the cell again to evaluate from the start".into(),
+            });
+        }
         let batch = Batch::new(&idx.iter().map(|&i| &examples[i]).collect::<Vec<_>>(), device);
         for (i, ids) in idx.iter().zip(generate(model, &batch.src, decode)?) {
             out[*i] = tok.decode(&ids)?;
@@ -147,7 +155,7 @@ pub fn test_rouge(
     // Chunks of 200 documents: [`summarize`] sorts each by length, so its batches carry little padding.
     let mut bar = Progress::new(format!("ROUGE ({} beam(s))", decode.beams), pairs.len().div_ceil(200) as u64);
     let mut predictions = Vec::with_capacity(pairs.len());
-    // The stop button ends the evaluation after the chunk in progress (a few seconds), keeping the
+    // The stop button ends the evaluation after the batch in progress (a second or two), keeping the
     // notebook's variables (crate::train::interrupt).
     let _armed = crate::train::interrupt::arm();
     for chunk in pairs.chunks(200) {

@@ -419,12 +419,13 @@ impl Run<'_> {
         let title = self.fit.title.clone();
         let steps = self.history.step_losses.len();
         let resume = match (&self.fit.resumable, state.map(|st| self.save(st))) {
-            (_, Some(Err(e))) => format!("saving its state failed ({e}); the model keeps the weights it has now"),
+            (_, Some(Err(e))) => format!("saving its state failed ({e}): running the cell again trains afresh"),
             (Some(r), _) => {
                 format!("its state is saved in {}: run the cell again to continue from there", r.dir.display())
             }
-            (None, _) => "the model keeps the weights it has now (this run is not resumable: running the cell \
-                          again starts it afresh)"
+            (None, _) => "this run is not resumable: running the cell again trains afresh (a model made in an \
+                          earlier cell keeps the weights it has now; variables this cell made are dropped with the \
+                          error)"
                 .to_string(),
         };
         Error::Interrupted { title, steps, resume }

@@ -7,7 +7,7 @@
 //! returns [`Error::Interrupted`](crate::Error::Interrupted); the cell ends with that error and
 //! the variables of earlier cells are kept (evcxr drops those a failed cell defined itself). Outside training SIGINT does what it always did (the
 //! process ends), so a student's own endless loop still stops. In a terminal, Ctrl-C does the
-//! same to a training run.
+//! same to a training run; a second Ctrl-C before it stops ends the process.
 //!
 //! Written on `libc::sigaction`, not on `signal-hook`: evcxr links each cell's code with its own
 //! copy of this crate (and of any crate it uses), so statics are per cell. signal-hook keeps its
@@ -34,7 +34,15 @@ struct Disposition;
 
 #[cfg(unix)]
 extern "C" fn on_sigint(_: libc::c_int) {
-    REQUESTED.store(true, Ordering::SeqCst);
+    // A second press while the run has not stopped yet (a long step): end the process, as
+    // without a handler. signal and raise are async-signal-safe.
+    if REQUESTED.swap(true, Ordering::SeqCst) {
+        // SAFETY: resets SIGINT to its default action and raises it again.
+        unsafe {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            libc::raise(libc::SIGINT);
+        }
+    }
 }
 
 /// Installs the handler; the disposition it replaced (None when it could not).
@@ -98,7 +106,8 @@ impl Drop for Armed {
     }
 }
 
-/// Whether the stop button was pressed (SIGINT came) since the armed run began.
+/// Whether the stop button was pressed (SIGINT came) since the armed run began; false when no
+/// run is armed (the flag of a run that stopped earlier is stale).
 pub fn requested() -> bool {
-    REQUESTED.load(Ordering::SeqCst)
+    REQUESTED.load(Ordering::SeqCst) && ARMED.lock().map_or(true, |a| a.0 > 0)
 }

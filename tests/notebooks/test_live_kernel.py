@@ -171,9 +171,7 @@ def test_run_all_stops_at_a_failed_cell(kernel):
     statuses = [replies[m][1]["content"]["status"] for m in ids]
     assert statuses == ["ok", "error", "aborted"], statuses
     assert not of(iopub, ids[2], "execute_input"), "the aborted cell ran"
-    # The abort covers only what was queued behind the failure (the kernel ends it at the first
-    # request it had to wait 50 ms for): a cell run afterwards runs.
-    time.sleep(0.3)
+    # The abort covers only what was already queued behind the failure: a cell run afterwards runs.
     (mid,), iopub, replies = run_cells(kc, ["a_run_all + 1"], True)
     assert replies[mid][1]["content"]["status"] == "ok"
     assert of(iopub, mid, "execute_result")[0][1]["content"]["data"]["text/plain"] == "2"
@@ -210,8 +208,9 @@ def test_the_stop_button_stops_training_within_seconds_and_keeps_every_variable(
     (mid,), iopub, replies = run_cells(kc, [f"train(300, {dir})?"])
     assert replies[mid][1]["content"]["status"] == "ok", stderr_of(iopub, mid)
     assert of(iopub, mid, "execute_result")[0][1]["content"]["data"]["text/plain"] == "300"
-    # It resumed rather than starting over: fewer than 300 steps ran in this cell.
-    assert replies[mid][0] < 300 * 0.1, replies[mid][0]
+    # It resumed from the state saved at the interrupt, not from step 0.
+    said = "".join(m["content"].get("text", "") for _, m in of(iopub, mid, "stream"))
+    assert "slow demo: resumed from" in said and " step 0)" not in said, said
 
 
 def test_outside_training_the_stop_button_still_ends_an_endless_loop(kernel):
