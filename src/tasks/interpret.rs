@@ -28,8 +28,8 @@ pub struct LogitLens {
     pub target_probs: Tensor,
     /// `(L + 1, T − 1)`: each layer's most probable next token.
     pub top_ids: Tensor,
-    /// `(T − 1,)`: the logits of the model's last layer equal [`Llama::logits`]' (checked here:
-    /// the largest difference).
+    /// The largest difference between the lens's last layer and [`Llama::logits`] (0: the last
+    /// layer is the model's output).
     pub last_layer_max_diff: f64,
 }
 
@@ -210,8 +210,8 @@ pub fn integrated_gradients(
             let grad = grads.into_iter().next().ok_or_else(|| Error::Input("attribution: no gradient".into()))?;
             grad_sum += grad.sum_dim_intlist([0].as_slice(), false, Kind::Float);
         }
-        let grad = (grad_sum / steps as f64).unsqueeze(0);
-        let attributions = (grad.get(0) * delta.get(0)).sum_dim_intlist([1].as_slice(), false, Kind::Float).detach();
+        let attributions =
+            (grad_sum / steps as f64 * delta.get(0)).sum_dim_intlist([1].as_slice(), false, Kind::Float).detach();
         let end = tch::no_grad(|| -> Result<f64> {
             let at = |e: &Tensor| -> Result<f64> {
                 Ok(model.logits_from_embeddings(e)?.get(0).get(position).get(target).double_value(&[]))

@@ -155,18 +155,10 @@ pub fn test_rouge(
     // Chunks of 200 documents: [`summarize`] sorts each by length, so its batches carry little padding.
     let mut bar = Progress::new(format!("ROUGE ({} beam(s))", decode.beams), pairs.len().div_ceil(200) as u64);
     let mut predictions = Vec::with_capacity(pairs.len());
-    // The stop button ends the evaluation after the batch in progress (a second or two), keeping the
-    // notebook's variables (crate::train::interrupt).
+    // The stop button ends the evaluation after the batch in progress ([`summarize`] checks between
+    // batches), keeping the notebook's variables (crate::train::interrupt).
     let _armed = crate::train::interrupt::arm();
     for chunk in pairs.chunks(200) {
-        if crate::train::interrupt::requested() {
-            bar.finish("(stopped)");
-            return Err(crate::Error::Interrupted {
-                title: format!("ROUGE ({} beam(s))", decode.beams),
-                steps: predictions.len(),
-                resume: "nothing is kept of an evaluation: run the cell again to evaluate from the start".into(),
-            });
-        }
         predictions.extend(summarize(
             model,
             &data.tokenizer,

@@ -5,9 +5,10 @@
 //! if the cell still runs 10 s later. While a [`Fit`](super::Fit) runs, SIGINT only sets a flag:
 //! the loop sees it after the step in progress, saves its state when the run is resumable and
 //! returns [`Error::Interrupted`](crate::Error::Interrupted); the cell ends with that error and
-//! the variables of earlier cells are kept (evcxr drops those a failed cell defined itself). Outside training SIGINT does what it always did (the
-//! process ends), so a student's own endless loop still stops. In a terminal, Ctrl-C does the
-//! same to a training run; a second Ctrl-C before it stops ends the process.
+//! the variables of earlier cells are kept (evcxr drops those a failed cell defined itself).
+//! Outside training SIGINT does what it always did (the process ends), so a student's own endless
+//! loop still stops. In a terminal, Ctrl-C does the same to a training run; a second Ctrl-C
+//! before it stops ends the process.
 //!
 //! Written on `libc::sigaction`, not on `signal-hook`: evcxr links each cell's code with its own
 //! copy of this crate (and of any crate it uses), so statics are per cell. signal-hook keeps its
