@@ -93,3 +93,34 @@ fn hardest_pairs_measures_with_the_students_own_distances() {
     });
     assert!(!r.passed, "hardest_pairs gives the pairwise distances away: {r}");
 }
+
+#[test]
+fn the_encoders_attention_maps_do_not_answer_multi_head_attention() {
+    // `TransformerEncoder::forward_with_attention` (for attention rollout in notebook 1) returns
+    // every head's weights, queries, keys and values of self-attention without masks. The mha
+    // TODO attends from separate queries over padded keys: the encoder, given the TODO's own
+    // weights, attends from the keys to themselves and over the padding.
+    use hw9::models::vit::TransformerEncoder;
+    let fx = fixtures("02_summarization");
+    let w = fx.weights("mha").unwrap();
+    let vs = nn::VarStore::new(Device::Cpu);
+    let encoder =
+        TransformerEncoder::new(&vs.root(), &EncoderConfig { d_model: 16, n_heads: 4, n_layers: 1, d_ffn: 32 });
+    let mut t = HashMap::new();
+    packed(&w, "", "layers.0.self_attn.", &mut t);
+    for (name, v) in vs.variables() {
+        t.entry(name).or_insert(v); // the feed-forward half is not used below
+    }
+    load(&vs, t);
+    let r = check_public(&fx, "mha", &|c: &Case| {
+        let (query, kv) = (&c["query"], &c["key_value"]);
+        let att = encoder.forward_with_attention(kv).unwrap().layers.remove(0);
+        let weights = att.probs.narrow(2, 0, query.size()[1]); // (B, H, T, S): the first T rows
+        let (b, h, tq, dh) = (query.size()[0], att.probs.size()[1], query.size()[1], att.values.size()[3]);
+        let merged = weights.matmul(&att.values).transpose(1, 2).reshape([b, tq, h * dh]);
+        let out = merged.linear(&w["out_proj.weight"], Some(&w["out_proj.bias"]));
+        (out, weights)
+    });
+    assert!(!r.passed, "forward_with_attention answers the mha TODO: {r}");
+    assert!(r.message.contains("differ"), "{r}");
+}

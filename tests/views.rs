@@ -191,3 +191,92 @@ fn the_neuron_and_qkv_views_change_with_the_query_they_show() {
     assert_eq!(differ(&v(4), &v(4)), 0.0);
     assert!(differ(&v(4), &v(1)) > 0.01, "another query token, another attention and output");
 }
+
+/// Layers of random attention (rows sum to 1) for `b` sequences of `t` tokens.
+fn random_layers(n: usize, b: i64, h: i64, t: i64) -> Vec<hw9::models::attention::LayerAttention> {
+    let z = tch::Tensor::zeros([b, h, t, 4], (tch::Kind::Float, Device::Cpu));
+    (0..n)
+        .map(|_| hw9::models::attention::LayerAttention {
+            probs: (tch::Tensor::randn([b, h, t, t], (tch::Kind::Float, Device::Cpu)) * 2.0)
+                .softmax(-1, tch::Kind::Float),
+            queries: z.shallow_clone(),
+            keys: z.shallow_clone(),
+            values: z.shallow_clone(),
+            kv_heads: h,
+        })
+        .collect()
+}
+
+#[test]
+fn batched_rollout_equals_the_rollout_of_each_sequence_and_a_plain_loop() {
+    use hw9::visuals::attention_views::{rollout, rollout_batch};
+    tch::manual_seed(3);
+    let (b, h, t) = (3, 2, 5);
+    let layers = random_layers(4, b, h, t);
+    let all = rollout_batch(&layers).unwrap();
+    assert_eq!(all.size(), [b, t, t]);
+    for i in 0..b {
+        let one: Vec<_> = layers
+            .iter()
+            .map(|l| hw9::models::attention::LayerAttention {
+                probs: l.probs.narrow(0, i, 1),
+                queries: l.queries.narrow(0, i, 1),
+                keys: l.keys.narrow(0, i, 1),
+                values: l.values.narrow(0, i, 1),
+                kv_heads: h,
+            })
+            .collect();
+        assert!(rollout(&one).unwrap().allclose(&all.get(i), 1e-6, 1e-6, false));
+    }
+    // Sequence 1 by hand in f64: flow = Â_L ⋯ Â_1, Â = rows-normalised (mean over heads + I) / 2.
+    let t_us = t as usize;
+    let mut flow: Vec<Vec<f64>> = (0..t_us).map(|r| (0..t_us).map(|c| f64::from(u8::from(r == c))).collect()).collect();
+    for l in &layers {
+        let p = Vec::<f32>::try_from(l.probs.get(1).reshape([-1])).unwrap();
+        let mut a = vec![vec![0.0f64; t_us]; t_us];
+        for (r, row) in a.iter_mut().enumerate() {
+            for (c, v) in row.iter_mut().enumerate() {
+                let mean = (0..h as usize).map(|k| f64::from(p[(k * t_us + r) * t_us + c])).sum::<f64>() / h as f64;
+                *v = 0.5 * mean + if r == c { 0.5 } else { 0.0 };
+            }
+            let s: f64 = row.iter().sum();
+            row.iter_mut().for_each(|v| *v /= s);
+        }
+        flow = (0..t_us).map(|r| (0..t_us).map(|c| (0..t_us).map(|k| a[r][k] * flow[k][c]).sum()).collect()).collect();
+    }
+    let got = Vec::<f32>::try_from(all.get(1).reshape([-1])).unwrap();
+    for r in 0..t_us {
+        for c in 0..t_us {
+            assert!((f64::from(got[r * t_us + c]) - flow[r][c]).abs() < 1e-6, "({r}, {c})");
+        }
+    }
+    let mut wrong = random_layers(2, b, h, t);
+    wrong[1].probs = wrong[1].probs.narrow(2, 0, 4);
+    let err = rollout_batch(&wrong).unwrap_err().to_string();
+    assert!(err.contains("layer 1's attention is (3, 2, 4, 5), expected (3, H, 5, 5)"), "{err}");
+    assert!(rollout_batch(&[]).is_err());
+}
+
+#[test]
+fn the_attention_overlay_reddens_the_weighted_patch_and_leaves_the_others_grey() {
+    use hw9::visuals::images::attention_overlay;
+    let images = tch::Tensor::full([2, 1, 28, 28], 200, (tch::Kind::Uint8, Device::Cpu));
+    let mut w = vec![0.0f32; 32];
+    w[5] = 0.3; // image 0: patch 5 (row 1, column 1 of the 4×4 grid) only; scaled to 1
+    w[16..].iter_mut().for_each(|v| *v = 1.0); // image 1: every patch alike
+    let weights = tch::Tensor::from_slice(&w).reshape([2, 16]);
+    let out = attention_overlay(&images, &weights).unwrap();
+    assert_eq!(out.size(), [2, 3, 28, 28]);
+    let px = |i: i64, y: i64, x: i64| Vec::<f32>::try_from(out.get(i).select(1, y).select(1, x)).unwrap();
+    let grey = 200.0 / 255.0;
+    let red = [0.3 * grey + 0.7, 0.3 * grey + 0.7 * 0.15, 0.3 * grey];
+    for (got, want) in px(0, 10, 12).iter().zip(red) {
+        assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+    }
+    assert!(px(0, 2, 2).iter().all(|v| (v - grey).abs() < 1e-6));
+    assert!(px(1, 27, 0).iter().zip(red).all(|(g, r)| (g - r).abs() < 1e-5));
+    let err = attention_overlay(&images, &weights.narrow(1, 0, 15)).unwrap_err().to_string();
+    assert!(err.contains("N = g² patches") && err.contains("weights (2, 15)"), "{err}");
+    let err = attention_overlay(&images, &weights.narrow(0, 0, 1)).unwrap_err().to_string();
+    assert!(err.contains("one row of weights per image"), "{err}");
+}

@@ -241,3 +241,42 @@ fn a_mask_ratio_that_hides_nothing_or_everything_is_refused() {
     // 0.01 keeps ⌊48.51⌋ = 48 and hides one; 0.97 keeps one.
     assert!(Mae::new(&vs.root(), &cfg(0.01)).is_ok() && Mae::new(&vs.root(), &cfg(0.97)).is_ok());
 }
+
+/// `softmax(q·kᵀ/√Dh)` of one encoder layer, from its packed weights, written out here apart from
+/// the crate's attention code.
+fn attention_by_hand(layer: &hw9::models::vit::EncoderLayer, x: &Tensor) -> Tensor {
+    let (b, n, d) = x.size3().unwrap();
+    let h = layer.self_attn.n_heads;
+    let w = &layer.self_attn.in_proj_weight;
+    let bias = &layer.self_attn.in_proj_bias;
+    let heads = |i: i64| {
+        let y = x.matmul(&w.narrow(0, i * d, d).tr()) + bias.narrow(0, i * d, d);
+        y.reshape([b, n, h, d / h]).permute([0, 2, 1, 3])
+    };
+    let scores = heads(0).matmul(&heads(1).transpose(-2, -1)) / ((d / h) as f64).sqrt();
+    scores.softmax(-1, Kind::Float)
+}
+
+#[test]
+fn the_encoders_attention_is_what_its_weights_give_and_its_output_unchanged() {
+    tch::manual_seed(1);
+    let cfg = EncoderConfig { d_model: 16, n_heads: 4, n_layers: 3, d_ffn: 32 };
+    let vs = nn::VarStore::new(Device::Cpu);
+    let encoder = TransformerEncoder::new(&vs.root(), &cfg);
+    let x = Tensor::randn([2, 5, 16], (Kind::Float, Device::Cpu));
+    let out = encoder.forward_with_attention(&x).unwrap();
+    let close = |a: &Tensor, b: &Tensor| (a - b).abs().max().double_value(&[]);
+    assert!(close(&out.hidden, &encoder.forward(&x)) < 1e-5);
+    assert_eq!(out.layers.len(), 3);
+    let mut input = x.shallow_clone();
+    for (i, (layer, att)) in encoder.layers.iter().zip(&out.layers).enumerate() {
+        assert_eq!(att.probs.size(), [2, 4, 5, 5]);
+        let by_hand = attention_by_hand(layer, &input);
+        assert!(close(&att.probs, &by_hand) < 1e-6, "layer {i}: {}", close(&att.probs, &by_hand));
+        input = layer.forward(&input);
+    }
+    let err = encoder.forward_with_attention(&x.narrow(2, 0, 8)).unwrap_err().to_string();
+    assert!(err.contains("expected tokens (B, N, 16), got shape (2, 5, 8)"), "{err}");
+    let err = encoder.forward_with_attention(&x.get(0)).unwrap_err().to_string();
+    assert!(err.contains("got shape (5, 16)"), "{err}");
+}

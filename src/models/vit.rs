@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module};
 use tch::Tensor;
 
-use super::attention::{attention, merge_heads, split_heads, Mask};
+use super::attention::{attention, merge_heads, split_heads, LayerAttention, Mask, ModelOutput};
 use crate::error::{Error, Result};
 
 /// Splits images into flattened square patches.
@@ -133,6 +133,22 @@ impl SelfAttention {
             attention(&split_heads(&q, h), &split_heads(&kv[0], h), &split_heads(&kv[1], h), Mask::default(), false);
         self.out_proj.forward(&merge_heads(&out.context)) // (B, H, Q, Dh) -> (B, Q, D)
     }
+
+    /// [`SelfAttention::forward`] with the attention kept: each head's weights, queries, keys and
+    /// values (libtorch's reference kernel, which returns the weights, in place of the fused one).
+    ///
+    /// # Shapes
+    /// `x: (B, N, D)` → `(B, N, D)` and a [`LayerAttention`] with `probs: (B, H, N, N)`.
+    pub(crate) fn forward_with_attention(&self, x: &Tensor) -> Result<(Tensor, LayerAttention)> {
+        let d = x.size().last().copied().unwrap_or(0);
+        let h = self.n_heads;
+        let qkv = x.linear(&self.in_proj_weight, Some(&self.in_proj_bias)).split(d, -1); // 3 × (B, N, D)
+        let (q, k, v) = (split_heads(&qkv[0], h), split_heads(&qkv[1], h), split_heads(&qkv[2], h));
+        let out = attention(&q, &k, &v, Mask::default(), true);
+        let probs = out.weights.ok_or_else(|| Error::Input("the attention kernel returned no weights".into()))?;
+        let context = self.out_proj.forward(&merge_heads(&out.context));
+        Ok((context, LayerAttention { probs, queries: q, keys: k, values: v, kv_heads: h }))
+    }
 }
 
 /// One post-norm encoder layer, as `nn.TransformerEncoderLayer(d, h, ffn, dropout=0,
@@ -179,6 +195,12 @@ impl EncoderLayer {
     /// `xq: (B, Q, D)` rows of `x: (B, N, D)` → `(B, Q, D)`.
     pub(crate) fn forward_rows(&self, xq: &Tensor, x: &Tensor) -> Tensor {
         self.feed_forward(&self.norm1.forward(&(xq + self.self_attn.forward_queries(xq, x))))
+    }
+
+    /// The layer's output with its attention kept ([`TransformerEncoder::forward_with_attention`]).
+    fn forward_with_attention(&self, x: &Tensor) -> Result<(Tensor, LayerAttention)> {
+        let (a, attention) = self.self_attn.forward_with_attention(x)?;
+        Ok((self.feed_forward(&self.norm1.forward(&(x + a))), attention))
     }
 
     /// The feed-forward half: `norm2(x + linear2(gelu(linear1(x))))`.
@@ -228,6 +250,35 @@ impl TransformerEncoder {
     /// `x: (B, N, D)`, `ids: (B, Q)` positions → `(B, Q, D)`.
     pub fn forward_at(&self, x: &Tensor, ids: &Tensor) -> Tensor {
         self.forward_last_rows(x, |h| index_sequence(h, ids))
+    }
+
+    /// The encoder's output with every layer's attention kept, for attention rollout and the
+    /// attention views: the same output as `forward` (up to the attention kernel: the weights come
+    /// from libtorch's reference kernel, `forward` uses the fused one).
+    ///
+    /// # Shapes
+    /// `x: (B, N, D)` → `hidden: (B, N, D)`, one [`LayerAttention`] per layer (`probs: (B, H, N, N)`).
+    ///
+    /// # Errors
+    /// `x` not `(B, N, D)` with `D` the encoder's width.
+    pub fn forward_with_attention(&self, x: &Tensor) -> Result<ModelOutput> {
+        let size = x.size();
+        let width = self.layers.first().map(|l| l.self_attn.in_proj_weight.size()[1]);
+        if size.len() != 3 || width.is_some_and(|d| size[2] != d) {
+            return Err(Error::Input(format!(
+                "TransformerEncoder::forward_with_attention: expected tokens (B, N, {}), got shape {}",
+                width.map_or("D".to_string(), |d| d.to_string()),
+                crate::error::fmt_shape(&size)
+            )));
+        }
+        let mut hidden = x.shallow_clone();
+        let mut layers = Vec::with_capacity(self.layers.len());
+        for layer in &self.layers {
+            let (h, attention) = layer.forward_with_attention(&hidden)?;
+            hidden = h;
+            layers.push(attention);
+        }
+        Ok(ModelOutput { hidden, layers })
     }
 
     /// All layers but the last on every row, then the last on the rows `rows(h)` of its input.

@@ -251,14 +251,37 @@ pub fn qkv_view(layers: &[LayerAttention], layer: usize, head: i64, token: usize
 /// # Shapes
 /// every layer's `probs: (B, H, T, T)` → `(T, T)` for sequence 0, rows sum to 1.
 pub fn rollout(layers: &[LayerAttention]) -> Result<Tensor> {
+    Ok(rollout_batch(layers)?.get(0))
+}
+
+/// [`rollout`] for every sequence of the batch at once (a ViT's test images, say).
+///
+/// # Shapes
+/// every layer's `probs: (B, H, T, T)` → `(B, T, T)` on the CPU, rows sum to 1.
+///
+/// # Errors
+/// No layers, or layers whose `probs` are not `(B, H, T, T)` with the first layer's `B` and `T`.
+pub fn rollout_batch(layers: &[LayerAttention]) -> Result<Tensor> {
     let first = layers.first().ok_or_else(|| Error::Input("rollout needs at least one layer".into()))?;
-    let t = first.probs.size()[2];
+    let size = first.probs.size();
+    let [b, _, t, _] = size[..] else {
+        return Err(Error::Input(format!(
+            "rollout: expected attention (B, H, T, T), got shape {}",
+            crate::error::fmt_shape(&size)
+        )));
+    };
     let eye = Tensor::eye(t, (Kind::Float, tch::Device::Cpu));
-    let mut flow = eye.shallow_clone();
-    for l in layers {
-        let a =
-            // (T, T): the mean over heads
-            l.probs.get(0).detach().to_device(tch::Device::Cpu).to_kind(Kind::Float).mean_dim(0, false, Kind::Float);
+    let mut flow = eye.expand([b, t, t], false).contiguous();
+    for (i, l) in layers.iter().enumerate() {
+        let got = l.probs.size();
+        if got.len() != 4 || got[0] != b || got[2] != t || got[3] != t {
+            return Err(Error::Input(format!(
+                "rollout: layer {i}'s attention is {}, expected ({b}, H, {t}, {t}) like layer 0's",
+                crate::error::fmt_shape(&got)
+            )));
+        }
+        // (B, T, T): the mean over heads, then the residual path
+        let a = l.probs.detach().to_device(tch::Device::Cpu).to_kind(Kind::Float).mean_dim(1, false, Kind::Float);
         let a = (a + &eye) * 0.5;
         let a = &a / a.sum_dim_intlist(-1, true, Kind::Float);
         flow = a.matmul(&flow);

@@ -105,3 +105,49 @@ pub fn reconstruction_grid<M: MaskedAutoencoder>(
         (0..b).flat_map(|_| ["original", "masked input", "reconstruction", "+ visible"].map(String::from)).collect();
     image_grid(&Tensor::stack(&rows, 0), 4, &labels, 3)
 }
+
+/// Images with a per-patch weight laid over them in red (attention rollout's "which patches the
+/// CLS token draws on"): each image's weights are scaled to its largest, and a patch of weight 1
+/// is 70 % red over the grey image, one of weight 0 the grey image alone. Pass the result to
+/// [`image_grid`].
+///
+/// # Shapes
+/// `images: (B, C, H, W)`, uint8 pixels or floats in [0, 1], `C` = 1 or 3; `weights: (B, N)` with
+/// `N = g²` patches in row-major order, `g` dividing `H` and `W` → `(B, 3, H, W)` floats in [0, 1].
+///
+/// # Errors
+/// Shapes that do not match: a batch size that differs, `N` not a square, a grid that does not
+/// divide the image.
+pub fn attention_overlay(images: &Tensor, weights: &Tensor) -> Result<Tensor> {
+    let (size, wsize) = (images.size(), weights.size());
+    let bad = |why: &str| {
+        Error::Input(format!(
+            "attention_overlay: {why}; got images {} and weights {}",
+            crate::error::fmt_shape(&size),
+            crate::error::fmt_shape(&wsize)
+        ))
+    };
+    let [b, c, h, w] = size[..] else { return Err(bad("expected images (B, C, H, W)")) };
+    let [wb, n] = wsize[..] else { return Err(bad("expected weights (B, N), one per patch")) };
+    if !(c == 1 || c == 3) || wb != b {
+        return Err(bad("expected 1 or 3 channels and one row of weights per image"));
+    }
+    let g = (n as f64).sqrt().round() as i64;
+    if g == 0 || g * g != n || h % g != 0 || w % g != 0 {
+        return Err(bad("expected N = g² patches with g dividing the image's height and width"));
+    }
+    let cpu = tch::Device::Cpu;
+    let x = images.detach().to_device(cpu);
+    let x = if x.kind() == Kind::Uint8 { x.to_kind(Kind::Float) / 255.0 } else { x.to_kind(Kind::Float) };
+    let grey = x.mean_dim(1, true, Kind::Float).clamp(0.0, 1.0); // (B, 1, H, W)
+    let wts = weights.detach().to_device(cpu).to_kind(Kind::Float).clamp_min(0.0);
+    let top = wts.amax(1, true).clamp_min(1e-12);
+    let map = (wts / top).reshape([b, 1, g, g]).repeat_interleave_self_int(h / g, 2, None).repeat_interleave_self_int(
+        w / g,
+        3,
+        None,
+    ); // (B, 1, H, W), each patch's weight over its pixels
+    let alpha = map * 0.7;
+    let red = Tensor::from_slice(&[1.0f32, 0.15, 0.0]).reshape([1, 3, 1, 1]);
+    Ok(&grey * (alpha.ones_like() - &alpha) + alpha * red)
+}
