@@ -262,8 +262,9 @@ fn the_attention_overlay_reddens_the_weighted_patch_and_leaves_the_others_grey()
     use hw9::visuals::images::attention_overlay;
     let images = tch::Tensor::full([2, 1, 28, 28], 200, (tch::Kind::Uint8, Device::Cpu));
     let mut w = vec![0.0f32; 32];
-    w[5] = 0.3; // image 0: patch 5 (row 1, column 1 of the 4×4 grid) only; scaled to 1
-    w[16..].iter_mut().for_each(|v| *v = 1.0); // image 1: every patch alike
+    w[5] = 0.3; // image 0: patch 5 (row 1, column 1 of the 4×4 grid) only; stretched to 1
+    w[16..].iter_mut().for_each(|v| *v = 1.0); // image 1: every patch alike: no red
+    w[31] = 1.5; // but the last patch (row 3, column 3)
     let weights = tch::Tensor::from_slice(&w).reshape([2, 16]);
     let out = attention_overlay(&images, &weights).unwrap();
     assert_eq!(out.size(), [2, 3, 28, 28]);
@@ -274,7 +275,16 @@ fn the_attention_overlay_reddens_the_weighted_patch_and_leaves_the_others_grey()
         assert!((got - want).abs() < 1e-5, "{got} vs {want}");
     }
     assert!(px(0, 2, 2).iter().all(|v| (v - grey).abs() < 1e-6));
-    assert!(px(1, 27, 0).iter().zip(red).all(|(g, r)| (g - r).abs() < 1e-5));
+    assert!(px(1, 27, 27).iter().zip(red).all(|(g, r)| (g - r).abs() < 1e-5));
+    assert!(px(1, 0, 0).iter().all(|v| (v - grey).abs() < 1e-6));
+    let alike =
+        attention_overlay(&images.narrow(0, 0, 1), &tch::Tensor::ones([1, 16], (tch::Kind::Float, Device::Cpu)));
+    assert!(alike.unwrap().allclose(
+        &tch::Tensor::full([1, 3, 28, 28], f64::from(grey), (tch::Kind::Float, Device::Cpu)),
+        1e-6,
+        1e-6,
+        false
+    ));
     let err = attention_overlay(&images, &weights.narrow(1, 0, 15)).unwrap_err().to_string();
     assert!(err.contains("N = g² patches") && err.contains("weights (2, 15)"), "{err}");
     let err = attention_overlay(&images, &weights.narrow(0, 0, 1)).unwrap_err().to_string();

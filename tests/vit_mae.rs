@@ -275,6 +275,28 @@ fn the_encoders_attention_is_what_its_weights_give_and_its_output_unchanged() {
         assert!(close(&att.probs, &by_hand) < 1e-6, "layer {i}: {}", close(&att.probs, &by_hand));
         input = layer.forward(&input);
     }
+    // A model's own forward pass, with the encoder keeping its attention: the ViT's logits (its
+    // last layer on the CLS row only) unchanged, the attention that of the whole stack.
+    let vs = nn::VarStore::new(Device::Cpu);
+    let vit = Vit::new(&vs.root(), &VitConfig::tiny()).unwrap();
+    let images = Tensor::randn([3, 1, 8, 8], (Kind::Float, Device::Cpu));
+    let tokens = Tensor::cat(
+        &[vit.cls_token.expand([3, -1, -1], false), vit.patch_embed.forward(&patchify(&images, 4).unwrap())],
+        1,
+    ) + &vit.pos_embed;
+    let (logits, layers) = vit.encoder.with_attention(|| vit.logits(&images).unwrap()).unwrap();
+    assert!(close(&logits, &vit.logits(&images).unwrap()) < 1e-5);
+    let direct = vit.encoder.forward_with_attention(&tokens).unwrap().layers;
+    assert_eq!(layers.len(), direct.len());
+    for (a, b) in layers.iter().zip(&direct) {
+        assert_eq!(a.probs.size(), [3, VitConfig::tiny().encoder.n_heads, 5, 5]);
+        assert!(close(&a.probs, &b.probs) < 1e-6);
+    }
+    // Outside with_attention nothing is kept; a closure that never runs the encoder is an error.
+    let _ = vit.logits(&images).unwrap();
+    let err = vit.encoder.with_attention(|| 1).unwrap_err().to_string();
+    assert!(err.contains("the closure never ran this encoder"), "{err}");
+
     let err = encoder.forward_with_attention(&x.narrow(2, 0, 8)).unwrap_err().to_string();
     assert!(err.contains("expected tokens (B, N, 16), got shape (2, 5, 8)"), "{err}");
     let err = encoder.forward_with_attention(&x.get(0)).unwrap_err().to_string();

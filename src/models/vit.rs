@@ -8,6 +8,9 @@
 //! (Over 400 lines: the encoder stack — self-attention, layer, stack with its row-pruned paths —
 //! lives here because the ViT and the MAE share it, and PyTorch keeps it as one module too.)
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module};
 use tch::Tensor;
@@ -223,13 +226,63 @@ impl Module for EncoderLayer {
 pub struct TransformerEncoder {
     /// The layers, first first.
     pub layers: Vec<EncoderLayer>,
+    /// Set inside [`TransformerEncoder::with_attention`]: passes keep their attention in `recorded`.
+    recording: AtomicBool,
+    recorded: Mutex<Option<Vec<LayerAttention>>>,
 }
 
 impl TransformerEncoder {
     /// `cfg.n_layers` layers under `vs / "layers"`.
     pub fn new(vs: &nn::Path, cfg: &EncoderConfig) -> Self {
         let layers = (0..cfg.n_layers).map(|i| EncoderLayer::new(&(vs / "layers" / i), cfg)).collect();
-        TransformerEncoder { layers }
+        TransformerEncoder { layers, recording: AtomicBool::new(false), recorded: Mutex::new(None) }
+    }
+
+    /// Runs `f` (a model's forward pass that uses this encoder, say) with the encoder keeping
+    /// every layer's attention, and returns `f`'s result with the attention of the encoder's last
+    /// pass inside it: attention rollout on a ViT exactly as its own forward computes it. Inside,
+    /// every pass runs all rows of every layer with libtorch's reference attention kernel (which
+    /// returns the weights): same outputs, a little slower.
+    ///
+    /// # Errors
+    /// `f` never ran the encoder.
+    pub fn with_attention<T>(&self, f: impl FnOnce() -> T) -> Result<(T, Vec<LayerAttention>)> {
+        struct Off<'a>(&'a AtomicBool);
+        impl Drop for Off<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::SeqCst); // also when `f` panics
+            }
+        }
+        self.take_recorded();
+        self.recording.store(true, Ordering::SeqCst);
+        let out = {
+            let _off = Off(&self.recording);
+            f()
+        };
+        let layers = self.take_recorded().ok_or_else(|| {
+            Error::Input(
+                "with_attention: the closure never ran this encoder; call the forward pass of the model that \
+                 holds it inside the closure"
+                    .into(),
+            )
+        })?;
+        Ok((out, layers))
+    }
+
+    fn take_recorded(&self) -> Option<Vec<LayerAttention>> {
+        self.recorded.lock().map(|mut r| r.take()).unwrap_or_else(|poisoned| poisoned.into_inner().take())
+    }
+
+    /// Inside [`TransformerEncoder::with_attention`]: the whole pass with its attention kept
+    /// (`None` outside, or for input the encoder cannot take: the plain pass then reports it).
+    fn recording_pass(&self, x: &Tensor) -> Option<Tensor> {
+        if !self.recording.load(Ordering::SeqCst) {
+            return None;
+        }
+        let out = self.forward_with_attention(x).ok()?;
+        let mut slot = self.recorded.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        *slot = Some(out.layers);
+        Some(out.hidden)
     }
 
     /// The encoder's output for the first `q` positions: the first `q` rows of `forward(x)`. The
@@ -283,6 +336,9 @@ impl TransformerEncoder {
 
     /// All layers but the last on every row, then the last on the rows `rows(h)` of its input.
     fn forward_last_rows(&self, x: &Tensor, rows: impl Fn(&Tensor) -> Tensor) -> Tensor {
+        if let Some(all) = self.recording_pass(x) {
+            return rows(&all);
+        }
         match self.layers.split_last() {
             Some((last, rest)) => {
                 let h = rest.iter().fold(x.shallow_clone(), |x, layer| layer.forward(&x));
@@ -297,6 +353,9 @@ impl Module for TransformerEncoder {
     /// # Shapes
     /// `x: (B, N, D)` → `(B, N, D)`.
     fn forward(&self, x: &Tensor) -> Tensor {
+        if let Some(all) = self.recording_pass(x) {
+            return all;
+        }
         self.layers.iter().fold(x.shallow_clone(), |x, layer| layer.forward(&x))
     }
 }

@@ -107,9 +107,9 @@ pub fn reconstruction_grid<M: MaskedAutoencoder>(
 }
 
 /// Images with a per-patch weight laid over them in red (attention rollout's "which patches the
-/// CLS token draws on"): each image's weights are scaled to its largest, and a patch of weight 1
-/// is 70 % red over the grey image, one of weight 0 the grey image alone. Pass the result to
-/// [`image_grid`].
+/// CLS token draws on"): each image's weights are stretched from its smallest patch (the grey
+/// image alone) to its largest (70 % red over it); weights all alike show no red. Pass the result
+/// to [`image_grid`].
 ///
 /// # Shapes
 /// `images: (B, C, H, W)`, uint8 pixels or floats in [0, 1], `C` = 1 or 3; `weights: (B, N)` with
@@ -141,12 +141,12 @@ pub fn attention_overlay(images: &Tensor, weights: &Tensor) -> Result<Tensor> {
     let x = if x.kind() == Kind::Uint8 { x.to_kind(Kind::Float) / 255.0 } else { x.to_kind(Kind::Float) };
     let grey = x.mean_dim(1, true, Kind::Float).clamp(0.0, 1.0); // (B, 1, H, W)
     let wts = weights.detach().to_device(cpu).to_kind(Kind::Float).clamp_min(0.0);
-    let top = wts.amax(1, true).clamp_min(1e-12);
-    let map = (wts / top).reshape([b, 1, g, g]).repeat_interleave_self_int(h / g, 2, None).repeat_interleave_self_int(
-        w / g,
-        3,
-        None,
-    ); // (B, 1, H, W), each patch's weight over its pixels
+    let low = wts.amin(1, true);
+    let span = wts.amax(1, true) - &low;
+    let map = ((wts - low) / span.clamp_min(1e-12))
+        .reshape([b, 1, g, g])
+        .repeat_interleave_self_int(h / g, 2, None)
+        .repeat_interleave_self_int(w / g, 3, None); // (B, 1, H, W), each patch's weight over its pixels
     let alpha = map * 0.7;
     let red = Tensor::from_slice(&[1.0f32, 0.15, 0.0]).reshape([1, 3, 1, 1]);
     Ok(&grey * (alpha.ones_like() - &alpha) + alpha * red)
