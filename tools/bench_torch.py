@@ -23,13 +23,18 @@ def adamw(params, optim: dict):
     )
 
 
-def timed(step, warmup, steps):
+def timed(step, warmup, steps, device="cpu"):
+    """The median of `steps` timed steps after `warmup`; on CUDA each step ends with a synchronize
+    (kernels are launched asynchronously), as hw9's bench does."""
+    sync = torch.cuda.synchronize if str(device).startswith("cuda") else (lambda: None)
     for _ in range(warmup):
         step()
+    sync()
     times = []
     for _ in range(steps):
         t = time.perf_counter()
         step()
+        sync()
         times.append(time.perf_counter() - t)
     return statistics.median(times)
 
@@ -40,19 +45,21 @@ def main():
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--threads", type=int)
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    dev = torch.device(args.device)
     torch.manual_seed(0)
-    x = torch.randn(args.batch, 1, 28, 28)
-    y = torch.randint(10, (args.batch,))
+    x = torch.randn(args.batch, 1, 28, 28, device=dev)
+    y = torch.randint(10, (args.batch,), device=dev)
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, "
+        f"torch {torch.__version__}, device {dev}, {torch.get_num_threads()} threads, batch {args.batch}, "
         f"median of {args.steps} steps after {args.warmup}"
     )
     for name in ("cpu", "full"):
         p = plan(name)["vit_mae"]
-        vit = ViT(enc=encoder(p["vit"]["encoder"]), image=28, patch=p["vit"]["patch_size"])
+        vit = ViT(enc=encoder(p["vit"]["encoder"]), image=28, patch=p["vit"]["patch_size"]).to(dev)
         opt = adamw(vit.parameters(), p["vit_train"]["optim"])
 
         def vit_step():
@@ -61,19 +68,19 @@ def main():
             opt.step()
 
         m = p["mae"]
-        mae = MAE(enc=encoder(m["encoder"]), dec=encoder(m["decoder"]), image=28, patch=m["patch_size"])
+        mae = MAE(enc=encoder(m["encoder"]), dec=encoder(m["decoder"]), image=28, patch=m["patch_size"]).to(dev)
         mopt = adamw(mae.parameters(), p["mae_train"]["optim"])
 
         def mae_step():
             mopt.zero_grad()
-            ids = torch.argsort(torch.rand(x.shape[0], mae.n), dim=1)
+            ids = torch.argsort(torch.rand(x.shape[0], mae.n, device=dev), dim=1)
             encoded, mask, ids_restore = mae.forward_encoder(x, ids)
             mae.forward_loss(x, mae.forward_decoder(encoded, ids_restore), mask).backward()
             mopt.step()
 
         print(
-            f"{name:>4} sizes: ViT step {timed(vit_step, args.warmup, args.steps):.3f} s, "
-            f"MAE step {timed(mae_step, args.warmup, args.steps):.3f} s"
+            f"{name:>4} sizes: ViT step {timed(vit_step, args.warmup, args.steps, dev):.3f} s, "
+            f"MAE step {timed(mae_step, args.warmup, args.steps, dev):.3f} s"
         )
 
 

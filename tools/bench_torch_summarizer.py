@@ -76,7 +76,9 @@ class Summarizer(torch.nn.Module):
             x = layer(x, src_key_padding_mask=src_pad)
         y = self.embed(dec_in)
         t = dec_in.shape[1]
-        causal = torch.ones(t, t, dtype=torch.bool).triu(1)  # True = hidden, like the padding masks
+        causal = torch.ones(t, t, dtype=torch.bool, device=dec_in.device).triu(
+            1
+        )  # True = hidden, like the padding masks
         for layer in self.decoder:
             y = layer(
                 y, x, tgt_mask=causal, tgt_key_padding_mask=dec_pad, memory_key_padding_mask=src_pad, tgt_is_causal=True
@@ -91,22 +93,24 @@ def main():
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--threads", type=int)
     ap.add_argument("--size", choices=["cpu", "full", "both"], default="both")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     args = ap.parse_args()
+    dev = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     table = sizes()
     vocab = table["cpu"][0]["vocab"]
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, vocab {vocab}, "
-        f"median of {args.steps} steps after {args.warmup}"
+        f"torch {torch.__version__}, device {dev}, {torch.get_num_threads()} threads, batch {args.batch}, "
+        f"vocab {vocab}, median of {args.steps} steps after {args.warmup}"
     )
     for name, (size, src_len, tgt_len) in table.items():
         if args.size not in ("both", name):
             continue
         torch.manual_seed(0)
-        model = Summarizer(**size).train()
+        model = Summarizer(**size).train().to(dev)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-        ids = lambda n: torch.randint(3, vocab, (args.batch, n))
+        ids = lambda n: torch.randint(3, vocab, (args.batch, n), device=dev)
         src, dec_in, labels = ids(src_len), ids(tgt_len), ids(tgt_len)
 
         def step():
@@ -122,7 +126,7 @@ def main():
 
         print(
             f"{name:>4} size (source {src_len}, summary {tgt_len} tokens): "
-            f"step {timed(step, args.warmup, args.steps):.3f} s"
+            f"step {timed(step, args.warmup, args.steps, dev):.3f} s"
         )
 
 

@@ -70,6 +70,8 @@ const LEFT_OUT: &[&str] = &[
     "crates/hw9-grade/tests",
     "tests/notebooks/test_notebooks.py",
     "tests/notebooks/test_summarization.py",
+    // The GPU check runs the solution sources (tools/gpu_check.py is not copied either).
+    "tests/notebooks/test_gpu_check.py",
     "assets/fixtures/transformer_parity.safetensors",
 ];
 
