@@ -220,6 +220,38 @@ enum Cmd {
         #[arg(long, default_value_t = 5)]
         repeats: usize,
     },
+    /// Fine-tune SmolLM2-135M-Instruct's top layers into a summarizer (notebook 2's optional
+    /// section), then score it with ROUGE on the test documents beside Lead-k.
+    FinetuneLm {
+        /// Wall-clock training budget in minutes (default: the profile's, 20 in cpu); 0 scores
+        /// the base model as it is (zero-shot).
+        #[arg(long)]
+        minutes: Option<f64>,
+        #[arg(long, default_value_os_t = hw9::tasks::lm_summarizer::default_dir())]
+        out: PathBuf,
+        /// Save the run's state in this folder every minute; run the same command again after an
+        /// interruption and it trains for the rest of the budget.
+        #[arg(long)]
+        state: Option<PathBuf>,
+        /// Override the profile's top layers trained (8).
+        #[arg(long)]
+        top_layers: Option<usize>,
+        /// Override the profile's documents per step (8).
+        #[arg(long)]
+        batch: Option<usize>,
+        /// Override the profile's peak learning rate (3e-4).
+        #[arg(long)]
+        lr: Option<f64>,
+        /// Override the profile's document cut in tokens (128).
+        #[arg(long)]
+        max_doc_tokens: Option<usize>,
+        /// Test documents to score (the first N; 0 skips the scoring).
+        #[arg(long, default_value_t = 1000)]
+        test: usize,
+        /// Score the summarizer saved in --out instead of training one.
+        #[arg(long)]
+        evaluate_only: bool,
+    },
     /// A small resumable training run (tests and the fault-injection benchmark kill it with
     /// SIGKILL and run it again): saves its state every 10 steps into <dir>, continues from it,
     /// and writes the final weights to <dir>/final.safetensors.
@@ -631,6 +663,29 @@ fn run(cmd: Cmd) -> hw9::Result<bool> {
             smollm2(&prompt, chat, max_new_tokens, repeats)?;
             Ok(true)
         }
+        Cmd::FinetuneLm { minutes, out, state, top_layers, batch, lr, max_doc_tokens, test, evaluate_only } => {
+            let mut plan = hw9::tasks::lm_summarizer::LmSummaryPlan::for_profile(hw9::profile()?);
+            if let Some(m) = minutes {
+                plan.seconds = m * 60.0;
+            }
+            if let Some(k) = top_layers {
+                plan.model.top_layers = k;
+            }
+            if let Some(b) = batch {
+                plan.batch_size = b;
+            }
+            if let Some(lr) = lr {
+                plan.optim.lr = lr;
+            }
+            if let Some(n) = max_doc_tokens {
+                plan.model.max_doc_tokens = n;
+            }
+            if let Some(dir) = state {
+                plan.resumable_in(dir);
+            }
+            finetune_lm(&plan, &out, test, evaluate_only)?;
+            Ok(true)
+        }
         Cmd::FitDemo { dir } => {
             fit_demo(&dir)?;
             Ok(true)
@@ -679,6 +734,60 @@ fn main() {
             std::process::exit(2);
         }
     }
+}
+
+/// `hw9 finetune-lm`: trains (or loads, or takes the base model as it is), then scores the first
+/// `test` test documents with ROUGE beside Lead-k, and prints a few synopses.
+fn finetune_lm(
+    plan: &hw9::tasks::lm_summarizer::LmSummaryPlan,
+    out: &std::path::Path,
+    test: usize,
+    evaluate_only: bool,
+) -> hw9::Result<()> {
+    use hw9::tasks::lm_summarizer::{fine_tune, test_rouge, LmSummarizer};
+    let device = hw9::device();
+    let s = if evaluate_only {
+        LmSummarizer::load(out, device)?
+    } else if plan.seconds <= 0.0 {
+        println!("no training: the base model as it is (zero-shot)");
+        LmSummarizer::base(&plan.model, device)?
+    } else {
+        let (s, r) = fine_tune(plan, out, device)?;
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        println!("saved to {}", out.display());
+        s
+    };
+    if test == 0 {
+        return Ok(());
+    }
+    let pairs = hw9::data::corpus::read_pairs(&hw9::data::corpus::corpus_path())?;
+    let test_pairs: Vec<hw9::data::corpus::Pair> =
+        hw9::data::corpus::split(&pairs, "test").into_iter().take(test).cloned().collect();
+    let t0 = std::time::Instant::now();
+    let (predictions, (r1, r2, rl)) = test_rouge(&s, &test_pairs, test)?;
+    let secs = t0.elapsed().as_secs_f64();
+    let validation: Vec<hw9::data::corpus::Pair> =
+        hw9::data::corpus::split(&pairs, "validation").into_iter().take(test).cloned().collect();
+    let lead = hw9::tasks::summarization::lead_baseline_of(&validation, &test_pairs, 4..=20, test)?;
+    let (k, (l1, l2, ll)) = (lead.k, lead.test);
+    println!(
+        "{} test documents in {secs:.0} s ({:.2} s each): ROUGE-1 {r1:.4} ROUGE-2 {r2:.4} ROUGE-L {rl:.4}; \
+         Lead-{k} (k chosen on validation) {l1:.4} {l2:.4} {ll:.4}",
+        test_pairs.len(),
+        secs / test_pairs.len().max(1) as f64
+    );
+    for (p, pred) in test_pairs.iter().zip(&predictions).take(8) {
+        println!("- {}\n  reference: {}\n  model:     {pred}", p.package, p.summary);
+    }
+    let scores = serde_json::json!({
+        "documents": test_pairs.len(), "seconds": secs,
+        "rouge": [r1, r2, rl], "lead": { "k": k, "rouge": [l1, l2, ll] },
+        "predictions": predictions,
+    });
+    if out.exists() {
+        hw9::io::write_atomic(&out.join("test_rouge.json"), &serde_json::to_vec_pretty(&scores)?)?;
+    }
+    Ok(())
 }
 
 /// `hw9 smollm2`: loads the model, times a forward with attention over a 20-token sentence, and

@@ -493,6 +493,44 @@ impl Llama {
         }
     }
 
+    /// The mean next-token cross-entropy of a fine-tuning batch: `input_ids (B, T)` and
+    /// `labels (B, T)`, `labels[b, t]` the id that should follow position `t`, or −1 where no
+    /// prediction is scored (the prompt, right padding). The layers below `trained_from` run
+    /// without recording gradients (frozen: only the forward pass is paid for them); the layers
+    /// from there on, the final norm and the loss are recorded. The unembedding runs only on the
+    /// scored positions.
+    pub fn lm_loss(&self, input_ids: &Tensor, labels: &Tensor, trained_from: usize) -> Result<Tensor> {
+        let t = self.check_ids(input_ids, 0)?;
+        if labels.size() != input_ids.size() {
+            return Err(Error::Input(format!(
+                "Llama::lm_loss labels: expected the input's shape {}, got {}",
+                crate::error::fmt_shape(&input_ids.size()),
+                crate::error::fmt_shape(&labels.size())
+            )));
+        }
+        let trained_from = trained_from.min(self.layers.len());
+        let (cos, sin) = self.rope.cos_sin(0, t);
+        let frozen = tch::no_grad(|| {
+            let mut x = self.embed_tokens.forward(input_ids);
+            for layer in &self.layers[..trained_from] {
+                x = layer.forward(&x, (&cos, &sin), None, false, None).0;
+            }
+            x
+        });
+        let mut x = frozen;
+        for layer in &self.layers[trained_from..] {
+            x = layer.forward(&x, (&cos, &sin), None, false, None).0;
+        }
+        let hidden = self.norm.forward(&x).reshape([-1, self.cfg.hidden_size]);
+        let labels = labels.reshape([-1]).to_device(hidden.device());
+        let scored = labels.ge(0).nonzero().squeeze_dim(1);
+        if scored.numel() == 0 {
+            return Err(Error::Input("Llama::lm_loss: expected at least one label ≥ 0, got none".into()));
+        }
+        let logits = self.head(&hidden.index_select(0, &scored));
+        Ok(logits.cross_entropy_for_logits(&labels.index_select(0, &scored)))
+    }
+
     /// Next-token logits `(B, T)` → `(B, T, V)`; no attention kept (libtorch's fused kernel).
     pub fn logits(&self, input_ids: &Tensor) -> Result<Tensor> {
         let run = tch::no_grad(|| self.run(input_ids, None, false, false))?;

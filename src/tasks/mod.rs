@@ -9,6 +9,7 @@ pub mod heads;
 pub mod images;
 pub mod interpret;
 pub mod language_model;
+pub mod lm_summarizer;
 pub mod measure;
 pub mod rouge;
 pub mod summarization;

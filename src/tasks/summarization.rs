@@ -195,6 +195,17 @@ pub struct LeadBaseline {
 /// Tries every `k` in `ks` on the first `n` validation documents, keeps the best by ROUGE-L, and
 /// scores it on the first `n` test documents (the ones [`test_rouge`] scores a model on).
 pub fn lead_baseline(data: &SummaryData, ks: impl IntoIterator<Item = usize>, n: usize) -> Result<LeadBaseline> {
+    lead_baseline_of(&data.validation_pairs, &data.test_pairs, ks, n)
+}
+
+/// [`lead_baseline`] on pairs as they are: `k` chosen on the first `n` of `validation`, scored on
+/// the first `n` of `test`.
+pub fn lead_baseline_of(
+    validation: &[Pair],
+    test: &[Pair],
+    ks: impl IntoIterator<Item = usize>,
+    n: usize,
+) -> Result<LeadBaseline> {
     let score = |pairs: &[Pair], k: usize| {
         let leads: Vec<String> = pairs.iter().take(n).map(|p| lead_k(&p.document, k)).collect();
         crate::tasks::rouge::corpus_f1(
@@ -204,7 +215,7 @@ pub fn lead_baseline(data: &SummaryData, ks: impl IntoIterator<Item = usize>, n:
     let validation: Vec<(usize, f64, f64, f64)> = ks
         .into_iter()
         .map(|k| {
-            let (r1, r2, rl) = score(&data.validation_pairs, k);
+            let (r1, r2, rl) = score(validation, k);
             (k, r1, r2, rl)
         })
         .collect();
@@ -213,7 +224,7 @@ pub fn lead_baseline(data: &SummaryData, ks: impl IntoIterator<Item = usize>, n:
         .max_by(|a, b| a.3.total_cmp(&b.3))
         .ok_or_else(|| crate::Error::Input("Lead-k: expected at least one k to try, got none".into()))?;
     let k = best.0;
-    Ok(LeadBaseline { k, test: score(&data.test_pairs, k), validation })
+    Ok(LeadBaseline { k, test: score(test, k), validation })
 }
 
 /// Whether some word (split on whitespace) appears three times in a row: the degenerate repeats
