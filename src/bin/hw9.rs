@@ -249,7 +249,7 @@ enum Cmd {
         #[arg(long, default_value_t = 1000)]
         test: usize,
         /// Score the summarizer saved in --out instead of training one.
-        #[arg(long)]
+        #[arg(long, conflicts_with_all = ["minutes", "state", "top_layers", "batch", "lr", "max_doc_tokens"])]
         evaluate_only: bool,
     },
     /// A small resumable training run (tests and the fault-injection benchmark kill it with
@@ -666,6 +666,9 @@ fn run(cmd: Cmd) -> hw9::Result<bool> {
         Cmd::FinetuneLm { minutes, out, state, top_layers, batch, lr, max_doc_tokens, test, evaluate_only } => {
             let mut plan = hw9::tasks::lm_summarizer::LmSummaryPlan::for_profile(hw9::profile()?);
             if let Some(m) = minutes {
+                if !(m.is_finite() && m >= 0.0) {
+                    return Err(hw9::Error::Input(format!("--minutes: expected 0 or more, got {m}")));
+                }
                 plan.seconds = m * 60.0;
             }
             if let Some(k) = top_layers {
@@ -746,9 +749,22 @@ fn finetune_lm(
 ) -> hw9::Result<()> {
     use hw9::tasks::lm_summarizer::{fine_tune, test_rouge, LmSummarizer};
     let device = hw9::device();
+    let zero_shot = !evaluate_only && plan.seconds <= 0.0;
+    // Never write over a folder that holds something else (the base model, say).
+    let config = out.join("config.json");
+    if !evaluate_only && !zero_shot && config.exists() {
+        let text = std::fs::read_to_string(&config).map_err(|e| hw9::Error::io(&config, e))?;
+        if serde_json::from_str::<hw9::tasks::lm_summarizer::LmSummarizerConfig>(&text).is_err() {
+            return Err(hw9::Error::Input(format!(
+                "--out {}: expected a folder of its own or an earlier fine-tuned summarizer's, got one whose \
+                 config.json is something else: choose another --out",
+                out.display()
+            )));
+        }
+    }
     let s = if evaluate_only {
         LmSummarizer::load(out, device)?
-    } else if plan.seconds <= 0.0 {
+    } else if zero_shot {
         println!("no training: the base model as it is (zero-shot)");
         LmSummarizer::base(&plan.model, device)?
     } else {
@@ -781,11 +797,15 @@ fn finetune_lm(
     }
     let scores = serde_json::json!({
         "documents": test_pairs.len(), "seconds": secs,
+        "model": if zero_shot { "the base model, zero-shot" } else { "fine-tuned" }, "config": s.config,
         "rouge": [r1, r2, rl], "lead": { "k": k, "rouge": [l1, l2, ll] },
         "predictions": predictions,
     });
+    // A zero-shot score goes beside, never over, a fine-tuned model's own.
+    let file = if zero_shot { "test_rouge_zero_shot.json" } else { "test_rouge.json" };
     if out.exists() {
-        hw9::io::write_atomic(&out.join("test_rouge.json"), &serde_json::to_vec_pretty(&scores)?)?;
+        hw9::io::write_atomic(&out.join(file), &serde_json::to_vec_pretty(&scores)?)?;
+        println!("scores and summaries in {}", out.join(file).display());
     }
     Ok(())
 }

@@ -497,8 +497,8 @@ impl Llama {
     /// `labels (B, T)`, `labels[b, t]` the id that should follow position `t`, or −1 where no
     /// prediction is scored (the prompt, right padding). The layers below `trained_from` run
     /// without recording gradients (frozen: only the forward pass is paid for them); the layers
-    /// from there on, the final norm and the loss are recorded. The unembedding runs only on the
-    /// scored positions.
+    /// from there on, the final norm and the loss are recorded (the token embeddings, tied to the
+    /// unembedding, never are). The unembedding runs only on the scored positions.
     pub fn lm_loss(&self, input_ids: &Tensor, labels: &Tensor, trained_from: usize) -> Result<Tensor> {
         let t = self.check_ids(input_ids, 0)?;
         if labels.size() != input_ids.size() {
@@ -506,6 +506,16 @@ impl Llama {
                 "Llama::lm_loss labels: expected the input's shape {}, got {}",
                 crate::error::fmt_shape(&input_ids.size()),
                 crate::error::fmt_shape(&labels.size())
+            )));
+        }
+        if labels.kind() != Kind::Int64 {
+            return Err(Error::Input(format!("Llama::lm_loss labels: expected int64 ids, got {:?}", labels.kind())));
+        }
+        let top = labels.max().int64_value(&[]);
+        if top >= self.cfg.vocab_size {
+            return Err(Error::Input(format!(
+                "Llama::lm_loss labels: expected ids below {} (or −1 for none), got {top}",
+                self.cfg.vocab_size
             )));
         }
         let trained_from = trained_from.min(self.layers.len());

@@ -3,12 +3,14 @@
 //! answer. Decoder-only: `<|im_start|>user\n{instruction}\n\n{document}<|im_end|>\n
 //! <|im_start|>assistant\n{synopsis}<|im_end|>`, the loss on the synopsis' tokens only.
 //!
-//! **What is trained: the top layers**, not LoRA. On 2 CPU cores the forward pass is what a
-//! minute buys: with the bottom layers frozen their forward runs without recording gradients and
-//! nothing flows back through them, so a step costs about the forward pass plus the backward of
-//! the trained layers; LoRA on every layer would back-propagate through all 30 (about twice the
-//! cost a token) to train far fewer weights. The trained layers are saved alone (about 14 MB a
-//! layer), and loaded over the base model's.
+//! **What is trained: the top layers.** On 2 CPU cores what costs is which layers gradients flow
+//! through, not how many weights change: the 22 frozen layers run forward without recording
+//! gradients and nothing flows back through them, so a step costs about 30 layers' forward plus
+//! 8 layers' backward (≈ 2 forwards each): ~46 layer-forwards. LoRA on every layer must carry
+//! gradients back through all 30 (≈ 1 forward each without weight gradients): ~60, 1.3× this.
+//! LoRA on the top 8 only would cost what this costs and save ~1 MB instead of 113 MB; full
+//! updates were kept because they need no adapter module (LoRA was not measured). The trained
+//! layers are saved alone (about 14 MB a layer) and loaded over the base model's.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -23,8 +25,12 @@ use crate::io::write_atomic;
 use crate::models::llama::Llama;
 use crate::profile::Profile;
 use crate::train::{
-    load_checkpoint, save_checkpoint, Evaluation, Fit, OptimConfig, Progress, ResumeConfig, Schedule, Step,
+    load_checkpoint, save_checkpoint, Evaluation, Fit, OptimConfig, Precision, Progress, ResumeConfig, Schedule, Step,
 };
+
+/// The base model's folder name (`$HW9_LLAMA_DIR`'s, when set): a summarizer is loaded over the
+/// base it was trained from, no other.
+pub const BASE: &str = "smollm2-135m-instruct";
 
 /// The instruction before each document.
 pub const INSTRUCTION: &str = "Write the one-line synopsis of this Debian package description.";
@@ -32,7 +38,7 @@ pub const INSTRUCTION: &str = "Write the one-line synopsis of this Debian packag
 /// What a fine-tuned summarizer is, beside its weights (`config.json` of its folder).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LmSummarizerConfig {
-    /// The base model's `config.json` `source` line or folder name.
+    /// The base model's folder name ([`BASE`] for SmolLM2-135M-Instruct).
     pub base: String,
     /// The top layers trained (and saved); the final norm is trained too.
     pub top_layers: usize,
@@ -51,6 +57,9 @@ pub struct LmSummaryPlan {
     pub model: LmSummarizerConfig,
     /// Wall-clock training budget in seconds.
     pub seconds: f64,
+    /// A fixed number of steps instead of the time budget (tests: the same work on any machine).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_steps: Option<usize>,
     /// Documents per step.
     pub batch_size: usize,
     /// Only the first this many training documents (all when `None`).
@@ -74,13 +83,14 @@ impl LmSummaryPlan {
             profile.pick((10.0, Some(200), 10), (1200.0, None, 200), (1200.0, None, 1000));
         LmSummaryPlan {
             model: LmSummarizerConfig {
-                base: "SmolLM2-135M-Instruct".into(),
+                base: BASE.into(),
                 top_layers: 8,
                 max_doc_tokens: 128,
                 max_summary_tokens: 32,
                 instruction: INSTRUCTION.into(),
             },
             seconds,
+            max_steps: None,
             batch_size: 8,
             max_train_docs,
             rouge_docs,
@@ -125,6 +135,17 @@ impl LmSummarizer {
     /// The base model (SmolLM2-135M-Instruct, or `$HW9_LLAMA_DIR`) as `config` prompts it, before
     /// any fine-tuning.
     pub fn base(config: &LmSummarizerConfig, device: Device) -> Result<Self> {
+        let dir = crate::models::llama::default_llama_dir();
+        let here = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if here != config.base {
+            return Err(Error::Input(format!(
+                "LmSummarizer: expected the base model {:?}, got {} ({} is set to another model: unset it, or \
+                 train a summarizer from this one)",
+                config.base,
+                dir.display(),
+                if std::env::var_os("HW9_LLAMA_DIR").is_some() { "HW9_LLAMA_DIR" } else { "the default folder" }
+            )));
+        }
         let (vs, model, tok) = crate::models::llama::load_default(device)?;
         let layers = model.cfg.num_hidden_layers as usize;
         if config.top_layers > layers {
@@ -167,8 +188,13 @@ impl LmSummarizer {
             > model.cfg.max_position_embeddings
         {
             return Err(Error::Input(format!(
-                "LmSummarizer: a prompt of {} document tokens and {} synopsis tokens exceeds the model's context of {}",
-                config.max_doc_tokens, config.max_summary_tokens, model.cfg.max_position_embeddings
+                "LmSummarizer: a prompt of {} tokens ({} of instruction and template, {} of document) and {} of \
+                 synopsis exceeds the model's context of {}",
+                prefix.len() + suffix.len() + config.max_doc_tokens,
+                prefix.len() + suffix.len(),
+                config.max_doc_tokens,
+                config.max_summary_tokens,
+                model.cfg.max_position_embeddings
             )));
         }
         Ok(LmSummarizer { model, tok, config: config.clone(), vs, trained, prefix, suffix, stop })
@@ -177,6 +203,13 @@ impl LmSummarizer {
     /// A fine-tuned summarizer saved by [`fine_tune`] (`config.json` and the trained layers'
     /// `model.safetensors`), over the base model.
     pub fn load(dir: &Path, device: Device) -> Result<Self> {
+        if !dir.join("config.json").exists() || !dir.join("model.safetensors").exists() {
+            return Err(Error::Input(format!(
+                "no fine-tuned summarizer in {}: expected config.json and model.safetensors there (make one with \
+                 `cargo run --release -- finetune-lm`, or notebook 2's fine_tune_here = true)",
+                dir.display()
+            )));
+        }
         let config: LmSummarizerConfig = crate::io::read_config(dir)?;
         let s = Self::base(&config, device)?;
         load_checkpoint(&s.trained, &config, dir)?;
@@ -200,7 +233,7 @@ impl LmSummarizer {
     pub fn example(&self, pair: &Pair) -> Result<(Vec<i64>, Vec<i64>)> {
         let prompt = self.prompt_ids(&pair.document)?;
         let (mut target, _) = self.tok.encode(pair.summary.trim())?;
-        target.truncate(self.config.max_summary_tokens - 1);
+        target.truncate(self.config.max_summary_tokens.saturating_sub(1));
         target.push(self.stop[0]);
         let full = [prompt.as_slice(), &target].concat();
         let input = full[..full.len() - 1].to_vec();
@@ -228,6 +261,16 @@ impl LmSummarizer {
 
     /// The mean loss on the synopses of `examples` (no gradients).
     pub fn loss(&self, examples: &[(Vec<i64>, Vec<i64>)]) -> Result<f64> {
+        if examples.is_empty() {
+            return Err(Error::Input("LmSummarizer::loss: expected at least one example, got none".into()));
+        }
+        if let Some((i, (x, y))) = examples.iter().enumerate().find(|(_, (x, y))| x.len() != y.len() || x.is_empty()) {
+            return Err(Error::Input(format!(
+                "LmSummarizer::loss: example {i}: expected ids and labels of one non-zero length, got {} and {}",
+                x.len(),
+                y.len()
+            )));
+        }
         let (ids, labels) = self.batch(examples);
         Ok(tch::no_grad(|| self.model.lm_loss(&ids, &labels, self.model.cfg.num_hidden_layers as usize))?
             .double_value(&[]))
@@ -247,11 +290,11 @@ impl LmSummarizer {
 /// What [`fine_tune`] did.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LmTrainReport {
-    /// Optimizer steps taken.
+    /// Optimizer steps taken (a resumed run: before and after the interruption).
     pub steps: usize,
-    /// Training documents seen.
+    /// Training documents seen by this call.
     pub documents: usize,
-    /// Tokens through the model (padding included).
+    /// Tokens through the model by this call (padding included).
     pub tokens: usize,
     /// Training wall time of this call (a resumed run: the part it trained).
     pub seconds: f64,
@@ -285,26 +328,33 @@ pub fn fine_tune(plan: &LmSummaryPlan, out: &Path, device: Device) -> Result<(Lm
     };
     let validation_before = val_loss(&s)?;
     println!("{}: synopsis loss on {} validation documents before: {validation_before:.4}", plan.model.base, val.len());
-    let b = plan.batch_size.max(1);
+    if plan.batch_size == 0 {
+        return Err(Error::Input("fine_tune: expected a batch size ≥ 1, got 0".into()));
+    }
+    let b = plan.batch_size;
+    // Tokenized once, before the clock starts (about 12 s for the whole split on 2 cores).
+    let examples = train.iter().map(|p| s.example(p)).collect::<Result<Vec<_>>>()?;
     let counts = std::cell::Cell::new((0usize, 0usize));
-    // Each epoch: the documents in a random order (libtorch's generator, seeded by the run), taken
-    // 32 batches at a time and sorted by length within, so a batch carries little padding.
-    let (model, docs) = (&s, &train);
+    // The documents in a random order (libtorch's generator, which the run seeds before each step,
+    // so a resumed run draws the same), taken 32 batches at a time and sorted by length within, so
+    // a batch carries little padding; a new order for each pass over the split, without end (the
+    // time budget or `max_steps` ends the run).
+    let examples = &examples;
     let batches = |_epoch: i64| {
-        let order: Vec<i64> =
-            Vec::<i64>::try_from(Tensor::randperm(train.len() as i64, (Kind::Int64, Device::Cpu))).unwrap_or_default();
-        let pool = 32 * b;
-        order.chunks(pool).map(|chunk| chunk.to_vec()).collect::<Vec<_>>().into_iter().flat_map(move |chunk| {
-            // A pair the tokenizer cannot encode (none in the corpus: it is valid UTF-8) is skipped.
-            let mut examples: Vec<(Vec<i64>, Vec<i64>)> =
-                chunk.iter().filter_map(|&i| model.example(docs[i as usize]).ok()).collect();
-            examples.sort_by_key(|e| e.0.len());
-            let mut groups: Vec<Vec<(Vec<i64>, Vec<i64>)>> = Vec::new();
-            let mut it = examples.into_iter().peekable();
-            while it.peek().is_some() {
-                groups.push(it.by_ref().take(b).collect());
+        (0..).flat_map(move |_pass| {
+            // A pass's order: Fisher–Yates from a seed drawn from libtorch's seeded generator.
+            let seed = Tensor::randint(i64::MAX, [1], (Kind::Int64, Device::Cpu)).int64_value(&[0]) as u64;
+            let mut order: Vec<usize> = (0..examples.len()).collect();
+            for i in (1..order.len()).rev() {
+                order.swap(i, (crate::rng::stream(seed, i as u64) % (i as u64 + 1)) as usize);
             }
-            groups
+            let mut groups: Vec<Vec<usize>> = Vec::new();
+            for chunk in order.chunks(32 * b) {
+                let mut pool = chunk.to_vec();
+                pool.sort_by_key(|&i| examples[i].0.len());
+                groups.extend(pool.chunks(b).map(<[usize]>::to_vec));
+            }
+            groups.into_iter().map(move |g| g.iter().map(|&i| examples[i].clone()).collect::<Vec<_>>())
         })
     };
     let trained_from = s.trained_from();
@@ -315,12 +365,25 @@ pub fn fine_tune(plan: &LmSummaryPlan, out: &Path, device: Device) -> Result<(Lm
         Ok(Step { loss: s.model.lm_loss(&ids, &labels, trained_from)?, weight: 1.0, correct: None })
     };
     let start = Instant::now();
-    let fit = Fit::seconds(format!("{} fine-tuned", plan.model.base), plan.seconds, &plan.optim).resumable_in(
+    let title = format!("{} fine-tuned", plan.model.base);
+    let fit = match plan.max_steps {
+        Some(n) => Fit::epochs(title, 1, n, &plan.optim),
+        None => Fit::seconds(title, plan.seconds, &plan.optim),
+    };
+    let fit = fit.precision(Precision::requested(Precision::Fp32)?).resumable_in(
         plan.resume.as_ref(),
         &s.trained,
         &LmSummaryPlan { resume: None, ..plan.clone() },
     )?;
-    let history = fit.run(&s.trained, batches, step, || Ok(Evaluation::default()))?;
+    let steps = plan.max_steps.unwrap_or(usize::MAX);
+    let history = fit.run(&s.trained, |e| batches(e).take(steps), step, || Ok(Evaluation::default()))?;
+    let seconds = start.elapsed().as_secs_f64();
+    if history.step_losses.is_empty() {
+        return Err(Error::Input(format!(
+            "fine_tune: no step was trained in {} s: expected a budget of at least one step",
+            plan.seconds
+        )));
+    }
     let losses = &history.step_losses;
     let mean = |xs: &[f64]| xs.iter().sum::<f64>() / xs.len().max(1) as f64;
     let validation_after = val_loss(&s)?;
@@ -329,7 +392,7 @@ pub fn fine_tune(plan: &LmSummaryPlan, out: &Path, device: Device) -> Result<(Lm
         steps: losses.len(),
         documents,
         tokens,
-        seconds: start.elapsed().as_secs_f64(),
+        seconds,
         first_loss: mean(&losses[..losses.len().min(20)]),
         final_loss: mean(&losses[losses.len().saturating_sub(20)..]),
         validation_before,
