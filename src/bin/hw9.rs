@@ -230,7 +230,8 @@ enum Cmd {
         #[arg(long, default_value_os_t = hw9::tasks::lm_summarizer::default_dir())]
         out: PathBuf,
         /// Save the run's state in this folder every minute; run the same command again after an
-        /// interruption and it trains for the rest of the budget.
+        /// interruption and it trains for the rest of the budget (another budget or setting starts
+        /// afresh, in a folder of its own).
         #[arg(long)]
         state: Option<PathBuf>,
         /// Override the profile's top layers trained (8).
