@@ -380,9 +380,12 @@ pub fn fine_tune(plan: &LmSummaryPlan, out: &Path, device: Device) -> Result<(Lm
     let history = fit.run(&s.trained, |e| batches(e).take(steps), step, || Ok(Evaluation::default()))?;
     let seconds = start.elapsed().as_secs_f64();
     if history.step_losses.is_empty() {
+        let budget = match plan.max_steps {
+            Some(n) => format!("max_steps {n}"),
+            None => format!("{} s", plan.seconds),
+        };
         return Err(Error::Input(format!(
-            "fine_tune: no step was trained in {} s: expected a budget of at least one step",
-            plan.seconds
+            "fine_tune: no step was trained with a budget of {budget}: expected a budget of at least one step"
         )));
     }
     let losses = &history.step_losses;
