@@ -421,7 +421,11 @@ impl Run<'_> {
         let resume = match (&self.fit.resumable, state.map(|st| self.save(st))) {
             (_, Some(Err(e))) => format!("saving its state failed ({e}): running the cell again trains afresh"),
             (Some(r), _) => {
-                format!("its state is saved in {}: run the cell again to continue from there", r.dir.display())
+                format!(
+                    "its state is saved in {}: run the cell again to continue from there (in a terminal: the same \
+                     command)",
+                    r.dir.display()
+                )
             }
             (None, _) => "this run is not resumable: running the cell again trains afresh (a model made in an \
                           earlier cell keeps the weights it has now; variables this cell made are dropped with the \
