@@ -239,7 +239,7 @@ fn main() -> hw9::Result<()> {
             };
             let history = fit.run(&vs, |_| batches.clone().into_iter(), step, || Ok(Evaluation::default()))?;
             let secs = t.elapsed().as_secs_f64();
-            let last: f64 = history.step_losses.iter().rev().take(20).sum::<f64>() / 20.0;
+            let last: f64 = history.step_losses.iter().rev().take(20).sum::<f64>() / steps.min(20) as f64;
             println!(
                 "round {round} {name:<34} batch {batch}: {:.4} s/step, {:.0} pairs/s, last-20 loss {last:.4}",
                 secs / steps as f64,

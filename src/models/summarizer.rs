@@ -4,8 +4,8 @@
 //! loss that ignores label -100. Its layers are [`SeqLayer`]s: the crate's
 //! [`TransformerLayer`], or the student's own from the notebook.
 //!
-//! (Over 400 lines: about 110 of them are its tests — incremental = full decoding, padding
-//! invariance, gradients, error messages — kept beside the model.)
+//! (Over 500 lines: about 195 of them are its tests — incremental = full decoding, padding
+//! invariance, the loss against full logits, gradients, error messages — kept beside the model.)
 
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module};
@@ -295,7 +295,8 @@ impl Summarizer {
         // padding (the costliest product of the step: 8,000 × D per position).
         let labels = batch.labels.view([-1]);
         let scored = labels.ne(IGNORE).nonzero().squeeze_dim(1);
-        let logits = self.logits(&states.view([-1, self.cfg.d_model]).index_select(0, &scored)); // (N, V)
+        // reshape, not view: a student's layer may hand back a non-contiguous tensor.
+        let logits = self.logits(&states.reshape([-1, self.cfg.d_model]).index_select(0, &scored)); // (N, V)
         let labels = labels.index_select(0, &scored);
         let loss = logits.cross_entropy_loss::<Tensor>(&labels, None, Reduction::Mean, IGNORE, epsilon);
         let correct = logits.argmax(-1, false).eq_tensor(&labels).sum(Kind::Int64).int64_value(&[]);
@@ -450,6 +451,37 @@ mod tests {
         bad.labels = bad.labels.narrow(1, 0, 2);
         let msg = m.loss(&bad, false).unwrap_err().to_string();
         assert!(msg.contains("expected shape (2, 4), got (2, 2)"), "{msg}");
+    }
+
+    #[test]
+    fn a_layer_that_returns_a_non_contiguous_tensor_still_gives_a_loss() {
+        // A student's layer may end in a transpose: the loss must not need contiguous states.
+        #[derive(Debug)]
+        struct Strided;
+        impl SeqLayer for Strided {
+            fn forward(
+                &self,
+                x: &Tensor,
+                _: Option<&Tensor>,
+                _: Option<&Tensor>,
+                _: Option<&Tensor>,
+                _: bool,
+            ) -> Tensor {
+                x.transpose(0, 1).contiguous().transpose(0, 1)
+            }
+        }
+        let _rng = crate::rng::test_lock();
+        let vs = nn::VarStore::new(Device::Cpu);
+        let m = Summarizer::with_layers(
+            &vs.root(),
+            &SummarizerConfig::tiny(50),
+            |_, _, _| Box::new(Strided),
+            super::super::transformer::make_positions,
+        )
+        .unwrap();
+        let (loss, _, counted) = m.loss(&batch(), false).unwrap();
+        assert_eq!(counted, 6);
+        assert!(loss.double_value(&[]).is_finite());
     }
 
     #[test]

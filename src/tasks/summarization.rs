@@ -26,6 +26,9 @@ pub fn evaluate(model: &Summarizer, examples: &[Example], batch_size: usize, dev
         for idx in batch_indices(examples, batch_size, false) {
             let batch = Batch::new(&idx.iter().map(|&i| &examples[i]).collect::<Vec<_>>(), device);
             let (l, c, n) = model.loss(&batch, false)?;
+            if n == 0 {
+                continue; // no summary token scored in this batch: its mean loss is NaN
+            }
             loss += l.double_value(&[]) * n as f64;
             correct += c;
             counted += n;
