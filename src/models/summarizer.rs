@@ -293,7 +293,7 @@ impl Summarizer {
         // The output projection only where a label is scored: the same loss as projecting every
         // position and ignoring -100, without the ~40 % of a batch's summary positions that are
         // padding (the costliest product of the step: 8,000 × D per position).
-        let labels = batch.labels.view([-1]);
+        let labels = batch.labels.reshape([-1]);
         let scored = labels.ne(IGNORE).nonzero().squeeze_dim(1);
         // reshape, not view: a student's layer may hand back a non-contiguous tensor.
         let logits = self.logits(&states.reshape([-1, self.cfg.d_model]).index_select(0, &scored)); // (N, V)
