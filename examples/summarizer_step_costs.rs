@@ -159,13 +159,14 @@ fn batches_by(examples: &[hw9::data::seq2seq::Example], batch_size: usize, bucke
 }
 
 fn main() -> hw9::Result<()> {
+    let bad = |arg: &str| hw9::Error::Config(format!("expected steps=N, rounds=N or only=TEXT, got {arg:?}"));
     let (mut steps, mut rounds, mut only) = (300usize, 2usize, String::new());
     for arg in std::env::args().skip(1) {
         match arg.split_once('=') {
-            Some(("steps", v)) => steps = v.parse().unwrap_or(steps),
-            Some(("rounds", v)) => rounds = v.parse().unwrap_or(rounds),
+            Some(("steps", v)) => steps = v.parse().map_err(|_| bad(&arg))?,
+            Some(("rounds", v)) => rounds = v.parse().map_err(|_| bad(&arg))?,
             Some(("only", v)) => only = v.to_string(),
-            _ => return Err(hw9::Error::Config(format!("expected steps=N, rounds=N or only=TEXT, got {arg:?}"))),
+            _ => return Err(bad(&arg)),
         }
     }
     let tokenizer = hw9::data::text::SubwordTokenizer::load_default()?;
