@@ -4,7 +4,7 @@
 //! loss that ignores label -100. Its layers are [`SeqLayer`]s: the crate's
 //! [`TransformerLayer`], or the student's own from the notebook.
 //!
-//! (Over 500 lines: about 195 of them are its tests — incremental = full decoding, padding
+//! (Over 500 lines: about 180 of them are its tests — incremental = full decoding, padding
 //! invariance, the loss against full logits, gradients, error messages — kept beside the model.)
 
 use serde::{Deserialize, Serialize};
@@ -359,6 +359,16 @@ mod tests {
         (vs, m)
     }
 
+    /// A layer that applies a function to its input, for what the model does with odd layers.
+    #[derive(Debug)]
+    struct FnLayer(fn(&Tensor) -> Tensor);
+
+    impl SeqLayer for FnLayer {
+        fn forward(&self, x: &Tensor, _: Option<&Tensor>, _: Option<&Tensor>, _: Option<&Tensor>, _: bool) -> Tensor {
+            (self.0)(x)
+        }
+    }
+
     fn batch() -> Batch {
         let a = Example { src: vec![5, 6, 7, 8, EOS], tgt: vec![9, 10, 11, EOS] };
         let b = Example { src: vec![12, 13, EOS], tgt: vec![14, EOS] };
@@ -456,26 +466,12 @@ mod tests {
     #[test]
     fn a_layer_that_returns_a_non_contiguous_tensor_still_gives_a_loss() {
         // A student's layer may end in a transpose: the loss must not need contiguous states.
-        #[derive(Debug)]
-        struct Strided;
-        impl SeqLayer for Strided {
-            fn forward(
-                &self,
-                x: &Tensor,
-                _: Option<&Tensor>,
-                _: Option<&Tensor>,
-                _: Option<&Tensor>,
-                _: bool,
-            ) -> Tensor {
-                x.transpose(0, 1).contiguous().transpose(0, 1)
-            }
-        }
         let _rng = crate::rng::test_lock();
         let vs = nn::VarStore::new(Device::Cpu);
         let m = Summarizer::with_layers(
             &vs.root(),
             &SummarizerConfig::tiny(50),
-            |_, _, _| Box::new(Strided),
+            |_, _, _| Box::new(FnLayer(|x| x.transpose(0, 1).contiguous().transpose(0, 1))),
             super::super::transformer::make_positions,
         )
         .unwrap();
@@ -512,25 +508,11 @@ mod tests {
         let floats = Tensor::ones([1, 2], (Kind::Float, Device::Cpu));
         assert!(m.encode(&floats, false).unwrap_err().to_string().contains("int64"));
         // A layer that changes the shape is named, with both shapes.
-        #[derive(Debug)]
-        struct Halves;
-        impl SeqLayer for Halves {
-            fn forward(
-                &self,
-                x: &Tensor,
-                _: Option<&Tensor>,
-                _: Option<&Tensor>,
-                _: Option<&Tensor>,
-                _: bool,
-            ) -> Tensor {
-                x.narrow(2, 0, 8)
-            }
-        }
         let vs = nn::VarStore::new(Device::Cpu);
         let bad = Summarizer::with_layers(
             &vs.root(),
             &SummarizerConfig::tiny(50),
-            |_, _, _| Box::new(Halves),
+            |_, _, _| Box::new(FnLayer(|x| x.narrow(2, 0, 8))),
             super::super::transformer::make_positions,
         )
         .unwrap();

@@ -1,7 +1,8 @@
 //! A summarizer fine-tuned from a pretrained causal LM (issue 31; notebook 2's optional section):
 //! SmolLM2-135M-Instruct reads a document in its chat template (without the template's default
 //! system line: 20 tokens fewer a document) and writes the synopsis as its answer. The pairs are
-//! the committed Debian corpus' (`$HW9_SUMMARIZATION_DATA` is not read here). Decoder-only: `<|im_start|>user\n{instruction}\n\n{document}<|im_end|>\n
+//! the committed Debian corpus' (`$HW9_SUMMARIZATION_DATA` is not read here). Decoder-only:
+//! `<|im_start|>user\n{instruction}\n\n{document}<|im_end|>\n
 //! <|im_start|>assistant\n{synopsis}<|im_end|>`, the loss on the synopsis' tokens only.
 //!
 //! **What is trained: the top layers.** On 2 CPU cores what costs is which layers gradients flow
