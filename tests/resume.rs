@@ -13,7 +13,7 @@ use tch::{Device, Kind, Tensor};
 mod common;
 use common::rng_lock;
 
-/// A small MLP with dropout (randomness in every step) on fixed synthetic data, shuffled each
+/// A small MLP with dropout, libtorch's and hw9's (randomness in every step) on fixed synthetic data, shuffled each
 /// epoch (randomness in every epoch); `fail_at` makes the step with that call number an error.
 fn train(dir: &Path, fail_at: Option<usize>) -> Result<Vec<(String, Tensor)>, Error> {
     tch::manual_seed(12345); // a different init every time: resuming must overwrite it
@@ -22,6 +22,7 @@ fn train(dir: &Path, fail_at: Option<usize>) -> Result<Vec<(String, Tensor)>, Er
         .add(nn::linear(vs.root() / "a", 6, 16, Default::default()))
         .add_fn(|x| x.relu())
         .add_fn_t(|x, train| x.dropout(0.3, train))
+        .add_fn_t(|x, train| hw9::models::transformer::dropout(x, 0.2, train))
         .add(nn::linear(vs.root() / "b", 16, 1, Default::default()));
     let g = Tensor::arange(240, (Kind::Float, Device::Cpu)).reshape([40, 6]).sin();
     let y = g.sum_dim_intlist([1].as_slice(), true, Kind::Float).cos();

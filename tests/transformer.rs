@@ -114,8 +114,8 @@ fn dropout_zeroes_about_p_scales_the_rest_and_is_identity_in_eval() {
     let scale = 1.0 / (1.0 - 6554.0 / 65536.0);
     assert!((y.masked_select(&kept) - scale).abs().max().double_value(&[]) < 1e-6);
     assert!((y.mean(Kind::Float).double_value(&[]) - 1.0).abs() < 0.01);
-    // Each of the four 16-bit lanes of a 64-bit draw drops about p on its own, and a second call
-    // draws a different mask.
+    // Every fourth value (the lanes of one draw on devices other than the CPU) drops about p on
+    // its own, and a second call draws a different mask.
     let by_lane = y.eq(0.0).to_kind(Kind::Float).reshape([-1, 4]).mean_dim(0, false, Kind::Float);
     for lane in 0..4 {
         let f = by_lane.double_value(&[lane]);

@@ -14,24 +14,35 @@ use tch::{Kind, Tensor};
 /// Dropout: zeroes each value with probability `p` while training and scales the rest by
 /// `1 / (1 - p)`, like libtorch's `dropout`, with a cheaper mask.
 ///
-/// On the CPU the cost of dropout is drawing the random numbers (libtorch's generator is serial:
-/// one Mersenne-Twister draw per value for `bernoulli_` or `rand_like`), and the summarizer's
-/// full-size step spent ~13 % of its time there. Here one 64-bit draw gives four independent
-/// 16-bit lanes, and a value is dropped when its lane is below `p · 2¹⁶`: a 16×512×512 mask took
-/// 16 ms against 43 ms for `rand_like` + compare (`bernoulli_` is slower still). `p` is used
-/// rounded to a multiple of 2⁻¹⁶ (0.1 → 0.100006), and the scale is `1 / (1 − that)`, so the
-/// expectation is exactly `x`.
+/// On the CPU the cost of dropout is drawing the random numbers: libtorch's generator is serial,
+/// one Mersenne-Twister draw per value for `bernoulli_` or `rand_like`. Here a value is dropped
+/// when a 16-bit lane is below `p · 2¹⁶`. On the CPU the lanes come from a counter-based hash
+/// whose key is one draw of libtorch's generator (so `hw9::seed` and `tch::manual_seed` make
+/// runs repeat), filled in vectorised Rust: notebook 2's summarizer spent ~7 ms of a ~55 ms step
+/// on its dropout masks with four lanes per Mersenne-Twister draw, and ~2 ms so (BENCHMARKS.md).
+/// On other devices one 64-bit draw of libtorch's generator gives four lanes. `p` is used rounded
+/// to a multiple of 2⁻¹⁶ (0.1 → 0.100006), and the scale is `1 / (1 − that)`, so the expectation
+/// is exactly `x`.
 pub fn dropout(x: &Tensor, p: f64, train: bool) -> Tensor {
     if !train || p <= 0.0 {
         return x.shallow_clone();
     }
     let dropped_lanes = (p * 65536.0).round().min(65535.0);
+    let scale = 65536.0 / (65536.0 - dropped_lanes);
     let keep = tch::no_grad(|| {
         let n = x.numel() as i64;
+        if x.device() == tch::Device::Cpu && n <= 1 << 33 {
+            let mut key = Tensor::empty([1], (Kind::Int64, tch::Device::Cpu));
+            let key = key.random_from_(i64::MIN, None).int64_value(&[0]) as u64;
+            let mask = Tensor::empty(x.size(), (Kind::Float, tch::Device::Cpu));
+            // SAFETY: `mask` is a fresh contiguous f32 tensor of `n` values that nothing else holds.
+            let out = unsafe { std::slice::from_raw_parts_mut(mask.data_ptr() as *mut f32, n as usize) };
+            crate::rng::fill_keep_mask(out, key, dropped_lanes as u16, scale as f32);
+            return if x.kind() == Kind::Float { mask } else { mask.to_kind(x.kind()) };
+        }
         let mut bits = Tensor::empty([(n + 3) / 4], (Kind::Int64, x.device()));
         let _ = bits.random_from_(i64::MIN, None); // 64 uniform bits each
         let lanes = bits.view_dtype(Kind::Int16).narrow(0, 0, n).view(x.size().as_slice()); // uniform in [-2¹⁵, 2¹⁵)
-        let scale = 65536.0 / (65536.0 - dropped_lanes);
         lanes.ge(dropped_lanes as i64 - 32768).to_kind(x.kind()) * scale
     });
     x * keep
