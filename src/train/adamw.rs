@@ -3,15 +3,15 @@
 //! exactly where it stopped ([`super::Fit::resumable`]). tch's optimizer wraps libtorch's, whose
 //! state cannot be read out.
 //!
-//! The update is libtorch's `torch::optim::AdamW` step (decoupled weight decay first, bias-
-//! corrected moments, `eps` added to `sqrt(v̂)`, the moments moved as `lerp` does). On the CPU,
-//! for `f32` variables, it is one fused pass in Rust over each variable's weights, gradient and
-//! moments (as PyTorch's `AdamW(fused=True)`; tch exposes neither `_fused_adamw_` nor the
-//! `_foreach_` ops): the step of notebook 2's summarizer (3.3 M weights) spent 6.8–7.5 ms in ten
-//! tensor ops per variable and spends 3.4–4.0 ms so (BENCHMARKS.md). Elsewhere (CUDA, other
-//! kinds) it is written with tch's in-place tensor ops into one scratch buffer. Either way the
-//! rounding differs from libtorch's kernels in the last bits: runs through this optimizer are
-//! reproducible among themselves, not bit-equal to runs through tch's.
+//! The update is libtorch's `torch::optim::AdamW` step (decoupled weight decay first,
+//! bias-corrected moments, `eps` added to `sqrt(v̂)`, the moments moved as `lerp` does). On the
+//! CPU, for `f32` variables, it is one fused pass in Rust over each variable's weights, gradient
+//! and moments (as PyTorch's `AdamW(fused=True)`; tch exposes neither `_fused_adamw_` nor the
+//! `_foreach_` ops): in notebook 2's summarizer (3.3 M weights) clipping and the update took
+//! 6.8–7.5 ms a step as ten tensor ops per variable, and take about 4 ms so (BENCHMARKS.md).
+//! Elsewhere (CUDA, other kinds) it is written with tch's in-place tensor ops into one scratch
+//! buffer. Either way the rounding differs from libtorch's kernels in the last bits: runs through
+//! this optimizer are reproducible among themselves, not bit-equal to runs through tch's.
 
 use std::collections::HashMap;
 use std::path::Path;
