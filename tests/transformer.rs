@@ -130,4 +130,7 @@ fn dropout_zeroes_about_p_scales_the_rest_and_is_identity_in_eval() {
     assert!((x.grad() - &y).abs().max().double_value(&[]) < 1e-6);
     let eval = hw9::models::transformer::dropout(&x, 0.1, false);
     assert!(eval.equal(&x));
+    // No values, nothing to draw.
+    let empty = Tensor::zeros([0, 4], (Kind::Float, Device::Cpu));
+    assert_eq!(hw9::models::transformer::dropout(&empty, 0.1, true).size(), [0, 4]);
 }

@@ -31,7 +31,7 @@ pub fn dropout(x: &Tensor, p: f64, train: bool) -> Tensor {
     let scale = 65536.0 / (65536.0 - dropped_lanes);
     let keep = tch::no_grad(|| {
         let n = x.numel() as i64;
-        if x.device() == tch::Device::Cpu && n <= 1 << 33 {
+        if x.device() == tch::Device::Cpu && n > 0 && n <= 1 << 33 {
             let mut key = Tensor::empty([1], (Kind::Int64, tch::Device::Cpu));
             let key = key.random_from_(i64::MIN, None).int64_value(&[0]) as u64;
             let mask = Tensor::empty(x.size(), (Kind::Float, tch::Device::Cpu));

@@ -92,8 +92,12 @@ impl AdamW {
                 if !g.defined() {
                     continue;
                 }
-                sum_sq +=
-                    if fast { sum_of_squares(f32_slice(g)) } else { g.square().sum(Kind::Double).double_value(&[]) };
+                sum_sq += if fast {
+                    // SAFETY: `fusable` accepted `g`; only this loop reads it.
+                    sum_of_squares(unsafe { f32_slice(g) })
+                } else {
+                    g.square().sum(Kind::Double).double_value(&[])
+                };
             }
             coef = (max / (sum_sq.sqrt() + 1e-6)).min(1.0);
         }
@@ -214,9 +218,15 @@ fn fusable(t: &Tensor) -> bool {
     !t.defined() || (t.device() == tch::Device::Cpu && t.kind() == Kind::Float && t.is_contiguous())
 }
 
-/// A contiguous `f32` CPU tensor's values.
-fn f32_slice(t: &Tensor) -> &[f32] {
-    // SAFETY: callers pass tensors `fusable` accepted; the slice lives no longer than `t`.
+/// A contiguous `f32` CPU tensor's values (none for an empty tensor, whose data pointer may be
+/// null).
+///
+/// # Safety
+/// `t` is defined, a contiguous `f32` CPU tensor (`fusable`), and nothing writes it meanwhile.
+unsafe fn f32_slice(t: &Tensor) -> &[f32] {
+    if t.numel() == 0 {
+        return &[];
+    }
     unsafe { std::slice::from_raw_parts(t.data_ptr() as *const f32, t.numel()) }
 }
 
@@ -244,6 +254,9 @@ fn sum_of_squares(x: &[f32]) -> f64 {
 /// and no other thread touches them meanwhile.
 unsafe fn fused_step(p: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor, h: &Hyper) {
     let n = p.numel();
+    if n == 0 {
+        return;
+    }
     let (p, m, v) = unsafe {
         (
             std::slice::from_raw_parts_mut(p.data_ptr() as *mut f32, n),
@@ -251,7 +264,7 @@ unsafe fn fused_step(p: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor, h: &Hyper) 
             std::slice::from_raw_parts_mut(v.data_ptr() as *mut f32, n),
         )
     };
-    let g = f32_slice(g);
+    let g = unsafe { f32_slice(g) };
     for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
         let g = g * h.coef;
         *m += h.w1 * (g - *m);
@@ -336,6 +349,18 @@ mod tests {
             let diff = (&a.1 - &b.1).abs().max().double_value(&[]);
             assert!(diff < 1e-6, "{}: {diff}", a.0);
         }
+    }
+
+    /// A variable with no values (its data pointer may be null) is stepped over, the others move.
+    #[test]
+    fn an_empty_variable_is_stepped_over() {
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let a = vs.root().ones("a", &[3]);
+        let empty = vs.root().zeros("empty", &[0, 4]);
+        let mut opt = AdamW::new(&vs, &OptimConfig::adamw(1e-2, (0.9, 0.999), 0.01).clip(1.0));
+        opt.backward_step(&((&a * 2.0).sum(Kind::Float) + empty.sum(Kind::Float)));
+        assert_eq!(empty.size(), [0, 4]);
+        assert!(a.double_value(&[0]) < 1.0);
     }
 
     #[test]
