@@ -14,15 +14,17 @@ use tch::{Kind, Tensor};
 /// Dropout: zeroes each value with probability `p` while training and scales the rest by
 /// `1 / (1 - p)`, like libtorch's `dropout`, with a cheaper mask.
 ///
-/// On the CPU the cost of dropout is drawing the random numbers: libtorch's generator is serial,
-/// one Mersenne-Twister draw per value for `bernoulli_` or `rand_like`. Here a value is dropped
-/// when a 16-bit lane is below `p · 2¹⁶`. On the CPU the lanes come from a counter-based hash
-/// whose key is one draw of libtorch's generator (so `hw9::seed` and `tch::manual_seed` make
-/// runs repeat), filled in vectorised Rust: notebook 2's summarizer spent ~7 ms of a ~55 ms step
-/// on its dropout masks with four lanes per Mersenne-Twister draw, and ~2 ms so (BENCHMARKS.md).
-/// On other devices one 64-bit draw of libtorch's generator gives four lanes. `p` is used rounded
-/// to a multiple of 2⁻¹⁶ (0.1 → 0.100006), and the scale is `1 / (1 − that)`, so the expectation
-/// is exactly `x`.
+/// On the CPU the cost of dropout is drawing the random numbers. libtorch's `bernoulli_` (behind
+/// its `dropout`) uses MKL's vectorised generator on Intel CPUs and one draw of its serial
+/// Mersenne Twister per value on others. Here a value is dropped when a 16-bit lane is below
+/// `p · 2¹⁶`. On the CPU the lanes come from a counter-based hash, filled in vectorised Rust and
+/// keyed by one draw of libtorch's generator (so `hw9::seed` and `tch::manual_seed` make runs
+/// repeat, and a resumed run draws what an unstopped one drew): in notebook 2's training step
+/// the masks took ~7 ms of the forward pass when four lanes came from each 64-bit draw of
+/// libtorch's generator, and 1.4–2.7 ms so (BENCHMARKS.md). On other devices each 64-bit draw of
+/// libtorch's generator gives four lanes. `p` is used rounded to a multiple of 2⁻¹⁶
+/// (0.1 → 0.100006), and the scale is `1 / (1 − that)`, so the expectation is exactly `x` (in
+/// `f32`; other kinds get the `f32` mask converted).
 pub fn dropout(x: &Tensor, p: f64, train: bool) -> Tensor {
     if !train || p <= 0.0 {
         return x.shallow_clone();

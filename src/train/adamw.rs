@@ -60,8 +60,9 @@ impl AdamW {
         self.lr = lr;
     }
 
-    /// Zeroes the gradients, back-propagates `loss`, clips the gradients' global norm when the
-    /// config says so (as tch's `clip_grad_norm`), and updates.
+    /// Zeroes the gradients, back-propagates `loss` and updates, with the gradients' global norm
+    /// clipped when the config says so (as tch's `clip_grad_norm`, but the stored gradients are
+    /// left as back-propagation computed them: the update scales them as it reads them).
     pub fn backward_step(&mut self, loss: &Tensor) {
         for (_, v) in &self.vars {
             let mut g = v.grad();
@@ -81,23 +82,27 @@ impl AdamW {
             .iter()
             .zip(&grads)
             .zip(self.exp_avg.iter().zip(&self.exp_avg_sq))
-            .map(|(((_, p), g), (m, v))| self.fused && [p, g, m, v].iter().all(|t| fusable(t)))
+            .map(|(((_, p), g), (m, v))| {
+                self.fused && g.defined() && [p, g, m, v].iter().all(|t| fusable(t) && t.numel() == p.numel())
+            })
             .collect();
         // The factor every gradient is multiplied by: min(1, max_norm / (‖g‖ + 1e-6)), as tch's
         // `clip_grad_norm`.
         let mut coef = 1.0;
         if let Some(max) = self.cfg.clip_norm {
             let mut sum_sq = 0.0;
+            let mut norms = Vec::new();
             for (g, &fast) in grads.iter().zip(&fusable) {
-                if !g.defined() {
-                    continue;
-                }
-                sum_sq += if fast {
+                if fast {
                     // SAFETY: `fusable` accepted `g`; only this loop reads it.
-                    sum_of_squares(unsafe { f32_slice(g) })
-                } else {
-                    g.square().sum(Kind::Double).double_value(&[])
-                };
+                    sum_sq += sum_of_squares(unsafe { f32_slice(g) });
+                } else if g.defined() {
+                    norms.push(g.to_kind(Kind::Float).norm());
+                }
+            }
+            if !norms.is_empty() {
+                // One synchronisation for all the variables the fused pass does not take (CUDA).
+                sum_sq += Tensor::stack(&norms, 0).to_kind(Kind::Double).square().sum(Kind::Double).double_value(&[]);
             }
             coef = (max / (sum_sq.sqrt() + 1e-6)).min(1.0);
         }
@@ -116,22 +121,26 @@ impl AdamW {
             bias2_sqrt: bias2.sqrt() as f32,
             eps: self.cfg.eps as f32,
         };
+        let mut lanes = Vec::new();
+        for (i, &fast) in fusable.iter().enumerate() {
+            if fast {
+                // SAFETY: four contiguous f32 CPU tensors with one number of values (checked by
+                // `fusable`), distinct (a variable, its gradient and this optimizer's own
+                // moments). The weight is written under `no_grad` as libtorch's optimizers write
+                // it (its autograd version counter is not bumped: a graph still holding it would
+                // not notice, as after `set_data`), and nothing else touches them meanwhile.
+                lanes.push(unsafe { Lanes::of(&self.vars[i].1, &grads[i], &self.exp_avg[i], &self.exp_avg_sq[i]) });
+            }
+        }
+        let threads = usize::try_from(tch::get_num_threads()).unwrap_or(1);
+        fused_steps(lanes, &hyper, threads);
+        let largest = self.vars.iter().map(|(_, t)| t.numel()).max().unwrap_or(0) as i64;
         let moments = self.exp_avg.iter_mut().zip(self.exp_avg_sq.iter_mut());
         for ((((_, p), g), (m, v)), fast) in self.vars.iter().zip(&grads).zip(moments).zip(fusable) {
-            if !g.defined() {
+            if fast || !g.defined() {
                 continue;
             }
-            if fast {
-                // SAFETY: four distinct contiguous f32 CPU tensors of one size (checked by
-                // `fusable`); the moments are this optimizer's own, the weight is written under
-                // `no_grad` as libtorch's optimizers write it, and nothing else runs meanwhile.
-                unsafe { fused_step(p, g, m, v, &hyper) };
-                continue;
-            }
-            let mut g = g.shallow_clone();
-            if coef < 1.0 {
-                let _ = g.g_mul_scalar_(coef);
-            }
+            let g = if coef < 1.0 { g * coef } else { g.shallow_clone() };
             let mut p = p.shallow_clone();
             if self.cfg.weight_decay != 0.0 {
                 let _ = p.g_mul_scalar_(decay);
@@ -139,7 +148,6 @@ impl AdamW {
             // Every operation in place, into the moments or one scratch buffer: a temporary
             // the size of a large embedding costs more (fresh pages) than the arithmetic.
             let _ = m.lerp_(&g, 1.0 - b1); // m = b1·m + (1 - b1)·g
-            let largest = self.vars.iter().map(|(_, t)| t.numel()).max().unwrap_or(0) as i64;
             let scratch = self.scratch.get_or_insert_with(|| Tensor::empty([largest], (p.kind(), p.device())));
             let mut buf = scratch.narrow(0, 0, p.numel() as i64).view_as(&p);
             let _ = g.mul_out(&buf, &g); // g²
@@ -247,30 +255,84 @@ fn sum_of_squares(x: &[f32]) -> f64 {
     total
 }
 
-/// AdamW on one variable in one pass: `p`, `m`, `v` written, `g` read.
-///
-/// # Safety
-/// `p`, `g`, `m` and `v` are distinct contiguous `f32` CPU tensors with the same number of values,
-/// and no other thread touches them meanwhile.
-unsafe fn fused_step(p: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor, h: &Hyper) {
-    let n = p.numel();
-    if n == 0 {
+/// One variable's weights, gradient and moments (or the same stretch of each), as slices.
+struct Lanes<'a> {
+    p: &'a mut [f32],
+    g: &'a [f32],
+    m: &'a mut [f32],
+    v: &'a mut [f32],
+}
+
+impl<'a> Lanes<'a> {
+    /// # Safety
+    /// `p`, `g`, `m` and `v` are distinct, defined, contiguous `f32` CPU tensors with the same
+    /// number of values, which nothing else reads or writes while the slices live.
+    unsafe fn of(p: &'a Tensor, g: &'a Tensor, m: &'a Tensor, v: &'a Tensor) -> Self {
+        let n = p.numel();
+        if n == 0 {
+            return Lanes { p: &mut [], g: &[], m: &mut [], v: &mut [] };
+        }
+        let mutable = |t: &Tensor| unsafe { std::slice::from_raw_parts_mut(t.data_ptr() as *mut f32, n) };
+        Lanes { p: mutable(p), g: unsafe { f32_slice(g) }, m: mutable(m), v: mutable(v) }
+    }
+
+    fn len(&self) -> usize {
+        self.p.len()
+    }
+
+    fn split_at(self, k: usize) -> (Self, Self) {
+        let (p1, p2) = self.p.split_at_mut(k);
+        let (g1, g2) = self.g.split_at(k);
+        let (m1, m2) = self.m.split_at_mut(k);
+        let (v1, v2) = self.v.split_at_mut(k);
+        (Lanes { p: p1, g: g1, m: m1, v: v1 }, Lanes { p: p2, g: g2, m: m2, v: v2 })
+    }
+
+    /// AdamW on these values: `p`, `m`, `v` written, `g` read.
+    fn step(self, h: &Hyper) {
+        for (((p, &g), m), v) in self.p.iter_mut().zip(self.g).zip(self.m.iter_mut()).zip(self.v.iter_mut()) {
+            let g = g * h.coef;
+            *m += h.w1 * (g - *m);
+            *v += h.w2 * (g * g - *v);
+            *p = *p * h.decay - h.step_size * *m / (v.sqrt() / h.bias2_sqrt + h.eps);
+        }
+    }
+}
+
+/// The fused pass over every variable, on up to `threads` threads (one per 2¹⁸ values at most):
+/// the values split into equal stretches, each thread taking one. Each value's arithmetic is the
+/// same whatever the split, so the result does not depend on the number of threads.
+fn fused_steps(lanes: Vec<Lanes>, h: &Hyper, threads: usize) {
+    let total: usize = lanes.iter().map(Lanes::len).sum();
+    let threads = threads.clamp(1, (total >> 18).max(1));
+    if threads == 1 {
+        lanes.into_iter().for_each(|l| l.step(h));
         return;
     }
-    let (p, m, v) = unsafe {
-        (
-            std::slice::from_raw_parts_mut(p.data_ptr() as *mut f32, n),
-            std::slice::from_raw_parts_mut(m.data_ptr() as *mut f32, n),
-            std::slice::from_raw_parts_mut(v.data_ptr() as *mut f32, n),
-        )
-    };
-    let g = unsafe { f32_slice(g) };
-    for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
-        let g = g * h.coef;
-        *m += h.w1 * (g - *m);
-        *v += h.w2 * (g * g - *v);
-        *p = *p * h.decay - h.step_size * *m / (v.sqrt() / h.bias2_sqrt + h.eps);
+    let quota = total.div_ceil(threads);
+    let mut parts: Vec<Vec<Lanes>> = (0..threads).map(|_| Vec::new()).collect();
+    let (mut part, mut room) = (0, quota);
+    for mut l in lanes {
+        while part + 1 < threads && l.len() > room {
+            let (a, b) = l.split_at(room);
+            if a.len() > 0 {
+                parts[part].push(a);
+            }
+            l = b;
+            part += 1;
+            room = quota;
+        }
+        room = room.saturating_sub(l.len());
+        parts[part].push(l);
     }
+    std::thread::scope(|s| {
+        let mut parts = parts.into_iter();
+        let here = parts.next().unwrap_or_default();
+        for part in parts {
+            s.spawn(move || part.into_iter().for_each(|l| l.step(h)));
+        }
+        here.into_iter().for_each(|l| l.step(h));
+    });
 }
 
 #[cfg(test)]
@@ -302,6 +364,10 @@ mod tests {
                 t.shallow_clone().copy_(&vs1.variables()[&n]);
             }
         });
+        (m1.forward(&x) - &y).square().mean(Kind::Float).backward();
+        let norm: f64 =
+            vs1.trainable_variables().iter().map(|v| v.grad().square().sum(Kind::Double).double_value(&[])).sum();
+        assert!(norm.sqrt() > 0.5, "the first gradients' norm {} would not be clipped", norm.sqrt());
         let mut ours = AdamW::new(&vs1, &cfg);
         let mut theirs =
             nn::AdamW { beta1: 0.9, beta2: 0.95, wd: 0.1, eps: 1e-8, amsgrad: false }.build(&vs2, 1e-2).unwrap();
@@ -361,6 +427,52 @@ mod tests {
         opt.backward_step(&((&a * 2.0).sum(Kind::Float) + empty.sum(Kind::Float)));
         assert_eq!(empty.size(), [0, 4]);
         assert!(a.double_value(&[0]) < 1.0);
+    }
+
+    /// Split over threads, every value gets the same arithmetic: bit for bit the one-thread result,
+    /// with stretches cut inside variables and variables of every size.
+    #[test]
+    fn the_fused_pass_is_the_same_on_any_number_of_threads() {
+        let h = Hyper { coef: 0.7, decay: 0.999, w1: 0.1, w2: 0.001, step_size: 1e-3, bias2_sqrt: 0.03, eps: 1e-8 };
+        let sizes = [300_000usize, 7, 0, 150_001, 1 << 18, 3, 600_000];
+        let fill = |seed: usize, n: usize| -> Vec<f32> {
+            (0..n).map(|i| (((i * 7919 + seed * 104_729) % 2003) as f32 - 1001.0) / 997.0).collect()
+        };
+        let run = |threads: usize| -> Vec<Vec<f32>> {
+            let mut state: Vec<[Vec<f32>; 4]> = sizes
+                .iter()
+                .enumerate()
+                .map(|(k, &n)| {
+                    [fill(k, n), fill(k + 10, n), fill(k + 20, n), fill(k + 30, n).iter().map(|x| x.abs()).collect()]
+                })
+                .collect();
+            let lanes = state
+                .iter_mut()
+                .map(|[p, g, m, v]| Lanes {
+                    p: p.as_mut_slice(),
+                    g: g.as_slice(),
+                    m: m.as_mut_slice(),
+                    v: v.as_mut_slice(),
+                })
+                .collect();
+            fused_steps(lanes, &h, threads);
+            state.into_iter().flat_map(|[p, _, m, v]| [p, m, v]).collect()
+        };
+        let one = run(1);
+        assert!(one.iter().flatten().all(|x| x.is_finite()));
+        for threads in [2, 3, 4] {
+            assert!(run(threads) == one, "{threads} threads differ from one");
+        }
+        // And the arithmetic itself, for one value.
+        let (p, g, m, v) = (0.5f32, 0.2f32, 0.1f32, 0.04f32);
+        let mut lane = ([p], [g], [m], [v]);
+        Lanes { p: &mut lane.0, g: &lane.1, m: &mut lane.2, v: &mut lane.3 }.step(&h);
+        let g = g * h.coef;
+        let m2 = m + h.w1 * (g - m);
+        let v2 = v + h.w2 * (g * g - v);
+        assert_eq!(lane.2[0], m2);
+        assert_eq!(lane.3[0], v2);
+        assert_eq!(lane.0[0], p * h.decay - h.step_size * m2 / (v2.sqrt() / h.bias2_sqrt + h.eps));
     }
 
     #[test]
