@@ -37,9 +37,9 @@ fn fmix32(mut h: u32) -> u32 {
 /// `dropped`, else 0 (dropped with probability `dropped / 2¹⁶`). Lanes `2j` and `2j + 1` are the
 /// halves of `fmix32(fmix32(j·φ ⊕ key_lo) ⊕ key_hi)` (φ = 0x9E3779B9): a counter-based stream,
 /// the same values whatever the machine, and in blocks of 16 counters so that the compiler
-/// vectorises it (AVX2 where the CPU has it): ~0.15 ns a value with AVX2 and ~0.35 ns without,
-/// against ~0.7 ns for one splitmix64 call per four lanes (BENCHMARKS.md). `out` may hold at most
-/// 2³³ values.
+/// vectorises it (AVX2 where the CPU has it): ~0.4 ns a value with AVX2 against ~1 ns for one
+/// splitmix64 call per four lanes; without AVX2 (SSE2 has no 32-bit vector multiply) ~1.2 ns
+/// (BENCHMARKS.md). `out` may hold at most 2³³ values.
 pub(crate) fn fill_keep_mask(out: &mut [f32], key: u64, dropped: u16, scale: f32) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
