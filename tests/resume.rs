@@ -13,8 +13,9 @@ use tch::{Device, Kind, Tensor};
 mod common;
 use common::rng_lock;
 
-/// A small MLP with dropout, libtorch's and hw9's (randomness in every step) on fixed synthetic data, shuffled each
-/// epoch (randomness in every epoch); `fail_at` makes the step with that call number an error.
+/// A small MLP with dropout, libtorch's and hw9's (randomness in every step), on fixed synthetic
+/// data shuffled each epoch (randomness in every epoch); `fail_at` makes the step with that call
+/// number an error.
 fn train(dir: &Path, fail_at: Option<usize>) -> Result<Vec<(String, Tensor)>, Error> {
     tch::manual_seed(12345); // a different init every time: resuming must overwrite it
     let vs = nn::VarStore::new(Device::Cpu);
