@@ -51,6 +51,7 @@ pub mod error;
 pub mod grading;
 pub mod io;
 pub mod models;
+mod parallel;
 pub mod plan;
 pub mod profile;
 mod rng;

@@ -39,46 +39,84 @@ fn fmix32(mut h: u32) -> u32 {
 /// the same values whatever the machine, and in blocks of 16 counters so that the compiler
 /// vectorises it (AVX2 where the CPU has it): ~0.4 ns a value with AVX2 against ~1 ns for one
 /// splitmix64 call per four lanes; without AVX2 (SSE2 has no 32-bit vector multiply) ~1.2 ns
-/// (BENCHMARKS.md). `out` may hold at most 2³³ values.
+/// (BENCHMARKS.md). A long mask is split over libtorch's threads (stretches of whole blocks, each
+/// with its own counters: the same values as on one thread). `out` may hold at most 2³³ values.
 pub(crate) fn fill_keep_mask(out: &mut [f32], key: u64, dropped: u16, scale: f32) {
+    let threads = crate::parallel::threads().min(out.len() / MASK_VALUES_PER_THREAD).max(1);
+    if threads == 1 {
+        fill_keep_mask_from(out, 0, key, dropped, scale);
+        return;
+    }
+    // Stretches of whole 32-value blocks; stretch `i` starts at counter `start / 2`.
+    let stretch = out.len().div_ceil(threads).div_ceil(32) * 32;
+    let parts: Vec<(usize, &mut [f32])> = out.chunks_mut(stretch).enumerate().map(|(i, c)| (i * stretch, c)).collect();
+    crate::parallel::for_each(parts, |(start, part)| {
+        fill_keep_mask_from(part, (start / 2) as u32, key, dropped, scale)
+    });
+}
+
+/// Below this many values a thread, filling a mask on one thread is quicker than handing half of it
+/// to another.
+const MASK_VALUES_PER_THREAD: usize = 1 << 15;
+
+/// [`fill_keep_mask`] of the stretch whose first value is lane `2 * j0` of the stream.
+fn fill_keep_mask_from(out: &mut [f32], j0: u32, key: u64, dropped: u16, scale: f32) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2, checked just above.
-        unsafe { fill_keep_mask_avx2(out, key, dropped, scale) };
+        unsafe { fill_keep_mask_avx2(out, j0, key, dropped, scale) };
         return;
     }
-    fill_keep_mask_portable(out, key, dropped, scale);
+    fill_keep_mask_portable(out, j0, key, dropped, scale);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn fill_keep_mask_avx2(out: &mut [f32], key: u64, dropped: u16, scale: f32) {
-    fill_keep_mask_portable(out, key, dropped, scale);
+unsafe fn fill_keep_mask_avx2(out: &mut [f32], j0: u32, key: u64, dropped: u16, scale: f32) {
+    fill_keep_mask_portable(out, j0, key, dropped, scale);
 }
 
+/// Counter `j`'s two 16-bit lanes of the mask stream keyed by `(lo, hi)`.
 #[inline(always)]
-fn fill_keep_mask_portable(out: &mut [f32], key: u64, dropped: u16, scale: f32) {
+fn mask_lanes(j: u32, lo: u32, hi: u32) -> u32 {
     const PHI: u32 = 0x9E37_79B9;
+    fmix32(fmix32(j.wrapping_mul(PHI) ^ lo) ^ hi)
+}
+
+/// `scale` (its bits) when `lane >= dropped`, else +0.0: branch-free, by a bit mask.
+#[inline(always)]
+fn kept(lane: u32, dropped: u32, scale: u32) -> f32 {
+    f32::from_bits(scale & 0u32.wrapping_sub(u32::from(lane >= dropped)))
+}
+
+// Plain functions marked `inline(always)`, no closures, no branches: the kernel builds the crate
+// at opt-level 2 with incremental codegen units, where closures were left as calls and a branch
+// per value mispredicted on every tenth: the mask took 4x as long as in a release build
+// (BENCHMARKS.md, "Rust passes on libtorch's threads").
+#[inline(always)]
+fn fill_keep_mask_portable(out: &mut [f32], j0: u32, key: u64, dropped: u16, scale: f32) {
     let (lo, hi) = (key as u32, (key >> 32) as u32);
-    let dropped = u32::from(dropped);
-    let lane = |j: u32| fmix32(fmix32(j.wrapping_mul(PHI) ^ lo) ^ hi);
+    let (dropped, scale) = (u32::from(dropped), scale.to_bits());
     let mut blocks = out.chunks_exact_mut(32);
-    let mut j = 0u32;
+    let mut j = j0;
     for block in blocks.by_ref() {
         let mut r = [0u32; 16];
         for (i, r) in r.iter_mut().enumerate() {
-            *r = lane(j.wrapping_add(i as u32));
+            *r = mask_lanes(j.wrapping_add(i as u32), lo, hi);
         }
-        for (pair, r) in block.chunks_exact_mut(2).zip(r) {
-            pair[0] = if r & 0xFFFF >= dropped { scale } else { 0.0 };
-            pair[1] = if r >> 16 >= dropped { scale } else { 0.0 };
+        let mut halves = [0u32; 32];
+        for (pair, r) in halves.chunks_exact_mut(2).zip(r) {
+            pair[0] = r & 0xFFFF;
+            pair[1] = r >> 16;
+        }
+        for (o, half) in block.iter_mut().zip(halves) {
+            *o = kept(half, dropped, scale);
         }
         j = j.wrapping_add(16);
     }
     for (i, o) in blocks.into_remainder().iter_mut().enumerate() {
-        let r = lane(j.wrapping_add(i as u32 / 2));
-        let half = if i % 2 == 0 { r & 0xFFFF } else { r >> 16 };
-        *o = if half >= dropped { scale } else { 0.0 };
+        let r = mask_lanes(j.wrapping_add(i as u32 / 2), lo, hi);
+        *o = kept(if i % 2 == 0 { r & 0xFFFF } else { r >> 16 }, dropped, scale);
     }
 }
 
@@ -100,6 +138,20 @@ mod tests {
         // splitmix64 seeded with 0 (Vigna's reference): state += GOLDEN, then the output function.
         assert_eq!(splitmix64(GOLDEN), 0xE220_A839_7B1D_CDAF);
         assert_eq!(splitmix64(GOLDEN.wrapping_mul(2)), 0x6E78_9E6A_A1B9_65F4);
+    }
+
+    /// Split over two threads, a mask of any length is the one-thread stream.
+    #[test]
+    fn a_mask_split_over_threads_is_the_same_stream() {
+        let previous = tch::get_num_threads();
+        tch::set_num_threads(2);
+        for n in [2 * MASK_VALUES_PER_THREAD, 3 * MASK_VALUES_PER_THREAD + 7, (5 << 16) + 33] {
+            let (mut split, mut one) = (vec![0f32; n], vec![0f32; n]);
+            fill_keep_mask(&mut split, 7, 30000, 2.0);
+            fill_keep_mask_from(&mut one, 0, 7, 30000, 2.0);
+            assert!(split == one, "{n} values: the split mask differs");
+        }
+        tch::set_num_threads(previous);
     }
 
     #[test]
@@ -135,7 +187,7 @@ mod tests {
         let chance = (1.0 - p) * (1.0 - p) + p * p;
         assert!((same - chance).abs() < 0.005, "{same} against {chance}");
         let mut portable = vec![0f32; n];
-        fill_keep_mask_portable(&mut portable, 42, 6554, 1.25);
+        fill_keep_mask_portable(&mut portable, 0, 42, 6554, 1.25);
         assert_eq!(portable, a);
     }
 

@@ -90,16 +90,17 @@ impl AdamW {
         // `clip_grad_norm`.
         let mut coef = 1.0;
         if let Some(max) = self.cfg.clip_norm {
-            let mut sum_sq = 0.0;
             let mut norms = Vec::new();
+            let mut fused = Vec::new();
             for (g, &fast) in grads.iter().zip(&fusable) {
                 if fast {
-                    // SAFETY: `fusable` accepted `g`; only this loop reads it.
-                    sum_sq += sum_of_squares(unsafe { f32_slice(g) });
+                    // SAFETY: `fusable` accepted `g`; only `sums_of_squares` reads it.
+                    fused.push(unsafe { f32_slice(g) });
                 } else if g.defined() {
                     norms.push(g.to_kind(Kind::Float).norm());
                 }
             }
+            let mut sum_sq = sums_of_squares(&fused, crate::parallel::threads()).iter().fold(0.0, |t, s| t + s);
             if !norms.is_empty() {
                 // One synchronisation for all the variables the fused pass does not take (CUDA).
                 sum_sq += Tensor::stack(&norms, 0).to_kind(Kind::Double).square().sum(Kind::Double).double_value(&[]);
@@ -132,8 +133,7 @@ impl AdamW {
                 lanes.push(unsafe { Lanes::of(&self.vars[i].1, &grads[i], &self.exp_avg[i], &self.exp_avg_sq[i]) });
             }
         }
-        let threads = usize::try_from(tch::get_num_threads()).unwrap_or(1);
-        fused_steps(lanes, &hyper, threads);
+        fused_steps(lanes, &hyper, crate::parallel::threads());
         let largest = self.vars.iter().map(|(_, t)| t.numel()).max().unwrap_or(0) as i64;
         let moments = self.exp_avg.iter_mut().zip(self.exp_avg_sq.iter_mut());
         for ((((_, p), g), (m, v)), fast) in self.vars.iter().zip(&grads).zip(moments).zip(fusable) {
@@ -238,21 +238,63 @@ unsafe fn f32_slice(t: &Tensor) -> &[f32] {
     unsafe { std::slice::from_raw_parts(t.data_ptr() as *const f32, t.numel()) }
 }
 
-/// Σ x², accumulated in `f32` lanes over blocks of 4,096 values and in `f64` across blocks.
+/// Values per block of [`sum_of_squares`]: summed in `f32` lanes within a block, in `f64` across.
+const SQUARES_BLOCK: usize = 4096;
+
+/// Σ x², accumulated in `f32` lanes over blocks of 4,096 values and in `f64` across blocks, on
+/// one thread: what [`sums_of_squares`] gives for each slice.
+#[cfg(test)]
 fn sum_of_squares(x: &[f32]) -> f64 {
-    let mut total = 0.0;
-    for block in x.chunks(4096) {
-        let mut lanes = [0f32; 16];
-        let mut chunks = block.chunks_exact(16);
-        for c in chunks.by_ref() {
-            for (l, v) in lanes.iter_mut().zip(c) {
-                *l += v * v;
-            }
+    x.chunks(SQUARES_BLOCK).map(block_sum_of_squares).fold(0.0, |t, b| t + b)
+}
+
+/// [`sum_of_squares`] of each slice, its blocks spread over up to `threads` of libtorch's threads:
+/// each slice's blocks are added in order afterwards, so the sums are those of one thread, bit
+/// for bit.
+fn sums_of_squares(xs: &[&[f32]], threads: usize) -> Vec<f64> {
+    let blocks: Vec<&[f32]> = xs.iter().flat_map(|x| x.chunks(SQUARES_BLOCK)).collect();
+    let mut block_sums = vec![0f64; blocks.len()];
+    let values: usize = xs.iter().map(|x| x.len()).sum();
+    let threads = threads.clamp(1, (values >> 15).max(1));
+    let per_part = blocks.len().div_ceil(threads).max(1);
+    let parts: Vec<_> = blocks.chunks(per_part).zip(block_sums.chunks_mut(per_part)).collect();
+    crate::parallel::for_each(parts, |(blocks, sums)| {
+        for (b, s) in blocks.iter().zip(sums) {
+            *s = block_sum_of_squares(b);
         }
-        total += lanes.iter().map(|&l| f64::from(l)).sum::<f64>()
-            + chunks.remainder().iter().map(|&r| f64::from(r) * f64::from(r)).sum::<f64>();
+    });
+    let mut sums = block_sums.into_iter();
+    xs.iter().map(|x| sums.by_ref().take(x.len().div_ceil(SQUARES_BLOCK)).fold(0.0, |t, b| t + b)).collect()
+}
+
+/// Σ x² of at most [`SQUARES_BLOCK`] values: 16 `f32` lanes (each lane's additions in the same
+/// order at any vector width), then `f64`.
+fn block_sum_of_squares(block: &[f32]) -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2, checked just above.
+        return unsafe { block_sum_of_squares_avx2(block) };
     }
-    total
+    block_sum_of_squares_portable(block)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn block_sum_of_squares_avx2(block: &[f32]) -> f64 {
+    block_sum_of_squares_portable(block)
+}
+
+#[inline(always)]
+fn block_sum_of_squares_portable(block: &[f32]) -> f64 {
+    let mut lanes = [0f32; 16];
+    let mut chunks = block.chunks_exact(16);
+    for c in chunks.by_ref() {
+        for (l, v) in lanes.iter_mut().zip(c) {
+            *l += v * v;
+        }
+    }
+    lanes.iter().map(|&l| f64::from(l)).sum::<f64>()
+        + chunks.remainder().iter().map(|&r| f64::from(r) * f64::from(r)).sum::<f64>()
 }
 
 /// One variable's weights, gradient and moments (or the same stretch of each), as slices.
@@ -288,8 +330,28 @@ impl<'a> Lanes<'a> {
         (Lanes { p: p1, g: g1, m: m1, v: v1 }, Lanes { p: p2, g: g2, m: m2, v: v2 })
     }
 
-    /// AdamW on these values: `p`, `m`, `v` written, `g` read.
+    /// AdamW on these values: `p`, `m`, `v` written, `g` read. Eight lanes at a time with AVX2
+    /// where the CPU has it (square root and division are exactly rounded at any width, and
+    /// nothing is fused into an FMA: the same bits either way). Without the dispatch the
+    /// kernel's build (opt-level 2, incremental) left it four lanes wide with a scalar square root.
     fn step(self, h: &Hyper) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, checked just above.
+            unsafe { self.step_avx2(h) };
+            return;
+        }
+        self.step_portable(h);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn step_avx2(self, h: &Hyper) {
+        self.step_portable(h);
+    }
+
+    #[inline(always)]
+    fn step_portable(self, h: &Hyper) {
         for (((p, &g), m), v) in self.p.iter_mut().zip(self.g).zip(self.m.iter_mut()).zip(self.v.iter_mut()) {
             let g = g * h.coef;
             *m += h.w1 * (g - *m);
@@ -299,12 +361,13 @@ impl<'a> Lanes<'a> {
     }
 }
 
-/// The fused pass over every variable, on up to `threads` threads (one per 2¹⁸ values at most):
-/// the values split into equal stretches, each thread taking one. Each value's arithmetic is the
-/// same whatever the split, so the result does not depend on the number of threads.
+/// The fused pass over every variable, on up to `threads` threads (one per 2¹⁵ values at most;
+/// libtorch's own workers, see `crate::parallel`): the values split into equal stretches, each
+/// thread taking one. Each value's arithmetic is the same whatever the split, so the result does
+/// not depend on the number of threads.
 fn fused_steps(lanes: Vec<Lanes>, h: &Hyper, threads: usize) {
     let total: usize = lanes.iter().map(Lanes::len).sum();
-    let threads = threads.clamp(1, (total >> 18).max(1));
+    let threads = threads.clamp(1, (total >> 15).max(1));
     if threads == 1 {
         lanes.into_iter().for_each(|l| l.step(h));
         return;
@@ -325,14 +388,7 @@ fn fused_steps(lanes: Vec<Lanes>, h: &Hyper, threads: usize) {
         room = room.saturating_sub(l.len());
         parts[part].push(l);
     }
-    std::thread::scope(|s| {
-        let mut parts = parts.into_iter();
-        let here = parts.next().unwrap_or_default();
-        for part in parts {
-            s.spawn(move || part.into_iter().for_each(|l| l.step(h)));
-        }
-        here.into_iter().for_each(|l| l.step(h));
-    });
+    crate::parallel::for_each(parts, |part| part.into_iter().for_each(|l| l.step(h)));
 }
 
 #[cfg(test)]
@@ -468,6 +524,13 @@ mod tests {
         for threads in [2, 3, 4] {
             assert!(run(threads) == one, "{threads} threads differ from one");
         }
+        // The vectorised pass (where the CPU has one) gives the portable pass's bits.
+        let (mut p1, g, mut m1, mut v1) = (fill(1, 1003), fill(2, 1003), fill(3, 1003), fill(4, 1003));
+        v1.iter_mut().for_each(|x| *x = x.abs());
+        let (mut p2, mut m2, mut v2) = (p1.clone(), m1.clone(), v1.clone());
+        Lanes { p: &mut p1, g: &g, m: &mut m1, v: &mut v1 }.step(&h);
+        Lanes { p: &mut p2, g: &g, m: &mut m2, v: &mut v2 }.step_portable(&h);
+        assert!(p1 == p2 && m1 == m2 && v1 == v2, "the dispatched pass differs from the portable one");
         // And the arithmetic itself, for one value.
         let (p, g, m, v) = (0.5f32, 0.2f32, 0.1f32, 0.04f32);
         let mut lane = ([p], [g], [m], [v]);
@@ -486,6 +549,16 @@ mod tests {
         let exact: f64 = x.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
         assert!((sum_of_squares(&x) - exact).abs() < 1e-6 * exact);
         assert_eq!(sum_of_squares(&[]), 0.0);
+        // Blocks spread over threads: each slice's sum is the one-thread sum, bit for bit; and
+        // the vectorised block sum is the portable one.
+        let sizes = [10_007usize, 0, 4096, 1, 300_001, 8191];
+        let xs: Vec<Vec<f32>> = sizes.iter().map(|&n| x.iter().copied().cycle().take(n).collect()).collect();
+        let slices: Vec<&[f32]> = xs.iter().map(Vec::as_slice).collect();
+        let one: Vec<f64> = slices.iter().map(|x| sum_of_squares(x)).collect();
+        for threads in [1, 2, 3] {
+            assert_eq!(sums_of_squares(&slices, threads), one, "{threads} threads");
+        }
+        assert_eq!(block_sum_of_squares(&x[..4096]), block_sum_of_squares_portable(&x[..4096]));
     }
 
     #[test]
