@@ -32,16 +32,15 @@ fn gomp() -> Option<&'static Gomp> {
 
 #[cfg(target_os = "linux")]
 fn find_gomp() -> Option<Gomp> {
-    // Make sure libtorch (and with it its libgomp) is loaded, then find that libgomp by its soname
-    // without loading another copy (RTLD_NOLOAD).
+    // Make sure libtorch (and with it its libgomp) is loaded, then find that libgomp: by its
+    // soname without loading another copy (RTLD_NOLOAD), else wherever the global scope has it
+    // (a libtorch whose libgomp is renamed, as some wheels do).
     let _ = tch::get_num_threads();
     // SAFETY: dlopen/dlsym with NUL-terminated names; each symbol is cast to the signature libgomp
     // declares for it (libgomp's ABI, stable since GCC 4.9).
     unsafe {
-        let lib = libc::dlopen(c"libgomp.so.1".as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD);
-        if lib.is_null() {
-            return None;
-        }
+        let named = libc::dlopen(c"libgomp.so.1".as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD);
+        let lib = if named.is_null() { libc::RTLD_DEFAULT } else { named };
         let parallel = libc::dlsym(lib, c"GOMP_parallel".as_ptr());
         let thread_num = libc::dlsym(lib, c"omp_get_thread_num".as_ptr());
         let num_threads = libc::dlsym(lib, c"omp_get_num_threads".as_ptr());
@@ -72,6 +71,8 @@ pub(crate) fn threads() -> usize {
 /// Runs `f` on each of `parts`, on libtorch's worker threads where it can (at most [`threads`]
 /// at once), and returns when all are done. A panic in `f` is raised again here, after the others
 /// finished. Which thread runs which part is not fixed: `f` must give the same result anywhere.
+/// Called from the thread that runs libtorch's ops (as the crate's passes are), the parts run on
+/// that thread's OpenMP team; from another thread libgomp gives that thread a team of its own.
 pub(crate) fn for_each<T: Send>(parts: Vec<T>, f: impl Fn(T) + Sync) {
     let team = threads().min(parts.len());
     if team <= 1 {
@@ -80,15 +81,33 @@ pub(crate) fn for_each<T: Send>(parts: Vec<T>, f: impl Fn(T) + Sync) {
     }
     match gomp() {
         Some(gomp) => on_gomp(gomp, parts, team, &f),
-        None => std::thread::scope(|s| {
-            let f = &f;
-            let mut parts = parts.into_iter();
-            let here = parts.next();
-            for part in parts {
-                s.spawn(move || f(part));
-            }
-            here.into_iter().for_each(f);
-        }),
+        None => on_scoped_threads(parts, team, &f),
+    }
+}
+
+/// `team` scoped threads, the caller among them, member `i` taking parts `i`, `i + team`, ...
+fn on_scoped_threads<T: Send>(parts: Vec<T>, team: usize, f: &(dyn Fn(T) + Sync)) {
+    let mut shares: Vec<Vec<T>> = (0..team).map(|_| Vec::new()).collect();
+    for (i, part) in parts.into_iter().enumerate() {
+        shares[i % team].push(part);
+    }
+    // Every part runs even after another panicked; the first panic is kept.
+    let run = move |share: Vec<T>| {
+        share
+            .into_iter()
+            .filter_map(|part| catch_unwind(AssertUnwindSafe(|| f(part))).err())
+            .fold(None, |first, e| first.or(Some(e)))
+    };
+    let mut shares = shares.into_iter();
+    let here = shares.next().unwrap_or_default();
+    let first_panic = std::thread::scope(|s| {
+        let others: Vec<_> = shares.map(|share| s.spawn(move || run(share))).collect();
+        let mine = run(here);
+        let joined = others.into_iter().map(|h| h.join().unwrap_or_else(Some));
+        std::iter::once(mine).chain(joined).flatten().next()
+    });
+    if let Some(e) = first_panic {
+        resume_unwind(e);
     }
 }
 
@@ -128,7 +147,9 @@ fn on_gomp<T: Send>(gomp: &Gomp, parts: Vec<T>, team: usize, f: &(dyn Fn(T) + Sy
     // i, i + n, ... for the n it was given. Anything left (a member that never ran) runs here.
     for slot in &job.slots {
         if let Some(part) = slot.lock().unwrap_or_else(PoisonError::into_inner).take() {
-            f(part);
+            if let Err(e) = catch_unwind(AssertUnwindSafe(|| f(part))) {
+                job.panic.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(e);
+            }
         }
     }
     if let Some(e) = job.panic.into_inner().unwrap_or_else(PoisonError::into_inner) {
@@ -136,51 +157,85 @@ fn on_gomp<T: Send>(gomp: &Gomp, parts: Vec<T>, team: usize, f: &(dyn Fn(T) + Sy
     }
 }
 
-/// Whether [`for_each`] runs on libtorch's OpenMP workers here (false: scoped threads).
-#[cfg(test)]
-pub(crate) fn on_libtorch_threads() -> bool {
-    gomp().is_some()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    #[test]
-    fn every_part_runs_once_on_libtorchs_threads() {
-        // libtorch's libgomp is where the parts run on Linux.
-        #[cfg(target_os = "linux")]
-        assert!(on_libtorch_threads(), "libgomp.so.1 (libtorch's OpenMP) was not found loaded");
-        let previous = tch::get_num_threads();
-        tch::set_num_threads(2);
+    /// libtorch's thread count for this test thread, put back however the test ends.
+    struct Threads(i32);
+
+    impl Threads {
+        fn set(n: i32) -> Self {
+            let previous = Threads(tch::get_num_threads());
+            tch::set_num_threads(n);
+            previous
+        }
+    }
+
+    impl Drop for Threads {
+        fn drop(&mut self) {
+            tch::set_num_threads(self.0);
+        }
+    }
+
+    /// Each part once, on two threads; through libgomp (its thread numbers 0 and 1) on Linux.
+    fn runs_every_part_once_on_two_threads(run: impl Fn(Vec<usize>, &(dyn Fn(usize) + Sync))) -> Vec<i32> {
+        let _threads = Threads::set(2);
         let hits: Vec<AtomicUsize> = (0..37).map(|_| AtomicUsize::new(0)).collect();
-        let tids = Mutex::new(std::collections::BTreeSet::new());
-        for_each((0..37).collect(), |i: usize| {
+        let seen = Mutex::new(std::collections::BTreeMap::new());
+        run((0..37).collect(), &|i: usize| {
             hits[i].fetch_add(1, Ordering::SeqCst);
-            tids.lock().unwrap().insert(format!("{:?}", std::thread::current().id()));
+            // SAFETY: libgomp's own function (0 outside a parallel region).
+            let omp = gomp().map_or(-1, |g| unsafe { (g.thread_num)() });
+            seen.lock().unwrap().insert(format!("{:?}", std::thread::current().id()), omp);
         });
-        tch::set_num_threads(previous);
         assert!(hits.iter().all(|h| h.load(Ordering::SeqCst) == 1), "a part ran twice or never");
-        assert_eq!(tids.into_inner().unwrap().len(), 2, "the parts did not run on two threads");
+        let seen = seen.into_inner().unwrap();
+        assert_eq!(seen.len(), 2, "the parts did not run on two threads: {seen:?}");
+        let mut omp: Vec<i32> = seen.into_values().collect();
+        omp.sort();
+        omp
     }
 
     #[test]
-    fn a_panic_in_a_part_reaches_the_caller_after_the_rest_ran() {
-        let previous = tch::get_num_threads();
-        tch::set_num_threads(2);
+    fn every_part_runs_once_on_libtorchs_threads() {
+        // libtorch's libgomp is where the parts run on Linux: as thread 0 (the caller) and 1 of
+        // its team.
+        #[cfg(target_os = "linux")]
+        {
+            assert!(gomp().is_some(), "libtorch's libgomp was not found loaded");
+            assert_eq!(runs_every_part_once_on_two_threads(|p, f| for_each(p, f)), [0, 1]);
+        }
+        #[cfg(not(target_os = "linux"))]
+        runs_every_part_once_on_two_threads(|p, f| for_each(p, f));
+    }
+
+    #[test]
+    fn the_scoped_threads_fallback_runs_every_part_once_on_two_threads() {
+        runs_every_part_once_on_two_threads(|p, f| on_scoped_threads(p, 2, f));
+    }
+
+    /// A part's panic reaches the caller with its own message, after every other part ran.
+    fn a_panic_in_a_part_reaches_the_caller(run: impl Fn(Vec<usize>, &(dyn Fn(usize) + Sync))) {
+        let _threads = Threads::set(2);
         let done = AtomicUsize::new(0);
         let caught = catch_unwind(AssertUnwindSafe(|| {
-            for_each((0..8).collect(), |i: usize| {
+            run((0..8).collect(), &|i: usize| {
                 if i == 3 {
                     panic!("part 3 failed");
                 }
                 done.fetch_add(1, Ordering::SeqCst);
             })
         }));
-        tch::set_num_threads(previous);
         let message = caught.expect_err("the panic was lost");
         assert_eq!(message.downcast_ref::<&str>(), Some(&"part 3 failed"));
         assert_eq!(done.load(Ordering::SeqCst), 7);
+    }
+
+    #[test]
+    fn a_panic_in_a_part_reaches_the_caller_after_the_rest_ran() {
+        a_panic_in_a_part_reaches_the_caller(|p, f| for_each(p, f));
+        a_panic_in_a_part_reaches_the_caller(|p, f| on_scoped_threads(p, 2, f));
     }
 }
