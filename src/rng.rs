@@ -89,10 +89,11 @@ fn kept(lane: u32, dropped: u32, scale: u32) -> f32 {
     f32::from_bits(scale & 0u32.wrapping_sub(u32::from(lane >= dropped)))
 }
 
-// Plain functions marked `inline(always)`, no closures, no branches: the kernel builds the crate
-// at opt-level 2 with incremental codegen units, where closures were left as calls and a branch
-// per value mispredicted on every tenth: the mask took 4x as long as in a release build
-// (BENCHMARKS.md, "Rust passes on libtorch's threads").
+// No branch per value and the hashes' halves spread through an array: the kernel builds the
+// crate at opt-level 2 with incremental codegen units, where `if lane >= dropped { scale } else
+// { 0.0 }` stayed a branch (mispredicted on every tenth value) and the halves were written one by
+// one: the mask took 4x as long as in a release build (BENCHMARKS.md, "Rust passes on libtorch's
+// threads").
 #[inline(always)]
 fn fill_keep_mask_portable(out: &mut [f32], j0: u32, key: u64, dropped: u16, scale: f32) {
     let (lo, hi) = (key as u32, (key >> 32) as u32);
