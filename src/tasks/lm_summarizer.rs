@@ -430,7 +430,7 @@ pub fn test_rouge(s: &LmSummarizer, test_pairs: &[Pair], n: usize) -> Result<(Ve
             return Err(Error::Interrupted {
                 title: "summaries".into(),
                 steps: predictions.len(),
-                resume: "nothing is kept of an evaluation: run the cell again to evaluate from the start".into(),
+                resume: "nothing is kept of an evaluation: run the cell (in a terminal: the command) again to evaluate from the start".into(),
             });
         }
         predictions.push(s.summarize(&p.document)?);

@@ -135,7 +135,7 @@ pub fn summarize(
             return Err(crate::Error::Interrupted {
                 title: "summaries".into(),
                 steps: out.iter().filter(|s| !s.is_empty()).count(),
-                resume: "nothing is kept of an evaluation: run the cell again to evaluate from the start".into(),
+                resume: "nothing is kept of an evaluation: run the cell (in a terminal: the command) again to evaluate from the start".into(),
             });
         }
         let batch = Batch::new(&idx.iter().map(|&i| &examples[i]).collect::<Vec<_>>(), device);
