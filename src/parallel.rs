@@ -68,6 +68,15 @@ pub(crate) fn threads() -> usize {
     usize::try_from(tch::get_num_threads()).unwrap_or(1).max(1)
 }
 
+/// Below this many values a thread, a pass over memory is quicker on one thread than handed out.
+pub(crate) const VALUES_PER_THREAD: usize = 1 << 15;
+
+/// How many of `threads` a pass over `values` values uses: at least one, at most one per
+/// [`VALUES_PER_THREAD`].
+pub(crate) fn team_for(values: usize, threads: usize) -> usize {
+    threads.clamp(1, (values / VALUES_PER_THREAD).max(1))
+}
+
 /// Runs `f` on each of `parts`, on libtorch's worker threads where it can (at most [`threads`]
 /// at once), and returns when all are done. A panic in `f` is raised again here, after the others
 /// finished. Which thread runs which part is not fixed: `f` must give the same result anywhere.
@@ -157,27 +166,30 @@ fn on_gomp<T: Send>(gomp: &Gomp, parts: Vec<T>, team: usize, f: &(dyn Fn(T) + Sy
     }
 }
 
+/// libtorch's thread count for this test thread, put back however the test ends.
+#[cfg(test)]
+pub(crate) struct Threads(i32);
+
+#[cfg(test)]
+impl Threads {
+    pub(crate) fn set(n: i32) -> Self {
+        let previous = Threads(tch::get_num_threads());
+        tch::set_num_threads(n);
+        previous
+    }
+}
+
+#[cfg(test)]
+impl Drop for Threads {
+    fn drop(&mut self) {
+        tch::set_num_threads(self.0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
-
-    /// libtorch's thread count for this test thread, put back however the test ends.
-    struct Threads(i32);
-
-    impl Threads {
-        fn set(n: i32) -> Self {
-            let previous = Threads(tch::get_num_threads());
-            tch::set_num_threads(n);
-            previous
-        }
-    }
-
-    impl Drop for Threads {
-        fn drop(&mut self) {
-            tch::set_num_threads(self.0);
-        }
-    }
 
     /// Each part once, on two threads; through libgomp (its thread numbers 0 and 1) on Linux.
     fn runs_every_part_once_on_two_threads(run: impl Fn(Vec<usize>, &(dyn Fn(usize) + Sync))) -> Vec<i32> {

@@ -42,7 +42,7 @@ fn fmix32(mut h: u32) -> u32 {
 /// (BENCHMARKS.md). A long mask is split over libtorch's threads (stretches of whole blocks, each
 /// with its own counters: the same values as on one thread). `out` may hold at most 2³³ values.
 pub(crate) fn fill_keep_mask(out: &mut [f32], key: u64, dropped: u16, scale: f32) {
-    let threads = crate::parallel::threads().min(out.len() / MASK_VALUES_PER_THREAD).max(1);
+    let threads = crate::parallel::team_for(out.len(), crate::parallel::threads());
     if threads == 1 {
         fill_keep_mask_from(out, 0, key, dropped, scale);
         return;
@@ -54,10 +54,6 @@ pub(crate) fn fill_keep_mask(out: &mut [f32], key: u64, dropped: u16, scale: f32
         fill_keep_mask_from(part, (start / 2) as u32, key, dropped, scale)
     });
 }
-
-/// Below this many values a thread, filling a mask on one thread is quicker than handing half of it
-/// to another.
-const MASK_VALUES_PER_THREAD: usize = 1 << 15;
 
 /// [`fill_keep_mask`] of the stretch whose first value is lane `2 * j0` of the stream.
 fn fill_keep_mask_from(out: &mut [f32], j0: u32, key: u64, dropped: u16, scale: f32) {
@@ -144,15 +140,14 @@ mod tests {
     /// Split over two threads, a mask of any length is the one-thread stream.
     #[test]
     fn a_mask_split_over_threads_is_the_same_stream() {
-        let previous = tch::get_num_threads();
-        tch::set_num_threads(2);
-        for n in [2 * MASK_VALUES_PER_THREAD, 3 * MASK_VALUES_PER_THREAD + 7, (5 << 16) + 33] {
+        let _threads = crate::parallel::Threads::set(2);
+        let per = crate::parallel::VALUES_PER_THREAD;
+        for n in [2 * per, 3 * per + 7, (5 << 16) + 33] {
             let (mut split, mut one) = (vec![0f32; n], vec![0f32; n]);
             fill_keep_mask(&mut split, 7, 30000, 2.0);
             fill_keep_mask_from(&mut one, 0, 7, 30000, 2.0);
             assert!(split == one, "{n} values: the split mask differs");
         }
-        tch::set_num_threads(previous);
     }
 
     #[test]

@@ -255,7 +255,7 @@ fn sums_of_squares(xs: &[&[f32]], threads: usize) -> Vec<f64> {
     let blocks: Vec<&[f32]> = xs.iter().flat_map(|x| x.chunks(SQUARES_BLOCK)).collect();
     let mut block_sums = vec![0f64; blocks.len()];
     let values: usize = xs.iter().map(|x| x.len()).sum();
-    let threads = threads.clamp(1, (values >> 15).max(1));
+    let threads = crate::parallel::team_for(values, threads);
     let per_part = blocks.len().div_ceil(threads).max(1);
     let parts: Vec<_> = blocks.chunks(per_part).zip(block_sums.chunks_mut(per_part)).collect();
     crate::parallel::for_each(parts, |(blocks, sums)| {
@@ -367,7 +367,7 @@ impl<'a> Lanes<'a> {
 /// not depend on the number of threads.
 fn fused_steps(lanes: Vec<Lanes>, h: &Hyper, threads: usize) {
     let total: usize = lanes.iter().map(Lanes::len).sum();
-    let threads = threads.clamp(1, (total >> 15).max(1));
+    let threads = crate::parallel::team_for(total, threads);
     if threads == 1 {
         lanes.into_iter().for_each(|l| l.step(h));
         return;
